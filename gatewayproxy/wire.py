@@ -1,0 +1,814 @@
+"""MongoDB wire-protocol codec: pure functions over bytes.
+
+The gateway relays MongoDB messages between clients and servers and needs to read, check and sometimes
+write them. This module parses and builds the messages a modern deployment uses (OP_MSG, the legacy
+OP_QUERY/OP_REPLY pair still used for the first ``hello``, and the OP_COMPRESSED envelope), checks the
+framing against a size limit, verifies OP_MSG's CRC-32C trailer, and makes the error and success
+replies the proxy sends itself.
+
+Every malformed input raises :class:`WireError` (a ``ValueError``) naming what was wrong and the byte
+offset where it was found; nothing else escapes the parsers. Nothing here does I/O except
+:func:`read_message`, which only reads one framed message from an ``asyncio.StreamReader``.
+
+BSON goes through pymongo's ``bson`` with codec options that keep field order and types (``Int64``
+stays ``Int64``, out-of-range dates stay ``DatetimeMS``), so re-encoding an ordinary decoded document
+gives the same bytes. Decoding a whole message costs about as much as ``bson.decode`` of its
+documents; :func:`peek_command` reads only the command name and ``$db`` without decoding, for the hot
+path of a relay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import struct
+import zlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import bson
+from bson.codec_options import CodecOptions, DatetimeConversion
+
+OP_REPLY = 1
+OP_QUERY = 2004
+OP_COMPRESSED = 2012
+OP_MSG = 2013
+HEADER_SIZE = 16
+DEFAULT_MAX_MESSAGE_SIZE = 48_000_000
+
+# OP_MSG flag bits.
+CHECKSUM_PRESENT = 1
+MORE_TO_COME = 2
+EXHAUST_ALLOWED = 1 << 16
+_KNOWN_REQUIRED_BITS = CHECKSUM_PRESENT | MORE_TO_COME
+
+# OP_REPLY response flags.
+CURSOR_NOT_FOUND = 1
+QUERY_FAILURE = 2
+SHARD_CONFIG_STALE = 4
+AWAIT_CAPABLE = 8
+
+# OP_QUERY flags (bit 0 is reserved).
+TAILABLE_CURSOR = 2
+SECONDARY_OK = 4
+NO_CURSOR_TIMEOUT = 16
+AWAIT_DATA = 32
+EXHAUST = 64
+PARTIAL = 128
+
+COMPRESSOR_IDS = {"noop": 0, "snappy": 1, "zlib": 2, "zstd": 3}
+_COMPRESSOR_NAMES = {v: k for k, v in COMPRESSOR_IDS.items()}
+
+#: Commands the OP_COMPRESSED spec says must never be compressed (they carry credentials or open the
+#: connection). The codec does not enforce this; the relay should.
+UNCOMPRESSIBLE_COMMANDS = frozenset(
+    {
+        "hello",
+        "ismaster",
+        "isMaster",
+        "saslStart",
+        "saslContinue",
+        "getnonce",
+        "authenticate",
+        "createUser",
+        "updateUser",
+        "copydbSaslStart",
+        "copydbgetnonce",
+        "copydb",
+    }
+)
+
+CODEC_OPTIONS = CodecOptions(document_class=dict, datetime_conversion=DatetimeConversion.DATETIME_AUTO)
+
+_HEADER = struct.Struct("<iiii")
+_INT32 = struct.Struct("<i")
+_UINT32 = struct.Struct("<I")
+_INT64 = struct.Struct("<q")
+_REPLY_FIXED = struct.Struct("<iqii")
+_COMPRESSED_FIXED = struct.Struct("<iiB")
+
+
+class WireError(ValueError):
+    """A message is malformed, too large, or cannot be built; ``offset`` is the byte where it went wrong.
+
+    ``offset`` is ``None`` when the problem is not tied to a position (e.g. an unknown compressor name).
+    """
+
+    def __init__(self, message: str, offset: int | None = None) -> None:
+        self.offset = offset
+        super().__init__(message if offset is None else f"{message} (at byte {offset})")
+
+
+# --------------------------------------------------------------------------------------------------------
+# CRC-32C (Castagnoli), table driven, slicing-by-8.
+# --------------------------------------------------------------------------------------------------------
+
+
+def _crc32c_tables() -> tuple[list[int], ...]:
+    poly = 0x82F63B78
+    first = []
+    for n in range(256):
+        crc = n
+        for _ in range(8):
+            crc = (crc >> 1) ^ poly if crc & 1 else crc >> 1
+        first.append(crc)
+    tables = [first]
+    for _ in range(7):
+        prev = tables[-1]
+        tables.append([(prev[n] >> 8) ^ first[prev[n] & 0xFF] for n in range(256)])
+    return tuple(tables)
+
+
+_T0, _T1, _T2, _T3, _T4, _T5, _T6, _T7 = _crc32c_tables()
+_QWORDS = struct.Struct("<Q")
+
+
+def crc32c(data: bytes | bytearray | memoryview, crc: int = 0) -> int:
+    """Return the CRC-32C of ``data`` (continuing from ``crc``), as OP_MSG's checksum uses it.
+
+    Pure Python, eight bytes per loop step; roughly tens of MB/s, so only messages that ask for a
+    checksum pay for it.
+    """
+    crc ^= 0xFFFFFFFF
+    view = memoryview(data).cast("B")
+    whole = len(view) - len(view) % 8
+    t0, t1, t2, t3, t4, t5, t6, t7 = _T0, _T1, _T2, _T3, _T4, _T5, _T6, _T7
+    for (word,) in _QWORDS.iter_unpack(view[:whole]):
+        x = crc ^ word
+        crc = (
+            t7[x & 0xFF]
+            ^ t6[(x >> 8) & 0xFF]
+            ^ t5[(x >> 16) & 0xFF]
+            ^ t4[(x >> 24) & 0xFF]
+            ^ t3[(x >> 32) & 0xFF]
+            ^ t2[(x >> 40) & 0xFF]
+            ^ t1[(x >> 48) & 0xFF]
+            ^ t0[x >> 56]
+        )
+    for byte in view[whole:]:
+        crc = t0[(crc ^ byte) & 0xFF] ^ (crc >> 8)
+    return crc ^ 0xFFFFFFFF
+
+
+# --------------------------------------------------------------------------------------------------------
+# Message types.
+# --------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Header:
+    """The 16-byte standard message header."""
+
+    length: int
+    request_id: int
+    response_to: int
+    op_code: int
+
+
+@dataclass
+class OpMsg:
+    """An OP_MSG: flag bits, the kind-0 body and the kind-1 document sequences (identifier, documents)."""
+
+    flags: int
+    body: dict
+    sequences: list[tuple[str, list[dict]]] = field(default_factory=list)
+    request_id: int = 0
+    response_to: int = 0
+
+    @property
+    def command_name(self) -> str:
+        """The command: the first key of the body ("" for an empty body)."""
+        return next(iter(self.body), "")
+
+    @property
+    def database(self) -> str | None:
+        """The target database, from the body's ``$db`` field."""
+        return self.body.get("$db")
+
+    @property
+    def more_to_come(self) -> bool:
+        """True when the sender will not wait for (request) or will send more (reply) messages."""
+        return bool(self.flags & MORE_TO_COME)
+
+    @property
+    def exhaust_allowed(self) -> bool:
+        """True when the client accepts exhaust (streamed) replies."""
+        return bool(self.flags & EXHAUST_ALLOWED)
+
+    @property
+    def checksum_present(self) -> bool:
+        """True when the message carried (or will carry) a CRC-32C trailer."""
+        return bool(self.flags & CHECKSUM_PRESENT)
+
+    def to_bytes(self) -> bytes:
+        """Encode this message again, recomputing the checksum when the flag asks for one."""
+        return build_op_msg(
+            self.body,
+            sequences=self.sequences,
+            flags=self.flags,
+            request_id=self.request_id,
+            response_to=self.response_to,
+            checksum=self.checksum_present,
+        )
+
+
+@dataclass
+class OpQuery:
+    """A legacy OP_QUERY (today only the first ``hello``/``isMaster`` on ``admin.$cmd``)."""
+
+    flags: int
+    full_collection_name: str
+    number_to_skip: int
+    number_to_return: int
+    query: dict
+    return_fields_selector: dict | None = None
+    request_id: int = 0
+    response_to: int = 0
+
+    @property
+    def database(self) -> str:
+        """The database part of ``full_collection_name``."""
+        return self.full_collection_name.partition(".")[0]
+
+    @property
+    def collection(self) -> str:
+        """The collection part of ``full_collection_name`` (``$cmd`` for commands)."""
+        return self.full_collection_name.partition(".")[2]
+
+    @property
+    def command_name(self) -> str:
+        """The first key of the query, unwrapping a ``$query``/``query`` envelope."""
+        return _first_key(_unwrap_query(self.query))
+
+
+@dataclass
+class OpReply:
+    """A legacy OP_REPLY: the answer to an OP_QUERY."""
+
+    response_flags: int
+    cursor_id: int
+    starting_from: int
+    documents: list[dict]
+    request_id: int = 0
+    response_to: int = 0
+
+
+Message = OpMsg | OpQuery | OpReply
+
+
+# --------------------------------------------------------------------------------------------------------
+# Low-level readers. Each checks bounds itself so that no struct.error or IndexError escapes.
+# --------------------------------------------------------------------------------------------------------
+
+
+def _int32(data: bytes, offset: int, end: int, what: str) -> int:
+    if offset + 4 > end:
+        raise WireError(f"message ends inside {what}", offset)
+    return _INT32.unpack_from(data, offset)[0]
+
+
+def _cstring(data: bytes, offset: int, end: int, what: str) -> tuple[str, int]:
+    """Read a NUL-terminated UTF-8 string; return it and the offset just past the NUL."""
+    nul = data.find(b"\x00", offset, end)
+    if nul < 0:
+        raise WireError(f"{what} is not NUL-terminated", offset)
+    try:
+        return data[offset:nul].decode("utf-8"), nul + 1
+    except UnicodeDecodeError as exc:
+        raise WireError(f"{what} is not valid UTF-8", offset) from exc
+
+
+def _doc_span(data: bytes, offset: int, end: int, what: str) -> int:
+    """Check the BSON length prefix at ``offset`` against ``end``; return the document's end offset."""
+    size = _int32(data, offset, end, f"the length of {what}")
+    if size < 5:
+        raise WireError(f"{what} declares length {size}, less than 5", offset)
+    if offset + size > end:
+        raise WireError(f"{what} declares length {size}, running past the end of its section", offset)
+    if data[offset + size - 1] != 0:
+        raise WireError(f"{what} does not end with a NUL byte", offset + size - 1)
+    return offset + size
+
+
+def _read_doc(data: bytes, offset: int, end: int, what: str) -> tuple[dict, int]:
+    """Decode one BSON document at ``offset``; return it and the offset just past it."""
+    stop = _doc_span(data, offset, end, what)
+    try:
+        doc = bson.decode(data[offset:stop], codec_options=CODEC_OPTIONS)
+    except Exception as exc:  # bson raises InvalidBSON, but also ValueError/OverflowError/... on odd input
+        raise WireError(f"{what} is not valid BSON: {exc}", offset) from exc
+    return doc, stop
+
+
+def _encode(doc: Mapping[str, Any] | bytes, what: str) -> bytes:
+    """Encode a document; already-encoded BSON (bytes) passes through unchanged."""
+    if isinstance(doc, bytes | bytearray | memoryview):
+        return bytes(doc)
+    try:
+        return bson.encode(doc, codec_options=CODEC_OPTIONS)
+    except Exception as exc:
+        raise WireError(f"cannot encode {what} as BSON: {exc}") from exc
+
+
+def _pack_header(length: int, request_id: int, response_to: int, op_code: int) -> bytes:
+    try:
+        return _HEADER.pack(length, request_id, response_to, op_code)
+    except struct.error as exc:
+        raise WireError(f"header field out of range: {exc}") from exc
+
+
+def _first_key(doc: Mapping[str, Any]) -> str:
+    return next(iter(doc), "")
+
+
+def _unwrap_query(query: Mapping[str, Any]) -> Mapping[str, Any]:
+    inner = query.get("$query", query.get("query")) if _first_key(query) in ("$query", "query") else None
+    return inner if isinstance(inner, Mapping) else query
+
+
+# --------------------------------------------------------------------------------------------------------
+# Header and framing.
+# --------------------------------------------------------------------------------------------------------
+
+
+def parse_header(data: bytes, *, max_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> Header:
+    """Parse the first 16 bytes of ``data`` and check the declared length is within 16..max_size."""
+    if len(data) < HEADER_SIZE:
+        raise WireError(f"header needs {HEADER_SIZE} bytes, got {len(data)}", len(data))
+    header = Header(*_HEADER.unpack_from(data, 0))
+    if header.length < HEADER_SIZE:
+        raise WireError(f"declared message length {header.length} is less than {HEADER_SIZE}", 0)
+    if header.length > max_size:
+        raise WireError(f"declared message length {header.length} exceeds the limit of {max_size}", 0)
+    return header
+
+
+def _whole_header(message: bytes, op_code: int | None, max_size: int) -> Header:
+    """Parse the header and check it describes exactly ``message`` (and the expected opcode)."""
+    if not isinstance(message, bytes):
+        raise TypeError(f"messages are bytes, not {type(message).__name__}; convert with bytes()")
+    header = parse_header(message, max_size=max_size)
+    if header.length != len(message):
+        raise WireError(f"declared message length {header.length} but {len(message)} bytes given", 0)
+    if op_code is not None and header.op_code != op_code:
+        raise WireError(f"expected opcode {op_code}, got {header.op_code}", 12)
+    return header
+
+
+async def read_message(reader: asyncio.StreamReader, *, max_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> bytes:
+    """Read one whole message (header and body) from ``reader``.
+
+    The declared length is checked against ``max_size`` before the body is read. A clean end of stream
+    before the first byte raises ``EOFError``; a stream that ends inside a message raises
+    :class:`WireError`.
+    """
+    try:
+        head = await reader.readexactly(HEADER_SIZE)
+    except asyncio.IncompleteReadError as exc:
+        if not exc.partial:
+            raise EOFError("connection closed between messages") from None
+        raise WireError(f"connection closed inside a header after {len(exc.partial)} bytes", 0) from None
+    header = parse_header(head, max_size=max_size)
+    try:
+        body = await reader.readexactly(header.length - HEADER_SIZE)
+    except asyncio.IncompleteReadError as exc:
+        got = HEADER_SIZE + len(exc.partial)
+        raise WireError(f"connection closed after {got} of {header.length} bytes", got) from None
+    return head + body
+
+
+# --------------------------------------------------------------------------------------------------------
+# OP_MSG.
+# --------------------------------------------------------------------------------------------------------
+
+
+def _msg_flags_and_end(message: bytes, header: Header) -> tuple[int, int]:
+    """Return the OP_MSG flags and where its sections end, checking flags and the checksum."""
+    if header.length < HEADER_SIZE + 4:
+        raise WireError("OP_MSG too short for its flag bits", HEADER_SIZE)
+    flags = _UINT32.unpack_from(message, HEADER_SIZE)[0]
+    unknown = flags & 0xFFFF & ~_KNOWN_REQUIRED_BITS
+    if unknown:
+        raise WireError(f"OP_MSG has unknown required flag bits {unknown:#x}", HEADER_SIZE)
+    end = header.length
+    if flags & CHECKSUM_PRESENT:
+        end -= 4
+        if end < HEADER_SIZE + 4:
+            raise WireError("OP_MSG too short for its checksum", HEADER_SIZE + 4)
+        expected = _UINT32.unpack_from(message, end)[0]
+        actual = crc32c(memoryview(message)[:end])
+        if actual != expected:
+            raise WireError(
+                f"OP_MSG checksum mismatch: trailer {expected:#010x}, computed {actual:#010x}", end
+            )
+    return flags, end
+
+
+def _read_sequence(message: bytes, offset: int, end: int) -> tuple[tuple[str, list[dict]], int]:
+    """Read a kind-1 section (after its kind byte); return (identifier, documents) and the next offset."""
+    size = _int32(message, offset, end, "a document sequence's size")
+    stop = offset + size
+    if size < 5 or stop > end:
+        raise WireError(f"document sequence declares size {size}, which does not fit the message", offset)
+    identifier, pos = _cstring(message, offset + 4, stop, "document sequence identifier")
+    docs = []
+    while pos < stop:
+        doc, pos = _read_doc(message, pos, stop, f"document {len(docs)} of sequence {identifier!r}")
+        docs.append(doc)
+    return (identifier, docs), stop
+
+
+def parse_op_msg(message: bytes, *, max_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> OpMsg:
+    """Parse a whole OP_MSG (header included), verifying its checksum when one is present."""
+    header = _whole_header(message, OP_MSG, max_size)
+    flags, end = _msg_flags_and_end(message, header)
+    body: dict | None = None
+    sequences: list[tuple[str, list[dict]]] = []
+    pos = HEADER_SIZE + 4
+    while pos < end:
+        kind = message[pos]
+        if kind == 0:
+            if body is not None:
+                raise WireError("OP_MSG has a second kind-0 body section", pos)
+            body, pos = _read_doc(message, pos + 1, end, "the OP_MSG body")
+        elif kind == 1:
+            sequence, pos = _read_sequence(message, pos + 1, end)
+            sequences.append(sequence)
+        else:
+            raise WireError(f"OP_MSG has unknown section kind {kind}", pos)
+    if body is None:
+        raise WireError("OP_MSG has no kind-0 body section", HEADER_SIZE + 4)
+    return OpMsg(flags, body, sequences, header.request_id, header.response_to)
+
+
+def _sequence_section(identifier: str, documents: Iterable[Mapping[str, Any] | bytes]) -> bytes:
+    if "\x00" in identifier:
+        raise WireError("document sequence identifier contains a NUL character")
+    payload = identifier.encode("utf-8") + b"\x00"
+    payload += b"".join(_encode(doc, f"a document of sequence {identifier!r}") for doc in documents)
+    return b"\x01" + _INT32.pack(len(payload) + 4) + payload
+
+
+def build_op_msg(
+    body: Mapping[str, Any] | bytes,
+    *,
+    sequences: Iterable[tuple[str, Iterable[Mapping[str, Any] | bytes]]] = (),
+    flags: int = 0,
+    request_id: int = 0,
+    response_to: int = 0,
+    checksum: bool = False,
+) -> bytes:
+    """Build an OP_MSG. ``body`` and sequence documents may be dicts or already-encoded BSON bytes.
+
+    The checksumPresent flag is set and the CRC-32C trailer appended when ``checksum`` is true, and
+    the flag is cleared otherwise, whatever ``flags`` says.
+    """
+    flags = (flags & ~CHECKSUM_PRESENT) | (CHECKSUM_PRESENT if checksum else 0)
+    if not 0 <= flags <= 0xFFFFFFFF:
+        raise WireError(f"OP_MSG flags {flags:#x} do not fit in 32 bits")
+    parts = [_UINT32.pack(flags), b"\x00", _encode(body, "the OP_MSG body")]
+    parts += [_sequence_section(identifier, docs) for identifier, docs in sequences]
+    payload = b"".join(parts)
+    length = HEADER_SIZE + len(payload) + (4 if checksum else 0)
+    message = _pack_header(length, request_id, response_to, OP_MSG) + payload
+    if checksum:
+        message += _UINT32.pack(crc32c(message))
+    return message
+
+
+# --------------------------------------------------------------------------------------------------------
+# OP_QUERY and OP_REPLY.
+# --------------------------------------------------------------------------------------------------------
+
+
+def parse_op_query(message: bytes, *, max_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> OpQuery:
+    """Parse a whole OP_QUERY (header included)."""
+    header = _whole_header(message, OP_QUERY, max_size)
+    end = header.length
+    flags = _int32(message, HEADER_SIZE, end, "OP_QUERY flags")
+    name, pos = _cstring(message, HEADER_SIZE + 4, end, "fullCollectionName")
+    skip = _int32(message, pos, end, "numberToSkip")
+    limit = _int32(message, pos + 4, end, "numberToReturn")
+    query, pos = _read_doc(message, pos + 8, end, "the query document")
+    selector = None
+    if pos < end:
+        selector, pos = _read_doc(message, pos, end, "returnFieldsSelector")
+    if pos != end:
+        raise WireError(f"{end - pos} unexpected bytes after returnFieldsSelector", pos)
+    return OpQuery(flags, name, skip, limit, query, selector, header.request_id, header.response_to)
+
+
+def build_op_query(
+    full_collection_name: str,
+    query: Mapping[str, Any] | bytes,
+    *,
+    flags: int = 0,
+    number_to_skip: int = 0,
+    number_to_return: int = -1,
+    return_fields_selector: Mapping[str, Any] | bytes | None = None,
+    request_id: int = 0,
+    response_to: int = 0,
+) -> bytes:
+    """Build an OP_QUERY (``number_to_return=-1`` is what drivers send for commands)."""
+    if "\x00" in full_collection_name:
+        raise WireError("fullCollectionName contains a NUL character")
+    try:
+        fixed = _INT32.pack(flags), _INT32.pack(number_to_skip), _INT32.pack(number_to_return)
+    except struct.error as exc:
+        raise WireError(f"OP_QUERY field out of range: {exc}") from exc
+    parts = [fixed[0], full_collection_name.encode("utf-8"), b"\x00", fixed[1], fixed[2]]
+    parts.append(_encode(query, "the query document"))
+    if return_fields_selector is not None:
+        parts.append(_encode(return_fields_selector, "returnFieldsSelector"))
+    payload = b"".join(parts)
+    return _pack_header(HEADER_SIZE + len(payload), request_id, response_to, OP_QUERY) + payload
+
+
+def parse_op_reply(message: bytes, *, max_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> OpReply:
+    """Parse a whole OP_REPLY (header included); numberReturned must match the documents present."""
+    header = _whole_header(message, OP_REPLY, max_size)
+    end = header.length
+    if end < HEADER_SIZE + _REPLY_FIXED.size:
+        raise WireError("OP_REPLY too short for its fixed fields", HEADER_SIZE)
+    flags, cursor_id, starting_from, count = _REPLY_FIXED.unpack_from(message, HEADER_SIZE)
+    if count < 0:
+        raise WireError(f"OP_REPLY numberReturned is negative ({count})", HEADER_SIZE + 16)
+    docs: list[dict] = []
+    pos = HEADER_SIZE + _REPLY_FIXED.size
+    while pos < end:
+        doc, pos = _read_doc(message, pos, end, f"reply document {len(docs)}")
+        docs.append(doc)
+    if len(docs) != count:
+        raise WireError(
+            f"OP_REPLY numberReturned is {count} but {len(docs)} documents follow", HEADER_SIZE + 16
+        )
+    return OpReply(flags, cursor_id, starting_from, docs, header.request_id, header.response_to)
+
+
+def build_op_reply(
+    documents: Iterable[Mapping[str, Any] | bytes],
+    *,
+    response_flags: int = 0,
+    cursor_id: int = 0,
+    starting_from: int = 0,
+    request_id: int = 0,
+    response_to: int = 0,
+) -> bytes:
+    """Build an OP_REPLY carrying ``documents``."""
+    encoded = [_encode(doc, "a reply document") for doc in documents]
+    try:
+        fixed = _REPLY_FIXED.pack(response_flags, cursor_id, starting_from, len(encoded))
+    except struct.error as exc:
+        raise WireError(f"OP_REPLY field out of range: {exc}") from exc
+    payload = fixed + b"".join(encoded)
+    return _pack_header(HEADER_SIZE + len(payload), request_id, response_to, OP_REPLY) + payload
+
+
+# --------------------------------------------------------------------------------------------------------
+# OP_COMPRESSED.
+# --------------------------------------------------------------------------------------------------------
+
+
+def _snappy_module():
+    try:
+        import snappy
+    except ImportError as exc:
+        raise WireError("snappy compression needs the python-snappy package, which is not installed") from exc
+    return snappy
+
+
+def _zstd_module():
+    try:
+        import zstandard
+    except ImportError as exc:
+        raise WireError("zstd compression needs the zstandard package, which is not installed") from exc
+    return zstandard
+
+
+def available_compressors() -> tuple[str, ...]:
+    """The compressor names this process can both compress and decompress with."""
+    names = ["noop", "zlib"]
+    for name, probe in (("snappy", _snappy_module), ("zstd", _zstd_module)):
+        try:
+            probe()
+        except WireError:
+            continue
+        names.append(name)
+    return tuple(names)
+
+
+def _compress(name: str, data: bytes) -> bytes:
+    if name == "noop":
+        return data
+    if name == "zlib":
+        return zlib.compress(data)
+    if name == "snappy":
+        return _snappy_module().compress(data)
+    return _zstd_module().ZstdCompressor().compress(data)
+
+
+def _snappy_declared_length(data: bytes) -> int:
+    """Read the varint uncompressed length that starts a raw snappy block."""
+    value = 0
+    for index, byte in enumerate(data[:5]):
+        value |= (byte & 0x7F) << (7 * index)
+        if not byte & 0x80:
+            return value
+    raise WireError("snappy data has no valid length prefix", HEADER_SIZE + 9)
+
+
+def _decompress(name: str, data: bytes, size: int) -> bytes:
+    """Decompress ``data``, never producing more than ``size`` + 1 bytes (a decompression bomb stops)."""
+    if name == "noop":
+        return data
+    if name == "zlib":
+        return zlib.decompressobj().decompress(data, size + 1)
+    if name == "snappy":
+        if _snappy_declared_length(data) != size:
+            raise WireError("snappy length prefix disagrees with uncompressedSize", HEADER_SIZE + 9)
+        return _snappy_module().uncompress(data)
+    zstandard = _zstd_module()
+    with zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data)) as reader:
+        return reader.read(size + 1)
+
+
+def decompress_message(message: bytes, *, max_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> bytes:
+    """Unwrap an OP_COMPRESSED message: return the original message with its original opcode."""
+    header = _whole_header(message, OP_COMPRESSED, max_size)
+    if header.length < HEADER_SIZE + _COMPRESSED_FIXED.size:
+        raise WireError("OP_COMPRESSED too short for its fixed fields", HEADER_SIZE)
+    original_op, size, compressor_id = _COMPRESSED_FIXED.unpack_from(message, HEADER_SIZE)
+    if original_op == OP_COMPRESSED:
+        raise WireError("OP_COMPRESSED wraps another OP_COMPRESSED", HEADER_SIZE)
+    if size < 0 or size > max_size - HEADER_SIZE:
+        raise WireError(f"uncompressedSize {size} is outside 0..{max_size - HEADER_SIZE}", HEADER_SIZE + 4)
+    name = _COMPRESSOR_NAMES.get(compressor_id)
+    if name is None:
+        raise WireError(f"unknown compressor id {compressor_id}", HEADER_SIZE + 8)
+    data = message[HEADER_SIZE + _COMPRESSED_FIXED.size :]
+    try:
+        original = _decompress(name, data, size)
+    except WireError:
+        raise
+    except Exception as exc:  # zlib.error, snappy.UncompressError, zstandard.ZstdError, ...
+        raise WireError(f"{name} data does not decompress: {exc}", HEADER_SIZE + 9) from exc
+    if len(original) != size:
+        raise WireError(f"uncompressedSize is {size} but {name} data gives {len(original)}", HEADER_SIZE + 4)
+    head = _pack_header(HEADER_SIZE + size, header.request_id, header.response_to, original_op)
+    return head + original
+
+
+def compress_message(message: bytes, compressor: str) -> bytes:
+    """Wrap a whole message in OP_COMPRESSED with ``compressor`` ("noop", "zlib", "snappy", "zstd")."""
+    if compressor not in COMPRESSOR_IDS:
+        raise WireError(f"unknown compressor {compressor!r}; expected one of {', '.join(COMPRESSOR_IDS)}")
+    header = _whole_header(message, None, max(DEFAULT_MAX_MESSAGE_SIZE, len(message)))
+    if header.op_code == OP_COMPRESSED:
+        raise WireError("message is already OP_COMPRESSED", 12)
+    body = message[HEADER_SIZE:]
+    fixed = _COMPRESSED_FIXED.pack(header.op_code, len(body), COMPRESSOR_IDS[compressor])
+    payload = fixed + _compress(compressor, body)
+    return (
+        _pack_header(HEADER_SIZE + len(payload), header.request_id, header.response_to, OP_COMPRESSED)
+        + payload
+    )
+
+
+# --------------------------------------------------------------------------------------------------------
+# Dispatch, peeking and replies.
+# --------------------------------------------------------------------------------------------------------
+
+_PARSERS = {OP_MSG: parse_op_msg, OP_QUERY: parse_op_query, OP_REPLY: parse_op_reply}
+
+
+def parse_message(message: bytes, *, max_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> Message:
+    """Parse any supported message, unwrapping OP_COMPRESSED first; unknown opcodes raise WireError."""
+    header = _whole_header(message, None, max_size)
+    if header.op_code == OP_COMPRESSED:
+        message = decompress_message(message, max_size=max_size)
+        header = parse_header(message, max_size=max_size)
+    parser = _PARSERS.get(header.op_code)
+    if parser is None:
+        raise WireError(f"unsupported opcode {header.op_code}", 12)
+    return parser(message, max_size=max_size)
+
+
+# Fixed value sizes of BSON element types, for skipping elements without decoding them.
+_FIXED_SIZES = {0x01: 8, 0x06: 0, 0x07: 12, 0x08: 1, 0x09: 8, 0x0A: 0, 0x10: 4, 0x11: 8, 0x12: 8, 0x13: 16}
+_FIXED_SIZES.update({0xFF: 0, 0x7F: 0})
+
+
+# Length-prefixed types: (bytes before the payload counted outside the prefix, smallest valid prefix).
+_PREFIXED = {0x02: (4, 1), 0x0D: (4, 1), 0x0E: (4, 1), 0x03: (0, 5), 0x04: (0, 5), 0x0F: (0, 14)}
+_PREFIXED.update({0x05: (5, 0), 0x0C: (16, 1)})
+
+
+def _skip_value(doc: bytes, type_byte: int, pos: int, end: int) -> int:
+    """Return the offset just past a BSON value of ``type_byte`` starting at ``pos``."""
+    if type_byte in _FIXED_SIZES:
+        return pos + _FIXED_SIZES[type_byte]
+    if type_byte in _PREFIXED:
+        extra, smallest = _PREFIXED[type_byte]
+        size = _int32(doc, pos, end, "a value length")
+        if size < smallest:
+            raise WireError(f"BSON value length {size} is invalid", pos)
+        return pos + extra + size
+    if type_byte == 0x0B:
+        pos = _cstring(doc, pos, end, "a regex pattern")[1]
+        return _cstring(doc, pos, end, "regex options")[1]
+    raise WireError(f"unknown BSON element type {type_byte:#04x}", pos - 1)
+
+
+def _peek_body(data: bytes, start: int, end: int) -> tuple[str, str]:
+    """Return (first key, ``$db`` string) of the BSON document at ``start`` without decoding it."""
+    stop = _doc_span(data, start, end, "the command document") - 1
+    pos, first, database = start + 4, None, ""
+    while pos < stop:
+        type_byte = data[pos]
+        name, pos = _cstring(data, pos + 1, stop, "an element name")
+        if first is None:
+            first = name
+        if name == "$db" and type_byte == 0x02:
+            size = _int32(data, pos, stop, "the $db length")
+            if size < 1 or pos + 4 + size > stop:
+                raise WireError("the $db string length is invalid", pos)
+            database = data[pos + 4 : pos + 3 + size].decode("utf-8", "replace")
+            break
+        pos = _skip_value(data, type_byte, pos, stop)
+        if pos > stop:
+            raise WireError("a BSON element runs past the end of its document", pos)
+    return first or "", database
+
+
+def _peek_op_msg(message: bytes, end: int) -> tuple[str, str]:
+    pos = HEADER_SIZE + 4
+    while pos < end:
+        kind = message[pos]
+        if kind == 0:
+            return _peek_body(message, pos + 1, end)
+        if kind != 1:
+            raise WireError(f"OP_MSG has unknown section kind {kind}", pos)
+        size = _int32(message, pos + 1, end, "a document sequence's size")
+        if size < 5:
+            raise WireError(f"document sequence declares size {size}", pos + 1)
+        pos += 1 + size
+    raise WireError("OP_MSG has no kind-0 body section", HEADER_SIZE + 4)
+
+
+def peek_command(message: bytes, *, max_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> tuple[int, str, str]:
+    """Return (opcode, command name, database) of a request cheaply.
+
+    For OP_MSG this walks the body's element headers only (no BSON decoding, no checksum check), so it
+    costs microseconds even for a 16 MB insert. OP_QUERY is decoded (it only carries small handshake
+    commands), OP_COMPRESSED is decompressed first and reports the inner opcode, and OP_REPLY gives
+    empty name and database. Structural problems it meets still raise :class:`WireError`; full
+    validation is :func:`parse_message`'s job.
+    """
+    header = _whole_header(message, None, max_size)
+    if header.op_code == OP_COMPRESSED:
+        message = decompress_message(message, max_size=max_size)
+        header = parse_header(message, max_size=max_size)
+    if header.op_code == OP_MSG:
+        end = _msg_sections_end(message, header)
+        return (OP_MSG, *_peek_op_msg(message, end))
+    if header.op_code == OP_QUERY:
+        query = parse_op_query(message, max_size=max_size)
+        return (OP_QUERY, query.command_name, query.database)
+    if header.op_code == OP_REPLY:
+        return (OP_REPLY, "", "")
+    raise WireError(f"unsupported opcode {header.op_code}", 12)
+
+
+def _msg_sections_end(message: bytes, header: Header) -> int:
+    """Where an OP_MSG's sections end, without verifying the checksum."""
+    if header.length < HEADER_SIZE + 4:
+        raise WireError("OP_MSG too short for its flag bits", HEADER_SIZE)
+    flags = _UINT32.unpack_from(message, HEADER_SIZE)[0]
+    return header.length - (4 if flags & CHECKSUM_PRESENT else 0)
+
+
+def error_reply(
+    request: OpMsg | OpQuery, *, code: int, errmsg: str, code_name: str = "", request_id: int = 0
+) -> bytes:
+    """Build the error reply a MongoDB server would send to ``request``, in the request's opcode.
+
+    OP_MSG gets ``{ok: 0, errmsg, code, codeName}``; OP_QUERY gets an OP_REPLY with the QueryFailure
+    flag and ``{$err, code, ok: 0}``. ``responseTo`` is the request's requestID.
+    """
+    if isinstance(request, OpQuery):
+        doc = {"$err": errmsg, "code": code, "ok": 0.0}
+        if code_name:
+            doc["codeName"] = code_name
+        return build_op_reply(
+            [doc], response_flags=QUERY_FAILURE, request_id=request_id, response_to=request.request_id
+        )
+    doc = {"ok": 0.0, "errmsg": errmsg, "code": code, "codeName": code_name}
+    return build_op_msg(doc, request_id=request_id, response_to=request.request_id)
+
+
+def reply_for(request: OpMsg | OpQuery, document: Mapping[str, Any] | bytes, *, request_id: int = 0) -> bytes:
+    """Build a success reply to ``request`` in its opcode: OP_MSG, or OP_REPLY with one document."""
+    if isinstance(request, OpQuery):
+        return build_op_reply([document], request_id=request_id, response_to=request.request_id)
+    return build_op_msg(document, request_id=request_id, response_to=request.request_id)
