@@ -1,0 +1,48 @@
+"""The error type command handlers raise, carrying mongod's code, message and code name."""
+
+from __future__ import annotations
+
+CODE_NAMES = {
+    1: "InternalError",
+    2: "BadValue",
+    11: "UserNotFound",
+    13: "Unauthorized",
+    14: "TypeMismatch",
+    18: "AuthenticationFailed",
+    26: "NamespaceNotFound",
+    31: "RoleNotFound",
+    40: "ConflictingUpdateOperators",
+    43: "CursorNotFound",
+    48: "NamespaceExists",
+    59: "CommandNotFound",
+    72: "InvalidOptions",
+    73: "InvalidNamespace",
+    96: "OperationFailed",
+    352: "UnsupportedOpQueryCommand",
+    11000: "DuplicateKey",
+    51003: "Location51003",
+}
+
+
+class CommandError(Exception):
+    """A command failed; the server turns it into ``{ok: 0, errmsg, code, codeName}``."""
+
+    def __init__(self, code: int, errmsg: str, code_name: str | None = None) -> None:
+        super().__init__(errmsg)
+        self.code = code
+        self.errmsg = errmsg
+        self.code_name = code_name if code_name is not None else CODE_NAMES.get(code, "")
+
+    def to_document(self) -> dict:
+        """The reply document mongod would send for this failure."""
+        return {"ok": 0.0, "errmsg": self.errmsg, "code": self.code, "codeName": self.code_name}
+
+
+def bad_value(message: str) -> CommandError:
+    """A ``BadValue`` (2) error."""
+    return CommandError(2, message)
+
+
+def type_mismatch(message: str) -> CommandError:
+    """A ``TypeMismatch`` (14) error."""
+    return CommandError(14, message)
