@@ -1,0 +1,341 @@
+"""The security team's admin: every model with useful columns, filters and search; secrets write-only.
+
+Changes made here are audited in the same transaction; audit events and session commands are read-only.
+"""
+
+from __future__ import annotations
+
+from django.contrib import admin
+from django.db import transaction
+from django.utils.html import format_html
+
+from access.durations import format_duration
+from access.fields import EncryptedTextField
+from access.models import (
+    AccessPolicy,
+    AccessRequest,
+    Account,
+    ApiToken,
+    AuditEvent,
+    DynamicRole,
+    Gateway,
+    Lease,
+    Resource,
+    Session,
+    SessionCommand,
+)
+from access.services.audit import audit_record
+
+
+class AuditedModelAdmin(admin.ModelAdmin):
+    """Saves and deletes through the admin write an audit event in the same transaction."""
+
+    def save_model(self, request, obj, form, change):
+        with transaction.atomic():
+            super().save_model(request, obj, form, change)
+            secret_names = {f.name for f in obj._meta.fields if isinstance(f, EncryptedTextField)}
+            data = {
+                "changed": sorted(form.changed_data),
+                "write_only_changed": sorted(secret_names & set(form.changed_data)),
+            }
+            action = f"{obj._meta.model_name}.{'update' if change else 'create'}"
+            audit_record(action=action, actor=request.user, target=obj, data=data)
+
+    def delete_model(self, request, obj):
+        with transaction.atomic():
+            audit_record(action=f"{obj._meta.model_name}.delete", actor=request.user, target=obj)
+            super().delete_model(request, obj)
+
+    def delete_queryset(self, request, queryset):
+        with transaction.atomic():
+            for obj in queryset:
+                audit_record(action=f"{obj._meta.model_name}.delete", actor=request.user, target=obj)
+            super().delete_queryset(request, queryset)
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Records that are written by the system only."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Gateway)
+class GatewayAdmin(AuditedModelAdmin):
+    list_display = ["name", "address", "last_heartbeat", "created_at"]
+    search_fields = ["name", "public_host"]
+
+
+class AccountInline(admin.TabularInline):
+    model = Account
+    fields = ["name", "username", "require_mfa"]
+    extra = 0
+    show_change_link = True
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Resource)
+class ResourceAdmin(AuditedModelAdmin):
+    list_display = [
+        "name",
+        "kind",
+        "uri",
+        "gateway",
+        "tls",
+        "default_ttl_human",
+        "max_ttl_human",
+        "updated_at",
+    ]
+    list_filter = ["kind", "tls", "tls_verify", "gateway"]
+    search_fields = ["name", "uri", "description", "atlas_group_id"]
+    date_hierarchy = "created_at"
+    readonly_fields = ["root_rotation_error", "created_at", "updated_at"]
+    inlines = [AccountInline]
+    fieldsets = [
+        (None, {"fields": ["name", "kind", "description", "gateway"]}),
+        (
+            "MongoDB",
+            {
+                "fields": [
+                    "uri",
+                    "auth_database",
+                    "tls",
+                    "tls_verify",
+                    "ca_certificate",
+                    "admin_username",
+                    "admin_password",
+                    "root_rotation_error",
+                ]
+            },
+        ),
+        (
+            "Atlas",
+            {
+                "fields": ["atlas_group_id", "atlas_public_key", "atlas_private_key", "atlas_base_url"],
+                "classes": ["collapse"],
+            },
+        ),
+        ("Leases and logging", {"fields": ["default_ttl", "max_ttl", "full_command_logging"]}),
+        ("Record", {"fields": ["created_at", "updated_at"]}),
+    ]
+
+    @admin.display(description="default TTL", ordering="default_ttl")
+    def default_ttl_human(self, obj):
+        return format_duration(obj.default_ttl)
+
+    @admin.display(description="max TTL", ordering="max_ttl")
+    def max_ttl_human(self, obj):
+        return format_duration(obj.max_ttl)
+
+
+@admin.register(Account)
+class AccountAdmin(AuditedModelAdmin):
+    list_display = ["name", "resource", "username", "require_mfa", "last_rotated_at", "updated_at"]
+    list_filter = ["resource", "require_mfa"]
+    search_fields = ["name", "username", "description", "resource__name"]
+    list_select_related = ["resource"]
+    readonly_fields = ["last_rotated_at", "created_at", "updated_at"]
+    fields = [
+        "resource",
+        "name",
+        "description",
+        "username",
+        "password",
+        "require_mfa",
+        "rotation_period",
+        "last_rotated_at",
+        "created_at",
+        "updated_at",
+    ]
+
+
+@admin.register(DynamicRole)
+class DynamicRoleAdmin(AuditedModelAdmin):
+    list_display = ["name", "resource", "db", "roles", "default_ttl", "max_ttl", "require_mfa"]
+    list_filter = ["resource", "require_mfa"]
+    search_fields = ["name", "db", "resource__name"]
+    list_select_related = ["resource"]
+
+
+@admin.register(Lease)
+class LeaseAdmin(admin.ModelAdmin):
+    list_display = [
+        "lease_id",
+        "username",
+        "holder_name",
+        "role",
+        "state",
+        "issued_at",
+        "expires_at",
+        "attempts",
+        "last_error_short",
+    ]
+    list_filter = ["state", "resource", "role"]
+    search_fields = ["lease_id", "username", "holder_name"]
+    date_hierarchy = "issued_at"
+    list_select_related = ["role__resource", "resource"]
+    readonly_fields = [f.name for f in Lease._meta.fields if f.name != "password"]
+    exclude = ["password"]
+    show_full_result_count = False
+
+    def has_add_permission(self, request):
+        return False
+
+    @admin.display(description="last error")
+    def last_error_short(self, obj):
+        return (obj.last_error[:80] + "…") if len(obj.last_error) > 80 else obj.last_error
+
+
+@admin.register(AccessPolicy)
+class AccessPolicyAdmin(AuditedModelAdmin):
+    list_display = [
+        "name",
+        "user",
+        "group",
+        "account",
+        "role",
+        "max_duration",
+        "approval_required",
+        "mfa_required",
+        "break_glass_allowed",
+        "is_enabled",
+        "last_used_at",
+    ]
+    list_filter = ["approval_required", "mfa_required", "break_glass_allowed", "is_enabled"]
+    search_fields = ["name", "user__username", "group__name"]
+    autocomplete_fields = ["user", "group"]
+
+
+@admin.register(AccessRequest)
+class AccessRequestAdmin(admin.ModelAdmin):
+    list_display = [
+        "id",
+        "requester",
+        "target",
+        "state",
+        "break_glass",
+        "duration",
+        "created_at",
+        "approver",
+        "expires_at",
+    ]
+    list_filter = ["state", "break_glass"]
+    search_fields = ["requester__username", "reason"]
+    date_hierarchy = "created_at"
+    readonly_fields = [f.name for f in AccessRequest._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+
+class SessionCommandInline(admin.TabularInline):
+    model = SessionCommand
+    fields = ["at", "database", "collection", "command", "ok", "error_code", "n", "latency_us", "refused"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    max_num = 0
+    show_change_link = True
+
+
+@admin.register(Session)
+class SessionAdmin(admin.ModelAdmin):
+    list_display = [
+        "username",
+        "user_name",
+        "account",
+        "gateway",
+        "state",
+        "read_only",
+        "started_at",
+        "expires_at",
+        "ended_at",
+        "end_reason",
+        "commands_count",
+    ]
+    list_filter = ["state", "end_reason", "read_only", "gateway"]
+    search_fields = ["username", "user_name", "client_address"]
+    date_hierarchy = "started_at"
+    readonly_fields = [f.name for f in Session._meta.fields if f.name != "verifiers"]
+    exclude = ["verifiers"]
+    inlines = [SessionCommandInline]
+
+    def has_add_permission(self, request):
+        return False
+
+
+@admin.register(SessionCommand)
+class SessionCommandAdmin(ReadOnlyAdmin):
+    list_display = ["at", "session", "database", "collection", "command", "ok", "error_code", "latency_us"]
+    list_filter = ["command", "ok", "refused"]
+    search_fields = ["session__username", "database", "collection", "command"]
+    date_hierarchy = "at"
+    list_select_related = ["session"]
+    show_full_result_count = False
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(ReadOnlyAdmin):
+    list_display = [
+        "seq",
+        "created_at",
+        "actor_name",
+        "action",
+        "target_type",
+        "target_name",
+        "ip",
+        "short_hash",
+    ]
+    list_filter = ["action", "target_type"]
+    search_fields = ["actor_name", "action", "target_name", "request_id"]
+    date_hierarchy = "created_at"
+    show_full_result_count = False
+    readonly_fields = [
+        "seq",
+        "created_at",
+        "actor",
+        "actor_name",
+        "action",
+        "target_type",
+        "target_id",
+        "target_name",
+        "data",
+        "ip",
+        "request_id",
+        "prev_hash",
+        "hash",
+    ]
+
+    def has_view_permission(self, request, obj=None):
+        return (
+            request.user.is_active
+            and request.user.is_staff
+            and (request.user.is_superuser or request.user.has_perm("access.view_auditevent"))
+        )
+
+    @admin.display(description="hash")
+    def short_hash(self, obj):
+        return format_html("<code>{}</code>", obj.hash[:12])
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    list_display = ["prefix", "name", "user", "created_at", "last_used_at", "expires_at", "revoked_at"]
+    list_filter = ["revoked_at"]
+    search_fields = ["prefix", "name", "user__username"]
+    readonly_fields = ["prefix", "digest", "created_at", "last_used_at", "user"]
+
+    def has_add_permission(self, request):
+        return False

@@ -1,0 +1,1 @@
+"""The REST API (DRF): thin views over access.services and access.selectors."""

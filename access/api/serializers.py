@@ -1,0 +1,126 @@
+"""API representations of resources and accounts; secrets are write-only and validation matches the admin."""
+
+from __future__ import annotations
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from rest_framework import serializers
+
+from access.durations import format_duration, parse_duration
+from access.models import Account, Gateway, Resource
+
+
+class DurationField(serializers.Field):
+    """Accepts 90s, 30m, 1h, 3600; renders the shortest human form."""
+
+    default_error_messages = {"invalid": "Enter a duration such as 90s, 30m, 1h or 3600 (seconds)."}
+
+    def to_internal_value(self, data):
+        try:
+            return parse_duration(data)
+        except DjangoValidationError as exc:
+            raise serializers.ValidationError(exc.messages) from None
+
+    def to_representation(self, value):
+        return format_duration(value)
+
+
+def run_model_clean(instance, attrs: dict) -> None:
+    """Apply attrs to a throwaway copy and run the model's own validation, mapping errors to fields."""
+    for name, value in attrs.items():
+        setattr(instance, name, value)
+    try:
+        instance.full_clean(validate_unique=False, validate_constraints=False)
+    except DjangoValidationError as exc:
+        raise serializers.ValidationError(exc.message_dict) from None
+
+
+class ResourceSerializer(serializers.ModelSerializer):
+    gateway = serializers.SlugRelatedField(
+        slug_field="name", queryset=Gateway.objects.all(), required=False, allow_null=True
+    )
+    admin_password = serializers.CharField(
+        write_only=True,
+        required=False,
+        allow_blank=True,
+        style={"input_type": "password"},
+        trim_whitespace=False,
+    )
+    atlas_private_key = serializers.CharField(
+        write_only=True,
+        required=False,
+        allow_blank=True,
+        style={"input_type": "password"},
+        trim_whitespace=False,
+    )
+    default_ttl = DurationField(required=False)
+    max_ttl = DurationField(required=False)
+
+    class Meta:
+        model = Resource
+        fields = [
+            "id",
+            "name",
+            "kind",
+            "description",
+            "uri",
+            "auth_database",
+            "tls",
+            "tls_verify",
+            "ca_certificate",
+            "gateway",
+            "admin_username",
+            "admin_password",
+            "atlas_group_id",
+            "atlas_public_key",
+            "atlas_private_key",
+            "atlas_base_url",
+            "default_ttl",
+            "max_ttl",
+            "full_command_logging",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = ["id", "created_at", "updated_at"]
+
+    def validate(self, attrs):
+        probe = (
+            Resource(**{f.name: getattr(self.instance, f.name) for f in Resource._meta.concrete_fields})
+            if self.instance
+            else Resource()
+        )
+        run_model_clean(probe, {k: v for k, v in attrs.items() if k not in ("admin_password", "atlas_private_key")})
+        return attrs
+
+
+class AccountSerializer(serializers.ModelSerializer):
+    resource = serializers.SlugRelatedField(slug_field="name", queryset=Resource.objects.all())
+    password = serializers.CharField(
+        write_only=True,
+        required=False,
+        allow_blank=True,
+        style={"input_type": "password"},
+        trim_whitespace=False,
+    )
+    rotation_period = DurationField(required=False, allow_null=True)
+
+    class Meta:
+        model = Account
+        fields = [
+            "id",
+            "resource",
+            "name",
+            "description",
+            "username",
+            "password",
+            "require_mfa",
+            "rotation_period",
+            "last_rotated_at",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = ["id", "last_rotated_at", "created_at", "updated_at"]
+
+    def validate(self, attrs):
+        if self.instance is None and not attrs.get("password"):
+            raise serializers.ValidationError({"password": "An account needs the database user's password."})
+        return attrs

@@ -1,0 +1,9 @@
+"""The access domain: resources, accounts, roles, leases, policies, sessions and the audit trail."""
+
+from django.apps import AppConfig
+
+
+class AccessConfig(AppConfig):
+    name = "access"
+    verbose_name = "Access"
+    default_auto_field = "django.db.models.BigAutoField"

@@ -1,0 +1,22 @@
+"""The access domain's models; every model of the project lives here."""
+
+from access.models.audit import AuditEvent
+from access.models.leases import DynamicRole, Lease
+from access.models.policies import AccessPolicy, AccessRequest
+from access.models.resources import Account, Gateway, Resource
+from access.models.sessions import Session, SessionCommand
+from access.models.tokens import ApiToken
+
+__all__ = [
+    "AccessPolicy",
+    "AccessRequest",
+    "Account",
+    "ApiToken",
+    "AuditEvent",
+    "DynamicRole",
+    "Gateway",
+    "Lease",
+    "Resource",
+    "Session",
+    "SessionCommand",
+]

@@ -1,0 +1,162 @@
+"""Who may reach what: standing access policies and time-boxed access requests with approval."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.contrib.auth.models import Group
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.db.models import F, Q
+from django.utils import timezone
+
+from access.fields import HumanDurationField
+from access.models.leases import DynamicRole
+from access.models.resources import Account
+
+
+class AccessPolicyQuerySet(models.QuerySet):
+    def enabled(self):
+        return self.filter(is_enabled=True)
+
+    def for_user(self, user):
+        """Policies that name the user directly or through one of the user's groups."""
+        if not user or not user.is_authenticated:
+            return self.none()
+        return self.enabled().filter(Q(user=user) | Q(group__in=user.groups.all())).distinct()
+
+
+class AccessPolicy(models.Model):
+    """Who (a user or a group) may reach which account (gateway session) or dynamic role (lease), and on what terms."""
+
+    name = models.CharField(max_length=120)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="access_policies",
+    )
+    group = models.ForeignKey(Group, null=True, blank=True, on_delete=models.CASCADE, related_name="access_policies")
+    account = models.ForeignKey(Account, null=True, blank=True, on_delete=models.CASCADE, related_name="policies")
+    role = models.ForeignKey(DynamicRole, null=True, blank=True, on_delete=models.CASCADE, related_name="policies")
+    max_duration = HumanDurationField(default=timedelta(hours=1))
+    approval_required = models.BooleanField(default=True)
+    mfa_required = models.BooleanField("MFA required", default=False)
+    break_glass_allowed = models.BooleanField(default=False, help_text="Allow emergency access without approval.")
+    read_only = models.BooleanField(default=False, help_text="Gateway sessions under this policy are read-only.")
+    is_enabled = models.BooleanField(default=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = AccessPolicyQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name_plural = "access policies"
+        constraints = [
+            models.CheckConstraint(
+                condition=(Q(user__isnull=False) & Q(group__isnull=True))
+                | (Q(user__isnull=True) & Q(group__isnull=False)),
+                name="policy_one_subject",
+            ),
+            models.CheckConstraint(
+                condition=(Q(account__isnull=False) & Q(role__isnull=True))
+                | (Q(account__isnull=True) & Q(role__isnull=False)),
+                name="policy_one_target",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        errors = {}
+        if bool(self.user_id) == bool(self.group_id):
+            errors["user"] = "Choose either a user or a group."
+        if bool(self.account_id) == bool(self.role_id):
+            errors["account"] = "Choose either an account (gateway sessions) or a dynamic role (leases)."
+        if errors:
+            raise ValidationError(errors)
+
+    @property
+    def target(self):
+        return self.account or self.role
+
+
+class RequestState(models.TextChoices):
+    PENDING = "pending", "Pending"
+    APPROVED = "approved", "Approved"
+    DENIED = "denied", "Denied"
+    EXPIRED = "expired", "Expired"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+class AccessRequestQuerySet(models.QuerySet):
+    def pending(self):
+        return self.filter(state=RequestState.PENDING)
+
+    def for_user(self, user):
+        return self.filter(requester=user)
+
+    def usable(self, now=None):
+        """Approved requests whose window is open."""
+        now = now or timezone.now()
+        return self.filter(state=RequestState.APPROVED, expires_at__gt=now)
+
+    def awaiting_post_review(self):
+        return self.filter(break_glass=True, post_reviewed_at__isnull=True)
+
+
+class AccessRequest(models.Model):
+    """A requester's ask for time-boxed access to an account or role, approved or denied by someone else."""
+
+    requester = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="access_requests")
+    policy = models.ForeignKey(AccessPolicy, on_delete=models.CASCADE, related_name="requests")
+    account = models.ForeignKey(Account, null=True, blank=True, on_delete=models.CASCADE, related_name="requests")
+    role = models.ForeignKey(DynamicRole, null=True, blank=True, on_delete=models.CASCADE, related_name="requests")
+    reason = models.TextField()
+    duration = HumanDurationField()
+    state = models.CharField(max_length=16, choices=RequestState.choices, default=RequestState.PENDING, db_index=True)
+    approver = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="approved_requests",
+    )
+    decision_comment = models.TextField(blank=True)
+    decided_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True, help_text="Access ends; the clock starts at approval.")
+    break_glass = models.BooleanField(default=False)
+    post_reviewed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="post_reviewed_requests",
+    )
+    post_reviewed_at = models.DateTimeField(null=True, blank=True)
+    post_review_comment = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = AccessRequestQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(condition=~Q(approver=F("requester")), name="request_no_self_approval"),
+            models.CheckConstraint(
+                condition=(Q(account__isnull=False) & Q(role__isnull=True))
+                | (Q(account__isnull=True) & Q(role__isnull=False)),
+                name="request_one_target",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Request #{self.pk} by {self.requester} for {self.target}"
+
+    @property
+    def target(self):
+        return self.account or self.role

@@ -1,0 +1,3 @@
+"""Websocket routes; the live session streams register here."""
+
+websocket_urlpatterns: list = []
