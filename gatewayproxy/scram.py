@@ -116,11 +116,22 @@ class _KeyCache:
 _KEY_CACHE = _KeyCache()
 
 
+def _prepare(mechanism: str, username: str, password: str, mongodb_rules: bool) -> str:
+    if not mongodb_rules:
+        _digest(mechanism)
+        return password
+    return mongo_password(mechanism, username, password)
+
+
 def client_and_server_keys(
-    mechanism: str, username: str, password: str, salt: bytes, iterations: int
+    mechanism: str, username: str, password: str, salt: bytes, iterations: int, *, mongodb_rules: bool = True
 ) -> tuple[bytes, bytes]:
-    """Return (ClientKey, ServerKey) for a password, through the salted-password LRU cache."""
-    return _KEY_CACHE.keys(mechanism, mongo_password(mechanism, username, password), salt, iterations)
+    """Return (ClientKey, ServerKey) for a password, through the salted-password LRU cache.
+
+    ``mongodb_rules=False`` uses the password as given (plain RFC 5802), for tests and non-MongoDB peers.
+    """
+    prepared = _prepare(mechanism, username, password, mongodb_rules)
+    return _KEY_CACHE.keys(mechanism, prepared, salt, iterations)
 
 
 @dataclass(frozen=True)
@@ -159,7 +170,13 @@ class ScramCredentials:
 
 
 def derive_credentials(
-    mechanism: str, username: str, password: str, *, salt: bytes | None = None, iterations: int | None = None
+    mechanism: str,
+    username: str,
+    password: str,
+    *,
+    salt: bytes | None = None,
+    iterations: int | None = None,
+    mongodb_rules: bool = True,
 ) -> ScramCredentials:
     """Derive the stored form of a password (random salt and MongoDB's default iterations by default)."""
     _digest(mechanism)
@@ -167,7 +184,9 @@ def derive_credentials(
     iterations = DEFAULT_ITERATIONS[mechanism] if iterations is None else iterations
     if iterations < MIN_ITERATIONS or not salt:
         raise ScramError(f"need a non-empty salt and at least {MIN_ITERATIONS} iterations")
-    client_key, server_key = client_and_server_keys(mechanism, username, password, salt, iterations)
+    client_key, server_key = client_and_server_keys(
+        mechanism, username, password, salt, iterations, mongodb_rules=mongodb_rules
+    )
     return ScramCredentials(mechanism, salt, iterations, _hash(mechanism, client_key), server_key)
 
 
@@ -236,11 +255,19 @@ def _valid_nonce(nonce: bytes) -> bool:
 class ScramClient:
     """The client side of one SCRAM conversation: first_message, final_message, verify_server_final."""
 
-    def __init__(self, mechanism: str, username: str, password: str, *, nonce: bytes | None = None) -> None:
-        _digest(mechanism)
+    def __init__(
+        self,
+        mechanism: str,
+        username: str,
+        password: str,
+        *,
+        nonce: bytes | None = None,
+        mongodb_rules: bool = True,
+    ) -> None:
         self.mechanism = mechanism
         self.username = username
-        self._password = password
+        # SASLprep or digest now, so a bad password fails before any network round trip.
+        self._prepared = _prepare(mechanism, username, password, mongodb_rules)
         self._nonce = nonce or _new_nonce()
         if not _valid_nonce(self._nonce):
             raise ScramError("client nonce must be printable ASCII without commas")
@@ -267,9 +294,7 @@ class ScramClient:
             raise ScramError("server salt is not valid base64") from None
         if not salt:
             raise ScramError("server sent an empty salt")
-        client_key, server_key = client_and_server_keys(
-            self.mechanism, self.username, self._password, salt, iterations
-        )
+        client_key, server_key = _KEY_CACHE.keys(self.mechanism, self._prepared, salt, iterations)
         without_proof = b"c=" + _CHANNEL_BINDING + b",r=" + nonce
         auth_message = b",".join((self._first_bare, bytes(server_first), without_proof))
         signature = _hmac(self.mechanism, _hash(self.mechanism, client_key), auth_message)
@@ -283,9 +308,7 @@ class ScramClient:
             raise ScramError("server sent an invalid iteration count")
         iterations = int(value)
         if not MIN_ITERATIONS <= iterations <= MAX_ITERATIONS:
-            raise ScramError(
-                f"server iteration count {iterations} is outside {MIN_ITERATIONS}..{MAX_ITERATIONS}"
-            )
+            raise ScramError(f"server iteration count {iterations} is outside {MIN_ITERATIONS}..{MAX_ITERATIONS}")
         return iterations
 
     def verify_server_final(self, server_final: bytes) -> None:
@@ -317,9 +340,7 @@ def _decoy_credentials(mechanism: str, username: str) -> ScramCredentials:
     """Credentials for an unknown user: stable salt per user, keys no proof can match."""
     salt = hmac.digest(_DECOY_SECRET, username.encode("utf-8"), "sha256")[: SALT_SIZES[mechanism]]
     size = hashlib.new(_digest(mechanism)).digest_size
-    return ScramCredentials(
-        mechanism, salt, DEFAULT_ITERATIONS[mechanism], os.urandom(size), os.urandom(size)
-    )
+    return ScramCredentials(mechanism, salt, DEFAULT_ITERATIONS[mechanism], os.urandom(size), os.urandom(size))
 
 
 class ScramServer:
@@ -348,9 +369,7 @@ class ScramServer:
         self._finished = False
 
     def __repr__(self) -> str:
-        return (
-            f"ScramServer({self.mechanism!r}, username={self.username!r}, authenticated={self.authenticated})"
-        )
+        return f"ScramServer({self.mechanism!r}, username={self.username!r}, authenticated={self.authenticated})"
 
     def server_first(self, client_first: bytes) -> bytes:
         """Parse client-first (``n,,n=USER,r=NONCE``) and return ``r=NONCE,s=SALT,i=ITERATIONS``."""
@@ -396,9 +415,7 @@ class ScramServer:
         if not self._proof_matches(proof, self._auth_prefix + b"," + without_proof):
             raise ScramError(AUTH_FAILED)
         self.authenticated = True
-        signature = _hmac(
-            self.mechanism, self._credentials.server_key, self._auth_prefix + b"," + without_proof
-        )
+        signature = _hmac(self.mechanism, self._credentials.server_key, self._auth_prefix + b"," + without_proof)
         return b"v=" + base64.b64encode(signature)
 
     def _proof_matches(self, proof: bytes, auth_message: bytes) -> bool:
