@@ -399,9 +399,7 @@ def _msg_flags_and_end(message: bytes, header: Header) -> tuple[int, int]:
         expected = _UINT32.unpack_from(message, end)[0]
         actual = crc32c(memoryview(message)[:end])
         if actual != expected:
-            raise WireError(
-                f"OP_MSG checksum mismatch: trailer {expected:#010x}, computed {actual:#010x}", end
-            )
+            raise WireError(f"OP_MSG checksum mismatch: trailer {expected:#010x}, computed {actual:#010x}", end)
     return flags, end
 
 
@@ -540,9 +538,7 @@ def parse_op_reply(message: bytes, *, max_size: int = DEFAULT_MAX_MESSAGE_SIZE) 
         doc, pos = _read_doc(message, pos, end, f"reply document {len(docs)}")
         docs.append(doc)
     if len(docs) != count:
-        raise WireError(
-            f"OP_REPLY numberReturned is {count} but {len(docs)} documents follow", HEADER_SIZE + 16
-        )
+        raise WireError(f"OP_REPLY numberReturned is {count} but {len(docs)} documents follow", HEADER_SIZE + 16)
     return OpReply(flags, cursor_id, starting_from, docs, header.request_id, header.response_to)
 
 
@@ -669,10 +665,7 @@ def compress_message(message: bytes, compressor: str) -> bytes:
     body = message[HEADER_SIZE:]
     fixed = _COMPRESSED_FIXED.pack(header.op_code, len(body), COMPRESSOR_IDS[compressor])
     payload = fixed + _compress(compressor, body)
-    return (
-        _pack_header(HEADER_SIZE + len(payload), header.request_id, header.response_to, OP_COMPRESSED)
-        + payload
-    )
+    return _pack_header(HEADER_SIZE + len(payload), header.request_id, header.response_to, OP_COMPRESSED) + payload
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -788,9 +781,7 @@ def _msg_sections_end(message: bytes, header: Header) -> int:
     return header.length - (4 if flags & CHECKSUM_PRESENT else 0)
 
 
-def error_reply(
-    request: OpMsg | OpQuery, *, code: int, errmsg: str, code_name: str = "", request_id: int = 0
-) -> bytes:
+def error_reply(request: OpMsg | OpQuery, *, code: int, errmsg: str, code_name: str = "", request_id: int = 0) -> bytes:
     """Build the error reply a MongoDB server would send to ``request``, in the request's opcode.
 
     OP_MSG gets ``{ok: 0, errmsg, code, codeName}``; OP_QUERY gets an OP_REPLY with the QueryFailure

@@ -99,9 +99,7 @@ def any_messages(draw):
     elif kind == "query":
         message = wire.build_op_query("admin.$cmd", draw(documents), request_id=draw(int32s))
     else:
-        message = wire.build_op_reply(
-            draw(st.lists(documents, max_size=3)), cursor_id=draw(st.integers(0, 99))
-        )
+        message = wire.build_op_reply(draw(st.lists(documents, max_size=3)), cursor_id=draw(st.integers(0, 99)))
     if draw(st.booleans()):
         message = wire.compress_message(message, draw(st.sampled_from(COMPRESSORS)))
     return message
@@ -209,9 +207,7 @@ def test_op_reply_round_trips(docs, cursor_id, starting_from, response_to):
 @FAST
 @given(any_messages())
 def test_op_compressed_round_trips_with_every_available_compressor(message):
-    original = (
-        wire.decompress_message(message) if wire.parse_header(message).op_code == OP_COMPRESSED else message
-    )
+    original = wire.decompress_message(message) if wire.parse_header(message).op_code == OP_COMPRESSED else message
     for compressor in COMPRESSORS:
         compressed = wire.compress_message(original, compressor)
         assert wire.parse_header(compressed).op_code == OP_COMPRESSED
@@ -539,9 +535,7 @@ def test_peek_reads_command_and_db_without_decoding():
 
 
 @FAST
-@given(
-    documents, st.text(st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",)), max_size=10)
-)
+@given(documents, st.text(st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",)), max_size=10))
 def test_peek_agrees_with_full_parse(body, database):
     body = {**body, "$db": database}
     message = wire.build_op_msg(body)
@@ -550,9 +544,7 @@ def test_peek_agrees_with_full_parse(body, database):
 
 
 def test_peek_on_legacy_messages():
-    query = wire.build_op_query(
-        "admin.$cmd", {"$query": {"isMaster": 1}, "$readPreference": {"mode": "primary"}}
-    )
+    query = wire.build_op_query("admin.$cmd", {"$query": {"isMaster": 1}, "$readPreference": {"mode": "primary"}})
     assert wire.peek_command(query) == (OP_QUERY, "isMaster", "admin")
     assert wire.peek_command(wire.build_op_reply([{"ok": 1}])) == (OP_REPLY, "", "")
 
