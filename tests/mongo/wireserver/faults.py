@@ -12,8 +12,12 @@ authenticated with ``root``, through the admin command ``wireserverFault`` (see 
     {wireserverFault: "clear"}
     {wireserverFault: "status"}
 
-``hello``/``isMaster`` never count towards ``closeAfter`` (monitoring connections send nothing else),
-and ``wireserverFault`` itself is never delayed, failed or counted, so a test can always clear faults.
+``closeAfter N``: each connection serves N commands after its login, then is closed when the next one
+arrives (the client sees a network error on that request). The handshake and login (hello, isMaster,
+saslStart, saslContinue) never count, so monitoring connections are untouched and the count does not
+depend on a driver's authentication steps. ``delay`` without a command holds every reply except
+those; naming a command (even ``hello``) delays exactly that command. ``wireserverFault`` itself is
+never delayed, failed or counted, so a test can always clear faults.
 """
 
 from __future__ import annotations
@@ -22,7 +26,8 @@ import threading
 from dataclasses import dataclass, field
 
 REFUSE_MODES = ("off", "close", "stop")
-UNCOUNTED = frozenset({"hello", "isMaster", "ismaster", "wireserverFault"})
+# The handshake and login do not count as "messages" for closeAfter, nor get a blanket delay.
+UNCOUNTED = frozenset({"hello", "isMaster", "ismaster", "saslStart", "saslContinue", "wireserverFault"})
 
 
 @dataclass
@@ -89,10 +94,12 @@ class Faults:
 
     def delay_for(self, command: str) -> float:
         """Seconds to hold the reply to ``command``."""
-        if command in UNCOUNTED:
+        if command == "wireserverFault":
             return 0.0
         with self._lock:
-            if self.delay_ms and (self.delay_command is None or self.delay_command == command):
+            if not self.delay_ms:
+                return 0.0
+            if self.delay_command == command or (self.delay_command is None and command not in UNCOUNTED):
                 return self.delay_ms / 1000.0
             return 0.0
 

@@ -383,7 +383,7 @@ class WireServer:
         return None
 
     def close_after(self, messages: int | None) -> None:
-        """Close each connection when it sends its (N+1)th command (hello/isMaster not counted)."""
+        """Close each connection when it sends its (N+1)th command after login (handshake not counted)."""
         self.faults.set_close_after(messages)
 
     def delay(self, ms: float, command: str | None = None) -> None:
