@@ -1,8 +1,10 @@
 """The access domain's models; every model of the project lives here."""
 
+from access.models.actions import ConnectorAction
 from access.models.audit import AuditEvent
 from access.models.leases import DynamicRole, Lease
 from access.models.policies import AccessPolicy, AccessRequest
+from access.models.profiles import UserProfile
 from access.models.resources import Account, Gateway, Resource
 from access.models.sessions import Session, SessionCommand
 from access.models.tokens import ApiToken
@@ -12,6 +14,7 @@ __all__ = [
     "AccessRequest",
     "Account",
     "ApiToken",
+    "ConnectorAction",
     "AuditEvent",
     "DynamicRole",
     "Gateway",
@@ -19,4 +22,5 @@ __all__ = [
     "Resource",
     "Session",
     "SessionCommand",
+    "UserProfile",
 ]

@@ -145,6 +145,7 @@ class AccessRequest(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        permissions = [("approve_accessrequest", "Can approve or deny access requests")]
         constraints = [
             models.CheckConstraint(condition=~Q(approver=F("requester")), name="request_no_self_approval"),
             models.CheckConstraint(

@@ -47,6 +47,22 @@ class Gateway(models.Model):
         return f"{host}:{self.public_port}"
 
 
+def default_command_deny_list() -> list[str]:
+    return [
+        "dropDatabase",
+        "shutdown",
+        "createUser",
+        "dropUser",
+        "updateUser",
+        "grantRolesToUser",
+        "revokeRolesFromUser",
+        "dropAllUsersFromDatabase",
+        "createRole",
+        "dropRole",
+        "setParameter",
+    ]
+
+
 class ResourceKind(models.TextChoices):
     MONGODB = "mongodb", "MongoDB deployment"
     ATLAS = "atlas", "MongoDB Atlas project"
@@ -93,6 +109,11 @@ class Resource(models.Model):
     full_command_logging = models.BooleanField(
         default=False,
         help_text="Record document values in session command logs (otherwise they are redacted).",
+    )
+    command_deny_list = models.JSONField(
+        default=default_command_deny_list,
+        blank=True,
+        help_text="Commands the gateway refuses in every session on this resource.",
     )
     root_rotation_error = models.TextField(blank=True, help_text="Last root rotation problem, if any.")
     created_at = models.DateTimeField(auto_now_add=True)
