@@ -81,6 +81,8 @@ def installed_version(binary: Path) -> str | None:
 
 
 def _checked_binary(binary: Path) -> Path:
+    if not binary.is_file():
+        raise FerretDBUnavailable(f"{binary} does not exist")
     version = installed_version(binary)
     if version != FERRETDB_VERSION:
         raise FerretDBUnavailable(f"{binary} reports version {version!r}, expected {FERRETDB_VERSION}")
