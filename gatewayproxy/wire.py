@@ -301,6 +301,24 @@ def _read_doc(data: bytes, offset: int, end: int, what: str) -> tuple[dict, int]
     return doc, stop
 
 
+def _read_docs(data: bytes, start: int, end: int, what: str) -> list[dict]:
+    """Decode the BSON documents that exactly fill ``data[start:end]``.
+
+    Lengths are checked in Python first (so a lie is reported at its byte), then the whole run is decoded
+    by one ``bson.decode_all`` call, which is much cheaper than a call per document.
+    """
+    pos, count = start, 0
+    while pos < end:
+        pos = _doc_span(data, pos, end, f"{what}, document {count},")
+        count += 1
+    if not count:
+        return []
+    try:
+        return bson.decode_all(data[start:end], codec_options=CODEC_OPTIONS)
+    except Exception as exc:
+        raise WireError(f"{what} holds invalid BSON: {exc}", start) from exc
+
+
 def _encode(doc: Mapping[str, Any] | bytes, what: str) -> bytes:
     """Encode a document; already-encoded BSON (bytes) passes through unchanged."""
     if isinstance(doc, bytes | bytearray | memoryview):
@@ -410,11 +428,7 @@ def _read_sequence(message: bytes, offset: int, end: int) -> tuple[tuple[str, li
     if size < 5 or stop > end:
         raise WireError(f"document sequence declares size {size}, which does not fit the message", offset)
     identifier, pos = _cstring(message, offset + 4, stop, "document sequence identifier")
-    docs = []
-    while pos < stop:
-        doc, pos = _read_doc(message, pos, stop, f"document {len(docs)} of sequence {identifier!r}")
-        docs.append(doc)
-    return (identifier, docs), stop
+    return (identifier, _read_docs(message, pos, stop, f"sequence {identifier!r}")), stop
 
 
 def parse_op_msg(message: bytes, *, max_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> OpMsg:
@@ -440,12 +454,14 @@ def parse_op_msg(message: bytes, *, max_size: int = DEFAULT_MAX_MESSAGE_SIZE) ->
     return OpMsg(flags, body, sequences, header.request_id, header.response_to)
 
 
-def _sequence_section(identifier: str, documents: Iterable[Mapping[str, Any] | bytes]) -> bytes:
+def _sequence_parts(identifier: str, documents: Iterable[Mapping[str, Any] | bytes]) -> list[bytes]:
+    """The pieces of one kind-1 section, unjoined so the message is copied only once."""
     if "\x00" in identifier:
         raise WireError("document sequence identifier contains a NUL character")
-    payload = identifier.encode("utf-8") + b"\x00"
-    payload += b"".join(_encode(doc, f"a document of sequence {identifier!r}") for doc in documents)
-    return b"\x01" + _INT32.pack(len(payload) + 4) + payload
+    name = identifier.encode("utf-8") + b"\x00"
+    docs = [_encode(doc, f"a document of sequence {identifier!r}") for doc in documents]
+    size = 4 + len(name) + sum(map(len, docs))
+    return [b"\x01", _INT32.pack(size), name, *docs]
 
 
 def build_op_msg(
@@ -465,11 +481,12 @@ def build_op_msg(
     flags = (flags & ~CHECKSUM_PRESENT) | (CHECKSUM_PRESENT if checksum else 0)
     if not 0 <= flags <= 0xFFFFFFFF:
         raise WireError(f"OP_MSG flags {flags:#x} do not fit in 32 bits")
-    parts = [_UINT32.pack(flags), b"\x00", _encode(body, "the OP_MSG body")]
-    parts += [_sequence_section(identifier, docs) for identifier, docs in sequences]
-    payload = b"".join(parts)
-    length = HEADER_SIZE + len(payload) + (4 if checksum else 0)
-    message = _pack_header(length, request_id, response_to, OP_MSG) + payload
+    parts = [b"", _UINT32.pack(flags), b"\x00", _encode(body, "the OP_MSG body")]
+    for identifier, docs in sequences:
+        parts += _sequence_parts(identifier, docs)
+    length = sum(map(len, parts)) + HEADER_SIZE + (4 if checksum else 0)
+    parts[0] = _pack_header(length, request_id, response_to, OP_MSG)
+    message = b"".join(parts)
     if checksum:
         message += _UINT32.pack(crc32c(message))
     return message
@@ -532,11 +549,7 @@ def parse_op_reply(message: bytes, *, max_size: int = DEFAULT_MAX_MESSAGE_SIZE) 
     flags, cursor_id, starting_from, count = _REPLY_FIXED.unpack_from(message, HEADER_SIZE)
     if count < 0:
         raise WireError(f"OP_REPLY numberReturned is negative ({count})", HEADER_SIZE + 16)
-    docs: list[dict] = []
-    pos = HEADER_SIZE + _REPLY_FIXED.size
-    while pos < end:
-        doc, pos = _read_doc(message, pos, end, f"reply document {len(docs)}")
-        docs.append(doc)
+    docs = _read_docs(message, HEADER_SIZE + _REPLY_FIXED.size, end, "OP_REPLY")
     if len(docs) != count:
         raise WireError(f"OP_REPLY numberReturned is {count} but {len(docs)} documents follow", HEADER_SIZE + 16)
     return OpReply(flags, cursor_id, starting_from, docs, header.request_id, header.response_to)
