@@ -7,7 +7,8 @@ framing against a size limit, verifies OP_MSG's CRC-32C trailer, and makes the e
 replies the proxy sends itself.
 
 Every malformed input raises :class:`WireError` (a ``ValueError``) naming what was wrong and the byte
-offset where it was found; nothing else escapes the parsers. Nothing here does I/O except
+offset where it was found; nothing else escapes the parsers. (Passing something other than ``bytes``
+is a programming error and raises ``TypeError``.) Nothing here does I/O except
 :func:`read_message`, which only reads one framed message from an ``asyncio.StreamReader``.
 
 BSON goes through pymongo's ``bson`` with codec options that keep field order and types (``Int64``
@@ -241,6 +242,19 @@ class OpQuery:
         """The first key of the query, unwrapping a ``$query``/``query`` envelope."""
         return _first_key(_unwrap_query(self.query))
 
+    def to_bytes(self) -> bytes:
+        """Encode this message again."""
+        return build_op_query(
+            self.full_collection_name,
+            self.query,
+            flags=self.flags,
+            number_to_skip=self.number_to_skip,
+            number_to_return=self.number_to_return,
+            return_fields_selector=self.return_fields_selector,
+            request_id=self.request_id,
+            response_to=self.response_to,
+        )
+
 
 @dataclass
 class OpReply:
@@ -252,6 +266,17 @@ class OpReply:
     documents: list[dict]
     request_id: int = 0
     response_to: int = 0
+
+    def to_bytes(self) -> bytes:
+        """Encode this message again."""
+        return build_op_reply(
+            self.documents,
+            response_flags=self.response_flags,
+            cursor_id=self.cursor_id,
+            starting_from=self.starting_from,
+            request_id=self.request_id,
+            response_to=self.response_to,
+        )
 
 
 Message = OpMsg | OpQuery | OpReply
@@ -685,6 +710,21 @@ def compress_message(message: bytes, compressor: str) -> bytes:
 # Dispatch, peeking and replies.
 # --------------------------------------------------------------------------------------------------------
 
+#: MongoDB's names for the error codes a proxy typically returns itself.
+CODE_NAMES = {
+    2: "BadValue",
+    8: "UnknownError",
+    11: "UserNotFound",
+    13: "Unauthorized",
+    14: "TypeMismatch",
+    17: "ProtocolError",
+    18: "AuthenticationFailed",
+    20: "IllegalOperation",
+    59: "CommandNotFound",
+    115: "CommandNotSupported",
+    334: "MechanismUnavailable",
+}
+
 _PARSERS = {OP_MSG: parse_op_msg, OP_QUERY: parse_op_query, OP_REPLY: parse_op_reply}
 
 
@@ -798,8 +838,10 @@ def error_reply(request: OpMsg | OpQuery, *, code: int, errmsg: str, code_name: 
     """Build the error reply a MongoDB server would send to ``request``, in the request's opcode.
 
     OP_MSG gets ``{ok: 0, errmsg, code, codeName}``; OP_QUERY gets an OP_REPLY with the QueryFailure
-    flag and ``{$err, code, ok: 0}``. ``responseTo`` is the request's requestID.
+    flag and ``{$err, code, ok: 0}``. ``responseTo`` is the request's requestID. Without ``code_name``
+    the server's name for a common code is used (18 gives "AuthenticationFailed").
     """
+    code_name = code_name or CODE_NAMES.get(code, "")
     if isinstance(request, OpQuery):
         doc = {"$err": errmsg, "code": code, "ok": 0.0}
         if code_name:

@@ -180,6 +180,7 @@ def test_op_query_round_trips(name):
     )
     parsed = wire.parse_op_query(message)
     assert parsed == OpQuery(4, name, 2, -1, query, selector, 9, 0)
+    assert parsed.to_bytes() == message
     assert wire.parse_message(message) == parsed
 
 
@@ -201,7 +202,9 @@ def test_op_reply_round_trips(docs, cursor_id, starting_from, response_to):
     message = wire.build_op_reply(
         docs, response_flags=8, cursor_id=cursor_id, starting_from=starting_from, response_to=response_to
     )
-    assert wire.parse_op_reply(message) == OpReply(8, cursor_id, starting_from, docs, 0, response_to)
+    parsed = wire.parse_op_reply(message)
+    assert parsed == OpReply(8, cursor_id, starting_from, docs, 0, response_to)
+    assert parsed.to_bytes() == message
 
 
 @FAST
@@ -574,7 +577,9 @@ def test_error_reply_to_op_query_is_op_reply_with_query_failure():
     assert isinstance(reply, OpReply)
     assert reply.response_flags & QUERY_FAILURE
     assert reply.response_to == 5
-    assert reply.documents == [{"$err": "Authentication failed.", "code": 18, "ok": 0.0}]
+    assert reply.documents == [
+        {"$err": "Authentication failed.", "code": 18, "ok": 0.0, "codeName": "AuthenticationFailed"}
+    ]
 
 
 def test_reply_for_uses_the_request_opcode():
