@@ -69,6 +69,25 @@ def test_hello_negotiates_mechanisms_and_advertises_op_msg(admin):
     assert "setName" not in reply and "topologyVersion" not in reply
 
 
+def test_pymongo_logs_in_speculatively_inside_hello(wire_server, make_user):
+    name, password = make_user(["read"])
+    before = wire_server.command_counts.copy()
+    with _client(wire_server.uri_for(name, password), authMechanism="SCRAM-SHA-256") as client:
+        client.admin.command("ping")
+    # saslStart travelled inside hello's speculativeAuthenticate: only saslContinue was sent on its own
+    assert wire_server.command_counts["saslStart"] == before["saslStart"]
+    assert wire_server.command_counts["saslContinue"] == before["saslContinue"] + 1
+
+
+def test_unacknowledged_writes_get_no_reply_and_are_applied(admin):
+    coll = admin.get_database("w0_db", write_concern=pymongo.WriteConcern(w=0)).items
+    coll.insert_many([{"i": i} for i in range(5)])
+    deadline = time.monotonic() + 5
+    while admin.w0_db.items.count_documents({}) < 5 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert admin.w0_db.items.count_documents({}) == 5
+
+
 def test_wrong_password_fails_with_authentication_failed(wire_server, make_user):
     name, _ = make_user(["read"])
     client = _client(wire_server.uri_for(name, "not-the-password"))

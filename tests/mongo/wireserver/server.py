@@ -18,6 +18,7 @@ import secrets
 import socket
 import threading
 import time
+from collections import Counter
 from urllib.parse import quote_plus
 
 from gatewayproxy import wire
@@ -110,6 +111,7 @@ class Connection:
             await self._send(message, reply)
             return
         db, name, cmd = reply
+        self.server.command_counts[name] += 1
         faults = self.server.faults
         if name not in UNCOUNTED:
             self.counted_messages += 1
@@ -216,6 +218,8 @@ class WireServer:
         self.faults = Faults()
         self.connections: dict[int, Connection] = {}
         self.connections_created = 0
+        #: How many times each command arrived (all connections); tests may read or clear it.
+        self.command_counts: Counter[str] = Counter()
         self.started_monotonic = time.monotonic()
         self._conn_ids = itertools.count(1)
         self._opids = itertools.count(1)

@@ -74,8 +74,9 @@ def _b64(value: bytes | str) -> str:
     return value if isinstance(value, str) else base64.b64encode(value).decode()
 
 
-def user_not_found(name: str, db: str) -> CommandError:
-    return CommandError(11, f'User "{name}@{db}" not found')
+def user_not_found(name: str, db: str, *, quoted: bool = False) -> CommandError:
+    """UserNotFound; mongod quotes the name only in dropUser's message (FerretDB copies both forms)."""
+    return CommandError(11, f"User '{name}@{db}' not found" if quoted else f"User {name}@{db} not found")
 
 
 def check_restrictions(restrictions: Iterable[Any]) -> list[dict]:
@@ -255,7 +256,7 @@ class UserStore:
     def drop(self, name: str, db: str) -> None:
         with self._lock:
             if self._users.pop((db, name), None) is None:
-                raise user_not_found(name, db)
+                raise user_not_found(name, db, quoted=True)
 
     def drop_all(self, db: str) -> int:
         with self._lock:
