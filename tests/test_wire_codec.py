@@ -329,6 +329,13 @@ def test_checksum_mismatch_is_rejected():
     assert info.value.offset == len(message) - 4
 
 
+def test_checksum_verification_can_be_skipped_by_a_relay():
+    message = bytearray(wire.build_op_msg({"ping": 1}, checksum=True))
+    message[-1] ^= 0xFF
+    assert wire.parse_message(bytes(message), verify_checksum=False).body == {"ping": 1}
+    assert wire.parse_op_msg(bytes(message), verify_checksum=False).checksum_present
+
+
 def test_two_body_sections_are_rejected():
     with pytest.raises(WireError, match="second kind-0") as info:
         wire.parse_op_msg(_msg(b"\x00\x00\x00\x00" + b"\x00" + PING + b"\x00" + PING))
