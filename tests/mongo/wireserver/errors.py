@@ -25,6 +25,7 @@ CODE_NAMES = {
     96: "OperationFailed",
     189: "PrimarySteppedDown",
     262: "ExceededTimeLimit",
+    238: "NotImplemented",
     352: "UnsupportedOpQueryCommand",
     10107: "NotWritablePrimary",
     11600: "InterruptedAtShutdown",

@@ -21,6 +21,8 @@ import time
 from collections import Counter
 from urllib.parse import quote_plus
 
+import pymongo.errors
+
 from gatewayproxy import wire
 
 from . import commands
@@ -34,6 +36,19 @@ from .users import UserStore
 log = logging.getLogger("tests.mongo.wireserver")
 
 _OP_QUERY_COMMANDS = frozenset({"hello", "isMaster", "ismaster"})
+
+
+def _unexpected_error(conn_id: int, name: str, exc: Exception) -> CommandError:
+    """Map an exception from mongomock (or a server bug) to the error reply mongod would give."""
+    code = getattr(exc, "code", None)
+    if isinstance(code, int):
+        return CommandError(code, str(exc))
+    if isinstance(exc, pymongo.errors.OperationFailure):  # mongomock's query/update errors carry no code
+        return CommandError(2, str(exc))
+    if isinstance(exc, NotImplementedError):
+        return CommandError(238, f"not supported by the wire server (mongomock): {exc}", "NotImplemented")
+    log.exception("connection %s: command %s failed", conn_id, name)
+    return CommandError(1, f"{type(exc).__name__}: {exc}")
 
 
 class Connection:
@@ -170,10 +185,7 @@ class Connection:
         except CommandError as exc:
             return exc.to_document()
         except Exception as exc:  # mongomock raises many kinds; report, keep the connection
-            log.exception("connection %s: command %s failed", self.id, name)
-            code = getattr(exc, "code", None)
-            code = code if isinstance(code, int) else 1
-            return CommandError(code, f"{type(exc).__name__}: {exc}").to_document()
+            return _unexpected_error(self.id, name, exc).to_document()
         finally:
             self.active = False
 
@@ -233,7 +245,9 @@ class WireServer:
     # -- addresses -----------------------------------------------------------------------------
     @property
     def host_port(self) -> str:
-        return f"{self.host}:{self.port}"
+        """The address clients use (a wildcard listen address is advertised as 127.0.0.1)."""
+        host = "127.0.0.1" if self.host in ("", "0.0.0.0", "::") else self.host
+        return f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
 
     @property
     def uri(self) -> str:
