@@ -336,17 +336,27 @@ def test_bad_messages_close_only_their_connection_with_a_logged_reason(wire_serv
     assert "exceeds the limit" in reasons[0] and "after 26 of 100 bytes" in reasons[2]
 
 
-def test_op_query_is_refused_for_commands_other_than_hello(wire_server):
+def _exchange(sock: socket.socket, request: bytes):
     from gatewayproxy import wire
 
-    query = wire.build_op_query("admin.$cmd", {"ping": 1}, request_id=7)
+    sock.sendall(request)
+    header = sock.recv(16, socket.MSG_WAITALL)
+    length = struct.unpack("<i", header[:4])[0]
+    return wire.parse_message(header + sock.recv(length - 16, socket.MSG_WAITALL))
+
+
+def test_legacy_is_master_gets_an_op_reply_and_other_op_query_commands_are_refused(wire_server):
+    from gatewayproxy import wire
+
     with socket.create_connection(("127.0.0.1", wire_server.port), timeout=5) as sock:
-        sock.sendall(query)
-        header = sock.recv(16, socket.MSG_WAITALL)
-        length = struct.unpack("<i", header[:4])[0]
-        body = sock.recv(length - 16, socket.MSG_WAITALL)
-    reply = wire.parse_message(header + body)
-    assert reply.response_to == 7 and reply.documents[0]["code"] == 352
+        hello = _exchange(sock, wire.build_op_query("admin.$cmd", {"isMaster": 1, "client": {}}, request_id=5))
+        assert isinstance(hello, wire.OpReply) and hello.response_to == 5
+        assert hello.documents[0]["ismaster"] is True and hello.documents[0]["maxWireVersion"] == 21
+        refused = _exchange(sock, wire.build_op_query("admin.$cmd", {"ping": 1}, request_id=7))
+        assert refused.response_to == 7 and refused.documents[0]["code"] == 352
+        again = _exchange(sock, wire.build_op_msg({"hello": 1, "client": {}, "$db": "admin"}, request_id=9))
+        assert isinstance(again, wire.OpMsg) and again.response_to == 9
+        assert again.body["code"] == 186  # client metadata may be sent once per connection
 
 
 def test_command_line_prints_a_working_uri():

@@ -140,6 +140,8 @@ class Connection:
         delay = faults.delay_for(name)
         if delay:
             await asyncio.sleep(delay)
+            if self.closed:  # killed while the reply was held
+                return
         if isinstance(message, wire.OpMsg) and message.more_to_come:
             return
         await self._send(message, document)
