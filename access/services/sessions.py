@@ -1,0 +1,180 @@
+"""Opening and ending gateway sessions: one-time session credentials stored only as SCRAM verifiers.
+
+A session lets a person use a stored account through a gateway for a bounded time. Opening one
+checks the caller's access grant, caps the duration, picks the gateway, and returns a session
+username with a one-time secret; the database keeps only the SCRAM-SHA-1 and SCRAM-SHA-256
+verifiers (salt, iterations, StoredKey, ServerKey), which let the gateway check a login but never
+log in themselves. Ending a session (by its user, an administrator, expiry, a revoked account or
+lease, or a stopped gateway) is idempotent, recorded in the audit trail, and published to the live
+session stream; the gateway closes the session's connections when it next asks `sessions_to_close`.
+"""
+
+from __future__ import annotations
+
+import secrets
+import string
+from datetime import timedelta
+
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from access.events import publish_session_event
+from access.models import Account, Gateway, Lease, Session
+from access.models.sessions import SessionEndReason, SessionState
+from access.selectors.policies import access_grant_for
+from access.services.audit import audit_record
+from gatewayproxy.scram import derive_credentials
+
+SESSION_MECHANISMS = ("SCRAM-SHA-1", "SCRAM-SHA-256")
+SECRET_BYTES = 32  # token_urlsafe(32) gives 43 characters
+_USERNAME_ALPHABET = string.ascii_lowercase + string.digits
+_USERNAME_RANDOM_LENGTH = 8
+_MIN_DURATION = timedelta(seconds=1)
+
+
+def session_username_new() -> str:
+    """A fresh session username such as `s-k3v9x0qa` (unique in practice; the database enforces it)."""
+    return "s-" + "".join(secrets.choice(_USERNAME_ALPHABET) for _ in range(_USERNAME_RANDOM_LENGTH))
+
+
+def session_verifiers(*, username: str, secret: str) -> dict[str, dict]:
+    """The stored SCRAM verifiers of a session secret, keyed by mechanism."""
+    return {mechanism: derive_credentials(mechanism, username, secret).to_dict() for mechanism in SESSION_MECHANISMS}
+
+
+def _gateway_for(account: Account, gateway: Gateway | None) -> Gateway | None:
+    """The gateway a new session uses: the given one, the resource's, else the freshest alive (or any) gateway."""
+    if gateway is not None:
+        return gateway
+    if account.resource.gateway_id is not None:
+        return account.resource.gateway
+    return (
+        Gateway.objects.alive().order_by("-last_heartbeat", "name").first()
+        or Gateway.objects.order_by("-last_heartbeat", "name").first()
+    )
+
+
+def session_open(
+    *,
+    user,
+    account: Account,
+    duration: timedelta,
+    read_only: bool = False,
+    gateway: Gateway | None = None,
+    actor=None,
+) -> tuple[Session, str]:
+    """Open a session on `account` for `user`; return it with its one-time secret (shown once, never stored).
+
+    Raises PermissionDenied when the user has no grant for the account now. The duration is capped by
+    the grant (policy maximum, approved window); a read-only grant forces a read-only session.
+    """
+    grant = access_grant_for(user=user, account=account)
+    if grant is None:
+        raise PermissionDenied(f"You have no access to the account {account} now.")
+    if duration <= timedelta(0):
+        raise ValidationError({"duration": "A duration must be positive."})
+    now = timezone.now()
+    capped = grant.cap(duration, now)
+    if capped < _MIN_DURATION:
+        raise PermissionDenied(f"Your access to the account {account} has ended.")
+    read_only = bool(read_only or grant.read_only)
+    chosen_gateway = _gateway_for(account, gateway)
+    secret = secrets.token_urlsafe(SECRET_BYTES)
+    for _attempt in range(5):
+        username = session_username_new()
+        try:
+            with transaction.atomic():
+                session = Session.objects.create(
+                    user=user,
+                    user_name=user.get_username(),
+                    account=account,
+                    gateway=chosen_gateway,
+                    username=username,
+                    verifiers=session_verifiers(username=username, secret=secret),
+                    read_only=read_only,
+                    started_at=now,
+                    expires_at=now + capped,
+                )
+                audit_record(
+                    action="session.open",
+                    actor=actor or user,
+                    target=session,
+                    data={
+                        "account": str(account),
+                        "account_id": account.pk,
+                        "username": username,
+                        "gateway": chosen_gateway.name if chosen_gateway else None,
+                        "duration_seconds": int(capped.total_seconds()),
+                        "requested_seconds": int(duration.total_seconds()),
+                        "read_only": read_only,
+                        "policy": grant.policy.name if grant.policy else None,
+                        "request_id": grant.request.pk if grant.request else None,
+                    },
+                )
+            return session, secret
+        except IntegrityError:
+            if Session.objects.filter(username=username).exists():
+                continue  # a rare username collision: draw again
+            raise
+    raise RuntimeError("Could not draw a unique session username.")
+
+
+def session_end(*, session: Session, reason: SessionEndReason | str, actor=None) -> Session:
+    """End a session (idempotent: an ended session is returned unchanged) and tell its live viewers.
+
+    The gateway closes the session's connections on its next `sessions_to_close` poll.
+    """
+    _session_end_if_open(session=session, reason=reason, actor=actor)
+    return session
+
+
+def _session_end_if_open(*, session: Session, reason: SessionEndReason | str, actor=None) -> bool:
+    """End `session` unless it has already ended; refresh its end fields either way; True if this call ended it."""
+    reason = SessionEndReason(reason)
+    with transaction.atomic():
+        locked = Session.objects.select_for_update().get(pk=session.pk)
+        ended_now = locked.state == SessionState.OPEN
+        if ended_now:
+            now = timezone.now()
+            locked.state = SessionState.ENDED
+            locked.ended_at = now
+            locked.end_reason = reason
+            locked.save(update_fields=["state", "ended_at", "end_reason"])
+            audit_record(
+                action="session.end",
+                actor=actor or "system",
+                target=locked,
+                data={"reason": reason.value, "username": locked.username, "commands": locked.commands_count},
+            )
+            event = {"type": "session.ended", "reason": reason.value, "ended_at": now.isoformat()}
+            transaction.on_commit(lambda: publish_session_event(locked, event))
+    session.state, session.ended_at, session.end_reason = locked.state, locked.ended_at, locked.end_reason
+    return ended_now
+
+
+def session_end_many(*, sessions, reason: SessionEndReason | str, actor=None) -> int:
+    """End every open session of a queryset; return how many this call ended."""
+    return sum(
+        _session_end_if_open(session=session, reason=reason, actor=actor)
+        for session in sessions.filter(state=SessionState.OPEN).order_by("pk")
+    )
+
+
+def session_end_for_account(
+    *, account: Account, reason: SessionEndReason | str = SessionEndReason.ACCOUNT_REVOKED, actor=None
+) -> int:
+    """End the open sessions on `account` (its password rotated, or it is being deleted); return how many."""
+    return session_end_many(sessions=Session.objects.filter(account=account), reason=reason, actor=actor)
+
+
+def session_end_for_lease(
+    *, lease: Lease, reason: SessionEndReason | str = SessionEndReason.ACCOUNT_REVOKED, actor=None
+) -> int:
+    """End the open sessions that use `lease` (revoked or expired); return how many."""
+    return session_end_many(sessions=Session.objects.filter(lease=lease), reason=reason, actor=actor)
+
+
+def sessions_expire_due(*, now=None) -> int:
+    """End every open session past its expiry with reason `expired`; return how many (the scheduled sweep)."""
+    return session_end_many(sessions=Session.objects.due(now), reason=SessionEndReason.EXPIRED, actor="system")
