@@ -3,6 +3,7 @@
 from access.models.actions import ConnectorAction
 from access.models.audit import AuditEvent
 from access.models.leases import DynamicRole, Lease
+from access.models.locks import BackgroundLock
 from access.models.policies import AccessPolicy, AccessRequest
 from access.models.profiles import UserProfile
 from access.models.resources import Account, Gateway, Resource
@@ -15,6 +16,7 @@ __all__ = [
     "Account",
     "ApiToken",
     "AuditEvent",
+    "BackgroundLock",
     "ConnectorAction",
     "DynamicRole",
     "Gateway",

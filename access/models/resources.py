@@ -116,6 +116,9 @@ class Resource(models.Model):
         help_text="Commands the gateway refuses in every session on this resource.",
     )
     root_rotation_error = models.TextField(blank=True, help_text="Last root rotation problem, if any.")
+    pending_admin_password = EncryptedTextField(
+        help_text="A new admin password set on the server but not yet verified (root rotation); write-only."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
