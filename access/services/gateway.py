@@ -200,7 +200,7 @@ def session_commands_record(*, commands: list[dict]) -> None:
     Each dict has `session_id` and `command`, optionally `at` (datetime, ISO text or epoch seconds),
     `connection_id`, `database`, `collection`, `summary`, `ok`, `n`, `error_code`, `error_message`,
     `refused`, `latency_us`, and the connection's traffic since the last batch, `bytes_in`/`bytes_out`.
-    Commands of sessions that no longer exist are dropped.
+    A dict without `command` only adds its bytes. Commands of sessions that no longer exist are dropped.
     """
     if not commands:
         return
@@ -208,11 +208,11 @@ def session_commands_record(*, commands: list[dict]) -> None:
     with transaction.atomic():
         known = set(Session.objects.filter(pk__in=session_ids).values_list("pk", flat=True))
         items = [item for item in commands if int(item["session_id"]) in known]
-        rows = SessionCommand.objects.bulk_create([_command_row(item) for item in items])
+        rows = SessionCommand.objects.bulk_create([_command_row(item) for item in items if item.get("command")])
         totals: dict[int, list[int]] = {}
         for item in items:
             total = totals.setdefault(int(item["session_id"]), [0, 0, 0])
-            total[0] += 0 if item.get("command") in (None, "") else 1
+            total[0] += 1 if item.get("command") else 0
             total[1] += int(item.get("bytes_in") or 0)
             total[2] += int(item.get("bytes_out") or 0)
         for session_id, (count, bytes_in, bytes_out) in totals.items():
