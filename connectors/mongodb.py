@@ -1,0 +1,562 @@
+"""The pymongo connector for self-hosted MongoDB: create, change, lock and drop users, and end their connections.
+
+`MongoDBConnector(resource)` logs in with the resource's admin account (its URI, `mongodb+srv` included,
+its auth database and its TLS settings) and keeps one cached `MongoClient` until `close()` or the end of a
+`with` block. User-management writes carry a majority write concern. Every failure surfaces as a
+`ConnectorError` whose kind says what went wrong (DNS, TLS, auth, permission, timeout, unreachable, ...)
+and whose message says it in words without any password in it.
+
+Users this system creates carry `customData: {"pam": {...}}` (see `TAG_KEY`) so the reconciler can find them.
+Locking a user replaces its `authenticationRestrictions` with one no client can satisfy and hands back the
+previous value, so unlocking restores it exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import logging
+import os
+import re
+import tempfile
+import uuid
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from bson.binary import Binary
+from bson.objectid import ObjectId
+from bson.son import SON
+from pymongo import MongoClient
+from pymongo.errors import (
+    ConfigurationError,
+    ConnectionFailure,
+    ExecutionTimeout,
+    InvalidURI,
+    NetworkTimeout,
+    OperationFailure,
+    PyMongoError,
+    WTimeoutError,
+)
+
+from connectors.base import ConnectorError
+
+log = logging.getLogger(__name__)
+
+TAG_KEY = "pam"
+"""customData key marking users this system created: {"pam": {"lease_id": ..., "system": ...}}."""
+
+LOCK_RESTRICTIONS: list[dict[str, list[str]]] = [{"clientSource": ["0.0.0.0/32"]}]
+"""authenticationRestrictions no client can satisfy: no connection ever comes from 0.0.0.0."""
+
+MAJORITY = {"w": "majority"}
+
+# Server error codes (src/mongo/base/error_codes.yml)
+AUTHENTICATION_FAILED = 18
+UNAUTHORIZED = 13
+USER_NOT_FOUND = 11
+ROLE_NOT_FOUND = 31
+USER_EXISTS = 51003
+DUPLICATE_KEY = 11000
+COMMAND_NOT_FOUND = 59
+COMMAND_NOT_SUPPORTED = 115
+NOT_IMPLEMENTED = 238
+MAX_TIME_EXPIRED = 50
+WRITE_CONCERN_FAILED = 64
+BAD_VALUE = 2
+FAILED_TO_PARSE = 9
+UNKNOWN_FIELD = 40415
+_UNSUPPORTED = frozenset({COMMAND_NOT_FOUND, COMMAND_NOT_SUPPORTED, NOT_IMPLEMENTED})
+
+_DNS_HINTS = (
+    "name or service not known",
+    "nodename nor servname",
+    "temporary failure in name resolution",
+    "no address associated",
+    "getaddrinfo failed",
+    "dns",
+    "nxdomain",
+    "srv record",
+    "errno -2",
+    "errno -3",
+    "errno -5",
+)
+_TLS_HINTS = ("ssl", "tls", "certificate", "handshake", "wrong_version_number", "unexpected eof")
+_UNREACHABLE_HINTS = (
+    "connection refused",
+    "no route to host",
+    "network is unreachable",
+    "host is unreachable",
+    "connection reset",
+    "connection closed",
+    "errno 111",
+)
+_TIMEOUT_HINTS = ("timed out", "timeout")
+_CONFIGURED_TIMEOUTS = re.compile(r"\s*\(configured timeouts:[^)]*\)")
+
+
+def _plain(value: Any) -> Any:
+    """BSON values as JSON-friendly Python (UUIDs and ObjectIds as strings), for records and audit rows."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, Binary):
+        try:
+            return str(value.as_uuid())
+        except ValueError:
+            return value.hex()
+    if isinstance(value, uuid.UUID | ObjectId):
+        return str(value)
+    if isinstance(value, datetime.datetime):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return value.hex()
+    return value
+
+
+def user_definition(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """A usersInfo document without credentials, as plain JSON: what may be kept in a record."""
+    return {k: _plain(v) for k, v in doc.items() if k not in ("credentials", "$clusterTime", "operationTime")}
+
+
+def _network_kind(text: str) -> str:
+    lowered = text.lower()
+    if any(hint in lowered for hint in _DNS_HINTS):
+        return "dns"
+    if any(hint in lowered for hint in _TLS_HINTS):
+        return "tls"
+    if any(hint in lowered for hint in _UNREACHABLE_HINTS):
+        return "unreachable"
+    if any(hint in lowered for hint in _TIMEOUT_HINTS):
+        return "timeout"
+    return "unreachable"
+
+
+_NETWORK_WORDS = {
+    "dns": "the host name does not resolve (DNS)",
+    "tls": "the TLS handshake failed (is TLS on at the server? is the CA certificate right?)",
+    "unreachable": "the server is unreachable (nothing listens at that address, or the network refuses)",
+    "timeout": "the server did not answer in time",
+}
+
+
+class MongoDBConnector:
+    """Manages database users on one MongoDB deployment through its admin account.
+
+    Use as a context manager (or call `close()`): the `MongoClient` and any CA file written for it live
+    until then. `timeout_ms` bounds server selection, connecting and each command.
+    """
+
+    def __init__(self, resource, *, timeout_ms: int = 5000):
+        self.resource = resource
+        self.timeout_ms = timeout_ms
+        self._client: MongoClient | None = None
+        self._ca_path: str | None = None
+        self._write_concern_supported = True
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    def __enter__(self) -> MongoDBConnector:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<MongoDBConnector resource={getattr(self.resource, 'name', '?')!r}>"
+
+    def close(self) -> None:
+        """Close the cached client and remove the CA file written for it."""
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+        if self._ca_path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._ca_path)
+            self._ca_path = None
+
+    # -- connection ------------------------------------------------------------------------------
+    @property
+    def _name(self) -> str:
+        return getattr(self.resource, "name", "") or "the resource"
+
+    def _admin_password(self) -> str:
+        secret = self.resource.admin_password
+        return secret.reveal() if secret is not None and hasattr(secret, "reveal") else (secret or "")
+
+    def _ca_file(self) -> str | None:
+        pem = (self.resource.ca_certificate or "").strip()
+        if not pem:
+            return None
+        if self._ca_path is None:
+            # NamedTemporaryFile creates the file readable by this user only (0600).
+            with tempfile.NamedTemporaryFile("w", prefix="pam-ca-", suffix=".pem", delete=False) as handle:
+                handle.write(pem + "\n")
+                self._ca_path = handle.name
+        return self._ca_path
+
+    def _client_options(self) -> dict[str, Any]:
+        options: dict[str, Any] = {
+            "serverSelectionTimeoutMS": self.timeout_ms,
+            "connectTimeoutMS": self.timeout_ms,
+            "socketTimeoutMS": self.timeout_ms,
+            "appname": "pam-connector",
+            "tls": bool(self.resource.tls),
+        }
+        if self.resource.tls:
+            if not self.resource.tls_verify:
+                options["tlsAllowInvalidCertificates"] = True
+            ca_file = self._ca_file()
+            if ca_file:
+                options["tlsCAFile"] = ca_file
+        return options
+
+    def _new_client(self, *, username: str, password: str, auth_source: str, **extra) -> MongoClient:
+        try:
+            return MongoClient(
+                host=self.resource.uri,
+                username=username,
+                password=password,
+                authSource=auth_source,
+                **self._client_options(),
+                **extra,
+            )
+        except PyMongoError as exc:
+            raise self._translate(exc, f"Could not connect to {self._name}", secrets=[password]) from None
+
+    @property
+    def client(self) -> MongoClient:
+        """The admin account's client, made on first use and cached."""
+        if self._client is None:
+            if not self.resource.admin_username:
+                raise ConnectorError(f"{self._name} has no admin account configured", kind="config")
+            self._client = self._new_client(
+                username=self.resource.admin_username,
+                password=self._admin_password(),
+                auth_source=self.resource.auth_database or "admin",
+                maxPoolSize=4,
+            )
+        return self._client
+
+    # -- error translation -------------------------------------------------------------------------
+    def _scrub(self, text: str, secrets: Iterable[str] = ()) -> str:
+        for secret in [self._admin_password(), *secrets]:
+            if secret and len(secret) >= 4:
+                text = text.replace(secret, "********")
+        return text
+
+    def _network_detail(self, exc: PyMongoError) -> str:
+        details: list[str] = []
+        client = self._client
+        if client is not None:
+            try:
+                for description in client.topology_description.server_descriptions().values():
+                    if description.error is not None:
+                        details.append(str(description.error))
+            except Exception:  # the description is only a better message; never fail on it
+                details = []
+        text = "; ".join(details) or str(exc).split(", Timeout:")[0]
+        return _CONFIGURED_TIMEOUTS.sub("", text)
+
+    def _translate(self, exc: PyMongoError, doing: str, *, secrets: Iterable[str] = ()) -> ConnectorError:
+        """One ConnectorError for a pymongo exception, with a kind and a message that names the cause."""
+        secrets = list(secrets)
+        admin = self.resource.admin_username
+        if isinstance(exc, OperationFailure) and not isinstance(exc, ExecutionTimeout | WTimeoutError):
+            code = exc.code
+            errmsg = (exc.details or {}).get("errmsg") or str(exc).split(", full error:")[0]
+            errmsg = self._scrub(str(errmsg), secrets)
+            if code == AUTHENTICATION_FAILED:
+                message = (
+                    f"{doing}: the server refused the login of {admin!r} (wrong username or password, "
+                    f"or wrong auth database {self.resource.auth_database!r})"
+                )
+                return ConnectorError(message, kind="auth", code=code)
+            if code == UNAUTHORIZED:
+                message = f"{doing}: the admin account {admin!r} lacks the privilege for this ({errmsg})"
+                return ConnectorError(message, kind="permission", code=code)
+            if code in (USER_NOT_FOUND, ROLE_NOT_FOUND):
+                return ConnectorError(f"{doing}: {errmsg}", kind="not_found", code=code)
+            if code in (USER_EXISTS, DUPLICATE_KEY):
+                return ConnectorError(f"{doing}: {errmsg}", kind="conflict", code=code)
+            if code in (MAX_TIME_EXPIRED, WRITE_CONCERN_FAILED):
+                return ConnectorError(
+                    f"{doing}: the server did not finish in time ({errmsg})", kind="timeout", code=code
+                )
+            if code in _UNSUPPORTED:
+                return ConnectorError(f"{doing}: the server does not support this ({errmsg})", kind="server", code=code)
+            return ConnectorError(f"{doing}: the server refused ({errmsg}, code {code})", kind="server", code=code)
+        if isinstance(exc, ExecutionTimeout | WTimeoutError):
+            return ConnectorError(f"{doing}: the server did not finish in time", kind="timeout", code=exc.code)
+        if isinstance(exc, InvalidURI):
+            return ConnectorError(f"{doing}: the URI is invalid ({self._scrub(str(exc), secrets)})", kind="config")
+        if isinstance(exc, ConfigurationError):
+            text = self._scrub(str(exc), secrets)
+            cause = exc.__cause__
+            is_dns = (cause is not None and type(cause).__module__.startswith("dns")) or "dns" in text.lower()
+            if is_dns:
+                return ConnectorError(f"{doing}: the host name does not resolve (DNS): {text}", kind="dns")
+            return ConnectorError(f"{doing}: the connection settings are invalid ({text})", kind="config")
+        if isinstance(exc, NetworkTimeout):
+            detail = self._scrub(self._network_detail(exc), secrets)
+            kind = "tls" if "ssl" in detail.lower() else "timeout"
+            return ConnectorError(f"{doing}: {_NETWORK_WORDS[kind]}: {detail}", kind=kind)
+        if isinstance(exc, ConnectionFailure):
+            detail = self._scrub(self._network_detail(exc), secrets)
+            kind = _network_kind(detail)
+            return ConnectorError(f"{doing}: {_NETWORK_WORDS[kind]}: {detail}", kind=kind)
+        text = self._scrub(str(exc), secrets)
+        return ConnectorError(f"{doing}: {type(exc).__name__}: {text}", kind="server")
+
+    # -- commands --------------------------------------------------------------------------------
+    def _command(self, db: str, command: SON, doing: str, *, secrets: Iterable[str] = ()) -> dict:
+        try:
+            return self.client[db].command(command)
+        except PyMongoError as exc:
+            raise self._translate(exc, doing, secrets=secrets) from None
+
+    def _write(self, db: str, command: SON, doing: str, *, secrets: Iterable[str] = ()) -> dict:
+        """Run a user-management write with majority write concern (dropped once if the server cannot parse it)."""
+        if self._write_concern_supported:
+            with_concern = SON(command)
+            with_concern["writeConcern"] = {**MAJORITY, "wtimeout": self.timeout_ms}
+            try:
+                return self.client[db].command(with_concern)
+            except OperationFailure as exc:
+                errmsg = str((exc.details or {}).get("errmsg", ""))
+                if exc.code in (BAD_VALUE, FAILED_TO_PARSE, UNKNOWN_FIELD, NOT_IMPLEMENTED) and (
+                    "writeConcern" in errmsg
+                ):
+                    log.warning("%s does not accept writeConcern on user commands; sending without it", self._name)
+                    self._write_concern_supported = False
+                else:
+                    raise self._translate(exc, doing, secrets=secrets) from None
+            except PyMongoError as exc:
+                raise self._translate(exc, doing, secrets=secrets) from None
+        return self._command(db, command, doing, secrets=secrets)
+
+    # -- checks ----------------------------------------------------------------------------------
+    def verify_connection(self) -> dict[str, Any]:
+        """Log in with the admin account and check it may manage users; say in words what failed.
+
+        Returns a summary without secrets: server version and product, topology, the admin user and its
+        roles. Raises ConnectorError with kind dns, tls, unreachable, timeout, auth, permission or config.
+        """
+        doing = f"Could not connect to {self._name}"
+        self._command("admin", SON([("ping", 1)]), doing)
+        build_info = self._command("admin", SON([("buildInfo", 1)]), doing)
+        status = self._command("admin", SON([("connectionStatus", 1)]), doing)
+        try:
+            self._check_user_admin()
+        except OperationFailure as exc:
+            if exc.code == UNAUTHORIZED:
+                message = (
+                    f"{self._name}: the admin account {self.resource.admin_username!r} logged in but may not "
+                    "manage users (usersInfo was refused): give it userAdminAnyDatabase or root"
+                )
+                raise ConnectorError(message, kind="permission", code=exc.code) from None
+            raise self._translate(exc, doing) from None
+        except PyMongoError as exc:
+            raise self._translate(exc, doing) from None
+        auth_info = status.get("authInfo", {})
+        return {
+            "server": "FerretDB" if "ferretdbVersion" in build_info else "MongoDB",
+            "version": build_info.get("version", ""),
+            "topology": str(self.client.topology_description.topology_type_name),
+            "user": self.resource.admin_username,
+            "roles": _plain(auth_info.get("authenticatedUserRoles", [])),
+        }
+
+    def _check_user_admin(self) -> None:
+        """usersInfo over every database, which needs userAdminAnyDatabase (filtered to nothing where possible)."""
+        filtered = SON([("usersInfo", {"forAllDBs": True}), ("filter", {"user": "pam-permission-check"})])
+        try:
+            self.client.admin.command(filtered)
+        except OperationFailure as exc:
+            if exc.code not in _UNSUPPORTED:
+                raise
+            self.client.admin.command(SON([("usersInfo", {"forAllDBs": True})]))
+
+    def can_login(self, *, db: str, username: str, password: str) -> bool:
+        """Whether `username`@`db` can log in with `password` now (a fresh connection, closed after).
+
+        False when the server refuses the login; ConnectorError when the server cannot be reached.
+        """
+        doing = f"Could not test the login of {username!r} on {self._name}"
+        client = self._new_client(username=username, password=password, auth_source=db, maxPoolSize=1)
+        try:
+            client[db].command("ping")
+            return True
+        except OperationFailure as exc:
+            if exc.code == AUTHENTICATION_FAILED:
+                return False
+            raise self._translate(exc, doing, secrets=[password]) from None
+        except PyMongoError as exc:
+            error = self._translate_login_network(exc, client, doing, password)
+            raise error from None
+        finally:
+            client.close()
+
+    def _translate_login_network(self, exc: PyMongoError, client: MongoClient, doing: str, password: str):
+        cached, self._client = self._client, client
+        try:
+            return self._translate(exc, doing, secrets=[password])
+        finally:
+            self._client = cached
+
+    # -- users -----------------------------------------------------------------------------------
+    def get_user(self, *, db: str, username: str) -> dict | None:
+        """The user's definition (roles, mechanisms, customData, authenticationRestrictions), or None."""
+        reply = self._command(
+            db,
+            SON([("usersInfo", {"user": username, "db": db}), ("showAuthenticationRestrictions", True)]),
+            f"Could not read user {username!r} on {self._name}",
+        )
+        users = reply.get("users") or []
+        return user_definition(users[0]) if users else None
+
+    def list_users(self, *, db: str | None = None) -> list[dict]:
+        """Users of one database, or of every database when `db` is None (definitions without credentials)."""
+        if db is None:
+            command, on = SON([("usersInfo", {"forAllDBs": True})]), "admin"
+        else:
+            command, on = SON([("usersInfo", 1)]), db
+        reply = self._command(on, command, f"Could not list users on {self._name}")
+        return [user_definition(doc) for doc in reply.get("users") or []]
+
+    def create_user(
+        self,
+        *,
+        db: str,
+        username: str,
+        password: str,
+        roles: list,
+        custom_data: dict | None = None,
+        mechanisms: list[str] | None = None,
+    ) -> None:
+        """Create `username` in `db` with `roles` (and a customData tag, and a mechanism list, when given).
+
+        A server without customData support (FerretDB) gets the user without its tag, with a warning logged.
+        """
+        doing = f"Could not create user {username!r} in {db!r} on {self._name}"
+        command = SON([("createUser", username), ("pwd", password), ("roles", list(roles))])
+        if mechanisms:
+            command["mechanisms"] = list(mechanisms)
+        if custom_data is not None:
+            command["customData"] = custom_data
+        try:
+            self._write(db, command, doing, secrets=[password])
+        except ConnectorError as error:
+            if not (custom_data is not None and error.code == NOT_IMPLEMENTED and "customData" in error.message):
+                raise
+            log.warning("%s does not store customData; user %s@%s is created without its tag", self._name, username, db)
+            del command["customData"]
+            self._write(db, command, doing, secrets=[password])
+
+    def drop_user(self, *, db: str, username: str) -> bool:
+        """Drop `username` from `db`; False when it was already gone (which counts as done)."""
+        try:
+            self._write(db, SON([("dropUser", username)]), f"Could not drop user {username!r} on {self._name}")
+        except ConnectorError as error:
+            if error.code == USER_NOT_FOUND:
+                return False
+            raise
+        return True
+
+    def change_password(self, *, db: str, username: str, password: str) -> None:
+        """Set a new password for `username` in `db` (live connections stay open: see kill_user_connections)."""
+        doing = f"Could not change the password of {username!r} on {self._name}"
+        self._write(db, SON([("updateUser", username), ("pwd", password)]), doing, secrets=[password])
+
+    def grant_roles(self, *, db: str, username: str, roles: list) -> None:
+        """Add `roles` ("read" or {"role", "db"}) to `username` in `db`."""
+        doing = f"Could not grant roles to {username!r} on {self._name}"
+        self._write(db, SON([("grantRolesToUser", username), ("roles", list(roles))]), doing)
+
+    def revoke_roles(self, *, db: str, username: str, roles: list) -> None:
+        """Remove `roles` from `username` in `db`."""
+        doing = f"Could not revoke roles from {username!r} on {self._name}"
+        self._write(db, SON([("revokeRolesFromUser", username), ("roles", list(roles))]), doing)
+
+    def lock_user(self, *, db: str, username: str) -> list[dict]:
+        """Refuse every new login of `username`; return its previous authenticationRestrictions for unlock_user.
+
+        Live connections stay open: end them with kill_user_connections.
+        """
+        doing = f"Could not lock user {username!r} on {self._name}"
+        user = self.get_user(db=db, username=username)
+        if user is None:
+            raise ConnectorError(f"{doing}: user {username!r} does not exist in {db!r}", kind="not_found")
+        previous = user.get("authenticationRestrictions") or []
+        self._set_restrictions(db=db, username=username, restrictions=LOCK_RESTRICTIONS, doing=doing)
+        return previous
+
+    def unlock_user(self, *, db: str, username: str, restrictions: list[dict] | None = None) -> None:
+        """Put back `restrictions` (the value lock_user returned; none means no restriction)."""
+        doing = f"Could not unlock user {username!r} on {self._name}"
+        self._set_restrictions(db=db, username=username, restrictions=list(restrictions or []), doing=doing)
+
+    def _set_restrictions(self, *, db: str, username: str, restrictions: list[dict], doing: str) -> None:
+        command = SON([("updateUser", username), ("authenticationRestrictions", restrictions)])
+        try:
+            self._write(db, command, doing)
+        except ConnectorError as error:
+            if error.code == BAD_VALUE and "at least one field" in error.message:
+                raise ConnectorError(
+                    f"{doing}: the server does not support authenticationRestrictions", kind="server", code=error.code
+                ) from None
+            raise
+        user = self.get_user(db=db, username=username)
+        if user is None:
+            raise ConnectorError(f"{doing}: user {username!r} does not exist in {db!r}", kind="not_found")
+        if (user.get("authenticationRestrictions") or []) != restrictions:
+            raise ConnectorError(f"{doing}: the server did not keep the authenticationRestrictions", kind="server")
+
+    # -- connections -----------------------------------------------------------------------------
+    def _user_operations(self, *, db: str, username: str) -> list[dict] | None:
+        """The user's connections and operations seen by currentOp (idle ones too), or None when refused."""
+        command = SON(
+            [
+                ("currentOp", 1),
+                ("$all", True),
+                ("$ownOps", False),
+                ("effectiveUsers", {"$elemMatch": {"user": username, "db": db}}),
+            ]
+        )
+        try:
+            return list(self.client.admin.command(command).get("inprog") or [])
+        except OperationFailure as exc:
+            if exc.code == UNAUTHORIZED or exc.code in _UNSUPPORTED:
+                return None
+            raise self._translate(exc, f"Could not list the connections of {username!r}") from None
+        except PyMongoError as exc:
+            raise self._translate(exc, f"Could not list the connections of {username!r}") from None
+
+    def kill_user_connections(self, *, db: str, username: str) -> int:
+        """End every live connection and operation of `username`@`db`; return how many currentOp showed.
+
+        Uses killAllSessions for the user; where the server refuses it, kills each of the user's
+        operations found by currentOp with killOp.
+        """
+        doing = f"Could not end the connections of {username!r} on {self._name}"
+        operations = self._user_operations(db=db, username=username)
+        try:
+            self.client.admin.command(SON([("killAllSessions", [{"user": username, "db": db}])]))
+            return len(operations or [])
+        except OperationFailure as exc:
+            refused = exc.code == UNAUTHORIZED or exc.code in _UNSUPPORTED
+            if not refused:
+                raise self._translate(exc, doing) from None
+            if operations is None:
+                raise ConnectorError(
+                    f"{doing}: the admin account may run neither killAllSessions nor currentOp", kind="permission"
+                ) from None
+        except PyMongoError as exc:
+            raise self._translate(exc, doing) from None
+        killed = 0
+        for operation in operations:
+            opid = operation.get("opid")
+            if opid is None:
+                continue
+            self._command("admin", SON([("killOp", 1), ("op", opid)]), doing)
+            killed += 1
+        return killed
