@@ -63,15 +63,20 @@ def session_open(
     read_only: bool = False,
     gateway: Gateway | None = None,
     actor=None,
+    mfa_verified: bool = False,
 ) -> tuple[Session, str]:
     """Open a session on `account` for `user`; return it with its one-time secret (shown once, never stored).
 
-    Raises PermissionDenied when the user has no grant for the account now. The duration is capped by
-    the grant (policy maximum, approved window); a read-only grant forces a read-only session.
+    Raises PermissionDenied when the user has no grant for the account now, or when the grant requires
+    MFA and the caller did not verify it (`mfa_verified`: the request passed an OTP check). The
+    duration is capped by the grant (policy maximum, approved window); a read-only grant forces a
+    read-only session.
     """
     grant = access_grant_for(user=user, account=account)
     if grant is None:
         raise PermissionDenied(f"You have no access to the account {account} now.")
+    if grant.mfa_required and not mfa_verified:
+        raise PermissionDenied(f"The account {account} requires MFA: sign in with your one-time code first.")
     if duration <= timedelta(0):
         raise ValidationError({"duration": "A duration must be positive."})
     now = timezone.now()

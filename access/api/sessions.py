@@ -1,0 +1,133 @@
+"""API for gateway sessions: open one (the secret is returned once), list, read, end, and read its command log."""
+
+from __future__ import annotations
+
+from django.shortcuts import get_object_or_404
+from rest_framework import serializers, status
+from rest_framework.exceptions import PermissionDenied
+from rest_framework.pagination import LimitOffsetPagination
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from access.api.serializers import DurationField
+from access.events import command_event_fields
+from access.models import Account, Session
+from access.models.sessions import SessionEndReason
+from access.selectors.sessions import (
+    session_commands,
+    session_connection_info,
+    session_gateway_address,
+    session_visible_to,
+)
+from access.services.sessions import session_end, session_open
+
+END_OTHERS_PERMISSION = "access.change_session"
+
+
+class SessionOpenSerializer(serializers.Serializer):
+    account = serializers.PrimaryKeyRelatedField(queryset=Account.objects.select_related("resource"))
+    duration = DurationField()
+    read_only = serializers.BooleanField(default=False)
+
+
+class SessionSerializer(serializers.ModelSerializer):
+    """A session as its owner (or staff) sees it: never the secret, never the verifiers."""
+
+    session_id = serializers.UUIDField(source="public_id", read_only=True)
+    user = serializers.CharField(source="user_name", read_only=True)
+    account = serializers.SerializerMethodField()
+    gateway = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Session
+        fields = [
+            "session_id",
+            "username",
+            "user",
+            "account",
+            "gateway",
+            "read_only",
+            "state",
+            "started_at",
+            "expires_at",
+            "first_connected_at",
+            "ended_at",
+            "end_reason",
+            "client_address",
+            "connections",
+            "commands_count",
+            "bytes_in",
+            "bytes_out",
+        ]
+        read_only_fields = fields
+
+    def get_account(self, session: Session):
+        if session.account is None:
+            return None
+        return {"id": session.account.pk, "name": str(session.account)}
+
+    def get_gateway(self, session: Session):
+        return {"name": session.gateway.name if session.gateway else None, "address": session_gateway_address(session)}
+
+
+def _is_mfa_verified(request) -> bool:
+    is_verified = getattr(request.user, "is_verified", None)
+    return bool(is_verified()) if callable(is_verified) else False
+
+
+class SessionListCreateApi(APIView):
+    """GET: the caller's sessions (every session for staff with view_session). POST: open a session."""
+
+    def get(self, request):
+        paginator = LimitOffsetPagination()
+        page = paginator.paginate_queryset(session_visible_to(request.user), request, view=self)
+        return paginator.get_paginated_response(SessionSerializer(page, many=True).data)
+
+    def post(self, request):
+        serializer = SessionOpenSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        session, secret = session_open(
+            user=request.user,
+            account=data["account"],
+            duration=data["duration"],
+            read_only=data["read_only"],
+            actor=request.user,
+            mfa_verified=_is_mfa_verified(request),
+        )
+        body = {**SessionSerializer(session).data, "secret": secret, **session_connection_info(session, secret)}
+        return Response(body, status=status.HTTP_201_CREATED, headers={"Cache-Control": "no-store"})
+
+
+def _visible_session(request, public_id) -> Session:
+    return get_object_or_404(session_visible_to(request.user), public_id=public_id)
+
+
+class SessionDetailApi(APIView):
+    def get(self, request, public_id):
+        return Response(SessionSerializer(_visible_session(request, public_id)).data)
+
+
+class SessionEndApi(APIView):
+    """End a session: its owner ends it (ended_by_user); staff with change_session kill someone else's."""
+
+    def post(self, request, public_id):
+        session = _visible_session(request, public_id)
+        if session.user_id == request.user.pk:
+            reason = SessionEndReason.ENDED_BY_USER
+        elif request.user.is_staff and request.user.has_perm(END_OTHERS_PERMISSION):
+            reason = SessionEndReason.KILLED
+        else:
+            raise PermissionDenied("You may only end your own sessions.")
+        session_end(session=session, reason=reason, actor=request.user)
+        return Response(SessionSerializer(session).data)
+
+
+class SessionCommandsApi(APIView):
+    """The session's command log, oldest first, paginated (limit/offset); summaries are redacted."""
+
+    def get(self, request, public_id):
+        session = _visible_session(request, public_id)
+        paginator = LimitOffsetPagination()
+        page = paginator.paginate_queryset(session_commands(session), request, view=self)
+        return paginator.get_paginated_response([command_event_fields(command) for command in page])
