@@ -6,7 +6,7 @@ Changes made here are audited in the same transaction; audit events and session 
 from __future__ import annotations
 
 from django.contrib import admin
-from django.db import transaction
+from django.db import models, transaction
 from django.utils.html import format_html
 
 from access.durations import format_duration
@@ -103,6 +103,7 @@ class ResourceAdmin(AuditedModelAdmin):
     date_hierarchy = "created_at"
     readonly_fields = ["root_rotation_error", "created_at", "updated_at"]
     inlines = [AccountInline]
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
     fieldsets = [
         (None, {"fields": ["name", "kind", "description", "gateway"]}),
         (
