@@ -107,11 +107,13 @@ class LeaseQuerySet(models.QuerySet):
         return self.filter(state__in=LIVE_LEASE_STATES)
 
     def due(self, now=None):
-        """Leases that must be revoked now: expired, or failed revocations whose retry time has come."""
+        """Leases that must be revoked now: expired, failed revocations whose retry time has come, and
+        revocations whose worker stopped before its claim deadline (`next_attempt_at` while revoking)."""
         now = now or timezone.now()
         return self.filter(
             Q(state=LeaseState.ACTIVE, expires_at__lte=now)
             | Q(state=LeaseState.REVOKE_FAILED, next_attempt_at__lte=now)
+            | Q(state=LeaseState.REVOKING, next_attempt_at__lte=now)
         )
 
     def for_user(self, user):

@@ -1,0 +1,515 @@
+"""Dynamic credentials: issue a database user for a role, renew its lease, and revoke it until it is really gone.
+
+A lease is `revoked` (or `expired`, when the sweeper revoked it at its expiry) only after the user was
+dropped, its live connections were ended, `usersInfo` no longer finds it and a login with the leased
+password fails. Anything short of that leaves the lease `revoke_failed` with its attempts, the error in
+words and the time of the next attempt (capped exponential backoff); the sweeper retries it.
+
+Revocation runs in three steps so that database transactions stay short and no two workers revoke the
+same lease: claim (a conditional UPDATE to `revoking` with a claim deadline), work on the server outside
+any transaction (in a thread pool for batches), record the outcome (a conditional UPDATE from `revoking`
+plus the audit row, in one transaction). A claim whose worker died is taken over after its deadline.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import string
+import threading
+from collections.abc import Callable, Iterable
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.db.models import Q, QuerySet
+from django.utils import timezone
+
+from access.models import DynamicRole, Lease, Resource
+from access.models.leases import LIVE_LEASE_STATES, LeaseState
+from access.services.audit import audit_record
+from access.validators import parse_roles
+from connectors import ConnectorError, connector_for
+
+log = logging.getLogger(__name__)
+
+USERNAME_MAX_LENGTH = 100
+PASSWORD_SYMBOLS = "-._~"
+"""RFC 3986 unreserved symbols: a password made of letters, digits and these needs no escaping in a URI."""
+PASSWORD_ALPHABET = string.ascii_letters + string.digits + PASSWORD_SYMBOLS
+CLAIM_TIMEOUT = timedelta(seconds=120)
+"""How long a revocation may run before another worker may take the lease over."""
+BACKOFF_BASE_SECONDS = 2
+BACKOFF_CAP_SECONDS = 300
+ERROR_MAX_LENGTH = 1000
+_USERNAME_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_TEMPLATE_FIELDS = ("holder", "role", "resource", "random", "unix")
+
+
+class LeaseError(Exception):
+    """A lease operation that cannot be done as asked (not renewable, issue failed); the message is for people."""
+
+    def __init__(self, message: str, *, code: str = "invalid"):
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+def system_tag() -> str:
+    """Which installation created a user (customData.pam.system), so two portals never drop each other's users."""
+    return getattr(settings, "PAM_SYSTEM_ID", "") or "mongo-pam"
+
+
+# -- names and passwords -------------------------------------------------------------------------------
+def _safe_part(value: str) -> str:
+    return _USERNAME_UNSAFE.sub("-", value).strip("-") or "x"
+
+
+def username_render(*, template: str, holder: str, role: str, resource: str = "", now: datetime | None = None) -> str:
+    """A MongoDB username from a role's template: only letters, digits, `.`, `_`, `-`; at most 100 characters.
+
+    Fields: {holder}, {role}, {resource}, {random} (20 letters and digits), {unix} (seconds). Long holder and
+    role names are shortened first so that the random part, which makes the name unique, survives.
+    """
+    now = now or timezone.now()
+    values = {
+        "random": "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(20)),
+        "unix": str(int(now.timestamp())),
+    }
+    for width in (64, 32, 16, 8, 4):
+        values.update(
+            holder=_safe_part(holder)[:width], role=_safe_part(role)[:width], resource=_safe_part(resource)[:width]
+        )
+        try:
+            rendered = template.format_map(values)
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValidationError(
+                {
+                    "username_template": f"Unknown field in the username template: {exc}. Use {{holder}}, {{role}}, "
+                    "{resource}, {random} and {unix}."
+                }
+            ) from None
+        rendered = _USERNAME_UNSAFE.sub("-", rendered)
+        if len(rendered) <= USERNAME_MAX_LENGTH:
+            return rendered
+    return rendered[:USERNAME_MAX_LENGTH]
+
+
+def password_generate(length: int = 32) -> str:
+    """A random password of `length` characters with letters of both cases, digits and a URI-safe symbol."""
+    if length < 16:
+        raise ValueError("passwords are at least 16 characters")
+    while True:
+        password = "".join(secrets.choice(PASSWORD_ALPHABET) for _ in range(length))
+        if (
+            any(c.islower() for c in password)
+            and any(c.isupper() for c in password)
+            and any(c.isdigit() for c in password)
+            and any(c in PASSWORD_SYMBOLS for c in password)
+        ):
+            return password
+
+
+def lease_id_for(*, role: DynamicRole) -> str:
+    """`mongodb/<resource>/creds/<role>/<random>`: the API path that issued it plus a random id, like Vault's."""
+    return f"mongodb/{role.resource.name}/creds/{role.name}/{secrets.token_hex(12)}"
+
+
+def revoke_backoff(attempts: int) -> timedelta:
+    """Wait before the next revocation attempt: 2 s, 4 s, 8 s … capped at 5 minutes."""
+    return timedelta(seconds=min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** max(0, attempts - 1)))
+
+
+def _holder_name(holder) -> str:
+    return holder.get_username() if holder is not None else ""
+
+
+# -- issue, renew, reveal ----------------------------------------------------------------------------------
+def lease_issue(
+    *,
+    role: DynamicRole,
+    holder,
+    ttl: timedelta | None = None,
+    max_ttl: timedelta | None = None,
+    actor=None,
+    mark_revealed: bool = False,
+    connector=None,
+) -> tuple[Lease, str]:
+    """Create a database user for `role` and the lease that tracks it; return the lease and the password (once).
+
+    TTL defaults to the role's (else the resource's) default TTL and is capped at the role's max TTL, and at
+    `max_ttl` when the caller's grant allows less. The lease row is committed before the user is created, so
+    the reconciler never mistakes a user being issued for an orphan; if creation fails the lease is handed
+    to the sweeper (state `revoke_failed`, due now) to make sure no user is left behind, and LeaseError says why.
+    `mark_revealed` records that the caller shows the password now (the API does), so it is never shown again.
+    """
+    resource = role.resource
+    if resource.is_atlas:
+        raise LeaseError("Leases for Atlas roles are not available yet.", code="unsupported")
+    now = timezone.now()
+    limit = role.effective_max_ttl if max_ttl is None else min(max_ttl, role.effective_max_ttl)
+    lifetime = min(ttl or role.effective_default_ttl, limit)
+    if lifetime.total_seconds() < 1:
+        raise ValidationError({"ttl": "The lease would expire at once: the grant allows no more time."})
+    username = username_render(
+        template=role.username_template,
+        holder=_holder_name(holder) or "api",
+        role=role.name,
+        resource=resource.name,
+        now=now,
+    )
+    password = password_generate(role.password_length)
+    with transaction.atomic():
+        lease = Lease.objects.create(
+            lease_id=lease_id_for(role=role),
+            role=role,
+            resource=resource,
+            holder=holder,
+            holder_name=_holder_name(holder),
+            db=role.db,
+            username=username,
+            password=password,
+            revealed_at=now if mark_revealed else None,
+            issued_at=now,
+            expires_at=now + lifetime,
+            max_expires_at=now + limit,
+        )
+        audit_record(
+            action="lease.issue",
+            actor=actor if actor is not None else holder,
+            target=lease,
+            data={
+                "role": str(role),
+                "username": username,
+                "db": role.db,
+                "ttl_seconds": int(lifetime.total_seconds()),
+                "max_ttl_seconds": int(limit.total_seconds()),
+            },
+        )
+    tag = {"pam": {"lease_id": lease.lease_id, "system": system_tag()}}
+    try:
+        if connector is None:
+            with connector_for(resource) as own:
+                own.create_user(
+                    db=role.db, username=username, password=password, roles=_roles_of(role), custom_data=tag
+                )
+        else:
+            connector.create_user(
+                db=role.db, username=username, password=password, roles=_roles_of(role), custom_data=tag
+            )
+    except ConnectorError as exc:
+        error = _safe_error(exc, [password])
+        _lease_issue_failed(lease=lease, error=error, actor=actor if actor is not None else holder)
+        raise LeaseError(f"The database user could not be created: {error}", code="unavailable") from None
+    lease.password = password
+    return lease, password
+
+
+def _roles_of(role: DynamicRole) -> list:
+    roles = parse_roles(role.roles)
+    return list(roles or [])
+
+
+def _lease_issue_failed(*, lease: Lease, error: str, actor) -> None:
+    now = timezone.now()
+    with transaction.atomic():
+        Lease.objects.filter(pk=lease.pk).update(
+            state=LeaseState.REVOKE_FAILED,
+            expires_at=now,
+            last_error=f"Issue failed: {error}"[:ERROR_MAX_LENGTH],
+            next_attempt_at=now,
+            revoke_reason="issue_failed",
+        )
+        audit_record(action="lease.issue_failed", actor=actor, target=lease, data={"error": error})
+
+
+def lease_renew(*, lease: Lease, increment: timedelta | None = None, actor=None) -> Lease:
+    """Extend an active lease to now + `increment` (default: the role's TTL), never past its max expiry.
+
+    Refuses leases that are no longer active or already expired (LeaseError).
+    """
+    with transaction.atomic():
+        current = Lease.objects.select_for_update().select_related("role__resource").get(pk=lease.pk)
+        now = timezone.now()
+        if current.state != LeaseState.ACTIVE or current.expires_at <= now:
+            raise LeaseError(
+                f"Lease {current.lease_id} is {current.get_state_display().lower()}: it cannot be renewed.",
+                code="not_renewable",
+            )
+        wanted = increment or current.role.effective_default_ttl
+        new_expiry = min(now + wanted, current.max_expires_at)
+        previous = current.expires_at
+        updated = Lease.objects.filter(pk=current.pk, state=LeaseState.ACTIVE).update(expires_at=new_expiry)
+        if not updated:
+            raise LeaseError(f"Lease {current.lease_id} changed state while renewing.", code="not_renewable")
+        current.expires_at = new_expiry
+        audit_record(
+            action="lease.renew",
+            actor=actor,
+            target=current,
+            data={
+                "increment_seconds": int(wanted.total_seconds()),
+                "previous_expires_at": previous,
+                "expires_at": new_expiry,
+                "capped": new_expiry < now + wanted,
+            },
+        )
+    return current
+
+
+def lease_reveal_password(*, lease: Lease, user) -> str | None:
+    """The lease's password for its holder, once; None when it was already shown or `user` is not the holder."""
+    with transaction.atomic():
+        updated = Lease.objects.filter(
+            pk=lease.pk, holder=user, revealed_at__isnull=True, state=LeaseState.ACTIVE
+        ).update(revealed_at=timezone.now())
+        if not updated:
+            return None
+        audit_record(action="lease.reveal", actor=user, target=lease, data={"username": lease.username})
+    return Lease.objects.get(pk=lease.pk).password.reveal()
+
+
+# -- revocation --------------------------------------------------------------------------------------------
+@dataclass
+class RevokeOutcome:
+    """What one revocation attempt on the server found: `error` is None when the user is confirmed gone."""
+
+    lease: Lease
+    error: str | None
+    connections_ended: int = 0
+
+
+def _claimable(now: datetime) -> Q:
+    return Q(state__in=[LeaseState.ACTIVE, LeaseState.REVOKE_FAILED]) | Q(
+        state=LeaseState.REVOKING, next_attempt_at__lte=now
+    )
+
+
+def _claim(queryset: QuerySet, *, reason: str, now: datetime, limit: int | None = None) -> list[Lease]:
+    """Move claimable leases of `queryset` to `revoking` (one short transaction) and return them with resources."""
+    deadline = now + CLAIM_TIMEOUT
+    with transaction.atomic():
+        ids_query = queryset.filter(_claimable(now)).order_by("expires_at").values_list("pk", flat=True)
+        if transaction.get_connection().features.has_select_for_update_skip_locked:
+            ids_query = ids_query.select_for_update(skip_locked=True)
+        ids = list(ids_query[:limit] if limit else ids_query)
+        if not ids:
+            return []
+        Lease.objects.filter(pk__in=ids, state=LeaseState.ACTIVE).update(
+            state=LeaseState.REVOKING, next_attempt_at=deadline, revoke_reason=reason
+        )
+        # Failed revocations and stale claims keep the reason of their first attempt.
+        Lease.objects.filter(pk__in=ids).exclude(state=LeaseState.REVOKING, next_attempt_at=deadline).update(
+            state=LeaseState.REVOKING, next_attempt_at=deadline
+        )
+    return list(
+        Lease.objects.filter(pk__in=ids, state=LeaseState.REVOKING, next_attempt_at=deadline).select_related(
+            "resource", "role"
+        )
+    )
+
+
+def _safe_error(exc: BaseException, secrets_to_hide: Iterable[str]) -> str:
+    """An error in words for the lease record: the connector's message, with any secret scrubbed out anyway."""
+    text = f"{exc.kind_title} error: {exc}" if isinstance(exc, ConnectorError) else f"{type(exc).__name__}"
+    for secret in secrets_to_hide:
+        if secret:
+            text = text.replace(secret, "[redacted]")
+    return text[:ERROR_MAX_LENGTH]
+
+
+def lease_revoke_on_server(*, lease: Lease, connector) -> RevokeOutcome:
+    """Drop the lease's user, end its connections, then confirm: no such user, and its password no longer logs in.
+
+    Touches no database row; safe to run in a worker thread. Never raises for server trouble: the outcome
+    carries the error in words instead.
+    """
+    password = lease.password.reveal() if lease.password is not None else ""
+    admin_password = lease.resource.admin_password.reveal() if lease.resource.admin_password else ""
+    try:
+        connector.drop_user(db=lease.db, username=lease.username)
+        ended = connector.kill_user_connections(db=lease.db, username=lease.username)
+        if connector.get_user(db=lease.db, username=lease.username) is not None:
+            return RevokeOutcome(lease, "The user still exists after dropUser.", ended)
+        if password and connector.can_login(db=lease.db, username=lease.username, password=password):
+            return RevokeOutcome(lease, "The leased password still logs in after the user was dropped.", ended)
+    except ConnectorError as exc:
+        return RevokeOutcome(lease, _safe_error(exc, [password, admin_password]))
+    except Exception as exc:  # a bug or an unexpected driver error: keep retrying, never leak its text
+        log.exception("unexpected error revoking lease %s", lease.lease_id)
+        return RevokeOutcome(lease, _safe_error(exc, [password, admin_password]))
+    return RevokeOutcome(lease, None, ended)
+
+
+def _record_outcomes(outcomes: list[RevokeOutcome], *, actor) -> list[Lease]:
+    """Write each outcome (state, attempts, error, next attempt) with its audit row, in one short transaction."""
+    now = timezone.now()
+    recorded = []
+    with transaction.atomic():
+        for outcome in outcomes:
+            lease = outcome.lease
+            attempts = lease.attempts + 1
+            claimed = Lease.objects.filter(
+                pk=lease.pk, state=LeaseState.REVOKING, next_attempt_at=lease.next_attempt_at
+            )
+            if outcome.error is None:
+                final = LeaseState.EXPIRED if lease.revoke_reason == "expired" else LeaseState.REVOKED
+                changes = {
+                    "state": final,
+                    "revoked_at": now,
+                    "attempts": attempts,
+                    "last_error": "",
+                    "next_attempt_at": None,
+                }
+                action = "lease.revoke"
+            else:
+                final = LeaseState.REVOKE_FAILED
+                changes = {
+                    "state": final,
+                    "attempts": attempts,
+                    "last_error": outcome.error,
+                    "next_attempt_at": now + revoke_backoff(attempts),
+                }
+                action = "lease.revoke_failed"
+            if not claimed.update(**changes):
+                continue  # another worker took the claim over after its deadline; its outcome stands
+            for name, value in changes.items():
+                setattr(lease, name, value)
+            data = {
+                "lease_id": lease.lease_id,
+                "username": lease.username,
+                "db": lease.db,
+                "reason": lease.revoke_reason,
+                "attempt": attempts,
+                "state": final,
+            }
+            if outcome.error is None:
+                data["connections_ended"] = outcome.connections_ended
+            else:
+                data.update(error=outcome.error, next_attempt_at=changes["next_attempt_at"])
+            audit_record(action=action, actor=actor, target=lease, data=data)
+            recorded.append(lease)
+    return recorded
+
+
+class ConnectorCache:
+    """One connector per resource, shared by the threads of a revocation batch (pymongo clients are thread-safe).
+
+    A resource whose configuration changed (its `updated_at`) gets a fresh connector.
+    """
+
+    def __init__(self, factory: Callable = connector_for):
+        self._factory = factory
+        self._connectors: dict[int, tuple[datetime, object]] = {}
+        self._lock = threading.Lock()
+
+    def for_resource(self, resource: Resource):
+        with self._lock:
+            cached = self._connectors.get(resource.pk)
+            if cached is not None and cached[0] == resource.updated_at:
+                return cached[1]
+            if cached is not None:
+                cached[1].close()
+            connector = self._factory(resource)
+            self._connectors[resource.pk] = (resource.updated_at, connector)
+            return connector
+
+    def close(self) -> None:
+        with self._lock:
+            for _, connector in self._connectors.values():
+                connector.close()
+            self._connectors.clear()
+
+    def __enter__(self) -> ConnectorCache:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
+def _revoke_claimed(
+    leases: list[Lease], *, actor, connectors: ConnectorCache, pool: Executor | None, record_every: int = 50
+) -> list[Lease]:
+    """Work on the server for each claimed lease (in `pool` when given), recording outcomes in small batches."""
+    recorded: list[Lease] = []
+
+    def work(lease: Lease) -> RevokeOutcome:
+        try:
+            connector = connectors.for_resource(lease.resource)
+        except ConnectorError as exc:
+            return RevokeOutcome(lease, _safe_error(exc, []))
+        return lease_revoke_on_server(lease=lease, connector=connector)
+
+    if pool is None:
+        outcomes = [work(lease) for lease in leases]
+        return _record_outcomes(outcomes, actor=actor)
+    pending: list[RevokeOutcome] = []
+    for outcome in pool.map(work, leases):
+        pending.append(outcome)
+        if len(pending) >= record_every:
+            recorded += _record_outcomes(pending, actor=actor)
+            pending = []
+    if pending:
+        recorded += _record_outcomes(pending, actor=actor)
+    return recorded
+
+
+def lease_revoke(*, lease: Lease, actor=None, reason: str = "revoked", connector=None) -> Lease:
+    """Revoke one lease now and return it as it ended: `revoked`, or `revoke_failed` with a retry scheduled.
+
+    Idempotent: a lease already revoked or expired is returned unchanged, and one that another worker is
+    revoking right now is returned as `revoking` rather than revoked twice.
+    """
+    now = timezone.now()
+    claimed = _claim(Lease.objects.filter(pk=lease.pk), reason=reason, now=now)
+    if not claimed:
+        return Lease.objects.select_related("resource", "role").get(pk=lease.pk)
+    if connector is not None:
+        outcome = lease_revoke_on_server(lease=claimed[0], connector=connector)
+        _record_outcomes([outcome], actor=actor)
+    else:
+        with ConnectorCache() as connectors:
+            _revoke_claimed(claimed, actor=actor, connectors=connectors, pool=None)
+    return Lease.objects.select_related("resource", "role").get(pk=lease.pk)
+
+
+def lease_revoke_prefix(
+    *, prefix: str, actor=None, queryset: QuerySet | None = None, pool: Executor | None = None
+) -> list[Lease]:
+    """Revoke every live lease whose id starts with `prefix` (within `queryset` when given); return them."""
+    if not prefix:
+        raise ValidationError({"prefix": "A prefix is required."})
+    base = (queryset if queryset is not None else Lease.objects.all()).filter(lease_id__startswith=prefix)
+    now = timezone.now()
+    with transaction.atomic():
+        audit_record(
+            action="lease.revoke_prefix",
+            actor=actor,
+            target_name=prefix,
+            data={"prefix": prefix, "live": base.filter(state__in=LIVE_LEASE_STATES).count()},
+        )
+    claimed = _claim(base, reason="revoked", now=now)
+    with ConnectorCache() as connectors:
+        _revoke_claimed(claimed, actor=actor, connectors=connectors, pool=pool)
+    return list(Lease.objects.filter(pk__in=[lease.pk for lease in claimed]).order_by("lease_id"))
+
+
+def leases_revoke_due(
+    *,
+    now: datetime | None = None,
+    limit: int = 200,
+    connectors: ConnectorCache,
+    pool: Executor | None = None,
+    actor="lease-sweeper",
+) -> int:
+    """Claim up to `limit` due leases (expired, retry time come, or stale claims) and revoke them; return how many."""
+    now = now or timezone.now()
+    claimed = _claim(Lease.objects.due(now), reason="expired", now=now, limit=limit)
+    if not claimed:
+        return 0
+    _revoke_claimed(claimed, actor=actor, connectors=connectors, pool=pool)
+    return len(claimed)

@@ -1,0 +1,120 @@
+"""The reconciler: find database users this system created that no live lease explains, and drop them.
+
+A user is ours when its `customData.pam.system` names this installation (see `leases.system_tag`). It is an
+orphan when no lease on the same resource with its `lease_id` is still live (active, revoking or
+revoke_failed) — for instance a user re-created by hand, a revocation recorded as done by an older version,
+or a lease row deleted. Lease rows are committed before their users are created, so a user being issued is
+never taken for an orphan. Each drop is audited; a dry run only lists.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from django.db import transaction
+
+from access.models import Lease, Resource
+from access.models.leases import LIVE_LEASE_STATES
+from access.services.audit import audit_record
+from access.services.leases import system_tag
+from connectors import ConnectorError, connector_for
+from connectors.mongodb import TAG_KEY
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class OrphanUser:
+    """A tagged database user that no live lease explains."""
+
+    resource: str
+    db: str
+    username: str
+    lease_id: str
+
+
+@dataclass
+class ReconcileReport:
+    """What a reconciler run found and did: orphans found, dropped, and errors per resource (in words)."""
+
+    dry_run: bool
+    found: list[OrphanUser] = field(default_factory=list)
+    dropped: list[OrphanUser] = field(default_factory=list)
+    errors: dict[str, str] = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return {
+            "dry_run": self.dry_run,
+            "found": [o.__dict__ for o in self.found],
+            "dropped": [o.__dict__ for o in self.dropped],
+            "errors": self.errors,
+        }
+
+
+def _tag_of(user: dict) -> dict | None:
+    custom = user.get("customData") or {}
+    tag = custom.get(TAG_KEY) if isinstance(custom, dict) else None
+    if not isinstance(tag, dict) or tag.get("system") != system_tag():
+        return None
+    return tag
+
+
+def orphan_users_find(*, resource: Resource, connector) -> list[OrphanUser]:
+    """The tagged users on `resource` whose lease is missing or no longer live."""
+    tagged = []
+    for user in connector.list_users():
+        tag = _tag_of(user)
+        if tag is not None:
+            tagged.append((user, str(tag.get("lease_id", ""))))
+    if not tagged:
+        return []
+    live = set(
+        Lease.objects.filter(
+            resource=resource, state__in=LIVE_LEASE_STATES, lease_id__in=[lease_id for _, lease_id in tagged]
+        ).values_list("lease_id", "username", "db")
+    )
+    orphans = []
+    for user, lease_id in tagged:
+        username, db = user.get("user", ""), user.get("db", "")
+        if (lease_id, username, db) not in live:
+            orphans.append(OrphanUser(resource=resource.name, db=db, username=username, lease_id=lease_id))
+    return orphans
+
+
+def users_reconcile(*, resource: Resource | None = None, dry_run: bool = False, actor="reconciler") -> ReconcileReport:
+    """Find (and unless `dry_run`, drop and audit) orphaned users on `resource`, or on every MongoDB resource."""
+    report = ReconcileReport(dry_run=dry_run)
+    resources = [resource] if resource is not None else list(Resource.objects.mongodb().exclude(uri=""))
+    for target in resources:
+        try:
+            with connector_for(target) as connector:
+                orphans = orphan_users_find(resource=target, connector=connector)
+                report.found += orphans
+                if dry_run:
+                    continue
+                for orphan in orphans:
+                    _orphan_drop(orphan=orphan, resource=target, connector=connector, actor=actor)
+                    report.dropped.append(orphan)
+        except ConnectorError as exc:
+            report.errors[target.name] = f"{exc.kind_title} error: {exc}"
+            log.warning("reconciling %s failed: %s", target.name, exc)
+    return report
+
+
+def _orphan_drop(*, orphan: OrphanUser, resource: Resource, connector, actor) -> None:
+    """Drop one orphan, end its connections, and audit it (only once the server has done it)."""
+    connector.drop_user(db=orphan.db, username=orphan.username)
+    ended = connector.kill_user_connections(db=orphan.db, username=orphan.username)
+    with transaction.atomic():
+        audit_record(
+            action="reconcile.drop_user",
+            actor=actor,
+            target=resource,
+            data={
+                "db": orphan.db,
+                "username": orphan.username,
+                "lease_id": orphan.lease_id,
+                "connections_ended": ended,
+            },
+        )

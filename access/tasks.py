@@ -1,0 +1,42 @@
+"""django-q2 tasks: each fetches what it needs by id and calls one service.
+
+Schedules are created by `manage.py setup_schedules` (see `access.services.schedules`); the lease sweeper
+also enqueues its own successor so that revocation never waits for the scheduler's 30 s tick.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from django_q.tasks import async_task
+
+from access.models import Lease
+from access.services.leases import lease_revoke
+from access.services.reconcile import users_reconcile
+from access.services.sweeper import lease_sweeper_run
+
+log = logging.getLogger(__name__)
+
+SWEEP_TASK = "access.tasks.sweep_leases"
+
+
+def sweep_leases(run_for: float = 50.0) -> dict:
+    """Run the lease sweeper loop; when it ran its full time, hand over to a successor at once."""
+    report = lease_sweeper_run(run_for=run_for)
+    if report.acquired and report.completed:
+        async_task(SWEEP_TASK, run_for, task_name="lease-sweeper", group="lease-sweeper")
+    return {"acquired": report.acquired, "handled": report.handled, "ticks": report.ticks}
+
+
+def revoke_lease(lease_pk: int, reason: str = "revoked") -> str:
+    """Revoke one lease by primary key (used to revoke outside a request)."""
+    lease = Lease.objects.filter(pk=lease_pk).first()
+    if lease is None:
+        return "missing"
+    return lease_revoke(lease=lease, actor="system", reason=reason).state
+
+
+def reconcile_users() -> dict:
+    """Drop users this system created that no live lease explains, on every MongoDB resource."""
+    report = users_reconcile(actor="reconciler")
+    return report.as_dict()
