@@ -271,6 +271,8 @@ class Engine:
         ids = cmd.get("cursors")
         if not isinstance(ids, list):
             raise type_mismatch("BSON field 'killCursors.cursors' is missing but a required field")
+        if not all(isinstance(cid, int) and not isinstance(cid, bool) for cid in ids):
+            raise type_mismatch("BSON field 'killCursors.cursors' must hold cursor ids (long)")
         killed, missing = [], []
         for cid in ids:
             (killed if self.cursors.kill(int(cid)) else missing).append(bson.Int64(cid))
@@ -297,6 +299,10 @@ class Engine:
         pipeline = cmd.get("pipeline")
         if not isinstance(pipeline, list):
             raise type_mismatch("'pipeline' option must be specified as an array")
+        for stage in pipeline:
+            if not isinstance(stage, Mapping) or len(stage) != 1:
+                raise CommandError(40323, "A pipeline stage specification object must contain exactly one field.",
+                                   "Location40323")
         if not isinstance(cmd.get("aggregate"), str):
             raise CommandError(73, "{aggregate: 1} is not supported by the wire server except $currentOp")
         name = _collection_name(cmd, "aggregate")

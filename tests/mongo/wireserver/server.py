@@ -14,10 +14,12 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import os
 import secrets
 import socket
 import threading
 import time
+import traceback
 from collections import Counter
 from urllib.parse import quote_plus
 
@@ -38,6 +40,11 @@ log = logging.getLogger("tests.mongo.wireserver")
 _OP_QUERY_COMMANDS = frozenset({"hello", "isMaster", "ismaster"})
 
 
+def _raised_in_mongomock(exc: BaseException) -> bool:
+    frames = traceback.extract_tb(exc.__traceback__)
+    return bool(frames) and f"{os.sep}mongomock{os.sep}" in frames[-1].filename
+
+
 def _unexpected_error(conn_id: int, name: str, exc: Exception) -> CommandError:
     """Map an exception from mongomock (or a server bug) to the error reply mongod would give."""
     code = getattr(exc, "code", None)
@@ -45,8 +52,14 @@ def _unexpected_error(conn_id: int, name: str, exc: Exception) -> CommandError:
         return CommandError(code, str(exc))
     if isinstance(exc, pymongo.errors.OperationFailure):  # mongomock's query/update errors carry no code
         return CommandError(2, str(exc))
+    if isinstance(exc, ValueError | TypeError):  # pymongo/mongomock argument checks on odd input
+        log.debug("connection %s: command %s refused by mongomock", conn_id, name, exc_info=True)
+        return CommandError(2 if isinstance(exc, ValueError) else 14, str(exc))
     if isinstance(exc, NotImplementedError):
         return CommandError(238, f"not supported by the wire server (mongomock): {exc}", "NotImplemented")
+    if _raised_in_mongomock(exc):  # odd arguments that mongomock does not validate
+        log.debug("connection %s: command %s failed in mongomock", conn_id, name, exc_info=True)
+        return CommandError(2, f"{type(exc).__name__}: {exc}")
     log.exception("connection %s: command %s failed", conn_id, name)
     return CommandError(1, f"{type(exc).__name__}: {exc}")
 
