@@ -6,10 +6,13 @@ import shlex
 from urllib.parse import quote_plus
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 
+from access.events import COMMAND_FIELDS, command_event_fields
 from access.models import Session, SessionCommand
 
 VIEW_ALL_PERMISSION = "access.view_session"
+EVENTS_BATCH = 200
 
 
 def session_visible_to(user):
@@ -49,3 +52,61 @@ def session_connection_info(session: Session, secret: str) -> dict[str, str]:
 def session_commands(session: Session):
     """The session's recorded commands, oldest first."""
     return SessionCommand.objects.filter(session=session).order_by("at", "id")
+
+
+def session_for_viewer(*, user, public_id) -> Session | None:
+    """The session with `public_id` if `user` may watch it, else None (unknown and forbidden look alike)."""
+    try:
+        session = Session.objects.select_related("account__resource", "gateway").get(public_id=public_id)
+    except (Session.DoesNotExist, ValueError, ValidationError):
+        return None
+    return session if session_may_view(user=user, session=session) else None
+
+
+def session_state_fields(session: Session) -> dict:
+    """The session's state for a live view, JSON-safe; never the verifiers."""
+    return {
+        "session_id": str(session.public_id),
+        "username": session.username,
+        "user": session.user_name,
+        "account": str(session.account) if session.account_id else None,
+        "read_only": session.read_only,
+        "state": session.state,
+        "started_at": _iso(session.started_at),
+        "expires_at": _iso(session.expires_at),
+        "first_connected_at": _iso(session.first_connected_at),
+        "ended_at": _iso(session.ended_at),
+        "end_reason": session.end_reason,
+        "connections": session.connections,
+        "commands_count": session.commands_count,
+    }
+
+
+def session_live_snapshot(session: Session, *, limit: int = 100) -> dict:
+    """What a live view shows first: the session's state and its last `limit` commands, oldest first."""
+    recent = list(SessionCommand.objects.filter(session=session).order_by("-id").values(*COMMAND_FIELDS)[:limit])
+    return {
+        "type": "snapshot",
+        "session": session_state_fields(session),
+        "commands": [command_event_fields(row) for row in reversed(recent)],
+    }
+
+
+def session_events_since(
+    *, session_id: int, after_command_id: int, limit: int = EVENTS_BATCH
+) -> tuple[list[dict], dict | None]:
+    """Commands of a session with an id above `after_command_id` (oldest first), and its current end state.
+
+    Two indexed queries, cheap enough to run every few hundred milliseconds per open live view.
+    """
+    rows = (
+        SessionCommand.objects.filter(session_id=session_id, id__gt=after_command_id)
+        .order_by("id")
+        .values(*COMMAND_FIELDS)[:limit]
+    )
+    state = Session.objects.filter(pk=session_id).values("state", "ended_at", "end_reason").first()
+    return [command_event_fields(row) for row in rows], state
+
+
+def _iso(value):
+    return value.isoformat() if value is not None else None

@@ -1,0 +1,152 @@
+"""The live session stream at ws/sessions/<public_id>/: snapshot, commands, end, and who may watch."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import pytest
+from asgiref.sync import async_to_sync
+from channels.db import database_sync_to_async
+from channels.routing import URLRouter
+from channels.testing import WebsocketCommunicator
+from django.test import Client
+
+from access.models.sessions import SessionEndReason
+from access.services.gateway import session_commands_record
+from access.services.sessions import session_end, session_open
+from portal.routing import websocket_urlpatterns
+from tests.factories import AccessPolicyFactory, UserFactory
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+TIMEOUT = 3
+
+
+@pytest.fixture
+def opened():
+    policy = AccessPolicyFactory(approval_required=False)
+    session, secret = session_open(user=policy.user, account=policy.account, duration=timedelta(hours=1))
+    return session, secret
+
+
+def _communicator(user, session) -> WebsocketCommunicator:
+    communicator = WebsocketCommunicator(URLRouter(websocket_urlpatterns), f"/ws/sessions/{session.public_id}/")
+    communicator.scope["user"] = user
+    return communicator
+
+
+def _command(session, name, **fields) -> dict:
+    return {"session_id": session.pk, "command": name, "database": "app", "collection": "orders", **fields}
+
+
+async def _next_of_type(communicator, kind: str) -> dict:
+    while True:
+        message = await communicator.receive_json_from(timeout=TIMEOUT)
+        if message["type"] == kind:
+            return message
+
+
+@pytest.mark.parametrize("mode", ["database", "channel_layer"])
+def test_owner_sees_snapshot_then_commands_from_another_thread_then_the_end(opened, settings, mode):
+    settings.PAM_SESSION_EVENTS = mode
+    session, secret = opened
+    session_commands_record(commands=[_command(session, "ping", database="admin", collection="")])
+
+    async def scenario():
+        communicator = _communicator(session.user, session)
+        connected, _ = await communicator.connect(timeout=TIMEOUT)
+        assert connected
+        snapshot = await communicator.receive_json_from(timeout=TIMEOUT)
+        assert snapshot["type"] == "snapshot"
+        assert snapshot["session"]["username"] == session.username
+        assert [c["command"] for c in snapshot["commands"]] == ["ping"]
+
+        # The gateway records through sync_to_async, in a worker thread with its own database connection.
+        await database_sync_to_async(session_commands_record)(
+            commands=[_command(session, "find", n=2, summary={"filter": {"sku": "?"}}), _command(session, "insert")]
+        )
+        first = await _next_of_type(communicator, "command")
+        second = await _next_of_type(communicator, "command")
+        assert (first["command"], first["n"], first["collection"]) == ("find", 2, "orders")
+        assert second["command"] == "insert" and second["id"] > first["id"]
+
+        await database_sync_to_async(session_end)(session=session, reason=SessionEndReason.KILLED)
+        ended = await _next_of_type(communicator, "ended")
+        assert ended["reason"] == "killed" and ended["ended_at"]
+        await communicator.disconnect()
+        return [first, second, ended, snapshot]
+
+    messages = async_to_sync(scenario)()
+    assert secret not in repr(messages)
+
+
+def test_an_ended_session_sends_snapshot_then_ended(opened, settings):
+    settings.PAM_SESSION_EVENTS = "database"
+    session, _ = opened
+    session_end(session=session, reason=SessionEndReason.ENDED_BY_USER)
+
+    async def scenario():
+        communicator = _communicator(session.user, session)
+        await communicator.connect(timeout=TIMEOUT)
+        assert (await communicator.receive_json_from(timeout=TIMEOUT))["type"] == "snapshot"
+        ended = await communicator.receive_json_from(timeout=TIMEOUT)
+        await communicator.disconnect()
+        return ended
+
+    assert async_to_sync(scenario)()["reason"] == "ended_by_user"
+
+
+def test_another_users_socket_is_closed_with_4403(opened):
+    session, _ = opened
+    stranger = UserFactory()
+
+    async def scenario():
+        communicator = _communicator(stranger, session)
+        await communicator.connect(timeout=TIMEOUT)
+        closed = await communicator.receive_output(timeout=TIMEOUT)
+        await communicator.wait()
+        return closed
+
+    closed = async_to_sync(scenario)()
+    assert closed == {"type": "websocket.close", "code": 4403}
+
+
+def test_staff_with_view_session_watch_anyones_session_through_the_real_asgi_app(opened, staff_user):
+    from portal.asgi import application
+
+    session, _ = opened
+    browser = Client()
+    browser.force_login(staff_user)
+    cookie = f"sessionid={browser.cookies['sessionid'].value}".encode()
+
+    async def scenario():
+        communicator = WebsocketCommunicator(
+            application,
+            f"/ws/sessions/{session.public_id}/",
+            headers=[(b"origin", b"http://localhost"), (b"host", b"localhost"), (b"cookie", cookie)],
+        )
+        connected, _ = await communicator.connect(timeout=TIMEOUT)
+        snapshot = await communicator.receive_json_from(timeout=TIMEOUT)
+        await communicator.disconnect()
+        return connected, snapshot
+
+    connected, snapshot = async_to_sync(scenario)()
+    assert connected and snapshot["session"]["session_id"] == str(session.public_id)
+
+
+def test_anonymous_socket_through_the_real_asgi_app_is_refused(opened):
+    from portal.asgi import application
+
+    session, _ = opened
+
+    async def scenario():
+        communicator = WebsocketCommunicator(
+            application, f"/ws/sessions/{session.public_id}/", headers=[(b"origin", b"http://localhost")]
+        )
+        await communicator.connect(timeout=TIMEOUT)
+        closed = await communicator.receive_output(timeout=TIMEOUT)
+        await communicator.wait()
+        return closed
+
+    assert async_to_sync(scenario)()["code"] == 4403
