@@ -11,6 +11,7 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -137,6 +138,14 @@ def test_crud_and_cursors_that_span_batches(admin):
     assert "crud_db" not in admin.list_database_names()
 
 
+def test_users_info_filters_on_custom_data(wire_server, admin):
+    wire_server.create_user("tagged_a", "pw", [], db="tags", custom_data={"pam": "lease-1"})
+    wire_server.create_user("tagged_b", "pw", [], db="tags", custom_data={"pam": "lease-2"})
+    wire_server.create_user("untagged", "pw", [], db="tags")
+    reply = admin.admin.command({"usersInfo": {"forAllDBs": True}, "filter": {"customData.pam": {"$exists": True}}})
+    assert sorted(u["user"] for u in reply["users"]) == ["tagged_a", "tagged_b"]
+
+
 def test_killed_cursor_is_gone(admin):
     coll = admin.cursor_db.items
     coll.insert_many([{"i": i} for i in range(30)])
@@ -218,6 +227,32 @@ def test_kill_op_found_through_current_op_closes_the_connection(wire_server, mak
         admin.admin.command("killOp", op=ops[0]["opid"])
         with pytest.raises(pymongo.errors.AutoReconnect):
             victim.killop_db.items.find_one()
+
+
+def test_kill_op_ends_a_slow_operation_in_flight(wire_faults_cleared, make_user, admin):
+    name, password = make_user(["readAnyDatabase"])
+    outcome: list[BaseException | None] = []
+    wire_faults_cleared.delay(5000, command="count")
+
+    def slow_count() -> None:
+        with _victim(wire_faults_cleared, name, password) as client:
+            try:
+                client.slow_db.command("count", "items")
+                outcome.append(None)
+            except BaseException as exc:
+                outcome.append(exc)
+
+    started = time.monotonic()
+    worker = threading.Thread(target=slow_count)
+    worker.start()
+    ops: list = []
+    while not ops and time.monotonic() - started < 4:
+        ops = admin.admin.command({"currentOp": 1, "command.count": "items"})["inprog"]
+    assert ops and ops[0]["active"] is True and ops[0]["effectiveUsers"][0]["user"] == name
+    admin.admin.command("killOp", op=ops[0]["opid"])
+    worker.join(5)
+    assert isinstance(outcome[0], pymongo.errors.AutoReconnect)
+    assert time.monotonic() - started < 4
 
 
 def test_current_op_needs_cluster_monitor(wire_server, make_user):

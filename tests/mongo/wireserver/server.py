@@ -151,9 +151,13 @@ class Connection:
         if self.closed:
             return
         delay = faults.delay_for(name)
-        if delay:
-            await asyncio.sleep(delay)
-            if self.closed:  # killed while the reply was held
+        if delay:  # the operation stays active meanwhile, so currentOp shows it and killOp can end it
+            self.active = True
+            try:
+                await asyncio.sleep(delay)
+            finally:
+                self.active = False
+            if self.closed:
                 return
         if isinstance(message, wire.OpMsg) and message.more_to_come:
             return

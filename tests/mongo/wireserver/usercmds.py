@@ -3,7 +3,8 @@ grantRolesToUser, revokeRolesFromUser and usersInfo, over the server's :class:`U
 
 Handlers take ``(server, conn, db, cmd)`` and return the reply document or raise
 :class:`CommandError`; authorization (``userAdmin`` on the database) is checked by the dispatcher,
-except for usersInfo, whose rule ("your own user, or userAdmin on every database you ask about")
+except for usersInfo (with its ``filter``, ``showCredentials``, ``showCustomData`` and
+``showAuthenticationRestrictions`` options), whose rule ("your own user, or userAdmin on every database you ask about")
 lives here.
 """
 
@@ -11,6 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
+
+from mongomock.filtering import filter_applies
 
 from .errors import CommandError, bad_value, type_mismatch
 from .roles import is_authorized
@@ -154,6 +157,9 @@ def users_info(server, conn, db: str, cmd: dict) -> dict:
         users = [u for u in (server.users.get(n, d) for n, d in targets) if u is not None]
     show_credentials = bool(cmd.get("showCredentials"))
     show_restrictions = bool(cmd.get("showAuthenticationRestrictions"))
+    filter_ = cmd.get("filter")
+    if filter_ is not None and not isinstance(filter_, Mapping):
+        raise type_mismatch("BSON field 'usersInfo.filter' is the wrong type, expected type 'object'")
     docs = []
     for user in users:
         doc = user.info(show_credentials=show_credentials)
@@ -161,6 +167,10 @@ def users_info(server, conn, db: str, cmd: dict) -> dict:
             doc.pop("authenticationRestrictions", None)
         elif "authenticationRestrictions" not in doc:
             doc["authenticationRestrictions"] = []
+        if filter_ and not filter_applies(filter_, doc):
+            continue
+        if cmd.get("showCustomData") is False:
+            doc.pop("customData", None)
         docs.append(doc)
     return {"users": docs, "ok": 1.0}
 
