@@ -88,3 +88,33 @@ def test_blank_secret_on_edit_keeps_the_stored_one():
     resource = ResourceFactory(admin_password="Keep-Me-Stored-1234")
     resource_update(actor=None, resource=resource, admin_password="", description="changed")
     assert Resource.objects.get(pk=resource.pk).admin_password.reveal() == "Keep-Me-Stored-1234"
+
+
+@pytest.mark.django_db
+def test_no_secret_reaches_any_log_line_through_the_api_and_admin(caplog, api_client, otp_admin_client, settings):
+    """Every logger at DEBUG while secrets travel through the API, validation errors and the admin."""
+    admin_secret, account_secret, uri_secret = "Root-Pw-Leak-Check-4471", "Acct-Pw-Leak-Check-9902", "InUri-Pw-3318"
+    with caplog.at_level(logging.DEBUG):
+        api_client.post(
+            "/api/v1/resources",
+            {
+                "name": "leakcheck",
+                "uri": "mongodb://db1:27017",
+                "admin_username": "root",
+                "admin_password": admin_secret,
+            },
+            format="json",
+        )
+        api_client.post("/api/v1/resources", {"name": "bad", "uri": f"mongodb://root:{uri_secret}@db1"}, format="json")
+        api_client.post(
+            "/api/v1/accounts",
+            {"resource": "leakcheck", "name": "app", "username": "app", "password": account_secret},
+            format="json",
+        )
+        account = Account.objects.get(name="app")
+        otp_admin_client.get(f"/admin/access/account/{account.pk}/change/")
+        otp_admin_client.get("/admin/access/auditevent/")
+        api_client.get("/api/v1/accounts")
+    everything = caplog.text + "".join(str(r.__dict__) for r in caplog.records)
+    for secret in (admin_secret, account_secret, uri_secret):
+        assert secret not in everything
