@@ -61,7 +61,7 @@ class ConnectorAction(models.Model):
 
     @property
     def can_roll_back(self) -> bool:
-        return self.state == ActionState.SUCCEEDED and self.kind in ROLLBACK_KINDS
+        return self.state in (ActionState.SUCCEEDED, ActionState.ROLLBACK_FAILED) and self.kind in ROLLBACK_KINDS
 
 
 ROLLBACK_KINDS = frozenset(

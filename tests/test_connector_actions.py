@@ -1,0 +1,363 @@
+"""Connector actions with rollback, on real servers: the service, the API and the admin buttons.
+
+Each test logs in as the affected user with pymongo to observe what a user would: a refused login, a cut
+connection, a role that works or not. Generated passwords are searched for in records, audit rows and pages.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import uuid
+
+import pymongo
+import pytest
+from django.core.exceptions import ValidationError
+from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
+
+from access.models import Account, AuditEvent, ConnectorAction
+from access.models.actions import ActionKind, ActionState
+from access.services.actions import action_rollback, action_run
+from connectors.mongodb import LOCK_RESTRICTIONS, MongoDBConnector
+from tests.factories import AccountFactory, ResourceFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def _name(prefix: str = "u") -> str:
+    return f"{prefix}{uuid.uuid4().hex[:10]}"
+
+
+def _password() -> str:
+    return f"Pw-{secrets.token_urlsafe(18)}"
+
+
+def _user_client(host_port: str, db: str, username: str, password: str) -> pymongo.MongoClient:
+    return pymongo.MongoClient(
+        f"mongodb://{host_port}/?directConnection=true",
+        username=username,
+        password=password,
+        authSource=db,
+        serverSelectionTimeoutMS=3000,
+        connectTimeoutMS=3000,
+        socketTimeoutMS=3000,
+    )
+
+
+def _logs_in(host_port: str, db: str, username: str, password: str) -> bool:
+    with _user_client(host_port, db, username, password) as client:
+        try:
+            client[db].command("ping")
+        except OperationFailure as exc:
+            assert exc.code == 18
+            return False
+    return True
+
+
+def _assert_cut(client: pymongo.MongoClient) -> None:
+    with pytest.raises(PyMongoError) as caught:
+        client.app.command("ping")
+    assert isinstance(caught.value, ConnectionFailure | OperationFailure)
+
+
+def _everything_recorded() -> str:
+    """Every action record and audit row, as text, to search for secrets."""
+    actions = list(ConnectorAction.objects.values())
+    events = list(AuditEvent.objects.values())
+    return json.dumps([actions, events], default=str)
+
+
+@pytest.fixture
+def wire_resource(wire_server):
+    return ResourceFactory(
+        uri=f"mongodb://{wire_server.host_port}/?directConnection=true",
+        admin_username=wire_server.admin_user,
+        admin_password=wire_server.admin_password,
+    )
+
+
+@pytest.fixture
+def ferret_resource(ferretdb_server):
+    return ResourceFactory(
+        uri=f"mongodb://127.0.0.1:{ferretdb_server.port}/?directConnection=true",
+        admin_username=ferretdb_server.username,
+        admin_password=ferretdb_server.password,
+    )
+
+
+@pytest.fixture
+def app_user(wire_server):
+    """A user in `app` with `read` on app: (name, password)."""
+    name, password = _name(), _password()
+    wire_server.create_user(name, password, [{"role": "read", "db": "app"}], db="app")
+    return name, password
+
+
+@pytest.fixture
+def account_user(wire_server, wire_resource):
+    """A user in admin with readWrite on app, stored as an Account of the resource: (account, password)."""
+    name, password = _name("acct"), _password()
+    wire_server.create_user(name, password, [{"role": "readWrite", "db": "app"}], db="admin")
+    return AccountFactory(resource=wire_resource, username=name, password=password), password
+
+
+# -- rotate ---------------------------------------------------------------------------------------------
+@pytest.mark.wireserver
+def test_rotate_stores_the_new_password_in_the_account_and_cuts_the_live_connection(
+    wire_server, wire_resource, account_user, staff_user
+):
+    account, old_password = account_user
+    with _user_client(wire_server.host_port, "admin", account.username, old_password) as live:
+        live.app.command("ping")
+        action = action_run(
+            resource=wire_resource,
+            kind=ActionKind.ROTATE_PASSWORD,
+            db="admin",
+            username=account.username,
+            params={},
+            actor=staff_user,
+        )
+        assert action.state == ActionState.SUCCEEDED, action.error
+        _assert_cut(live)
+    account.refresh_from_db()
+    new_password = account.password.reveal()
+    assert new_password != old_password and len(new_password) == 32
+    assert not _logs_in(wire_server.host_port, "admin", account.username, old_password)
+    assert _logs_in(wire_server.host_port, "admin", account.username, new_password)
+    assert action.account == account and action.result["password_stored"] is True
+    assert action.result["connections_ended"] >= 1
+    assert account.last_rotated_at is not None
+    assert not action.can_roll_back
+    with pytest.raises(ValidationError):
+        action_rollback(action=action, actor=staff_user)
+    recorded = _everything_recorded()
+    assert new_password not in recorded and old_password not in recorded
+    assert AuditEvent.objects.filter(action="account.rotate_password", target_id=str(account.pk)).exists()
+
+
+@pytest.mark.ferretdb
+def test_rotate_on_ferretdb_changes_the_password(ferret_resource, ferretdb_server, staff_user):
+    name, old_password = _name(), _password()
+    with MongoDBConnector(ferret_resource) as connector:
+        connector.create_user(db="admin", username=name, password=old_password, roles=[])
+    account = AccountFactory(resource=ferret_resource, username=name, password=old_password)
+    action = action_run(
+        resource=ferret_resource, kind=ActionKind.ROTATE_PASSWORD, db="admin", username=name, actor=staff_user
+    )
+    assert action.state == ActionState.SUCCEEDED, action.error
+    account.refresh_from_db()
+    host = f"127.0.0.1:{ferretdb_server.port}"
+    assert not _logs_in(host, "admin", name, old_password)
+    assert _logs_in(host, "admin", name, account.password.reveal())
+    assert account.password.reveal() not in _everything_recorded()
+    with MongoDBConnector(ferret_resource) as connector:
+        connector.drop_user(db="admin", username=name)
+
+
+@pytest.mark.wireserver
+def test_rotating_a_user_without_an_account_says_the_password_was_not_stored(wire_resource, app_user, staff_user):
+    name, _ = app_user
+    action = action_run(
+        resource=wire_resource, kind=ActionKind.ROTATE_PASSWORD, db="app", username=name, actor=staff_user
+    )
+    assert action.state == ActionState.SUCCEEDED
+    assert action.result["password_stored"] is False and action.account is None
+
+
+@pytest.mark.wireserver
+def test_the_resource_admin_account_cannot_be_rotated_locked_or_dropped_here(wire_resource, staff_user):
+    for kind in (ActionKind.ROTATE_PASSWORD, ActionKind.LOCK_USER, ActionKind.DROP_USER):
+        with pytest.raises(ValidationError):
+            action_run(
+                resource=wire_resource, kind=kind, db="admin", username=wire_resource.admin_username, actor=staff_user
+            )
+    assert not ConnectorAction.objects.exists()
+
+
+# -- grant / revoke -------------------------------------------------------------------------------------
+@pytest.mark.wireserver
+def test_grant_then_rollback_revokes_only_what_was_added(wire_server, wire_resource, app_user, staff_user):
+    name, password = app_user
+    action = action_run(
+        resource=wire_resource,
+        kind=ActionKind.GRANT_ROLE,
+        db="app",
+        username=name,
+        params={"roles": ["readWrite", "read"]},
+        actor=staff_user,
+    )
+    assert action.state == ActionState.SUCCEEDED, action.error
+    assert action.before_image["roles"] == [{"role": "read", "db": "app"}]
+    with _user_client(wire_server.host_port, "app", name, password) as user:
+        user.app.things.insert_one({"by": name})
+        rolled = action_rollback(action=action, actor=staff_user)
+        assert rolled.state == ActionState.ROLLED_BACK and rolled.rolled_back_by == staff_user.username
+        assert rolled.result["rollback"] == {"revoked": [{"role": "readWrite", "db": "app"}]}
+        with pytest.raises(OperationFailure):
+            user.app.things.insert_one({"by": name})
+        assert user.app.things.count_documents({}) >= 1  # `read`, held before, was kept
+    assert not rolled.can_roll_back
+    actions = list(
+        AuditEvent.objects.filter(target_type="access.connectoraction", target_id=str(action.pk))
+        .order_by("seq")
+        .values_list("action", flat=True)
+    )
+    assert actions == [
+        "connector_action.run",
+        "connector_action.succeeded",
+        "connector_action.rollback",
+        "connector_action.rolled_back",
+    ]
+
+
+@pytest.mark.wireserver
+def test_revoke_then_rollback_grants_the_role_back(wire_server, wire_resource, staff_user):
+    name, password = _name(), _password()
+    wire_server.create_user(name, password, [{"role": "readWrite", "db": "app"}], db="app")
+    action = action_run(
+        resource=wire_resource,
+        kind=ActionKind.REVOKE_ROLE,
+        db="app",
+        username=name,
+        params={"role": "readWrite"},
+        actor=staff_user,
+    )
+    assert action.state == ActionState.SUCCEEDED
+    assert action.result["roles"] == []
+    with _user_client(wire_server.host_port, "app", name, password) as user:
+        with pytest.raises(OperationFailure):
+            user.app.things.insert_one({"x": 1})
+        assert action_rollback(action=action, actor=staff_user).state == ActionState.ROLLED_BACK
+        user.app.things.insert_one({"x": 1})
+
+
+@pytest.mark.wireserver
+def test_a_failing_action_is_recorded_failed_with_the_connector_message(wire_resource, staff_user):
+    action = action_run(
+        resource=wire_resource,
+        kind=ActionKind.GRANT_ROLE,
+        db="app",
+        username="nobody-here",
+        params={"role": "read"},
+        actor=staff_user,
+    )
+    assert action.state == ActionState.FAILED
+    assert "does not exist" in action.error and action.error.startswith("not found error")
+    assert AuditEvent.objects.filter(action="connector_action.failed", target_id=str(action.pk)).exists()
+    assert not action.can_roll_back
+
+
+def test_an_unreachable_server_fails_the_action_in_words(db, staff_user):
+    resource = ResourceFactory(uri="mongodb://127.0.0.1:1/?directConnection=true&serverSelectionTimeoutMS=500")
+    action = action_run(resource=resource, kind=ActionKind.DROP_USER, db="app", username="x", actor=staff_user)
+    assert action.state == ActionState.FAILED
+    assert "unreachable" in action.error
+    assert resource.admin_password.reveal() not in _everything_recorded()
+
+
+def test_bad_requests_are_refused_before_anything_is_recorded(db, staff_user):
+    resource = ResourceFactory()
+    with pytest.raises(ValidationError):
+        action_run(resource=resource, kind="format_disk", db="app", username="x", actor=staff_user)
+    with pytest.raises(ValidationError):
+        action_run(resource=resource, kind=ActionKind.GRANT_ROLE, db="app", username="x", params={}, actor=staff_user)
+    with pytest.raises(ValidationError):
+        action_run(
+            resource=resource,
+            kind=ActionKind.ROTATE_PASSWORD,
+            db="app",
+            username="x",
+            params={"password": "mine"},
+            actor=staff_user,
+        )
+    assert not ConnectorAction.objects.exists()
+
+
+# -- create read-only user ----------------------------------------------------------------------------
+@pytest.mark.wireserver
+def test_create_read_only_user_stores_an_account_and_rollback_drops_both(wire_server, wire_resource, staff_user):
+    name = _name("ro")
+    action = action_run(
+        resource=wire_resource,
+        kind=ActionKind.CREATE_READ_ONLY_USER,
+        db="reports",
+        username=name,
+        params={"account_name": f"{name}-acct"},
+        actor=staff_user,
+    )
+    assert action.state == ActionState.SUCCEEDED, action.error
+    account = Account.objects.get(resource=wire_resource, username=name)
+    password = account.password.reveal()
+    assert action.db == "admin" and action.params["database"] == "reports"
+    with _user_client(wire_server.host_port, "admin", name, password) as user:
+        user.reports.things.count_documents({})
+        with pytest.raises(OperationFailure):
+            user.reports.things.insert_one({"x": 1})
+        with pytest.raises(OperationFailure):
+            user.app.things.count_documents({})
+    assert password not in _everything_recorded()
+
+    rolled = action_rollback(action=action, actor=staff_user)
+    assert rolled.state == ActionState.ROLLED_BACK, rolled.error
+    assert not Account.objects.filter(pk=account.pk).exists()
+    assert not _logs_in(wire_server.host_port, "admin", name, password)
+    assert AuditEvent.objects.filter(action="account.delete", target_id=str(account.pk)).exists()
+
+
+# -- drop -----------------------------------------------------------------------------------------------
+@pytest.mark.wireserver
+def test_drop_keeps_the_definition_without_credentials_and_cannot_be_rolled_back(
+    wire_server, wire_resource, app_user, staff_user
+):
+    name, password = app_user
+    with _user_client(wire_server.host_port, "app", name, password) as live:
+        live.app.command("ping")
+        action = action_run(
+            resource=wire_resource, kind=ActionKind.DROP_USER, db="app", username=name, actor=staff_user
+        )
+        assert action.state == ActionState.SUCCEEDED
+        _assert_cut(live)
+    assert action.before_image["user"]["user"] == name
+    assert action.before_image["user"]["roles"] == [{"role": "read", "db": "app"}]
+    assert "credentials" not in json.dumps(action.before_image)
+    assert action.result["dropped"] is True
+    assert not _logs_in(wire_server.host_port, "app", name, password)
+    assert not action.can_roll_back
+    with pytest.raises(ValidationError):
+        action_rollback(action=action, actor=staff_user)
+
+
+# -- lock / unlock -----------------------------------------------------------------------------------------
+@pytest.mark.wireserver
+def test_lock_cuts_the_connection_and_refuses_logins_and_rollback_restores(
+    wire_server, wire_resource, app_user, staff_user
+):
+    name, password = app_user
+    with _user_client(wire_server.host_port, "app", name, password) as live:
+        live.app.command("ping")
+        action = action_run(
+            resource=wire_resource, kind=ActionKind.LOCK_USER, db="app", username=name, actor=staff_user
+        )
+        assert action.state == ActionState.SUCCEEDED, action.error
+        _assert_cut(live)
+    assert action.before_image == {"authenticationRestrictions": []}
+    assert not _logs_in(wire_server.host_port, "app", name, password)
+    rolled = action_rollback(action=action, actor=staff_user)
+    assert rolled.state == ActionState.ROLLED_BACK
+    assert _logs_in(wire_server.host_port, "app", name, password)
+
+
+@pytest.mark.wireserver
+def test_unlock_restores_the_restrictions_the_last_lock_replaced(wire_server, wire_resource, staff_user):
+    name, password = _name(), _password()
+    previous = [{"clientSource": ["127.0.0.1/32"]}]
+    wire_server.create_user(name, password, ["read"], db="app", restrictions=previous)
+    lock = action_run(resource=wire_resource, kind=ActionKind.LOCK_USER, db="app", username=name, actor=staff_user)
+    assert lock.before_image["authenticationRestrictions"] == previous
+    unlock = action_run(resource=wire_resource, kind=ActionKind.UNLOCK_USER, db="app", username=name, actor=staff_user)
+    assert unlock.state == ActionState.SUCCEEDED
+    assert unlock.before_image["authenticationRestrictions"] == LOCK_RESTRICTIONS
+    assert unlock.result["authenticationRestrictions"] == previous
+    with MongoDBConnector(wire_resource) as connector:
+        assert connector.get_user(db="app", username=name)["authenticationRestrictions"] == previous
+    assert _logs_in(wire_server.host_port, "app", name, password)
