@@ -5,8 +5,13 @@ Changes made here are audited in the same transaction; audit events and session 
 
 from __future__ import annotations
 
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db import models, transaction
+from django.http import Http404
+from django.shortcuts import redirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
 from django.utils.html import format_html
 
 from access.durations import format_duration
@@ -24,6 +29,8 @@ from access.models import (
     Session,
     SessionCommand,
 )
+from access.models.sessions import SessionEndReason, SessionState
+from access.services import sessions as session_services
 from access.services.audit import audit_record
 
 
@@ -251,8 +258,27 @@ class SessionCommandInline(admin.TabularInline):
     show_change_link = True
 
 
+class LiveSessionFilter(admin.SimpleListFilter):
+    """Sessions whose credentials still log in (open and not expired), or the rest."""
+
+    title = "live"
+    parameter_name = "live"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "Live"), ("no", "Not live")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "yes":
+            return queryset.live()
+        if self.value() == "no":
+            return queryset.exclude(pk__in=Session.objects.live().values("pk"))
+        return queryset
+
+
 @admin.register(Session)
 class SessionAdmin(admin.ModelAdmin):
+    """Gateway sessions: watch them live, read their command logs, kill them (the gateway drops them within 2 s)."""
+
     list_display = [
         "username",
         "user_name",
@@ -265,16 +291,68 @@ class SessionAdmin(admin.ModelAdmin):
         "ended_at",
         "end_reason",
         "commands_count",
+        "live_view_link",
     ]
-    list_filter = ["state", "end_reason", "read_only", "gateway"]
+    list_filter = [LiveSessionFilter, "state", "end_reason", "read_only", "gateway"]
+    list_select_related = ["account__resource", "gateway"]
     search_fields = ["username", "user_name", "client_address"]
     date_hierarchy = "started_at"
     readonly_fields = [f.name for f in Session._meta.fields if f.name != "verifiers"]
     exclude = ["verifiers"]
     inlines = [SessionCommandInline]
+    actions = ["kill_sessions"]
+    change_form_template = "admin/access/session/change_form.html"
 
     def has_add_permission(self, request):
         return False
+
+    def get_urls(self):
+        view = self.admin_site.admin_view
+        return [
+            path("<path:object_id>/kill/", view(self.kill_view), name="access_session_kill"),
+            path("<path:object_id>/live/", view(self.live_view), name="access_session_live"),
+            *super().get_urls(),
+        ]
+
+    @admin.display(description="live view")
+    def live_view_link(self, obj):
+        return format_html('<a href="{}">watch</a>', reverse("admin:access_session_live", args=[obj.pk]))
+
+    @admin.action(description="Kill selected sessions", permissions=["change"])
+    def kill_sessions(self, request, queryset):
+        killed = session_services.session_end_many(
+            sessions=queryset, reason=SessionEndReason.KILLED, actor=request.user
+        )
+        self.message_user(request, f"Killed {killed} session(s); their connections close within 2 seconds.")
+
+    def kill_view(self, request, object_id):
+        session = self.get_object(request, object_id)
+        if session is None:
+            raise Http404
+        if request.method != "POST" or not self.has_change_permission(request, session):
+            raise PermissionDenied
+        if session.state == SessionState.OPEN:
+            session_services.session_end(session=session, reason=SessionEndReason.KILLED, actor=request.user)
+            self.message_user(request, f"Killed session {session.username}.")
+        else:
+            self.message_user(request, f"Session {session.username} had already ended.", messages.WARNING)
+        return redirect("admin:access_session_change", session.pk)
+
+    def live_view(self, request, object_id):
+        session = self.get_object(request, object_id)
+        if session is None:
+            raise Http404
+        if not self.has_view_permission(request, session):
+            raise PermissionDenied
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": f"Live: {session.username}",
+            "session_obj": session,
+            "ws_path": f"/ws/sessions/{session.public_id}/",
+            "can_kill": session.state == SessionState.OPEN and self.has_change_permission(request, session),
+        }
+        return TemplateResponse(request, "admin/access/session/live.html", context)
 
 
 @admin.register(SessionCommand)
