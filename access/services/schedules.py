@@ -22,6 +22,20 @@ SCHEDULES = (
         "minutes": 15,
         "help": "drops tagged users that no live lease explains",
     },
+    {
+        "name": "pam: expire sessions",
+        "func": "access.tasks_sessions.expire_sessions",
+        "schedule_type": Schedule.MINUTES,
+        "minutes": 1,
+        "help": "ends gateway sessions past their expiry when no gateway noticed",
+    },
+    {
+        "name": "pam: lost gateways",
+        "func": "access.tasks_sessions.sweep_lost_gateways",
+        "schedule_type": Schedule.MINUTES,
+        "minutes": 1,
+        "help": "ends the sessions of gateways whose heartbeat stopped",
+    },
 )
 
 
