@@ -11,14 +11,14 @@ from __future__ import annotations
 from datetime import timedelta
 
 from access.services.gateway import gateways_lost_sweep
-from access.services.sessions import sessions_expire_due
+from access.services.sessions import sessions_end_orphaned, sessions_expire_due
 
 LOST_GATEWAY_GRACE_SECONDS = 60  # matches Gateway.objects.alive()'s default grace
 
 
 def expire_sessions() -> int:
-    """End every open session past its expiry; return how many."""
-    return sessions_expire_due()
+    """End every open session past its expiry or without its account; return how many."""
+    return sessions_expire_due() + sessions_end_orphaned()
 
 
 def sweep_lost_gateways(grace_seconds: int = LOST_GATEWAY_GRACE_SECONDS) -> int:

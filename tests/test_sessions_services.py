@@ -12,11 +12,13 @@ from django.utils import timezone
 
 from access.models import AccessRequest, AuditEvent, Session
 from access.models.sessions import SessionEndReason, SessionState
+from access.services.resources import account_delete, resource_delete
 from access.services.sessions import (
     session_end,
     session_end_for_account,
     session_end_for_lease,
     session_open,
+    sessions_end_orphaned,
     sessions_expire_due,
 )
 from gatewayproxy.scram import ScramClient, ScramCredentials, ScramServer
@@ -170,3 +172,26 @@ def test_expire_sweep_ends_only_due_sessions():
     live.refresh_from_db()
     assert (due.state, due.end_reason) == (SessionState.ENDED, SessionEndReason.EXPIRED)
     assert live.state == SessionState.OPEN
+
+
+def test_deleting_an_account_or_resource_ends_its_sessions(grant):
+    by_account, _ = session_open(user=grant.user, account=grant.account, duration=timedelta(hours=1))
+    other_account = AccountFactory()
+    by_resource = SessionFactory(account=other_account)
+
+    account_delete(actor="manage.py", account=grant.account)
+    resource_delete(actor="manage.py", resource=other_account.resource)
+
+    for session in (by_account, by_resource):
+        session.refresh_from_db()
+        assert (session.state, session.end_reason) == (SessionState.ENDED, SessionEndReason.ACCOUNT_REVOKED)
+    assert AuditEvent.objects.filter(action="session.end", actor_name="manage.py").count() == 2
+
+
+def test_orphaned_sessions_are_ended_by_the_sweep():
+    orphan = SessionFactory(account=None)
+    SessionFactory()
+
+    assert sessions_end_orphaned() == 1
+    orphan.refresh_from_db()
+    assert orphan.end_reason == SessionEndReason.ACCOUNT_REVOKED

@@ -8,7 +8,9 @@ from django.db import transaction
 
 from access.crypto import Secret
 from access.models import Account, Gateway, Resource
+from access.models.sessions import SessionEndReason
 from access.services.audit import audit_record
+from access.services.sessions import session_end_for_account
 
 _SECRET_FIELDS = {"admin_password", "atlas_private_key", "password"}
 
@@ -71,6 +73,8 @@ def resource_update(*, actor, resource: Resource, **fields) -> Resource:
 
 def resource_delete(*, actor, resource: Resource) -> None:
     with transaction.atomic():
+        for account in resource.accounts.all():
+            session_end_for_account(account=account, reason=SessionEndReason.ACCOUNT_REVOKED, actor=actor)
         audit_record(action="resource.delete", actor=actor, target=resource)
         resource.delete()
 
@@ -96,6 +100,8 @@ def account_update(*, actor, account: Account, **fields) -> Account:
 
 
 def account_delete(*, actor, account: Account) -> None:
+    """Delete an account; its open gateway sessions end first (reason account_revoked)."""
     with transaction.atomic():
+        session_end_for_account(account=account, reason=SessionEndReason.ACCOUNT_REVOKED, actor=actor)
         audit_record(action="account.delete", actor=actor, target=account)
         account.delete()

@@ -183,3 +183,9 @@ def session_end_for_lease(
 def sessions_expire_due(*, now=None) -> int:
     """End every open session past its expiry with reason `expired`; return how many (the scheduled sweep)."""
     return session_end_many(sessions=Session.objects.due(now), reason=SessionEndReason.EXPIRED, actor="system")
+
+
+def sessions_end_orphaned() -> int:
+    """End open sessions whose account or lease was deleted behind the services' back (e.g. a bulk delete)."""
+    orphans = Session.objects.open().filter(account__isnull=True, lease__isnull=True)
+    return session_end_many(sessions=orphans, reason=SessionEndReason.ACCOUNT_REVOKED, actor="system")
