@@ -6,7 +6,7 @@ import pytest
 
 pytest_plugins = [
     name
-    for name in ("tests.mongo.fixtures", "tests.mongo.wireserver_fixtures")
+    for name in ("tests.mongo.fixtures", "tests.mongo.wireserver_fixtures", "tests.gateway_fixtures")
     if importlib.util.find_spec(name) is not None
 ]
 

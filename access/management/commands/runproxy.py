@@ -1,0 +1,86 @@
+"""``manage.py runproxy``: run this host's MongoDB gateway (see ``gatewayproxy.server``)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+
+from django.core.management.base import BaseCommand, CommandError
+
+from access.services.gateway import gateway_register
+from gatewayproxy.domain import DjangoDomain
+from gatewayproxy.metrics import serve_metrics
+from gatewayproxy.server import GatewayServer, raise_open_file_limit
+
+
+def host_port(value: str, *, default_port: int) -> tuple[str, int]:
+    """Split ``HOST:PORT`` (``[v6]:PORT`` too); a bare host gets ``default_port``."""
+    host, sep, port = value.rpartition(":")
+    if not sep or "]" in port:
+        host, port = value, str(default_port)
+    host = host.strip("[]")
+    try:
+        number = int(port)
+    except ValueError:
+        raise CommandError(f"{value!r} is not HOST:PORT") from None
+    if not host or not 0 <= number <= 65535:
+        raise CommandError(f"{value!r} is not HOST:PORT")
+    return host, number
+
+
+class Command(BaseCommand):
+    help = "Run the MongoDB gateway: accept session logins and relay them to their deployments."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--listen", default="127.0.0.1:27018", help="HOST:PORT to listen on.")
+        parser.add_argument("--gateway", default="default", help="Name of the Gateway record to run as.")
+        parser.add_argument("--public-host", default=None, help="Host clients connect to (default: the listen host).")
+        parser.add_argument("--public-port", type=int, default=None, help="Port clients connect to.")
+        parser.add_argument("--metrics", default=None, help="HOST:PORT for Prometheus metrics (off by default).")
+        parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+
+    def handle(self, *args, **options):
+        host, port = host_port(options["listen"], default_port=27018)
+        logging.basicConfig(
+            level=options["log_level"],
+            format="time=%(asctime)s level=%(levelname)s logger=%(name)s %(message)s",
+            stream=sys.stderr,
+            force=True,
+        )
+        limit = raise_open_file_limit()
+        gateway = gateway_register(
+            name=options["gateway"],
+            public_host=options["public_host"] or host,
+            public_port=options["public_port"] or port,
+        )
+        with contextlib.suppress(ImportError):
+            import uvloop
+
+            asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+        metrics_address = host_port(options["metrics"], default_port=9216) if options["metrics"] else None
+        logging.getLogger("gatewayproxy").info(
+            "event=starting gateway=%s gateway_id=%s listen=%s:%s open_files=%s",
+            gateway.name,
+            gateway.pk,
+            host,
+            port,
+            limit,
+        )
+        asyncio.run(self._serve(GatewayServer(DjangoDomain(gateway.pk), host=host, port=port), metrics_address))
+
+    async def _serve(self, server: GatewayServer, metrics_address: tuple[str, int] | None) -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        metrics_server = await serve_metrics(server.metrics, *metrics_address) if metrics_address else None
+        await server.start()
+        self.stdout.write(f"gateway listening on {server.host}:{server.port}", ending="\n")
+        self.stdout.flush()
+        await stop.wait()
+        await server.stop()
+        if metrics_server is not None:
+            metrics_server.close()

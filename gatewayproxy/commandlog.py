@@ -1,0 +1,136 @@
+"""The command log: every relayed or refused command, queued on the hot path and written in batches.
+
+The relay calls :meth:`CommandLog.add` with what it already has (the raw request when it is small, the
+outcome it read from the reply, the latency); nothing is decoded there. A background task flushes the
+queue every ``interval`` seconds or as soon as ``batch_size`` records wait: in a worker thread it
+decodes and redacts each request (:mod:`gatewayproxy.redact`) and hands the resulting dicts to
+``write`` (``access.services.gateway.session_commands_record``). A failed write is logged and dropped,
+so a database outage never stalls the relay or grows memory without bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from asgiref.sync import sync_to_async
+
+from gatewayproxy import redact
+
+log = logging.getLogger("gatewayproxy.commandlog")
+
+MAX_QUEUED = 50_000
+
+
+@dataclass(slots=True)
+class PendingCommand:
+    """A command as the relay saw it, before decoding and redaction."""
+
+    session_id: int
+    connection_id: int
+    at: datetime.datetime
+    request: bytes | None  # the raw request, or None when ``summary`` was made on the spot
+    command: str
+    database: str
+    outcome: redact.Outcome
+    latency_us: int
+    full: bool
+    refused: bool = False
+    summary: dict | None = None
+    collection: str = ""
+    bytes_in: int = 0
+    bytes_out: int = 0
+
+
+def build_record(pending: PendingCommand) -> dict[str, Any]:
+    """The dict handed to ``session_commands_record``: SessionCommand's fields plus ``session_id``."""
+    command, database, collection, summary = pending.command, pending.database, pending.collection, pending.summary
+    if pending.request is not None:
+        try:
+            command, database, collection, summary = redact.summarize_request(pending.request, full=pending.full)
+        except Exception:  # a request the upstream accepted but we cannot read: keep what we know
+            summary = {"unreadable": True}
+    return {
+        "session_id": pending.session_id,
+        "connection_id": pending.connection_id,
+        "at": pending.at,
+        "database": (database or pending.database)[:128],
+        "collection": (collection or "")[:255],
+        "command": (command or pending.command)[:64],
+        "summary": summary or {},
+        "ok": pending.outcome.ok,
+        "n": pending.outcome.n,
+        "error_code": pending.outcome.error_code,
+        "error_message": redact.redact_error_message(pending.outcome.error_message or "", full=pending.full),
+        "refused": pending.refused,
+        "latency_us": max(0, min(pending.latency_us, 2**31 - 1)),
+        "bytes_in": pending.bytes_in,
+        "bytes_out": pending.bytes_out,
+    }
+
+
+class CommandLog:
+    """A queue of pending commands with a flusher task; ``write(records)`` runs in a worker thread."""
+
+    def __init__(
+        self,
+        write: Callable[[list[dict[str, Any]]], None],
+        *,
+        interval: float = 0.2,
+        batch_size: int = 100,
+    ) -> None:
+        self._write = write
+        self.interval = interval
+        self.batch_size = batch_size
+        self._pending: list[PendingCommand] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self.dropped = 0
+        self.written = 0
+
+    def add(self, pending: PendingCommand) -> None:
+        """Queue one command (never blocks; drops the oldest-beyond-limit when the database is stuck)."""
+        if len(self._pending) >= MAX_QUEUED:
+            self.dropped += 1
+            return
+        self._pending.append(pending)
+        if len(self._pending) >= self.batch_size:
+            self._wake.set()
+
+    def start(self) -> None:
+        """Start the flusher task in the running loop."""
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="commandlog-flusher")
+
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.interval)
+            self._wake.clear()
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Write everything queued now."""
+        while self._pending:
+            batch, self._pending = self._pending[:1000], self._pending[1000:]
+            try:
+                await sync_to_async(self._convert_and_write, thread_sensitive=False)(batch)
+                self.written += len(batch)
+            except Exception as exc:
+                log.warning("event=commandlog_write_failed records=%d error=%s", len(batch), type(exc).__name__)
+
+    def _convert_and_write(self, batch: list[PendingCommand]) -> None:
+        self._write([build_record(pending) for pending in batch])
+
+    async def close(self) -> None:
+        """Stop the flusher and write what is left."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self.flush()

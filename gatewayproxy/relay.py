@@ -1,0 +1,435 @@
+"""One client connection through the gateway: the login, then the relay to its own upstream connection.
+
+Before login the connection is answered by the gateway alone: hello/isMaster (:mod:`gatewayproxy.hello`),
+the SCRAM exchange (:mod:`gatewayproxy.auth`), ``ping``, ``buildInfo`` and ``endSessions``; anything else
+gets Unauthorized (13). When the client's proof holds, the upstream connection (opened in the background as
+soon as the session was known) logs in with the account, and from then on every message is relayed byte
+for byte to that one upstream connection (1:1): ``moreToCome`` requests get no reply, exhaust replies are
+forwarded until the last one, checksums stay as the sender made them. The gateway still answers hellos
+itself, refuses a second login (``saslStart``/``authenticate``/``logout``) and whatever the session's
+policy forbids, in the request's own opcode, and never decodes more than the command name and database on
+the way (:func:`gatewayproxy.wire.peek_command`).
+
+A malformed, oversized, truncated or compressed message closes only its own connection, with the reason
+logged. Nothing here imports Django: the domain is reached through the :class:`ConnectionHost` the server
+passes in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import logging
+import struct
+import time
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from gatewayproxy import hello, redact, wire
+from gatewayproxy.auth import ALLOWED_BEFORE_LOGIN, REFUSED_AFTER_LOGIN, ClientLogin, LoginError, username_of
+from gatewayproxy.commandlog import PendingCommand
+from gatewayproxy.policy import SessionPolicy
+from gatewayproxy.upstream import (
+    UpstreamConnection,
+    UpstreamError,
+    authenticate_upstream,
+    open_upstream,
+)
+
+log = logging.getLogger("gatewayproxy.relay")
+
+_HEADER = struct.Struct("<iiii")
+_FLAGS = struct.Struct("<I")
+_UNAUTHORIZED = 13
+_REPLY_MARGIN = 16 * 1024 * 1024
+_UPSTREAM_OPEN_WAIT = 6.0
+
+
+class ConnectionHost(Protocol):
+    """What a connection needs from the server around it (see ``gatewayproxy.server.GatewayServer``)."""
+
+    topology_cache: Any
+    command_log: Any
+    metrics: Any
+
+    async def lookup_login(self, username: str) -> Any | None: ...
+
+    def limits_hint(self, client_ip: str) -> hello.UpstreamLimits: ...
+
+    def connection_logged_in(self, connection: ClientConnection) -> None: ...
+
+    def connection_closed(self, connection: ClientConnection) -> None: ...
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+class ClientConnection:
+    """A client's connection: login state, its upstream connection once logged in, and the relay loop."""
+
+    def __init__(
+        self, host: ConnectionHost, connection_id: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        self.host = host
+        self.id = connection_id
+        self.reader = reader
+        self.writer = writer
+        peer = writer.get_extra_info("peername") or ("", 0)
+        self.client_ip = str(peer[0])
+        self.client_address = f"{peer[0]}:{peer[1]}" if peer[0] else ""
+        self.upstream: UpstreamConnection | None = None
+        self.login: Any | None = None
+        self.policy = SessionPolicy()
+        self.closed = False
+        self.close_reason = ""
+        self._full_logging = False
+        self._session_id = 0
+        self._opening: asyncio.Task | None = None
+        self._opening_for = 0
+        self._username = ""
+        self._expiry: asyncio.TimerHandle | None = None
+        self._login_flow = ClientLogin(lookup=self._lookup, on_verified=self._on_verified)
+        self._max_request = wire.DEFAULT_MAX_MESSAGE_SIZE
+        self._request_ids = 0
+
+    @property
+    def session_id(self) -> int:
+        """The session's database id once logged in, 0 before."""
+        return self._session_id
+
+    # -- lifecycle --------------------------------------------------------------------------------------
+
+    def close(self, reason: str) -> None:
+        """Close both sockets now; the relay loop ends on its next read or write."""
+        if not self.closed:
+            self.closed = True
+            self.close_reason = reason
+            log.info(
+                "event=connection_closed connection=%s session=%s client=%s reason=%r",
+                self.id,
+                self._session_id or "-",
+                self.client_address,
+                reason,
+            )
+        with contextlib.suppress(Exception):
+            self.writer.transport.abort()
+        if self.upstream is not None:
+            self.upstream.close()
+        if self._opening is not None and not self._opening.done():
+            self._opening.cancel()
+        if self._expiry is not None:
+            self._expiry.cancel()
+
+    async def run(self) -> None:
+        """Serve the connection until the client leaves, a bad message arrives or the session ends."""
+        try:
+            while not self.closed:
+                try:
+                    raw = await wire.read_message(self.reader, max_size=self._max_request)
+                except EOFError:
+                    break
+                self.host.metrics.bytes_in += len(raw)
+                if self.login is None:
+                    await self._before_login(raw)
+                else:
+                    await self._relay(raw)
+        except wire.WireError as exc:
+            self.close(f"bad message: {exc}")
+        except (ConnectionError, asyncio.IncompleteReadError, OSError, EOFError) as exc:
+            if not self.closed:
+                self.close(f"connection lost: {type(exc).__name__}")
+        except asyncio.CancelledError:
+            self.close("gateway stopping")
+        except Exception:  # a gateway bug: drop this client, keep serving the others
+            log.exception("event=connection_error connection=%s", self.id)
+            self.close("internal error")
+        finally:
+            if not self.closed:
+                self.close("client closed the connection")
+            self._close_unused_upstream()
+            self.host.connection_closed(self)
+
+    def _close_unused_upstream(self) -> None:
+        """Close an upstream connection opened for a login that never finished."""
+        opening = self._opening
+        if opening is None or not opening.done() or opening.cancelled() or opening.exception() is not None:
+            return
+        if opening.result() is not self.upstream:
+            opening.result().close()
+
+    async def _send(self, data: bytes) -> None:
+        self.writer.write(data)
+        self.host.metrics.bytes_out += len(data)
+        await self.writer.drain()
+
+    def _next_request_id(self) -> int:
+        self._request_ids += 1
+        return self._request_ids
+
+    async def _reply(self, request: wire.OpMsg | wire.OpQuery, document: Mapping[str, Any]) -> None:
+        if isinstance(request, wire.OpMsg) and request.more_to_come:
+            return  # the client waits for no reply
+        await self._send(wire.reply_for(request, document, request_id=self._next_request_id()))
+
+    async def _error(self, request: wire.OpMsg | wire.OpQuery, code: int, message: str, code_name: str = "") -> None:
+        if isinstance(request, wire.OpMsg) and request.more_to_come:
+            return
+        self.host.metrics.errors += 1
+        data = wire.error_reply(
+            request, code=code, errmsg=message, code_name=code_name, request_id=self._next_request_id()
+        )
+        await self._send(data)
+
+    # -- before login -------------------------------------------------------------------------------------
+
+    async def _lookup(self, username: str) -> Any | None:
+        login = await self.host.lookup_login(username)
+        if login is not None:
+            self._username = username
+            self._start_opening(login)
+        return login
+
+    def _start_opening(self, login: Any) -> None:
+        """Open the upstream connection in the background while the client's SCRAM goes on."""
+        if self._opening_for == login.session_id and self._opening is not None:
+            return
+        if self._opening is not None and not self._opening.done():
+            self._opening.cancel()
+        self._opening_for = login.session_id
+        self._opening = asyncio.get_running_loop().create_task(
+            open_upstream(login.upstream, cache=self.host.topology_cache)
+        )
+
+    async def _opened_upstream(self, login: Any) -> UpstreamConnection:
+        self._start_opening(login)
+        task = self._opening
+        assert task is not None
+        return await asyncio.wait_for(asyncio.shield(task), _UPSTREAM_OPEN_WAIT)
+
+    async def _on_verified(self, login: Any) -> None:
+        try:
+            upstream = await self._opened_upstream(login)
+        except TimeoutError:
+            raise UpstreamError("unreachable", "the upstream did not answer in time") from None
+        self._opening = None
+        try:
+            await authenticate_upstream(upstream, login.upstream)
+        except BaseException:
+            upstream.close()
+            raise
+        self.upstream = upstream
+
+    async def _hello_limits(self) -> hello.UpstreamLimits:
+        if self.upstream is not None:
+            return self.upstream.limits
+        if self._opening is not None:
+            with contextlib.suppress(Exception):
+                upstream = await asyncio.wait_for(asyncio.shield(self._opening), _UPSTREAM_OPEN_WAIT)
+                return upstream.limits
+        return self.host.limits_hint(self.client_ip)
+
+    async def _answer_hello(self, request: wire.OpMsg | wire.OpQuery, command: Mapping[str, Any]) -> None:
+        mechs = None
+        asked = hello.sasl_supported_mechs_user(command)
+        if asked is not None and self.login is None:
+            mechs = await self._login_flow.mechanisms_for(asked[1])
+        elif asked is not None and self.login is not None and asked[1] == self._username:
+            mechs = [m for m in ("SCRAM-SHA-1", "SCRAM-SHA-256") if m in (self.login.verifiers or {})]
+        speculative = None
+        spec = command.get("speculativeAuthenticate")
+        if self.login is None and isinstance(spec, Mapping):
+            payload = spec.get("payload")
+            if isinstance(payload, bytes) and (user := username_of(bytes(payload))):
+                await self._lookup(user)
+            speculative = await self._login_flow.speculative(spec)
+        limits = await self._hello_limits()
+        reply = hello.hello_reply(
+            command,
+            limits=limits,
+            connection_id=self.id,
+            sasl_supported_mechs=mechs,
+            speculative_authenticate=speculative,
+        )
+        await self._reply(request, reply)
+
+    async def _before_login(self, raw: bytes) -> None:
+        if _HEADER.unpack_from(raw)[3] == wire.OP_COMPRESSED:
+            self.close("compressed message although the gateway offers no compression")
+            return
+        request = wire.parse_message(raw, max_size=self._max_request)
+        if isinstance(request, wire.OpReply):
+            raise wire.WireError("clients may not send OP_REPLY", 12)
+        if isinstance(request, wire.OpQuery):
+            command = dict(wire._unwrap_query(request.query))
+            if request.collection != "$cmd" or next(iter(command), "") not in hello.HELLO_COMMANDS:
+                await self._error(request, 352, "Unsupported OP_QUERY command: only hello/isMaster are accepted")
+                return
+        else:
+            command = request.body
+        name = next(iter(command), "")
+        try:
+            if name in hello.HELLO_COMMANDS:
+                await self._answer_hello(request, command)
+            elif name == "saslStart":
+                await self._reply(request, await self._login_flow.sasl_start(command))
+            elif name == "saslContinue":
+                reply = await self._login_flow.sasl_continue(command)
+                if self._login_flow.authenticated and self.login is None:
+                    self._logged_in(self._login_flow.login)
+                await self._reply(request, reply)
+            elif name in ("ping", "endSessions"):
+                await self._reply(request, {"ok": 1.0})
+            elif name in ("buildInfo", "buildinfo"):
+                await self._reply(request, hello.build_info_reply(await self._hello_limits()))
+            elif name not in ALLOWED_BEFORE_LOGIN:
+                await self._error(request, _UNAUTHORIZED, f"Command {name} requires authentication", "Unauthorized")
+        except LoginError as exc:
+            if exc.code == 18:
+                self.host.metrics.auth_failures += 1
+                log.info("event=login_failed connection=%s client=%s reason=%r", self.id, self.client_address, str(exc))
+            await self._error(request, exc.code, str(exc), exc.code_name)
+
+    def _logged_in(self, login: Any) -> None:
+        self.login = login
+        self._session_id = login.session_id
+        self._full_logging = bool(login.full_command_logging)
+        self.policy = SessionPolicy.build(
+            read_only=login.read_only,
+            command_deny_list=login.command_deny_list,
+            database_allow_list=login.database_allow_list,
+        )
+        assert self.upstream is not None
+        # A client may send up to what the upstream accepts; replies may be larger still.
+        self._max_request = max(self.upstream.limits.max_message_size_bytes, 1024 * 1024)
+        remaining = (login.expires_at - _now()).total_seconds()
+        loop = asyncio.get_running_loop()
+        self._expiry = loop.call_later(max(0.0, remaining), self.close, "session expired")
+        log.info(
+            "event=login connection=%s session=%s client=%s upstream=%s:%s topology=%s",
+            self.id,
+            login.session_id,
+            self.client_address,
+            self.upstream.address[0],
+            self.upstream.address[1],
+            self.upstream.limits.topology,
+        )
+        self.host.connection_logged_in(self)
+
+    # -- after login: the relay -----------------------------------------------------------------------------
+
+    def _record(
+        self,
+        raw: bytes | None,
+        name: str,
+        database: str,
+        outcome: redact.Outcome,
+        started: float,
+        *,
+        refused: bool = False,
+        summary: dict | None = None,
+        bytes_in: int = 0,
+        bytes_out: int = 0,
+    ) -> None:
+        latency_us = int((time.perf_counter() - started) * 1_000_000)
+        metrics = self.host.metrics
+        metrics.commands += 1
+        metrics.observe_latency(latency_us)
+        if not outcome.ok:
+            metrics.errors += 1
+        if raw is not None and len(raw) > redact.FULL_DECODE_LIMIT:
+            try:
+                name, database, collection, summary = redact.summarize_request(raw, full=self._full_logging)
+            except Exception:
+                collection, summary = "", {"unreadable": True}
+            raw = None
+        else:
+            collection = ""
+        self.host.command_log.add(
+            PendingCommand(
+                session_id=self._session_id,
+                connection_id=self.id,
+                at=_now(),
+                request=raw,
+                command=name,
+                database=database,
+                outcome=outcome,
+                latency_us=latency_us,
+                full=self._full_logging,
+                refused=refused,
+                summary=summary,
+                collection=collection,
+                bytes_in=bytes_in,
+                bytes_out=bytes_out,
+            )
+        )
+
+    async def _refuse(self, raw: bytes, name: str, database: str, code: int, message: str, code_name: str) -> None:
+        started = time.perf_counter()
+        request = wire.parse_message(raw, max_size=self._max_request)
+        if isinstance(request, wire.OpReply):
+            raise wire.WireError("clients may not send OP_REPLY", 12)
+        await self._error(request, code, message, code_name)
+        outcome = redact.Outcome(ok=False, error_code=code, error_message=message)
+        summary = {} if name in redact.SENSITIVE_COMMANDS else None
+        request_bytes = None if summary is not None else raw
+        self._record(request_bytes, name, database, outcome, started, refused=True, summary=summary, bytes_in=len(raw))
+
+    async def _relay(self, raw: bytes) -> None:
+        op_code = _HEADER.unpack_from(raw)[3]
+        if op_code == wire.OP_COMPRESSED:
+            self.close("compressed message although the gateway offers no compression")
+            return
+        if op_code == wire.OP_REPLY:
+            raise wire.WireError("clients may not send OP_REPLY", 12)
+        _op, name, database = wire.peek_command(raw, max_size=self._max_request)
+        if name in hello.HELLO_COMMANDS:
+            request = wire.parse_message(raw, max_size=self._max_request)
+            command = request.body if isinstance(request, wire.OpMsg) else dict(wire._unwrap_query(request.query))
+            await self._answer_hello(request, command)
+            return
+        if name in REFUSED_AFTER_LOGIN:
+            message = f"{name} is not allowed after login: this gateway connection is already logged in as its session"
+            await self._refuse(raw, name, database, 20, message, "IllegalOperation")
+            return
+        body = None
+        if self.policy.needs_body(name):
+            parsed = wire.parse_message(raw, max_size=self._max_request)
+            body = parsed.body if isinstance(parsed, wire.OpMsg) else None
+        refusal = self.policy.check(name, database, body)
+        if refusal is not None:
+            await self._refuse(raw, name, database, refusal.code, refusal.message, "Unauthorized")
+            return
+        more_to_come = op_code == wire.OP_MSG and _FLAGS.unpack_from(raw, 16)[0] & wire.MORE_TO_COME
+        upstream = self.upstream
+        assert upstream is not None
+        started = time.perf_counter()
+        upstream.writer.write(raw)
+        if more_to_come:  # w:0 writes: the server sends nothing back
+            await upstream.writer.drain()
+            self._record(raw, name, database, redact.Outcome(ok=True), started, bytes_in=len(raw))
+            return
+        max_reply = upstream.limits.max_message_size_bytes + _REPLY_MARGIN
+        try:
+            reply = await wire.read_message(upstream.reader, max_size=max_reply)
+        except (EOFError, asyncio.IncompleteReadError, ConnectionError, OSError) as exc:
+            self.close(f"upstream closed the connection: {type(exc).__name__}")
+            return
+        except wire.WireError as exc:
+            self.close(f"bad reply from upstream: {exc}")
+            return
+        await self._send(reply)
+        outcome = redact.reply_outcome(reply)
+        bytes_out = len(reply)
+        # Exhaust: while the reply says more are coming, keep forwarding them.
+        last = reply
+        while _HEADER.unpack_from(last)[3] == wire.OP_MSG and _FLAGS.unpack_from(last, 16)[0] & wire.MORE_TO_COME:
+            try:
+                last = await wire.read_message(upstream.reader, max_size=max_reply)
+            except (EOFError, asyncio.IncompleteReadError, ConnectionError, OSError, wire.WireError) as exc:
+                self.close(f"upstream closed during an exhaust reply: {type(exc).__name__}")
+                return
+            await self._send(last)
+            bytes_out += len(last)
+        self._record(raw, name, database, outcome, started, bytes_in=len(raw), bytes_out=bytes_out)

@@ -1,0 +1,192 @@
+"""pytest plugin: a real ``manage.py runproxy`` subprocess sharing a file-based test database with the tests.
+
+pytest-django's SQLite test database is in memory by default, which another process cannot open. This
+plugin puts the test database in a file (``django_db_modify_db_settings``), so a gateway subprocess and the
+test see the same rows. Tests that talk to the gateway must commit what they create:
+``@pytest.mark.django_db(transaction=True)`` (a plain ``db`` test holds SQLite's write lock until it ends).
+
+Fixtures:
+
+- ``gateway_proxy`` (module): a :class:`GatewayProcess` — ``runproxy`` on a free port, its stderr log in a
+  file (``.log_text()``), ``.stop()`` sends SIGTERM, ``.restart()``.
+- ``gateway`` (function): makes sure the Gateway row the subprocess runs as exists (transactional tests
+  flush the tables after each test) and returns it.
+- ``gateway_session(account, ...)`` (function): opens a session on ``account`` through the gateway and
+  returns ``(session, secret, uri)`` where ``uri`` logs in through the gateway.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from urllib.parse import quote_plus
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+_READY = re.compile(r"gateway listening on (\S+):(\d+)")
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix, tmp_path_factory) -> None:
+    """Keep the SQLite test database in a file, so that a gateway subprocess can share it."""
+    from django.conf import settings
+
+    database = settings.DATABASES["default"]
+    if database["ENGINE"] == "django.db.backends.sqlite3":
+        database.setdefault("TEST", {})
+        database["TEST"]["NAME"] = str(tmp_path_factory.mktemp("testdb") / "test.sqlite3")
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class GatewayProcess:
+    """``manage.py runproxy`` in a subprocess, on the test database."""
+
+    def __init__(self, log_path: Path, name: str = "test-gateway") -> None:
+        self.log_path = log_path
+        self.name = name
+        self.host = "127.0.0.1"
+        self.port = free_port()
+        self.metrics_port = free_port()
+        self.process: subprocess.Popen | None = None
+        self.gateway_id: int | None = None
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def environment(self) -> dict[str, str]:
+        from django.conf import settings
+
+        database = settings.DATABASES["default"]
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env["DATABASE_URL"] = f"sqlite:///{database['NAME']}"
+        env["PAM_ENCRYPTION_KEYS"] = ",".join(settings.PAM_ENCRYPTION_KEYS)
+        env["DJANGO_SECRET_KEY"] = settings.SECRET_KEY
+        return env
+
+    def start(self, timeout: float = 30.0) -> GatewayProcess:
+        """Start the gateway and wait until it listens."""
+        command = [
+            sys.executable,
+            str(ROOT / "manage.py"),
+            "runproxy",
+            "--listen",
+            self.address,
+            "--gateway",
+            self.name,
+            "--metrics",
+            f"127.0.0.1:{self.metrics_port}",
+        ]
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            command, cwd=ROOT, env=self.environment(), stdout=subprocess.PIPE, stderr=log, text=True
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = self.process.stdout.readline()
+            if _READY.search(line or ""):
+                break
+            if self.process.poll() is not None:
+                raise RuntimeError(f"runproxy exited with {self.process.returncode}:\n{self.log_text()[-3000:]}")
+        else:
+            self.stop()
+            raise RuntimeError("runproxy did not start in time")
+        from access.models import Gateway
+
+        self.gateway_id = Gateway.objects.get(name=self.name).pk
+        return self
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """SIGTERM the gateway and wait for it; returns its exit code."""
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        code = self.process.returncode
+        if self.process.stdout:
+            self.process.stdout.close()
+        self.process = None
+        return code
+
+    def restart(self) -> GatewayProcess:
+        self.stop()
+        return self.start()
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def uri(self, username: str, secret: str, **options: str) -> str:
+        """A connection string that logs in through the gateway as ``username``."""
+        query = "&".join(f"{key}={value}" for key, value in {"authSource": "admin", **options}.items())
+        return f"mongodb://{quote_plus(username)}:{quote_plus(secret)}@{self.address}/?{query}&directConnection=true"
+
+
+@pytest.fixture(scope="module")
+def gateway_proxy(django_db_setup, django_db_blocker, tmp_path_factory) -> Iterator[GatewayProcess]:
+    """One gateway subprocess for the test module."""
+    process = GatewayProcess(tmp_path_factory.mktemp("gateway") / "runproxy.log")
+    with django_db_blocker.unblock():
+        process.start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def gateway(gateway_proxy, transactional_db):
+    """The Gateway row of ``gateway_proxy`` (recreated with the same id after a previous test's flush)."""
+    from access.models import Gateway
+
+    row, _created = Gateway.objects.get_or_create(
+        pk=gateway_proxy.gateway_id,
+        defaults={"name": gateway_proxy.name, "public_host": gateway_proxy.host, "public_port": gateway_proxy.port},
+    )
+    return row
+
+
+@pytest.fixture
+def gateway_session(gateway, gateway_proxy):
+    """``open(account, *, read_only=False, ttl=..., database_allow_list=None)`` -> (session, secret, uri)."""
+    from access.services.sessions import session_username_new, session_verifiers
+    from tests.factories import SessionFactory
+
+    def open_session(account, *, read_only=False, ttl=timedelta(hours=1), database_allow_list=None, **uri_options):
+        import secrets
+
+        from django.utils import timezone
+
+        username = session_username_new()
+        secret = secrets.token_urlsafe(32)
+        session = SessionFactory(
+            user__username=f"owner-{username}",
+            account=account,
+            gateway=gateway,
+            username=username,
+            verifiers=session_verifiers(username=username, secret=secret),
+            read_only=read_only,
+            database_allow_list=list(database_allow_list or []),
+            expires_at=timezone.now() + ttl,
+        )
+        return session, secret, gateway_proxy.uri(username, secret, **uri_options)
+
+    return open_session
