@@ -1,6 +1,6 @@
 """Routes of /api/v1/."""
 
-from django.urls import re_path
+from django.urls import include, re_path
 from rest_framework.routers import SimpleRouter
 
 from access.api.sessions import SessionCommandsApi, SessionDetailApi, SessionEndApi, SessionListCreateApi
@@ -27,4 +27,4 @@ session_urlpatterns = [
     re_path(_SESSION + r"/commands/?$", SessionCommandsApi.as_view(), name="session-commands"),
 ]
 
-urlpatterns = [*router.urls, *session_urlpatterns]
+urlpatterns = [*router.urls, *session_urlpatterns, re_path(r"^", include("access.api.vault_urls"))]

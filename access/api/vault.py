@@ -1,0 +1,407 @@
+"""Vault-shaped API for dynamic MongoDB credentials: config, roles, creds and sys/leases.
+
+Thin views: they check who may do what (model permissions for configuration, AccessPolicy grants for
+credentials, holder or `access.change_lease` for leases), validate input with serializers, and call one
+service. Resources and roles are named in the path; a role or lease the caller may not see is a 404,
+a visible one the caller may not use is a 403, and every error is JSON (see access.api.errors).
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.shortcuts import get_object_or_404
+from rest_framework import exceptions, serializers, status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from access.api.serializers import DurationField
+from access.models import Lease, Resource
+from access.models.leases import LeaseState
+from access.selectors.leases import lease_may_manage, lease_visible_to, role_visible_to
+from access.selectors.policies import access_grant_for
+from access.services import leases as lease_services
+from access.services import roles as role_services
+from access.services.resources import resource_update
+from access.validators import parse_roles, validate_mongodb_roles
+
+
+class Conflict(exceptions.APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_detail = "The request conflicts with the current state."
+
+
+class Unavailable(exceptions.APIException):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_detail = "The database server could not be reached."
+
+
+def _seconds(value) -> int:
+    return int(value.total_seconds()) if value else 0
+
+
+def _require_perms(user, *perms: str) -> None:
+    if user.is_superuser:
+        return
+    if not user.is_staff or not all(user.has_perm(p) for p in perms):
+        raise exceptions.PermissionDenied("You do not have permission to change this configuration.")
+
+
+def _resource(name: str) -> Resource:
+    return get_object_or_404(Resource.objects.mongodb(), name=name)
+
+
+def _vault_body(data: dict, **top) -> dict:
+    return {
+        "request_id": str(uuid.uuid4()),
+        "lease_id": "",
+        "renewable": False,
+        "lease_duration": 0,
+        **top,
+        "data": data,
+    }
+
+
+# -- config/connection ------------------------------------------------------------------------------------
+class ConnectionConfigSerializer(serializers.Serializer):
+    uri = serializers.CharField(max_length=2048, trim_whitespace=True)
+    verify_connection = serializers.BooleanField(default=True)
+    username = serializers.CharField(required=False, allow_blank=True, default="")
+    password = serializers.CharField(
+        required=False, allow_blank=True, default="", write_only=True, trim_whitespace=False
+    )
+    tls_verify = serializers.BooleanField(required=False)
+    ca_certificate = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False)
+
+
+class ConnectionConfigApi(APIView):
+    """`mongodb/{resource}/config/connection`: where the deployment is and which admin account manages it.
+
+    POST accepts a Vault-style URI with credentials; they are stored encrypted as the admin account and removed
+    from the URI. GET never returns a secret.
+    """
+
+    def get(self, request, resource: str):
+        _require_perms(request.user, "access.change_resource")
+        target = _resource(resource)
+        return Response(
+            _vault_body(
+                {
+                    "uri": target.uri,
+                    "auth_database": target.auth_database,
+                    "username": target.admin_username,
+                    "tls": target.tls,
+                    "tls_verify": target.tls_verify,
+                    "password_set": bool(target.admin_password and target.admin_password.token),
+                }
+            )
+        )
+
+    def post(self, request, resource: str):
+        exists = Resource.objects.filter(name=resource).exists()
+        _require_perms(request.user, "access.change_resource" if exists else "access.add_resource")
+        serializer = ConnectionConfigSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = dict(serializer.validated_data)
+        _resource_obj, created = role_services.resource_connection_configure(
+            actor=request.user,
+            name=resource,
+            uri=data.pop("uri"),
+            verify=data.pop("verify_connection"),
+            username=data.pop("username"),
+            password=data.pop("password"),
+            **data,
+        )
+        return Response(status=status.HTTP_201_CREATED if created else status.HTTP_204_NO_CONTENT)
+
+    put = post
+
+
+# -- config/lease ------------------------------------------------------------------------------------------
+class LeaseConfigSerializer(serializers.Serializer):
+    ttl = DurationField(required=False)
+    max_ttl = DurationField(required=False)
+
+
+class LeaseConfigApi(APIView):
+    """`mongodb/{resource}/config/lease`: the default and max TTL of leases whose role sets none."""
+
+    def get(self, request, resource: str):
+        _require_perms(request.user, "access.change_resource")
+        target = _resource(resource)
+        return Response(_vault_body({"ttl": _seconds(target.default_ttl), "max_ttl": _seconds(target.max_ttl)}))
+
+    def post(self, request, resource: str):
+        _require_perms(request.user, "access.change_resource")
+        target = _resource(resource)
+        serializer = LeaseConfigSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        fields = {}
+        if "ttl" in serializer.validated_data:
+            fields["default_ttl"] = serializer.validated_data["ttl"]
+        if "max_ttl" in serializer.validated_data:
+            fields["max_ttl"] = serializer.validated_data["max_ttl"]
+        try:
+            resource_update(actor=request.user, resource=target, **fields)
+        except DjangoValidationError as exc:
+            errors = exc.message_dict
+            if "default_ttl" in errors:
+                errors["ttl"] = errors.pop("default_ttl")
+            raise exceptions.ValidationError(errors) from None
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    put = post
+
+
+# -- roles -------------------------------------------------------------------------------------------------
+class RolesField(serializers.Field):
+    """A list of roles, or a JSON string of one (Vault's form)."""
+
+    def to_internal_value(self, data):
+        try:
+            roles = parse_roles(data)
+            validate_mongodb_roles(roles)
+        except DjangoValidationError as exc:
+            raise serializers.ValidationError(exc.messages) from None
+        return roles
+
+    def to_representation(self, value):
+        return value
+
+
+class RoleSerializer(serializers.Serializer):
+    db = serializers.CharField(max_length=64, required=False)
+    roles = RolesField(required=False)
+    default_ttl = DurationField(required=False, allow_null=True)
+    max_ttl = DurationField(required=False, allow_null=True)
+    username_template = serializers.CharField(max_length=200, required=False)
+    password_length = serializers.IntegerField(required=False, min_value=16, max_value=128)
+    description = serializers.CharField(required=False, allow_blank=True)
+
+
+def _role_data(role) -> dict:
+    return {
+        "db": role.db,
+        "roles": role.roles,
+        "default_ttl": _seconds(role.default_ttl),
+        "max_ttl": _seconds(role.max_ttl),
+        "username_template": role.username_template,
+        "password_length": role.password_length,
+    }
+
+
+class RoleListApi(APIView):
+    """`mongodb/{resource}/roles`: the names of the roles the caller may see (Vault's LIST)."""
+
+    def get(self, request, resource: str):
+        target = _resource(resource)
+        names = list(
+            role_visible_to(request.user).filter(resource=target).order_by("name").values_list("name", flat=True)
+        )
+        return Response(_vault_body({"keys": names}))
+
+
+class RoleApi(APIView):
+    """`mongodb/{resource}/roles/{name}`: read, write (create or update) and delete one role."""
+
+    def _visible_role(self, request, resource: str, name: str):
+        return get_object_or_404(
+            role_visible_to(request.user).select_related("resource"), resource__name=resource, name=name
+        )
+
+    def get(self, request, resource: str, name: str):
+        return Response(_vault_body(_role_data(self._visible_role(request, resource, name))))
+
+    def post(self, request, resource: str, name: str):
+        target = _resource(resource)
+        exists = target.roles.filter(name=name).exists()
+        _require_perms(request.user, "access.change_dynamicrole" if exists else "access.add_dynamicrole")
+        serializer = RoleSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        _role, created = role_services.dynamic_role_save(
+            actor=request.user, resource=target, name=name, **serializer.validated_data
+        )
+        return Response(status=status.HTTP_201_CREATED if created else status.HTTP_204_NO_CONTENT)
+
+    put = post
+
+    def delete(self, request, resource: str, name: str):
+        _require_perms(request.user, "access.delete_dynamicrole")
+        role = self._visible_role(request, resource, name)
+        try:
+            role_services.dynamic_role_delete(actor=request.user, role=role)
+        except role_services.RoleInUseError as exc:
+            raise Conflict(str(exc)) from None
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+# -- creds -------------------------------------------------------------------------------------------------
+class CredsSerializer(serializers.Serializer):
+    ttl = DurationField(required=False)
+
+
+class CredsApi(APIView):
+    """`mongodb/{resource}/creds/{role}`: issue a lease — a new database user and its password, shown once."""
+
+    def get(self, request, resource: str, role: str):
+        target = get_object_or_404(
+            role_visible_to(request.user).select_related("resource"), resource__name=resource, name=role
+        )
+        grant = access_grant_for(user=request.user, role=target)
+        if grant is None:
+            raise exceptions.PermissionDenied(
+                "No access policy lets you use this role now: ask for access (and approval) in the portal."
+            )
+        if grant.mfa_required and not _mfa_verified(request):
+            raise exceptions.PermissionDenied("This role requires MFA: get its credentials from the portal.")
+        source = request.data if request.method == "POST" else request.query_params
+        serializer = CredsSerializer(data=source)
+        serializer.is_valid(raise_exception=True)
+        ttl = grant.cap(serializer.validated_data.get("ttl") or target.effective_default_ttl)
+        max_ttl = grant.cap(target.effective_max_ttl)
+        try:
+            lease, password = lease_services.lease_issue(
+                role=target, holder=request.user, ttl=ttl, max_ttl=max_ttl, actor=request.user, mark_revealed=True
+            )
+        except lease_services.LeaseError as exc:
+            raise (Unavailable if exc.code == "unavailable" else exceptions.ValidationError)(exc.message) from None
+        return Response(
+            _vault_body(
+                {"db": lease.db, "username": lease.username, "password": password},
+                lease_id=lease.lease_id,
+                renewable=lease.renewable,
+                lease_duration=int((lease.expires_at - lease.issued_at).total_seconds()),
+            ),
+            headers={"Cache-Control": "no-store"},
+        )
+
+    post = get
+
+
+def _mfa_verified(request) -> bool:
+    verified = getattr(request.user, "is_verified", None)
+    return bool(callable(verified) and verified())
+
+
+# -- sys/leases --------------------------------------------------------------------------------------------
+class LeaseIdSerializer(serializers.Serializer):
+    lease_id = serializers.CharField(max_length=200)
+
+
+class RenewSerializer(LeaseIdSerializer):
+    increment = DurationField(required=False)
+
+
+def _lease_for(request, lease_id: str) -> Lease:
+    return get_object_or_404(
+        lease_visible_to(request.user).select_related("role__resource", "resource"), lease_id=lease_id
+    )
+
+
+def _managed_lease_for(request, lease_id: str) -> Lease:
+    lease = _lease_for(request, lease_id)
+    if not lease_may_manage(request.user, lease):
+        raise exceptions.PermissionDenied("Only the lease's holder or the security team may change it.")
+    return lease
+
+
+def _lease_summary(lease: Lease) -> dict:
+    return {
+        "lease_id": lease.lease_id,
+        "renewable": lease.renewable,
+        "lease_duration": lease.ttl_seconds if lease.state == LeaseState.ACTIVE else 0,
+    }
+
+
+class LeaseRenewApi(APIView):
+    """`sys/leases/renew`: extend a lease by `increment` (default: its role's TTL), up to its max TTL."""
+
+    def put(self, request, lease_id: str | None = None):
+        data = {"lease_id": lease_id, **request.data} if lease_id else request.data
+        serializer = RenewSerializer(data=data)
+        serializer.is_valid(raise_exception=True)
+        lease = _managed_lease_for(request, serializer.validated_data["lease_id"])
+        increment = serializer.validated_data.get("increment")
+        if lease.holder_id == request.user.pk and not request.user.is_superuser:
+            grant = access_grant_for(user=request.user, role=lease.role)
+            if grant is None:
+                raise exceptions.PermissionDenied("Your access to this role has ended: the lease cannot be renewed.")
+            increment = grant.cap(increment or lease.role.effective_default_ttl)
+        try:
+            lease = lease_services.lease_renew(lease=lease, increment=increment, actor=request.user)
+        except lease_services.LeaseError as exc:
+            raise exceptions.ValidationError({"lease_id": exc.message}) from None
+        return Response({"request_id": str(uuid.uuid4()), **_lease_summary(lease), "data": None})
+
+    post = put
+
+
+class LeaseRevokeApi(APIView):
+    """`sys/leases/revoke`: drop the lease's user now and confirm it is gone (retried in the background if not)."""
+
+    def put(self, request, lease_id: str | None = None):
+        serializer = LeaseIdSerializer(data={"lease_id": lease_id} if lease_id else request.data)
+        serializer.is_valid(raise_exception=True)
+        lease = _managed_lease_for(request, serializer.validated_data["lease_id"])
+        lease = lease_services.lease_revoke(lease=lease, actor=request.user, reason="revoked")
+        if lease.state in (LeaseState.REVOKED, LeaseState.EXPIRED):
+            return Response(status=status.HTTP_204_NO_CONTENT)
+        return Response(
+            {
+                "lease_id": lease.lease_id,
+                "state": lease.state,
+                "message": "The revocation has not completed yet; it is retried until the user is confirmed gone.",
+                "last_error": lease.last_error,
+                "next_attempt_at": lease.next_attempt_at,
+            },
+            status=status.HTTP_202_ACCEPTED,
+        )
+
+    post = put
+
+
+class LeaseRevokePrefixApi(APIView):
+    """`sys/leases/revoke-prefix/{prefix}`: revoke every live lease whose id starts with the prefix."""
+
+    def put(self, request, prefix: str):
+        if not (request.user.is_superuser or request.user.has_perm("access.change_lease")):
+            raise exceptions.PermissionDenied("Revoking by prefix needs the access.change_lease permission.")
+        leases = lease_services.lease_revoke_prefix(
+            prefix=prefix, actor=request.user, queryset=lease_visible_to(request.user)
+        )
+        failed = [lease.lease_id for lease in leases if lease.state == LeaseState.REVOKE_FAILED]
+        return Response(
+            _vault_body({"revoked": len(leases) - len(failed), "failed": failed}),
+            status=status.HTTP_202_ACCEPTED if failed else status.HTTP_200_OK,
+        )
+
+    post = put
+
+
+class LeaseLookupApi(APIView):
+    """`sys/leases/lookup`: a lease's times and state (never its password)."""
+
+    def put(self, request):
+        serializer = LeaseIdSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        lease = _lease_for(request, serializer.validated_data["lease_id"])
+        return Response(
+            _vault_body(
+                {
+                    "id": lease.lease_id,
+                    "issue_time": lease.issued_at,
+                    "expire_time": lease.expires_at,
+                    "max_expire_time": lease.max_expires_at,
+                    "renewable": lease.renewable,
+                    "ttl": lease.ttl_seconds if lease.state == LeaseState.ACTIVE else 0,
+                    "state": lease.state,
+                    "attempts": lease.attempts,
+                    "last_error": lease.last_error,
+                    "username": lease.username,
+                    "db": lease.db,
+                }
+            )
+        )
+
+    post = put
