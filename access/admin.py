@@ -14,6 +14,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
+from access.admin_actions import ACCOUNT_ACTIONS, RESOURCE_ACTIONS  # also registers ConnectorActionAdmin
 from access.durations import format_duration
 from access.fields import EncryptedTextField
 from access.models import (
@@ -111,6 +112,7 @@ class ResourceAdmin(AuditedModelAdmin):
     readonly_fields = ["root_rotation_error", "created_at", "updated_at"]
     inlines = [AccountInline]
     formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
+    actions = [*RESOURCE_ACTIONS]
     fieldsets = [
         (None, {"fields": ["name", "kind", "description", "gateway"]}),
         (
@@ -155,6 +157,7 @@ class AccountAdmin(AuditedModelAdmin):
     search_fields = ["name", "username", "description", "resource__name"]
     list_select_related = ["resource"]
     readonly_fields = ["last_rotated_at", "created_at", "updated_at"]
+    actions = [*ACCOUNT_ACTIONS]
     fields = [
         "resource",
         "name",

@@ -361,3 +361,249 @@ def test_unlock_restores_the_restrictions_the_last_lock_replaced(wire_server, wi
     with MongoDBConnector(wire_resource) as connector:
         assert connector.get_user(db="app", username=name)["authenticationRestrictions"] == previous
     assert _logs_in(wire_server.host_port, "app", name, password)
+
+
+# -- the API ------------------------------------------------------------------------------------------------
+def _actions_url(resource, *rest) -> str:
+    return "/".join([f"/api/v1/mongodb/{resource.name}/actions", *map(str, rest)])
+
+
+@pytest.mark.wireserver
+def test_api_runs_lists_reads_and_rolls_back_a_grant(api_client, wire_server, wire_resource, app_user):
+    name, password = app_user
+    response = api_client.post(
+        _actions_url(wire_resource),
+        {"kind": "grant_role", "db": "app", "username": name, "params": {"roles": ["readWrite"]}},
+        format="json",
+    )
+    assert response.status_code == 201, response.content
+    body = response.json()
+    assert body["state"] == "succeeded" and body["can_roll_back"] is True
+    assert body["before_image"] == {"roles": [{"role": "read", "db": "app"}]}
+    assert {"role": "readWrite", "db": "app"} in body["result"]["roles"]
+
+    listed = api_client.get(_actions_url(wire_resource)).json()
+    assert [item["id"] for item in listed["results"]] == [body["id"]]
+    assert api_client.get(_actions_url(wire_resource, body["id"])).json()["username"] == name
+
+    rolled = api_client.post(_actions_url(wire_resource, body["id"], "rollback"))
+    assert rolled.status_code == 200, rolled.content
+    assert rolled.json()["state"] == "rolled_back"
+    with _user_client(wire_server.host_port, "app", name, password) as user, pytest.raises(OperationFailure):
+        user.app.things.insert_one({"x": 1})
+
+
+@pytest.mark.wireserver
+def test_api_create_read_only_user_never_returns_the_password(api_client, wire_resource):
+    name = _name("ro")
+    response = api_client.post(
+        _actions_url(wire_resource),
+        {"kind": "create_read_only_user", "db": "reports", "username": name},
+        format="json",
+    )
+    assert response.status_code == 201, response.content
+    password = Account.objects.get(resource=wire_resource, username=name).password.reveal()
+    assert password not in response.content.decode()
+    assert password not in api_client.get(_actions_url(wire_resource)).content.decode()
+    assert api_client.post(_actions_url(wire_resource, response.json()["id"], "rollback")).status_code == 200
+
+
+@pytest.mark.wireserver
+def test_api_reports_a_connector_failure_with_the_record(api_client, wire_resource):
+    response = api_client.post(
+        _actions_url(wire_resource),
+        {"kind": "lock_user", "db": "app", "username": "nobody-at-all"},
+        format="json",
+    )
+    assert response.status_code == 502
+    body = response.json()
+    assert "does not exist" in body["error"]["message"]
+    assert body["action"]["state"] == "failed"
+
+
+@pytest.mark.wireserver
+def test_api_refuses_to_roll_back_a_drop(api_client, wire_resource, app_user):
+    name, _ = app_user
+    dropped = api_client.post(
+        _actions_url(wire_resource), {"kind": "drop_user", "db": "app", "username": name}, format="json"
+    )
+    assert dropped.status_code == 201
+    refused = api_client.post(_actions_url(wire_resource, dropped.json()["id"], "rollback"))
+    assert refused.status_code == 400
+    assert "cannot be rolled back" in refused.json()["error"]["message"]
+
+
+def test_api_validates_input_and_hides_unknown_resources(api_client):
+    resource = ResourceFactory()
+    bad = api_client.post(_actions_url(resource), {"kind": "grant_role", "db": "app", "username": "x"}, format="json")
+    assert bad.status_code == 400 and bad.json()["error"]["field"] == "params"
+    unknown_kind = api_client.post(_actions_url(resource), {"kind": "nuke", "db": "a", "username": "x"}, format="json")
+    assert unknown_kind.status_code == 400 and unknown_kind.json()["error"]["field"] == "kind"
+    assert api_client.get("/api/v1/mongodb/no-such-resource/actions").status_code == 404
+    assert api_client.get(_actions_url(resource, 999999)).status_code == 404
+    assert not ConnectorAction.objects.exists()
+
+
+def test_api_needs_staff_with_the_add_connectoraction_permission(db):
+    from django.contrib.auth.models import Permission
+    from rest_framework.test import APIClient
+
+    from access.services.tokens import api_token_create
+    from tests.factories import UserFactory
+
+    resource = ResourceFactory()
+    user = UserFactory(is_staff=True)
+    _token, raw = api_token_create(user=user)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
+    assert client.get(_actions_url(resource)).status_code == 403
+    assert client.post(_actions_url(resource), {"kind": "drop_user", "db": "a", "username": "x"}).status_code == 403
+    user.user_permissions.add(Permission.objects.get(codename="add_connectoraction"))
+    user = type(user).objects.get(pk=user.pk)  # fresh permission cache
+    assert client.get(_actions_url(resource)).status_code == 200
+    user.is_staff = False
+    user.save()
+    assert client.get(_actions_url(resource)).status_code == 403
+    assert APIClient().get(_actions_url(resource)).status_code in (401, 403)
+
+
+# -- the admin --------------------------------------------------------------------------------------------
+def _messages(response) -> list[str]:
+    return [str(m) for m in response.context["messages"]] if response.context else []
+
+
+@pytest.mark.wireserver
+def test_admin_roll_back_button_undoes_a_lock(otp_admin_client, wire_server, wire_resource, app_user, staff_user):
+    name, password = app_user
+    action = action_run(resource=wire_resource, kind=ActionKind.LOCK_USER, db="app", username=name, actor=staff_user)
+    page = otp_admin_client.get(f"/admin/access/connectoraction/{action.pk}/change/")
+    assert page.status_code == 200
+    assert b"Roll back" in page.content and b"csrfmiddlewaretoken" in page.content
+    assert otp_admin_client.get(f"/admin/access/connectoraction/{action.pk}/rollback/").status_code == 403
+
+    response = otp_admin_client.post(f"/admin/access/connectoraction/{action.pk}/rollback/", follow=True)
+    assert any("Rolled back" in m for m in _messages(response))
+    action.refresh_from_db()
+    assert action.state == ActionState.ROLLED_BACK
+    assert _logs_in(wire_server.host_port, "app", name, password)
+    assert b"Roll back</button>" not in response.content  # nothing left to roll back
+
+    listing = otp_admin_client.get("/admin/access/connectoraction/?state=rolled_back")
+    assert listing.status_code == 200 and name.encode() in listing.content and b"Run an action" in listing.content
+
+
+@pytest.mark.wireserver
+def test_admin_roll_back_post_is_csrf_protected(client, otp_admin_client, wire_resource, app_user, staff_user):
+    from django.test import Client
+
+    name, _ = app_user
+    action = action_run(resource=wire_resource, kind=ActionKind.LOCK_USER, db="app", username=name, actor=staff_user)
+    strict = Client(enforce_csrf_checks=True)
+    strict.cookies = otp_admin_client.cookies
+    assert strict.post(f"/admin/access/connectoraction/{action.pk}/rollback/").status_code == 403
+    action.refresh_from_db()
+    assert action.state == ActionState.SUCCEEDED
+
+
+@pytest.mark.wireserver
+def test_admin_rotates_an_account_password_after_confirmation(otp_admin_client, wire_server, account_user):
+    account, old_password = account_user
+    form = {"action": "rotate_account_password", "_selected_action": [account.pk]}
+    confirm = otp_admin_client.post("/admin/access/account/", form)
+    assert confirm.status_code == 200 and b"cannot be rolled back" in confirm.content
+    account.refresh_from_db()
+    assert account.password.reveal() == old_password  # nothing happened yet
+
+    done = otp_admin_client.post("/admin/access/account/", {**form, "confirmed": "yes"}, follow=True)
+    assert any("Rotated the password" in m for m in _messages(done))
+    account.refresh_from_db()
+    new_password = account.password.reveal()
+    assert new_password != old_password
+    assert _logs_in(wire_server.host_port, "admin", account.username, new_password)
+    pages = done.content + otp_admin_client.get(f"/admin/access/account/{account.pk}/change/").content
+    action = ConnectorAction.objects.get(kind=ActionKind.ROTATE_PASSWORD)
+    pages += otp_admin_client.get(f"/admin/access/connectoraction/{action.pk}/change/").content
+    pages += otp_admin_client.get("/admin/access/auditevent/").content
+    assert new_password.encode() not in pages and old_password.encode() not in pages
+
+
+@pytest.mark.wireserver
+def test_admin_locks_unlocks_and_drops_an_account_user(otp_admin_client, wire_server, account_user):
+    account, password = account_user
+    selected = {"_selected_action": [account.pk]}
+    locked = otp_admin_client.post("/admin/access/account/", {"action": "lock_account_user", **selected}, follow=True)
+    assert any(f"Locked {account.username}" in m for m in _messages(locked))
+    assert not _logs_in(wire_server.host_port, "admin", account.username, password)
+
+    unlocked = otp_admin_client.post(
+        "/admin/access/account/", {"action": "unlock_account_user", **selected}, follow=True
+    )
+    assert any(f"Unlocked {account.username}" in m for m in _messages(unlocked))
+    assert _logs_in(wire_server.host_port, "admin", account.username, password)
+
+    form = {"action": "drop_account_user", **selected}
+    assert b"Drop database users?" in otp_admin_client.post("/admin/access/account/", form).content
+    dropped = otp_admin_client.post("/admin/access/account/", {**form, "confirmed": "yes"}, follow=True)
+    assert any(f"Dropped {account.username}" in m for m in _messages(dropped))
+    assert not _logs_in(wire_server.host_port, "admin", account.username, password)
+    assert Account.objects.filter(pk=account.pk).exists()  # the record stays
+
+
+@pytest.mark.wireserver
+def test_admin_failure_message_is_in_words(otp_admin_client, wire_resource):
+    account = AccountFactory(resource=wire_resource, username="not-on-the-server")
+    response = otp_admin_client.post(
+        "/admin/access/account/", {"action": "lock_account_user", "_selected_action": [account.pk]}, follow=True
+    )
+    assert any("failed" in m and "does not exist" in m for m in _messages(response))
+
+
+@pytest.mark.wireserver
+def test_admin_verify_connection_tells_success_and_failure(otp_admin_client, wire_resource):
+    broken = ResourceFactory(
+        uri=wire_resource.uri, admin_username=wire_resource.admin_username, admin_password="Wrong-Pass-Zz9-kk"
+    )
+    response = otp_admin_client.post(
+        "/admin/access/resource/",
+        {"action": "verify_resource_connection", "_selected_action": [wire_resource.pk, broken.pk]},
+        follow=True,
+    )
+    texts = _messages(response)
+    assert any(f"{wire_resource.name}: connected to MongoDB" in m for m in texts)
+    assert any(f"{broken.name}: authentication problem" in m for m in texts)
+    assert b"Wrong-Pass-Zz9-kk" not in response.content
+    assert wire_resource.admin_password.reveal().encode() not in response.content
+    assert AuditEvent.objects.filter(action="resource.verify_connection").count() == 2
+
+
+@pytest.mark.wireserver
+def test_admin_form_grants_a_role_and_creates_a_read_only_user(otp_admin_client, wire_server, wire_resource, app_user):
+    name, password = app_user
+    assert otp_admin_client.get("/admin/access/connectoraction/run/").status_code == 200
+    granted = otp_admin_client.post(
+        "/admin/access/connectoraction/run/",
+        {"resource": wire_resource.pk, "kind": "grant_role", "db": "app", "username": name, "roles": "readWrite"},
+        follow=True,
+    )
+    assert any("Done: Grant role to user" in m for m in _messages(granted))
+    assert b"Roll back" in granted.content
+    with _user_client(wire_server.host_port, "app", name, password) as user:
+        user.app.things.insert_one({"x": 1})
+
+    missing_roles = otp_admin_client.post(
+        "/admin/access/connectoraction/run/",
+        {"resource": wire_resource.pk, "kind": "revoke_role", "db": "app", "username": name},
+    )
+    assert missing_roles.status_code == 200 and b"Name at least one role" in missing_roles.content
+
+    reader = _name("ro")
+    created = otp_admin_client.post(
+        "/admin/access/connectoraction/run/",
+        {"resource": wire_resource.pk, "kind": "create_read_only_user", "db": "reports", "username": reader},
+        follow=True,
+    )
+    assert any("Done: Create read-only user" in m for m in _messages(created))
+    secret = Account.objects.get(resource=wire_resource, username=reader).password.reveal()
+    assert _logs_in(wire_server.host_port, "admin", reader, secret)
+    pages = created.content + otp_admin_client.get("/admin/access/connectoraction/").content
+    assert secret.encode() not in pages and secret not in _everything_recorded()

@@ -3,6 +3,7 @@
 from django.urls import include, re_path
 from rest_framework.routers import SimpleRouter
 
+from access.api.actions import ConnectorActionDetailApi, ConnectorActionListCreateApi, ConnectorActionRollbackApi
 from access.api.sessions import SessionCommandsApi, SessionDetailApi, SessionEndApi, SessionListCreateApi
 from access.api.views import AccountViewSet, ResourceViewSet
 
@@ -27,4 +28,20 @@ session_urlpatterns = [
     re_path(_SESSION + r"/commands/?$", SessionCommandsApi.as_view(), name="session-commands"),
 ]
 
-urlpatterns = [*router.urls, *session_urlpatterns, re_path(r"^", include("access.api.vault_urls"))]
+_ACTIONS = r"^mongodb/(?P<resource>[-a-zA-Z0-9_]+)/actions"
+connector_action_urlpatterns = [
+    re_path(_ACTIONS + r"/?$", ConnectorActionListCreateApi.as_view(), name="connector-action-list"),
+    re_path(_ACTIONS + r"/(?P<pk>[0-9]+)/?$", ConnectorActionDetailApi.as_view(), name="connector-action-detail"),
+    re_path(
+        _ACTIONS + r"/(?P<pk>[0-9]+)/rollback/?$",
+        ConnectorActionRollbackApi.as_view(),
+        name="connector-action-rollback",
+    ),
+]
+
+urlpatterns = [
+    *router.urls,
+    *session_urlpatterns,
+    *connector_action_urlpatterns,
+    re_path(r"^", include("access.api.vault_urls")),
+]

@@ -447,3 +447,29 @@ def action_rollback(*, action: ConnectorAction, actor=None) -> ConnectorAction:
             data={"kind": action.kind, "rollback": rollback, "error": error},
         )
     return action
+
+
+# -- checking a resource ---------------------------------------------------------------------------------
+def resource_verify_connection(*, resource: Resource, actor=None) -> dict:
+    """Log in to the resource with its admin account and check it may manage users; audit the outcome.
+
+    Returns the connector's summary (server, version, topology, admin user and roles); raises ConnectorError
+    with the problem in words (DNS, TLS, unreachable, timeout, auth, permission).
+    """
+    error: ConnectorError | None = None
+    summary: dict = {}
+    try:
+        with connector_for(resource) as connector:
+            summary = connector.verify_connection()
+    except ConnectorError as exc:
+        error = exc
+    with transaction.atomic():
+        audit_record(
+            action="resource.verify_connection",
+            actor=actor,
+            target=resource,
+            data={"ok": error is None, "error": _error_text(error) if error else "", "summary": summary},
+        )
+    if error is not None:
+        raise error
+    return summary
