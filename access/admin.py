@@ -15,6 +15,12 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 
 from access.admin_actions import ACCOUNT_ACTIONS, RESOURCE_ACTIONS  # also registers ConnectorActionAdmin
+from access.admin_leases import (
+    LEASE_ACTIONS,
+    ROOT_ROTATION_ACTIONS,
+    pending_root_password,
+    revocation_status,
+)
 from access.durations import format_duration
 from access.fields import EncryptedTextField
 from access.models import (
@@ -109,10 +115,10 @@ class ResourceAdmin(AuditedModelAdmin):
     list_filter = ["kind", "tls", "tls_verify", "gateway"]
     search_fields = ["name", "uri", "description", "atlas_group_id"]
     date_hierarchy = "created_at"
-    readonly_fields = ["root_rotation_error", "created_at", "updated_at"]
+    readonly_fields = ["root_rotation_error", "pending_rotation", "created_at", "updated_at"]
     inlines = [AccountInline]
     formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
-    actions = [*RESOURCE_ACTIONS]
+    actions = [*RESOURCE_ACTIONS, *ROOT_ROTATION_ACTIONS]
     fieldsets = [
         (None, {"fields": ["name", "kind", "description", "gateway"]}),
         (
@@ -127,6 +133,7 @@ class ResourceAdmin(AuditedModelAdmin):
                     "admin_username",
                     "admin_password",
                     "root_rotation_error",
+                    "pending_rotation",
                 ]
             },
         ),
@@ -140,6 +147,10 @@ class ResourceAdmin(AuditedModelAdmin):
         ("Leases and logging", {"fields": ["default_ttl", "max_ttl", "full_command_logging"]}),
         ("Record", {"fields": ["created_at", "updated_at"]}),
     ]
+
+    @admin.display(description="pending admin password")
+    def pending_rotation(self, obj):
+        return pending_root_password(obj)
 
     @admin.display(description="default TTL", ordering="default_ttl")
     def default_ttl_human(self, obj):
@@ -191,9 +202,10 @@ class LeaseAdmin(admin.ModelAdmin):
         "issued_at",
         "expires_at",
         "attempts",
-        "last_error_short",
+        "revocation",
     ]
     list_filter = ["state", "resource", "role"]
+    actions = [*LEASE_ACTIONS]
     search_fields = ["lease_id", "username", "holder_name"]
     date_hierarchy = "issued_at"
     list_select_related = ["role__resource", "resource"]
@@ -204,9 +216,15 @@ class LeaseAdmin(admin.ModelAdmin):
     def has_add_permission(self, request):
         return False
 
-    @admin.display(description="last error")
-    def last_error_short(self, obj):
-        return (obj.last_error[:80] + "…") if len(obj.last_error) > 80 else obj.last_error
+    fieldsets = [
+        (None, {"fields": ["lease_id", "role", "resource", "holder", "holder_name", "db", "username", "revealed_at"]}),
+        ("Lifetime", {"fields": ["state", "issued_at", "expires_at", "max_expires_at", "revoked_at", "revoke_reason"]}),
+        ("Revocation attempts", {"fields": ["attempts", "next_attempt_at", "last_error"]}),
+    ]
+
+    @admin.display(description="revocation")
+    def revocation(self, obj):
+        return revocation_status(obj)
 
 
 @admin.register(AccessPolicy)
