@@ -607,3 +607,19 @@ def test_admin_form_grants_a_role_and_creates_a_read_only_user(otp_admin_client,
     assert _logs_in(wire_server.host_port, "admin", reader, secret)
     pages = created.content + otp_admin_client.get("/admin/access/connectoraction/").content
     assert secret.encode() not in pages and secret not in _everything_recorded()
+
+
+@pytest.mark.wireserver
+def test_a_rotation_that_fails_after_the_password_changed_still_stores_the_new_password(
+    wire_server, wire_resource, account_user, staff_user, wire_faults_cleared
+):
+    account, old_password = account_user
+    wire_faults_cleared.fail_command("killAllSessions", 8000, "injected kill failure")
+    action = action_run(
+        resource=wire_resource, kind=ActionKind.ROTATE_PASSWORD, db="admin", username=account.username, actor=staff_user
+    )
+    assert action.state == ActionState.FAILED and "injected kill failure" in action.error
+    account.refresh_from_db()
+    assert account.password.reveal() != old_password
+    assert _logs_in(wire_server.host_port, "admin", account.username, account.password.reveal())
+    assert account.password.reveal() not in _everything_recorded()

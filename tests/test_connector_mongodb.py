@@ -412,3 +412,57 @@ def test_one_client_is_cached_until_close(wire):
     assert wire.client is first
     wire.close()
     assert wire._client is None
+
+
+@pytest.mark.wireserver
+def test_user_management_writes_carry_a_majority_write_concern(wire, wire_server, monkeypatch):
+    from pymongo import monitoring
+
+    class Recorder(monitoring.CommandListener):
+        def __init__(self):
+            self.commands = []
+
+        def started(self, event):
+            self.commands.append((event.command_name, dict(event.command)))
+
+        def succeeded(self, event):
+            pass
+
+        def failed(self, event):
+            pass
+
+    recorder = Recorder()
+    original = MongoDBConnector._new_client
+    monkeypatch.setattr(
+        MongoDBConnector,
+        "_new_client",
+        lambda self, **kw: original(self, event_listeners=[recorder], **kw),
+    )
+    name = _name()
+    wire.create_user(db="app", username=name, password=_password(), roles=[])
+    wire.grant_roles(db="app", username=name, roles=["read"])
+    wire.drop_user(db="app", username=name)
+    concerns = {
+        cmd: body.get("writeConcern") for cmd, body in recorder.commands if cmd in ("grantRolesToUser", "dropUser")
+    }
+    assert concerns["grantRolesToUser"]["w"] == "majority" and concerns["dropUser"]["w"] == "majority"
+
+
+@pytest.mark.wireserver
+def test_a_server_that_rejects_write_concern_gets_the_command_without_it(wire, wire_faults_cleared):
+    name = _name()
+    wire.create_user(db="app", username=name, password=_password(), roles=[])
+    wire_faults_cleared.fail_command(
+        "grantRolesToUser", 9, "BSON field 'grantRolesToUser.writeConcern' is an unknown field", times=1
+    )
+    wire.grant_roles(db="app", username=name, roles=["read"])
+    assert wire.get_user(db="app", username=name)["roles"] == [{"role": "read", "db": "app"}]
+    wire.drop_user(db="app", username=name)
+
+
+@pytest.mark.wireserver
+def test_a_slow_server_is_a_timeout(wire_resource, wire_faults_cleared):
+    wire_faults_cleared.delay(1500, "usersInfo")
+    with MongoDBConnector(wire_resource, timeout_ms=500) as connector, pytest.raises(ConnectorError) as caught:
+        connector.get_user(db="app", username="anyone")
+    assert caught.value.kind == "timeout"
