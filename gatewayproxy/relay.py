@@ -93,6 +93,7 @@ class ClientConnection:
         self._login_flow = ClientLogin(lookup=self._lookup, on_verified=self._on_verified)
         self._max_request = wire.DEFAULT_MAX_MESSAGE_SIZE
         self._request_ids = 0
+        self._unacknowledged: list[int] = []
 
     @property
     def session_id(self) -> int:
@@ -407,6 +408,9 @@ class ClientConnection:
         started = time.perf_counter()
         upstream.writer.write(raw)
         if more_to_come:  # w:0 writes: the server sends nothing back
+            if len(self._unacknowledged) >= 64:
+                self._unacknowledged.pop(0)
+            self._unacknowledged.append(_HEADER.unpack_from(raw)[1])
             await upstream.writer.drain()
             self._record(raw, name, database, redact.Outcome(ok=True), started, bytes_in=len(raw))
             return
@@ -419,6 +423,18 @@ class ClientConnection:
         except wire.WireError as exc:
             self.close(f"bad reply from upstream: {exc}")
             return
+        request_id = _HEADER.unpack_from(raw)[1]
+        while self._unacknowledged and _HEADER.unpack_from(reply)[2] != request_id:
+            # Some servers (FerretDB 1.x) answer moreToCome requests anyway: drop those stray replies.
+            stray = _HEADER.unpack_from(reply)[2]
+            if stray not in self._unacknowledged:
+                break
+            self._unacknowledged.remove(stray)
+            try:
+                reply = await wire.read_message(upstream.reader, max_size=max_reply)
+            except (EOFError, asyncio.IncompleteReadError, ConnectionError, OSError, wire.WireError) as exc:
+                self.close(f"upstream closed the connection: {type(exc).__name__}")
+                return
         await self._send(reply)
         outcome = redact.reply_outcome(reply)
         bytes_out = len(reply)

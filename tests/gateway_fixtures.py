@@ -24,6 +24,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -33,6 +34,28 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 _READY = re.compile(r"gateway listening on (\S+):(\d+)")
+
+
+def wait_for(predicate, timeout: float = 5.0, interval: float = 0.05):
+    """Poll ``predicate`` until it returns something true or ``timeout`` passes; return its last value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    return predicate()
+
+
+def account_on(server, *, roles=None, **resource_fields):
+    """An Account stored for a new user of the wire server ``server`` (root unless ``roles``)."""
+    from tests.factories import AccountFactory, ResourceFactory
+
+    username, password = f"acct_{uuid.uuid4().hex[:8]}", f"acct-{uuid.uuid4().hex}"
+    server.create_user(username, password, roles or [{"role": "root", "db": "admin"}])
+    uri = f"mongodb://{server.host_port}" + (f"/?replicaSet={server.replica_set}" if server.replica_set else "")
+    resource = ResourceFactory(uri=uri, tls=False, **resource_fields)
+    return AccountFactory(resource=resource, username=username, password=password)
 
 
 @pytest.fixture(scope="session")

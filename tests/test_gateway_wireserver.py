@@ -25,8 +25,7 @@ from access.models import Gateway, Session, SessionCommand
 from access.models.sessions import SessionEndReason, SessionState
 from access.services.sessions import session_end, session_username_new, session_verifiers
 from gatewayproxy import wire
-from tests.factories import AccountFactory, ResourceFactory
-from tests.gateway_fixtures import GatewayProcess
+from tests.gateway_fixtures import GatewayProcess, account_on, wait_for
 from tests.mongo.wireserver import WireServer
 
 pytestmark = [pytest.mark.wireserver, pytest.mark.django_db(transaction=True)]
@@ -36,27 +35,8 @@ def _name(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:8]}"
 
 
-def account_on(server: WireServer, *, roles=None, **resource_fields):
-    """An Account stored for a new user of ``server`` (root unless ``roles``)."""
-    username, password = _name("acct"), f"acct-{uuid.uuid4().hex}"
-    server.create_user(username, password, roles or [{"role": "root", "db": "admin"}])
-    uri = f"mongodb://{server.host_port}" + (f"/?replicaSet={server.replica_set}" if server.replica_set else "")
-    resource = ResourceFactory(uri=uri, tls=False, **resource_fields)
-    return AccountFactory(resource=resource, username=username, password=password)
-
-
 def client_for(uri: str, **options) -> MongoClient:
     return MongoClient(uri, serverSelectionTimeoutMS=5000, connectTimeoutMS=5000, **options)
-
-
-def wait_for(predicate, timeout: float = 5.0, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    return predicate()
 
 
 def commands_of(session) -> list[SessionCommand]:
