@@ -466,3 +466,44 @@ def test_a_slow_server_is_a_timeout(wire_resource, wire_faults_cleared):
     with MongoDBConnector(wire_resource, timeout_ms=500) as connector, pytest.raises(ConnectorError) as caught:
         connector.get_user(db="app", username="anyone")
     assert caught.value.kind == "timeout"
+
+
+# -- the session's server: MONGODB_URI when set (a real MongoDB), else FerretDB --------------------------
+@pytest.fixture
+def session_resource(db, mongo_admin_uri):
+    from pymongo.uri_parser import parse_uri
+
+    parsed = parse_uri(mongo_admin_uri)
+    hosts = ",".join(f"{host}:{port}" for host, port in parsed["nodelist"])
+    options = parsed["options"]
+    topology = f"replicaSet={options['replicaset']}" if options.get("replicaset") else "directConnection=true"
+    return ResourceFactory(
+        uri=f"mongodb://{hosts}/?{topology}",
+        tls=bool(options.get("tls")),
+        tls_verify=not options.get("tlsallowinvalidcertificates", False),
+        auth_database=options.get("authsource", "admin"),
+        admin_username=parsed["username"],
+        admin_password=parsed["password"],
+    )
+
+
+def test_user_lifecycle_on_the_session_server(session_resource, mongo_server_kind):
+    name, first, second = _name("life"), _password(), _password()
+    roles = [] if mongo_server_kind == "ferretdb" else [{"role": "read", "db": "app"}]
+    with MongoDBConnector(session_resource) as connector:
+        connector.verify_connection()
+        connector.create_user(db="app", username=name, password=first, roles=roles, custom_data={TAG_KEY: {"t": 1}})
+        try:
+            assert connector.can_login(db="app", username=name, password=first)
+            connector.change_password(db="app", username=name, password=second)
+            assert not connector.can_login(db="app", username=name, password=first)
+            if mongo_server_kind != "ferretdb":
+                assert connector.get_user(db="app", username=name)["customData"] == {TAG_KEY: {"t": 1}}
+                previous = connector.lock_user(db="app", username=name)
+                assert not connector.can_login(db="app", username=name, password=second)
+                connector.kill_user_connections(db="app", username=name)
+                connector.unlock_user(db="app", username=name, restrictions=previous)
+            assert connector.can_login(db="app", username=name, password=second)
+        finally:
+            assert connector.drop_user(db="app", username=name) is True
+        assert connector.get_user(db="app", username=name) is None

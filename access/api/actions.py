@@ -8,6 +8,7 @@ A succeeded action answers 201 (rollback: 200). A connector failure is recorded 
 from __future__ import annotations
 
 from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import extend_schema
 from rest_framework import permissions, serializers, status
 from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.response import Response
@@ -90,12 +91,14 @@ class ConnectorActionListCreateApi(APIView):
 
     permission_classes = [CanRunConnectorActions]
 
+    @extend_schema(responses=ConnectorActionSerializer(many=True))
     def get(self, request, resource: str):
         queryset = connector_actions(resource=_resource(resource))
         paginator = LimitOffsetPagination()
         page = paginator.paginate_queryset(queryset, request, view=self)
         return paginator.get_paginated_response(ConnectorActionSerializer(page, many=True).data)
 
+    @extend_schema(request=ActionRunSerializer, responses={201: ConnectorActionSerializer})
     def post(self, request, resource: str):
         target = _resource(resource)
         serializer = ActionRunSerializer(data=request.data)
@@ -109,6 +112,7 @@ class ConnectorActionDetailApi(APIView):
 
     permission_classes = [CanRunConnectorActions]
 
+    @extend_schema(responses=ConnectorActionSerializer)
     def get(self, request, resource: str, pk: int):
         action = get_object_or_404(connector_actions(resource=_resource(resource)), pk=pk)
         return Response(ConnectorActionSerializer(action).data)
@@ -119,6 +123,7 @@ class ConnectorActionRollbackApi(APIView):
 
     permission_classes = [CanRunConnectorActions]
 
+    @extend_schema(request=None, responses={200: ConnectorActionSerializer})
     def post(self, request, resource: str, pk: int):
         action = get_object_or_404(connector_actions(resource=_resource(resource)), pk=pk)
         return _answer(action_rollback(action=action, actor=request.user), ok_status=status.HTTP_200_OK)
