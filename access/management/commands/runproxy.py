@@ -33,6 +33,8 @@ def host_port(value: str, *, default_port: int) -> tuple[str, int]:
 
 class Command(BaseCommand):
     help = "Run the MongoDB gateway: accept session logins and relay them to their deployments."
+    # The gateway serves no URLs or templates; skipping the checks keeps its start fast.
+    requires_system_checks = []
 
     def add_arguments(self, parser):
         parser.add_argument("--listen", default="127.0.0.1:27018", help="HOST:PORT to listen on.")
