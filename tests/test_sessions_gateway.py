@@ -185,3 +185,29 @@ def test_gateway_stop_and_lost_sweep_end_only_that_gateways_sessions():
     assert on_stopping.end_reason == SessionEndReason.GATEWAY_STOPPED
     assert on_silent.end_reason == SessionEndReason.GATEWAY_LOST
     assert on_healthy.state == SessionState.OPEN
+
+
+def test_commands_keep_their_time_and_store_non_json_values_as_text(opened):
+    import datetime
+
+    from bson import ObjectId
+
+    session, _ = opened
+    at = timezone.now() - timedelta(seconds=30)
+    object_id = ObjectId()
+
+    session_commands_record(
+        commands=[
+            {
+                "session_id": session.pk,
+                "command": "find",
+                "at": at,
+                "summary": {"filter": {"_id": object_id, "when": datetime.datetime(2026, 1, 2, tzinfo=datetime.UTC)}},
+                "n": 1,
+            }
+        ]
+    )
+
+    row = SessionCommand.objects.get(session=session)
+    assert abs((row.at - at).total_seconds()) < 0.001
+    assert row.summary == {"filter": {"_id": str(object_id), "when": "2026-01-02 00:00:00+00:00"}}

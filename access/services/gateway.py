@@ -14,13 +14,18 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from access.crypto import Secret
-from access.events import COMMAND_EVENT, command_event_fields, publish_session_event
+from access.events import (
+    COMMAND_EVENT,
+    command_event_fields,
+    publish_session_event,
+    session_events_use_channel_layer,
+)
 from access.models import Gateway, Session, SessionCommand
 from access.models.leases import LeaseState
 from access.models.sessions import SessionEndReason, SessionState
@@ -162,9 +167,11 @@ def _scrub_summary(value: Any) -> Any:
             key: "[redacted]" if str(key).lower() in _SECRET_SUMMARY_KEYS else _scrub_summary(item)
             for key, item in value.items()
         }
-    if isinstance(value, list):
+    if isinstance(value, list | tuple):
         return [_scrub_summary(item) for item in value]
-    return value
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return str(value)  # an ObjectId, a datetime, bytes...: the log stores JSON
 
 
 def _as_datetime(value: Any) -> datetime:
@@ -178,20 +185,65 @@ def _as_datetime(value: Any) -> datetime:
     return parsed if parsed is not None else timezone.now()
 
 
-def _command_row(item: dict) -> SessionCommand:
-    text = {name: str(item.get(name) or "")[:limit] for name, limit in _LIMITS.items()}
-    return SessionCommand(
-        session_id=item["session_id"],
-        at=_as_datetime(item.get("at")),
-        connection_id=max(int(item.get("connection_id") or 0), 0),
-        summary=_scrub_summary(item.get("summary") or {}),
-        ok=bool(item.get("ok", True)),
-        n=item.get("n"),
-        error_code=item.get("error_code"),
-        refused=bool(item.get("refused", False)),
-        latency_us=max(int(item.get("latency_us") or 0), 0),
-        **text,
-    )
+_COLUMNS = (
+    "session_id",
+    "at",
+    "connection_id",
+    "database",
+    "collection",
+    "command",
+    "summary",
+    "ok",
+    "n",
+    "error_code",
+    "error_message",
+    "refused",
+    "latency_us",
+)
+
+
+def _command_values(item: dict) -> dict[str, Any]:
+    """One command dict from the gateway, bounded and scrubbed, as SessionCommand field values."""
+    return {
+        "session_id": int(item["session_id"]),
+        "at": _as_datetime(item.get("at")),
+        "connection_id": max(int(item.get("connection_id") or 0), 0),
+        "database": str(item.get("database") or "")[: _LIMITS["database"]],
+        "collection": str(item.get("collection") or "")[: _LIMITS["collection"]],
+        "command": str(item.get("command") or "")[: _LIMITS["command"]],
+        "summary": _scrub_summary(item.get("summary") or {}),
+        "ok": bool(item.get("ok", True)),
+        "n": _int_or_none(item.get("n")),
+        "error_code": _int_or_none(item.get("error_code")),
+        "error_message": str(item.get("error_message") or "")[: _LIMITS["error_message"]],
+        "refused": bool(item.get("refused", False)),
+        "latency_us": max(int(item.get("latency_us") or 0), 0),
+    }
+
+
+def _int_or_none(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+def _insert_commands(values: list[dict[str, Any]]) -> None:
+    """Insert command rows with one executemany: about ten times faster than bulk_create, and the gateway's
+    flusher thread shares the CPU with the relay. Values are adapted by the fields, as the ORM would."""
+    fields = [SessionCommand._meta.get_field(name) for name in _COLUMNS]
+    at_field, summary_field = SessionCommand._meta.get_field("at"), SessionCommand._meta.get_field("summary")
+    quote = connection.ops.quote_name
+    # Only the model's own table and column names are interpolated; every value is a bound parameter.
+    table, columns = quote(SessionCommand._meta.db_table), ", ".join(quote(f.column) for f in fields)
+    sql = f"INSERT INTO {table} ({columns}) VALUES ({', '.join(['%s'] * len(fields))})"  # noqa: S608
+    params = []
+    for row in values:
+        row = {
+            **row,
+            "at": at_field.get_db_prep_save(row["at"], connection),
+            "summary": summary_field.get_db_prep_save(row["summary"], connection),
+        }
+        params.append([row[name] for name in _COLUMNS])
+    with connection.cursor() as cursor:
+        cursor.executemany(sql, params)
 
 
 def session_commands_record(*, commands: list[dict]) -> None:
@@ -201,6 +253,8 @@ def session_commands_record(*, commands: list[dict]) -> None:
     `connection_id`, `database`, `collection`, `summary`, `ok`, `n`, `error_code`, `error_message`,
     `refused`, `latency_us`, and the connection's traffic since the last batch, `bytes_in`/`bytes_out`.
     A dict without `command` only adds its bytes. Commands of sessions that no longer exist are dropped.
+    Rows are inserted with one executemany; only when events travel through a channel layer (which
+    needs the new rows' ids) are they created with bulk_create.
     """
     if not commands:
         return
@@ -208,7 +262,12 @@ def session_commands_record(*, commands: list[dict]) -> None:
     with transaction.atomic():
         known = set(Session.objects.filter(pk__in=session_ids).values_list("pk", flat=True))
         items = [item for item in commands if int(item["session_id"]) in known]
-        rows = SessionCommand.objects.bulk_create([_command_row(item) for item in items if item.get("command")])
+        values = [_command_values(item) for item in items if item.get("command")]
+        if values and session_events_use_channel_layer():
+            rows = SessionCommand.objects.bulk_create([SessionCommand(**row) for row in values])
+            transaction.on_commit(lambda: _publish_commands(rows))
+        elif values:
+            _insert_commands(values)
         totals: dict[int, list[int]] = {}
         for item in items:
             total = totals.setdefault(int(item["session_id"]), [0, 0, 0])
@@ -221,8 +280,6 @@ def session_commands_record(*, commands: list[dict]) -> None:
                 bytes_in=F("bytes_in") + bytes_in,
                 bytes_out=F("bytes_out") + bytes_out,
             )
-        if rows and rows[0].pk is not None:
-            transaction.on_commit(lambda: _publish_commands(rows))
 
 
 def _publish_commands(rows: list[SessionCommand]) -> None:
