@@ -142,3 +142,14 @@ def test_commands_are_listed_redacted_and_paginated(owner_client, policy):
     assert page["count"] == 5
     assert [row["collection"] for row in page["results"]] == ["c1", "c2"]
     assert set(page["results"][0]) >= {"at", "database", "command", "ok", "n", "latency_us", "summary"}
+
+
+def test_the_secret_reaches_no_log_line(owner_client, policy, caplog):
+    caplog.set_level("DEBUG")
+
+    body = _open(owner_client, policy.account).json()
+    owner_client.get(f"/api/v1/sessions/{body['session_id']}")
+    owner_client.post(f"/api/v1/sessions/{body['session_id']}/end")
+
+    assert body["secret"] not in caplog.text
+    assert all(body["secret"] not in str(record.__dict__) for record in caplog.records)
