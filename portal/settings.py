@@ -210,3 +210,5 @@ LOGGING = {
 PAM_DEFAULT_LEASE_TTL = env.str("PAM_DEFAULT_LEASE_TTL", default="1h")
 PAM_DEFAULT_LEASE_MAX_TTL = env.str("PAM_DEFAULT_LEASE_MAX_TTL", default="24h")
 PAM_GATEWAY_HOST = env.str("PAM_GATEWAY_HOST", default="127.0.0.1:27018")
+# The second factor every portal user must use ("totp" or "email"); empty lets each user choose (default email).
+PAM_MFA_METHOD = env.str("PAM_MFA_METHOD", default="")

@@ -1,16 +1,44 @@
-"""URL map: the portal at /, the OTP admin at /admin/, the API at /api/v1/ with its schema and docs."""
+"""URL map: the requester portal at /, the OTP admin at /admin/, the API at /api/v1/ with its schema and docs."""
 
 from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from portal import views
+from portal.views import auth, dashboard, health, leases, mfa, requests, sessions
+
+portal_patterns = [
+    path("", dashboard.dashboard, name="dashboard"),
+    path("accounts/login/", auth.LoginView.as_view(), name="login"),
+    path("accounts/logout/", auth.LogoutView.as_view(), name="logout"),
+    path("mfa/", mfa.mfa_verify, name="mfa-verify"),
+    path("mfa/enrol/", mfa.mfa_enrol, name="mfa-enrol"),
+    path("mfa/email/", mfa.mfa_email_send, name="mfa-email"),
+    path("mfa/step-up/", mfa.mfa_step_up, name="mfa-step-up"),
+    path("mfa/backup-codes/", mfa.mfa_backup_codes, name="mfa-backup-codes"),
+    path("mfa/settings/", mfa.mfa_settings, name="mfa-settings"),
+    path("catalogue/", requests.catalogue, name="catalogue"),
+    path("requests/", requests.request_list, name="request-list"),
+    path("requests/new/<int:policy_id>/", requests.request_new, name="request-new"),
+    path("requests/<int:pk>/", requests.request_detail, name="request-detail"),
+    path("requests/<int:pk>/cancel/", requests.request_cancel, name="request-cancel"),
+    path("approvals/", requests.approvals, name="approvals"),
+    path("approvals/<int:pk>/decide/", requests.approval_decide, name="approval-decide"),
+    path("roles/<int:role_id>/use/", leases.role_use, name="role-use"),
+    path("leases/", leases.lease_list, name="lease-list"),
+    path("leases/<int:pk>/", leases.lease_detail, name="lease-detail"),
+    path("leases/<int:pk>/renew/", leases.lease_renew_view, name="lease-renew"),
+    path("leases/<int:pk>/revoke/", leases.lease_revoke_view, name="lease-revoke"),
+    path("db-accounts/<int:account_id>/use/", sessions.account_use, name="account-use"),
+    path("sessions/", sessions.session_list, name="session-list"),
+    path("sessions/<uuid:public_id>/", sessions.session_detail, name="session-detail"),
+    path("sessions/<uuid:public_id>/end/", sessions.session_end_view, name="session-end"),
+]
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include("access.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
-    path("healthz", views.healthz, name="healthz"),
-    path("", views.home, name="home"),
+    path("healthz", health.healthz, name="healthz"),
+    path("", include((portal_patterns, "portal"))),
 ]

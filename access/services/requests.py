@@ -1,0 +1,254 @@
+"""Access requests: asking for time-boxed access, approving or denying it, break-glass, and the post-review.
+
+A requester asks under one of their policies for a target (an account or a dynamic role), with a reason and a
+duration no longer than the policy allows. Someone else holding `access.approve_accessrequest` approves or
+denies it; nobody decides their own request (the database refuses it too). Approval starts the clock:
+`expires_at = decided_at + duration`. A policy with `break_glass_allowed` lets the requester skip approval in an
+emergency: the request is approved at once by nobody, flagged, the approvers are told, and it stays on the admin's
+"awaiting post-review" list until an approver records a review. Every step writes an audit row in the same
+transaction and sends an email (after the commit) to the requester and the approvers.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.mail import send_mail
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from access.durations import format_duration
+from access.models import AccessPolicy, AccessRequest
+from access.models.policies import RequestState
+from access.services.audit import audit_record
+
+log = logging.getLogger(__name__)
+
+APPROVE_PERMISSION = "access.approve_accessrequest"
+REASON_MAX_LENGTH = 2000
+
+
+def approvers_for(request: AccessRequest | None = None):
+    """Active users who may decide requests (the permission directly, through a group, or superusers).
+
+    With `request`, its requester is left out: nobody decides their own request.
+    """
+    permission = Permission.objects.filter(codename="approve_accessrequest", content_type__app_label="access")
+    users = (
+        get_user_model()
+        .objects.filter(is_active=True)
+        .filter(Q(is_superuser=True) | Q(user_permissions__in=permission) | Q(groups__permissions__in=permission))
+        .distinct()
+    )
+    if request is not None:
+        users = users.exclude(pk=request.requester_id)
+    return users
+
+
+def user_may_approve(user) -> bool:
+    """Whether `user` may approve or deny other people's requests."""
+    return bool(user and user.is_authenticated and user.is_active and user.has_perm(APPROVE_PERMISSION))
+
+
+def _notify(*, request: AccessRequest, subject: str, body: str, to_requester: bool = True) -> None:
+    """Email the requester and the approvers once the transaction commits (a mail failure is logged, not raised)."""
+    recipients = {user.email for user in approvers_for(request) if user.email}
+    if to_requester and request.requester.email:
+        recipients.add(request.requester.email)
+    if not recipients:
+        return
+    text = f"{body}\n\nRequest #{request.pk}: {request.target} for {format_duration(request.duration)}.\n"
+
+    def send():
+        try:
+            send_mail(
+                f"[MongoDB access] {subject}",
+                text,
+                settings.DEFAULT_FROM_EMAIL,
+                sorted(recipients),
+                fail_silently=False,
+            )
+        except Exception:  # the decision stands even when the mail server is down
+            log.warning("access request #%s: notification email failed", request.pk, exc_info=True)
+
+    transaction.on_commit(send)
+
+
+def _locked(request: AccessRequest) -> AccessRequest:
+    return AccessRequest.objects.select_for_update().select_related("requester", "policy").get(pk=request.pk)
+
+
+def access_request_create(
+    *, requester, policy: AccessPolicy, reason: str, duration: timedelta, break_glass: bool = False
+) -> AccessRequest:
+    """Ask for access to `policy`'s target for `duration`; break-glass approves it at once and tells the approvers.
+
+    Raises PermissionDenied when the policy does not name the requester (or forbids break-glass) and
+    ValidationError for an empty reason or a duration outside (0, policy.max_duration].
+    """
+    if not AccessPolicy.objects.for_user(requester).filter(pk=policy.pk).exists():
+        raise PermissionDenied("No enabled access policy lets you request this.")
+    if break_glass and not policy.break_glass_allowed:
+        raise PermissionDenied("This policy does not allow break-glass access.")
+    reason = (reason or "").strip()
+    errors = {}
+    if not reason:
+        errors["reason"] = "Say why you need this access."
+    elif len(reason) > REASON_MAX_LENGTH:
+        errors["reason"] = f"Keep the reason under {REASON_MAX_LENGTH} characters."
+    if duration <= timedelta(0):
+        errors["duration"] = "The duration must be positive."
+    elif duration > policy.max_duration:
+        errors["duration"] = f"At most {format_duration(policy.max_duration)} under this policy."
+    if errors:
+        raise ValidationError(errors)
+    now = timezone.now()
+    with transaction.atomic():
+        request = AccessRequest.objects.create(
+            requester=requester,
+            policy=policy,
+            account=policy.account,
+            role=policy.role,
+            reason=reason,
+            duration=duration,
+            break_glass=break_glass,
+            state=RequestState.APPROVED if break_glass else RequestState.PENDING,
+            decided_at=now if break_glass else None,
+            expires_at=now + duration if break_glass else None,
+        )
+        audit_record(
+            action="request.break_glass" if break_glass else "request.create",
+            actor=requester,
+            target=request,
+            data={
+                "policy": policy.name,
+                "target": str(policy.target),
+                "duration_seconds": int(duration.total_seconds()),
+                "reason": reason,
+            },
+        )
+        if break_glass:
+            _notify(
+                request=request,
+                subject=f"BREAK-GLASS access by {requester.get_username()} to {request.target}",
+                body=f"{requester.get_username()} used break-glass access without approval.\nReason: {reason}\n"
+                "Record a post-review in the admin.",
+            )
+        else:
+            _notify(
+                request=request,
+                subject=f"{requester.get_username()} asks for access to {request.target}",
+                body=f"{requester.get_username()} asks for access.\nReason: {reason}\n"
+                "Approve or deny it in the portal.",
+            )
+    return request
+
+
+def _decide(*, request: AccessRequest, approver, comment: str, approve: bool) -> AccessRequest:
+    if not user_may_approve(approver):
+        raise PermissionDenied("You may not approve or deny access requests.")
+    with transaction.atomic():
+        current = _locked(request)
+        if current.requester_id == approver.pk:
+            raise PermissionDenied("Nobody approves or denies their own request.")
+        if current.state != RequestState.PENDING:
+            raise ValidationError(f"This request is already {current.get_state_display().lower()}.")
+        now = timezone.now()
+        current.state = RequestState.APPROVED if approve else RequestState.DENIED
+        current.approver = approver
+        current.decision_comment = (comment or "").strip()
+        current.decided_at = now
+        current.expires_at = now + current.duration if approve else None
+        current.save(update_fields=["state", "approver", "decision_comment", "decided_at", "expires_at"])
+        verb = "approve" if approve else "deny"
+        audit_record(
+            action=f"request.{verb}",
+            actor=approver,
+            target=current,
+            data={"requester": current.requester.get_username(), "comment": current.decision_comment},
+        )
+        outcome = "approved" if approve else "denied"
+        until = f" until {current.expires_at:%Y-%m-%d %H:%M} UTC" if approve else ""
+        _notify(
+            request=current,
+            subject=f"Request #{current.pk} {outcome} by {approver.get_username()}",
+            body=f"{approver.get_username()} {outcome} the request of {current.requester.get_username()}{until}."
+            + (f"\nComment: {current.decision_comment}" if current.decision_comment else ""),
+        )
+    request.refresh_from_db()
+    return current
+
+
+def access_request_approve(*, request: AccessRequest, approver, comment: str = "") -> AccessRequest:
+    """Approve a pending request; its window opens now for its duration. PermissionDenied for self or no permission."""
+    return _decide(request=request, approver=approver, comment=comment, approve=True)
+
+
+def access_request_deny(*, request: AccessRequest, approver, comment: str = "") -> AccessRequest:
+    """Deny a pending request. PermissionDenied for one's own request or without the permission."""
+    return _decide(request=request, approver=approver, comment=comment, approve=False)
+
+
+def access_request_cancel(*, request: AccessRequest, user) -> AccessRequest:
+    """The requester withdraws a pending request, or gives up an approved one early (its window closes now)."""
+    with transaction.atomic():
+        current = _locked(request)
+        if current.requester_id != user.pk:
+            raise PermissionDenied("Only the requester may cancel a request.")
+        now = timezone.now()
+        if current.state == RequestState.PENDING:
+            pass
+        elif current.state == RequestState.APPROVED and current.expires_at and current.expires_at > now:
+            current.expires_at = now
+        else:
+            raise ValidationError(f"This request is already {current.get_state_display().lower()}.")
+        current.state = RequestState.CANCELLED
+        current.save(update_fields=["state", "expires_at"])
+        audit_record(action="request.cancel", actor=user, target=current)
+        _notify(
+            request=current,
+            subject=f"Request #{current.pk} cancelled",
+            body=f"{user.get_username()} cancelled the request.",
+        )
+    return current
+
+
+def access_request_post_review(*, request: AccessRequest, reviewer, comment: str) -> AccessRequest:
+    """Record the review of a break-glass grant after the fact; it then leaves the "awaiting post-review" list."""
+    if not user_may_approve(reviewer):
+        raise PermissionDenied("You may not review break-glass access.")
+    comment = (comment or "").strip()
+    if not comment:
+        raise ValidationError({"comment": "Write what the review found."})
+    with transaction.atomic():
+        current = _locked(request)
+        if not current.break_glass:
+            raise ValidationError("Only break-glass grants are post-reviewed.")
+        if current.requester_id == reviewer.pk:
+            raise PermissionDenied("Nobody reviews their own break-glass access.")
+        if current.post_reviewed_at is not None:
+            raise ValidationError("This break-glass grant was already reviewed.")
+        current.post_reviewed_by = reviewer
+        current.post_reviewed_at = timezone.now()
+        current.post_review_comment = comment
+        current.save(update_fields=["post_reviewed_by", "post_reviewed_at", "post_review_comment"])
+        audit_record(action="request.post_review", actor=reviewer, target=current, data={"comment": comment})
+        _notify(
+            request=current,
+            subject=f"Break-glass request #{current.pk} reviewed by {reviewer.get_username()}",
+            body=f"Review: {comment}",
+        )
+    return current
+
+
+def access_policy_mark_used(*, policy: AccessPolicy | None, at=None) -> None:
+    """Record that a lease or session was just issued under `policy` (the access review's "last used")."""
+    if policy is None:
+        return
+    AccessPolicy.objects.filter(pk=policy.pk).update(last_used_at=at or timezone.now())

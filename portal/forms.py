@@ -1,0 +1,102 @@
+"""Forms of the requester portal: one-time codes, access requests, decisions, and durations people type."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django import forms
+from django.contrib.auth.forms import AuthenticationForm
+
+from access.durations import format_duration, parse_duration
+from access.models.profiles import MfaMethod
+
+
+class HumanDurationFormField(forms.CharField):
+    """A duration typed as `30m`, `1h`, `1h30m` or seconds; bounded by `max_value` when given."""
+
+    def __init__(self, *, max_value: timedelta | None = None, **kwargs):
+        self.max_value = max_value
+        kwargs.setdefault("help_text", "e.g. 30m, 1h, 2h30m")
+        super().__init__(max_length=32, **kwargs)
+
+    def prepare_value(self, value):
+        return format_duration(value) if isinstance(value, timedelta) else value
+
+    def to_python(self, value):
+        value = super().to_python(value)
+        if value in self.empty_values:
+            return None
+        duration = parse_duration(value)
+        if self.max_value is not None and duration > self.max_value:
+            raise forms.ValidationError(f"At most {format_duration(self.max_value)}.")
+        return duration
+
+
+class LoginForm(AuthenticationForm):
+    """Username and password (the first factor)."""
+
+    username = forms.CharField(widget=forms.TextInput(attrs={"autofocus": True, "autocomplete": "username"}))
+    password = forms.CharField(widget=forms.PasswordInput(attrs={"autocomplete": "current-password"}))
+
+
+class TokenForm(forms.Form):
+    """A one-time code: six digits from the app or email, or a backup code."""
+
+    token = forms.CharField(
+        label="Code",
+        max_length=32,
+        widget=forms.TextInput(
+            attrs={"autocomplete": "one-time-code", "inputmode": "text", "autofocus": True, "spellcheck": "false"}
+        ),
+    )
+
+    def clean_token(self):
+        return self.cleaned_data["token"].strip().replace(" ", "")
+
+
+class MfaMethodForm(forms.Form):
+    method = forms.ChoiceField(choices=MfaMethod.choices, widget=forms.RadioSelect)
+
+
+class AccessRequestForm(forms.Form):
+    """Reason and duration for a request under one policy; break-glass only where the policy allows it."""
+
+    reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), max_length=2000)
+    duration = HumanDurationFormField()
+    break_glass = forms.BooleanField(
+        required=False,
+        label="Break glass: emergency access now, without approval (approvers are told and will review it)",
+    )
+
+    def __init__(self, *args, policy, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.policy = policy
+        self.fields["duration"].max_value = policy.max_duration
+        self.fields["duration"].help_text = f"Up to {format_duration(policy.max_duration)}, e.g. 30m or 1h."
+        self.fields["duration"].initial = min(policy.max_duration, timedelta(hours=1))
+        if not policy.break_glass_allowed:
+            del self.fields["break_glass"]
+
+
+class DecisionForm(forms.Form):
+    """An approver's decision with an optional comment."""
+
+    decision = forms.ChoiceField(choices=[("approve", "Approve"), ("deny", "Deny")])
+    comment = forms.CharField(required=False, max_length=2000, widget=forms.Textarea(attrs={"rows": 2}))
+
+
+class LeaseForm(forms.Form):
+    """How long the generated credentials should live (capped by the grant and the role's maximum)."""
+
+    ttl = HumanDurationFormField(label="Lifetime", required=False)
+
+
+class RenewForm(forms.Form):
+    increment = HumanDurationFormField(label="Extend by", required=False)
+
+
+class SessionForm(forms.Form):
+    """How long a gateway session may last, and whether it only reads."""
+
+    duration = HumanDurationFormField()
+    read_only = forms.BooleanField(required=False, label="Read-only session")

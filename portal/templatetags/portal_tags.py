@@ -1,0 +1,37 @@
+"""Template helpers for the portal layout: the approver badge and human durations."""
+
+from django import template
+
+from access.durations import format_duration
+from access.selectors.requests import approval_queue, request_display_state
+from access.services.requests import user_may_approve
+
+register = template.Library()
+
+
+@register.simple_tag(takes_context=True)
+def approver_queue_count(context) -> int | None:
+    """How many requests wait for this user's decision (None for non-approvers)."""
+    request = context.get("request")
+    user = getattr(request, "user", None)
+    if not user_may_approve(user):
+        return None
+    return approval_queue(user).count()
+
+
+@register.filter
+def duration(value) -> str:
+    return format_duration(value)
+
+
+@register.filter
+def display_state(access_request) -> str:
+    return request_display_state(access_request)
+
+
+@register.filter
+def as_json(value) -> str:
+    """A command summary as compact JSON text (escaped by the template like any string)."""
+    import json
+
+    return json.dumps(value, separators=(",", ":"), sort_keys=True, default=str)

@@ -1,0 +1,114 @@
+"""Dynamic credentials in the portal: get a lease for a role, see its password once, renew it, revoke it."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_POST
+
+from access.models import AccessPolicy, DynamicRole, Lease
+from access.models.leases import LeaseState
+from access.selectors.leases import lease_connection_string
+from access.selectors.policies import access_grant_for
+from access.services.leases import LeaseError, lease_renew, lease_reveal_password, lease_revoke
+from access.services.usage import access_lease_issue
+from portal.forms import LeaseForm, RenewForm
+from portal.guards import mfa_fresh, portal_view, step_up_redirect
+
+
+def _own_lease(request, pk: int) -> Lease:
+    """The user's own lease, or 404: the portal never shows anyone else's (staff use the admin)."""
+    return get_object_or_404(Lease.objects.for_user(request.user).select_related("role", "resource"), pk=pk)
+
+
+@never_cache
+@portal_view
+def role_use(request, role_id: int):
+    """Ask for credentials on a role the user holds a policy for; a fresh code first when the grant requires MFA."""
+    role_ids = AccessPolicy.objects.for_user(request.user).filter(role__isnull=False).values("role_id")
+    role = get_object_or_404(DynamicRole.objects.select_related("resource").filter(pk__in=role_ids), pk=role_id)
+    grant = access_grant_for(user=request.user, role=role)
+    if grant is None:
+        messages.info(request, f"You need an approved request before using {role}.")
+        return redirect("portal:catalogue")
+    if grant.mfa_required and not mfa_fresh(request):
+        return step_up_redirect(request, request.get_full_path())
+    form = LeaseForm(request.POST or None, initial={"ttl": grant.cap(role.effective_default_ttl)})
+    if request.method == "POST" and form.is_valid():
+        try:
+            lease, _password = access_lease_issue(
+                user=request.user, role=role, ttl=form.cleaned_data.get("ttl"), mfa_verified=mfa_fresh(request)
+            )
+        except (LeaseError, PermissionDenied, ValidationError) as exc:
+            form.add_error(None, getattr(exc, "message", None) or " ".join(getattr(exc, "messages", [str(exc)])))
+        else:
+            # The password is shown once on the lease page (lease_reveal_password), never passed in a URL.
+            return redirect("portal:lease-detail", pk=lease.pk)
+    return render(request, "portal/role_use.html", {"role": role, "grant": grant, "form": form})
+
+
+@portal_view
+def lease_list(request):
+    leases = Lease.objects.for_user(request.user).select_related("role", "resource").order_by("-issued_at")[:200]
+    return render(request, "portal/lease_list.html", {"leases": leases})
+
+
+@never_cache
+@portal_view
+def lease_detail(request, pk: int):
+    """The lease; on the first visit after issue, its password and connection string (then only the username)."""
+    lease = _own_lease(request, pk)
+    password = lease_reveal_password(lease=lease, user=request.user) if lease.revealed_at is None else None
+    if password is not None:
+        lease.refresh_from_db()
+    context = {
+        "lease": lease,
+        "password": password,
+        "connection_string": lease_connection_string(lease, password) if password else "",
+        "connection_template": lease_connection_string(lease, "<password>").replace("%3Cpassword%3E", "<password>"),
+        "is_active": lease.state == LeaseState.ACTIVE,
+        "renew_form": RenewForm(initial={"increment": lease.role.effective_default_ttl}),
+    }
+    response = render(request, "portal/lease_detail.html", context)
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@require_POST
+@portal_view
+def lease_renew_view(request, pk: int):
+    """Extend the lease (capped at its maximum and at the grant)."""
+    lease = _own_lease(request, pk)
+    form = RenewForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, " ".join(form.errors.get("increment", ["Enter a duration such as 30m."])))
+        return redirect("portal:lease-detail", pk=pk)
+    grant = access_grant_for(user=request.user, role=lease.role)
+    if grant is None:
+        messages.error(request, "Your access to this role has ended: the lease cannot be renewed.")
+        return redirect("portal:lease-detail", pk=pk)
+    increment = grant.cap(form.cleaned_data.get("increment") or lease.role.effective_default_ttl)
+    try:
+        renewed = lease_renew(lease=lease, increment=increment, actor=request.user)
+    except LeaseError as exc:
+        messages.error(request, exc.message)
+    else:
+        capped = " (capped at the lease's maximum)" if renewed.expires_at >= renewed.max_expires_at else ""
+        messages.success(request, f"Renewed until {renewed.expires_at:%H:%M:%S} UTC{capped}.")
+    return redirect("portal:lease-detail", pk=pk)
+
+
+@require_POST
+@portal_view
+def lease_revoke_view(request, pk: int):
+    """Drop the database user now."""
+    lease = _own_lease(request, pk)
+    revoked = lease_revoke(lease=lease, actor=request.user, reason="revoked by holder")
+    if revoked.state == LeaseState.REVOKED:
+        messages.success(request, f"Revoked: the database user {revoked.username} is gone.")
+    else:
+        messages.warning(request, f"Revocation is {revoked.get_state_display().lower()}; it will be retried.")
+    return redirect(reverse("portal:lease-detail", kwargs={"pk": pk}))

@@ -1,0 +1,99 @@
+"""Gateway sessions in the portal: open one on an account, see its one-time secret, watch it live, end it."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.contrib import messages
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_POST
+
+from access.models import AccessPolicy, Account, Session
+from access.models.sessions import SessionEndReason, SessionState
+from access.selectors.policies import access_grant_for
+from access.selectors.sessions import session_commands, session_connection_info, session_gateway_address
+from access.services.sessions import session_end
+from access.services.usage import access_session_open
+from portal.forms import SessionForm
+from portal.guards import mfa_fresh, portal_view, step_up_redirect
+
+RECENT_COMMANDS = 100
+
+
+def _own_session(request, public_id) -> Session:
+    """The user's own session, or 404 (the portal never shows anyone else's; staff watch in the admin)."""
+    return get_object_or_404(
+        Session.objects.for_user(request.user).select_related("account__resource", "gateway"), public_id=public_id
+    )
+
+
+@never_cache
+@portal_view
+def account_use(request, account_id: int):
+    """Open a gateway session on an account the user holds a policy for; a fresh code first when MFA is required."""
+    account_ids = AccessPolicy.objects.for_user(request.user).filter(account__isnull=False).values("account_id")
+    account = get_object_or_404(Account.objects.select_related("resource").filter(pk__in=account_ids), pk=account_id)
+    grant = access_grant_for(user=request.user, account=account)
+    if grant is None:
+        messages.info(request, f"You need an approved request before using {account}.")
+        return redirect("portal:catalogue")
+    if grant.mfa_required and not mfa_fresh(request):
+        return step_up_redirect(request, request.get_full_path())
+    form = SessionForm(
+        request.POST or None,
+        initial={"duration": grant.cap(min(grant.max_duration, timedelta(hours=1))), "read_only": grant.read_only},
+    )
+    if request.method == "POST" and form.is_valid():
+        try:
+            session, secret = access_session_open(
+                user=request.user,
+                account=account,
+                duration=form.cleaned_data["duration"],
+                read_only=form.cleaned_data["read_only"],
+                mfa_verified=mfa_fresh(request),
+            )
+        except (PermissionDenied, ValidationError) as exc:
+            form.add_error(None, " ".join(getattr(exc, "messages", [str(exc)])))
+        else:
+            # The secret exists only in this response: the page is not cached and its URL becomes the session's.
+            return _session_page(request, session, secret=secret)
+    return render(request, "portal/account_use.html", {"account": account, "grant": grant, "form": form})
+
+
+def _session_page(request, session: Session, *, secret: str | None = None):
+    commands = list(session_commands(session).order_by("-id")[:RECENT_COMMANDS])[::-1]
+    context = {
+        "session": session,
+        "secret": secret,
+        "connection": session_connection_info(session, secret) if secret else None,
+        "gateway_address": session_gateway_address(session),
+        "commands": commands,
+        "is_open": session.state == SessionState.OPEN,
+    }
+    response = render(request, "portal/session_detail.html", context)
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@portal_view
+def session_list(request):
+    sessions = Session.objects.for_user(request.user).select_related("account__resource").order_by("-started_at")
+    return render(request, "portal/session_list.html", {"sessions": sessions[:200]})
+
+
+@never_cache
+@portal_view
+def session_detail(request, public_id):
+    """The live page: the commands as they run (over the websocket) and the end."""
+    return _session_page(request, _own_session(request, public_id))
+
+
+@require_POST
+@portal_view
+def session_end_view(request, public_id):
+    session = _own_session(request, public_id)
+    session_end(session=session, reason=SessionEndReason.ENDED_BY_USER, actor=request.user)
+    messages.success(request, "The session has ended; the gateway closes its connections within seconds.")
+    return redirect("portal:session-detail", public_id=public_id)
