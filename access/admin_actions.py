@@ -63,6 +63,8 @@ def _report(modeladmin, request, action: ConnectorAction, done: str) -> None:
 # -- admin actions on accounts and resources --------------------------------------------------------------
 def _confirm(modeladmin, request, queryset, *, title: str, warning: str):
     """An intermediate page asking to confirm an action that cannot be undone; None once confirmed."""
+    if not _may_run(request):
+        raise PermissionDenied
     if request.POST.get("confirmed") == "yes":
         return None
     context = {

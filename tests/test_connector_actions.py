@@ -623,3 +623,32 @@ def test_a_rotation_that_fails_after_the_password_changed_still_stores_the_new_p
     assert account.password.reveal() != old_password
     assert _logs_in(wire_server.host_port, "admin", account.username, account.password.reveal())
     assert account.password.reveal() not in _everything_recorded()
+
+
+def test_admin_staff_without_the_permission_cannot_run_or_roll_back(client, db, staff_user):
+    from django.contrib.auth.models import Permission
+    from django_otp import DEVICE_ID_SESSION_KEY
+
+    from access.otp import totp_device_create
+    from tests.factories import UserFactory
+
+    viewer = UserFactory(is_staff=True)
+    viewer.user_permissions.add(
+        Permission.objects.get(codename="view_connectoraction"), Permission.objects.get(codename="view_account")
+    )
+    device = totp_device_create(user=viewer)
+    client.force_login(viewer)
+    session = client.session
+    session[DEVICE_ID_SESSION_KEY] = device.persistent_id
+    session.save()
+    resource = ResourceFactory()
+    action = ConnectorAction.objects.create(
+        resource=resource, kind=ActionKind.LOCK_USER, db="app", username="x", state=ActionState.SUCCEEDED
+    )
+    page = client.get(f"/admin/access/connectoraction/{action.pk}/change/")
+    assert page.status_code == 200 and b"Roll back</button>" not in page.content
+    assert client.post(f"/admin/access/connectoraction/{action.pk}/rollback/").status_code == 403
+    assert client.get("/admin/access/connectoraction/run/").status_code == 403
+    assert b"Run an action" not in client.get("/admin/access/connectoraction/").content
+    action.refresh_from_db()
+    assert action.state == ActionState.SUCCEEDED

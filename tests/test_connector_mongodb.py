@@ -84,17 +84,26 @@ def test_connector_for_a_mongodb_resource_is_the_pymongo_connector(ferret_resour
 
 
 @pytest.mark.django_db
-def test_connector_for_atlas_is_a_config_error_until_the_atlas_connector_exists():
-    resource = ResourceFactory(kind="atlas", uri="", atlas_group_id="5f1d0000000000000000abcd")
-    try:
-        import connectors.atlas  # noqa: F401
-    except ImportError:
-        with pytest.raises(ConnectorError) as caught:
-            connector_for(resource)
-        assert caught.value.kind == "config"
-        assert "Atlas connector not available yet" in str(caught.value)
-    else:
-        pytest.skip("connectors/atlas.py exists now: the Atlas connector is tested on its own")
+def test_connector_for_an_atlas_resource_is_the_atlas_connector():
+    from connectors.atlas import AtlasConnector
+
+    resource = ResourceFactory(
+        kind="atlas",
+        uri="",
+        atlas_group_id="5f1d0000000000000000abcd",
+        atlas_public_key="pubkey",
+        atlas_private_key="Atlas-Private-Key-9Qx",
+    )
+    assert isinstance(connector_for(resource), AtlasConnector)
+
+
+@pytest.mark.django_db
+def test_connector_for_an_unknown_kind_is_a_config_error():
+    resource = ResourceFactory()
+    resource.kind = "cassandra"
+    with pytest.raises(ConnectorError) as caught:
+        connector_for(resource)
+    assert caught.value.kind == "config"
 
 
 # -- FerretDB: users and passwords ----------------------------------------------------------------------

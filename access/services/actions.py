@@ -224,6 +224,9 @@ def action_run(
         error = ""
     except ConnectorError as exc:
         error = _error_text(exc)
+    except Exception as exc:  # a bug or an unreadable secret: record it, never leave the action running
+        _record_outcome(action=action, actor=actor, before_image=before_image, result=result, error=_error_text(exc))
+        raise
     after = _AFTER.get(kind)
     # A password the server already took is stored even if a later step failed: otherwise it would be lost.
     store = (lambda a: after(a, secret_holder, actor)) if after and "password" in secret_holder else None
@@ -424,6 +427,9 @@ def action_rollback(*, action: ConnectorAction, actor=None) -> ConnectorAction:
             rollback = _rollback_on_server(connector, action)
     except ConnectorError as exc:
         error = _error_text(exc)
+    except Exception as exc:  # a bug or an unreadable secret: the rollback did not happen
+        error = _error_text(exc)
+        log.exception("rollback of connector action %s failed unexpectedly", action.pk)
     with transaction.atomic():
         action.result = {**action.result, "rollback": {**rollback, "error": error} if error else rollback}
         action.error = error
