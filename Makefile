@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format tools browser clean
+.PHONY: run test lint format tools browser redis clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,7 +19,7 @@ run: $(STAMP)
 	$(PY) manage.py demo
 
 ## test: install everything the suite needs, then run the whole suite
-test: $(STAMP) tools browser
+test: $(STAMP) tools browser redis
 	$(PY) -m ruff check .
 	$(PY) -m pytest $(PYTEST_ARGS)
 
@@ -28,6 +28,9 @@ tools: $(STAMP)
 
 browser:
 	@tests/install-browser.sh
+
+redis:
+	@tests/install-redis.sh
 
 lint: $(STAMP)
 	$(PY) -m ruff check . && $(PY) -m ruff format --check .
