@@ -5,7 +5,8 @@ new command (`{"type": "command", ...}`, already redacted by the gateway) and fi
 `{"type": "ended", "reason", "ended_at"}`. How new events reach it depends on the deployment; see
 `access.events`: with a cross-process channel layer (Redis) it joins the session's group, otherwise
 it tails the database while the socket is open. Only the session's owner and staff with the
-`view_session` permission may watch; anyone else is closed with code 4403.
+`view_session` permission whose browser session passed the OTP check may watch; anyone else is
+closed with code 4403.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from access.events import session_events_use_channel_layer, session_group_name
 from access.models.sessions import SessionState
 from access.selectors.sessions import (
     EVENTS_BATCH,
+    browser_session_otp_verified,
     session_events_since,
     session_for_viewer,
     session_live_snapshot,
@@ -44,7 +46,7 @@ class SessionEventsConsumer(AsyncJsonWebsocketConsumer):
         self.ended_sent = False
         self.poller = None
         public_id = self.scope["url_route"]["kwargs"]["public_id"]
-        session = await database_sync_to_async(session_for_viewer)(user=self.scope.get("user"), public_id=public_id)
+        session = await database_sync_to_async(self._authorised_session)(public_id)
         await self.accept()
         if session is None:
             await self.close(code=CLOSE_FORBIDDEN)
@@ -63,6 +65,11 @@ class SessionEventsConsumer(AsyncJsonWebsocketConsumer):
             await self._send_ended(state["end_reason"], state["ended_at"])
         elif self.group is None:
             self.poller = asyncio.ensure_future(self._tail_database())
+
+    def _authorised_session(self, public_id):
+        user = self.scope.get("user")
+        verified = browser_session_otp_verified(user=user, browser_session=self.scope.get("session"))
+        return session_for_viewer(user=user, public_id=public_id, otp_verified=verified)
 
     async def disconnect(self, code):
         if self.poller is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 import pytest
@@ -111,13 +112,23 @@ def test_another_users_socket_is_closed_with_4403(opened):
     assert closed == {"type": "websocket.close", "code": 4403}
 
 
-def test_staff_with_view_session_watch_anyones_session_through_the_real_asgi_app(opened, staff_user):
-    from portal.asgi import application
+def _browser_cookie(user, *, with_otp: bool) -> bytes:
+    """A logged-in browser session cookie for `user`, with or without a verified OTP device."""
+    from django_otp import DEVICE_ID_SESSION_KEY
 
-    session, _ = opened
+    from access.otp import totp_device_create
+
     browser = Client()
-    browser.force_login(staff_user)
-    cookie = f"sessionid={browser.cookies['sessionid'].value}".encode()
+    browser.force_login(user)
+    if with_otp:
+        session = browser.session
+        session[DEVICE_ID_SESSION_KEY] = totp_device_create(user=user).persistent_id
+        session.save()
+    return f"sessionid={browser.cookies['sessionid'].value}".encode()
+
+
+def _through_the_real_app(session, cookie: bytes):
+    from portal.asgi import application
 
     async def scenario():
         communicator = WebsocketCommunicator(
@@ -126,12 +137,30 @@ def test_staff_with_view_session_watch_anyones_session_through_the_real_asgi_app
             headers=[(b"origin", b"http://localhost"), (b"host", b"localhost"), (b"cookie", cookie)],
         )
         connected, _ = await communicator.connect(timeout=TIMEOUT)
-        snapshot = await communicator.receive_json_from(timeout=TIMEOUT)
+        first = await communicator.receive_output(timeout=TIMEOUT)
         await communicator.disconnect()
-        return connected, snapshot
+        return connected, first
 
-    connected, snapshot = async_to_sync(scenario)()
-    assert connected and snapshot["session"]["session_id"] == str(session.public_id)
+    return async_to_sync(scenario)()
+
+
+def test_staff_with_view_session_and_otp_watch_anyones_session_through_the_real_asgi_app(opened, staff_user):
+    session, _ = opened
+
+    connected, first = _through_the_real_app(session, _browser_cookie(staff_user, with_otp=True))
+
+    assert connected and first["type"] == "websocket.send"
+    assert json.loads(first["text"])["session"]["session_id"] == str(session.public_id)
+
+
+def test_staff_without_a_verified_otp_device_are_refused_but_the_owner_is_not(opened, staff_user):
+    session, _ = opened
+
+    _connected, first = _through_the_real_app(session, _browser_cookie(staff_user, with_otp=False))
+    assert first == {"type": "websocket.close", "code": 4403}
+
+    _connected, first = _through_the_real_app(session, _browser_cookie(session.user, with_otp=False))
+    assert json.loads(first["text"])["type"] == "snapshot"
 
 
 def test_anonymous_socket_through_the_real_asgi_app_is_refused(opened):

@@ -54,13 +54,31 @@ def session_commands(session: Session):
     return SessionCommand.objects.filter(session=session).order_by("at", "id")
 
 
-def session_for_viewer(*, user, public_id) -> Session | None:
-    """The session with `public_id` if `user` may watch it, else None (unknown and forbidden look alike)."""
+def session_for_viewer(*, user, public_id, otp_verified: bool) -> Session | None:
+    """The session with `public_id` if `user` may watch it live, else None (unknown and forbidden look alike).
+
+    Its owner may; staff with `view_session` may watch anyone's only from a browser session that passed
+    the OTP check, as in the admin (`otp_verified`).
+    """
     try:
         session = Session.objects.select_related("account__resource", "gateway").get(public_id=public_id)
     except (Session.DoesNotExist, ValueError, ValidationError):
         return None
-    return session if session_may_view(user=user, session=session) else None
+    if not session_may_view(user=user, session=session):
+        return None
+    return session if session.user_id == user.pk or otp_verified else None
+
+
+def browser_session_otp_verified(*, user, browser_session) -> bool:
+    """Whether a Django browser session (e.g. a websocket's `scope["session"]`) holds `user`'s verified OTP device."""
+    from django_otp import DEVICE_ID_SESSION_KEY
+    from django_otp.models import Device
+
+    persistent_id = browser_session.get(DEVICE_ID_SESSION_KEY) if browser_session is not None else None
+    if not persistent_id or not getattr(user, "is_authenticated", False):
+        return False
+    device = Device.from_persistent_id(persistent_id, for_verify=False)
+    return device is not None and device.user_id == user.pk
 
 
 def session_state_fields(session: Session) -> dict:
