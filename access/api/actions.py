@@ -70,7 +70,7 @@ class ConnectorActionSerializer(serializers.ModelSerializer):
         ]
         read_only_fields = fields
 
-    def get_account(self, action: ConnectorAction):
+    def get_account(self, action: ConnectorAction) -> dict | None:
         return {"id": action.account.pk, "name": action.account.name} if action.account else None
 
 
