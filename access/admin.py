@@ -21,6 +21,14 @@ from access.admin_leases import (
     pending_root_password,
     revocation_status,
 )
+from access.admin_requests import (
+    AccessReviewAdminMixin,
+    ApproveRequestsAdminMixin,
+    AwaitingPostReviewFilter,
+    approve_requests,
+    deny_requests,
+    post_review_requests,
+)
 from access.durations import format_duration
 from access.fields import EncryptedTextField
 from access.models import (
@@ -228,7 +236,7 @@ class LeaseAdmin(admin.ModelAdmin):
 
 
 @admin.register(AccessPolicy)
-class AccessPolicyAdmin(AuditedModelAdmin):
+class AccessPolicyAdmin(AccessReviewAdminMixin, AuditedModelAdmin):
     list_display = [
         "name",
         "user",
@@ -248,7 +256,7 @@ class AccessPolicyAdmin(AuditedModelAdmin):
 
 
 @admin.register(AccessRequest)
-class AccessRequestAdmin(admin.ModelAdmin):
+class AccessRequestAdmin(ApproveRequestsAdminMixin, admin.ModelAdmin):
     list_display = [
         "id",
         "requester",
@@ -260,8 +268,9 @@ class AccessRequestAdmin(admin.ModelAdmin):
         "approver",
         "expires_at",
     ]
-    list_filter = ["state", "break_glass"]
+    list_filter = ["state", "break_glass", AwaitingPostReviewFilter]
     search_fields = ["requester__username", "reason"]
+    actions = [approve_requests, deny_requests, post_review_requests]
     date_hierarchy = "created_at"
     readonly_fields = [f.name for f in AccessRequest._meta.fields]
 

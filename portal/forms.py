@@ -11,19 +11,21 @@ from access.durations import format_duration, parse_duration
 from access.models.profiles import MfaMethod
 
 
-class HumanDurationFormField(forms.CharField):
+class HumanDurationFormField(forms.Field):
     """A duration typed as `30m`, `1h`, `1h30m` or seconds; bounded by `max_value` when given."""
+
+    widget = forms.TextInput(attrs={"maxlength": 32, "size": 10})
 
     def __init__(self, *, max_value: timedelta | None = None, **kwargs):
         self.max_value = max_value
         kwargs.setdefault("help_text", "e.g. 30m, 1h, 2h30m")
-        super().__init__(max_length=32, **kwargs)
+        super().__init__(**kwargs)
 
     def prepare_value(self, value):
         return format_duration(value) if isinstance(value, timedelta) else value
 
     def to_python(self, value):
-        value = super().to_python(value)
+        value = (value or "").strip() if isinstance(value, str) else value
         if value in self.empty_values:
             return None
         duration = parse_duration(value)
