@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from django.shortcuts import get_object_or_404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import serializers, status
 from rest_framework.exceptions import PermissionDenied
 from rest_framework.pagination import LimitOffsetPagination
@@ -10,8 +12,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from access.api.serializers import DurationField
-from access.events import command_event_fields
-from access.models import Account, Session
+from access.events import COMMAND_FIELDS, command_event_fields
+from access.models import Account, Session, SessionCommand
 from access.models.sessions import SessionEndReason
 from access.selectors.sessions import (
     session_commands,
@@ -61,13 +63,42 @@ class SessionSerializer(serializers.ModelSerializer):
         ]
         read_only_fields = fields
 
+    @extend_schema_field(OpenApiTypes.OBJECT)
     def get_account(self, session: Session):
         if session.account is None:
             return None
         return {"id": session.account.pk, "name": str(session.account)}
 
+    @extend_schema_field(OpenApiTypes.OBJECT)
     def get_gateway(self, session: Session):
         return {"name": session.gateway.name if session.gateway else None, "address": session_gateway_address(session)}
+
+
+class SessionOpenedSerializer(SessionSerializer):
+    """The answer to opening a session: the only time the secret is shown."""
+
+    secret = serializers.CharField(read_only=True, help_text="One-time secret: shown once, never stored.")
+    connection_string = serializers.CharField(read_only=True)
+    mongosh = serializers.CharField(read_only=True)
+
+    class Meta(SessionSerializer.Meta):
+        fields = [*SessionSerializer.Meta.fields, "secret", "connection_string", "mongosh"]
+        read_only_fields = fields
+
+
+class SessionCommandSerializer(serializers.ModelSerializer):
+    """One recorded command (documentation of the command log's rows; summaries are redacted)."""
+
+    class Meta:
+        model = SessionCommand
+        fields = list(COMMAND_FIELDS)
+        read_only_fields = fields
+
+
+_PAGING = [
+    OpenApiParameter("limit", int, description="Page size (default 100)."),
+    OpenApiParameter("offset", int, description="Rows to skip."),
+]
 
 
 def _is_mfa_verified(request) -> bool:
@@ -78,11 +109,15 @@ def _is_mfa_verified(request) -> bool:
 class SessionListCreateApi(APIView):
     """GET: the caller's sessions (every session for staff with view_session). POST: open a session."""
 
+    @extend_schema(operation_id="sessions_list", responses=SessionSerializer(many=True), parameters=_PAGING)
     def get(self, request):
         paginator = LimitOffsetPagination()
         page = paginator.paginate_queryset(session_visible_to(request.user), request, view=self)
         return paginator.get_paginated_response(SessionSerializer(page, many=True).data)
 
+    @extend_schema(
+        operation_id="sessions_open", request=SessionOpenSerializer, responses={201: SessionOpenedSerializer}
+    )
     def post(self, request):
         serializer = SessionOpenSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -104,6 +139,9 @@ def _visible_session(request, public_id) -> Session:
 
 
 class SessionDetailApi(APIView):
+    """One session the caller may see."""
+
+    @extend_schema(operation_id="sessions_read", responses=SessionSerializer)
     def get(self, request, public_id):
         return Response(SessionSerializer(_visible_session(request, public_id)).data)
 
@@ -111,6 +149,7 @@ class SessionDetailApi(APIView):
 class SessionEndApi(APIView):
     """End a session: its owner ends it (ended_by_user); staff with change_session kill someone else's."""
 
+    @extend_schema(operation_id="sessions_end", request=None, responses=SessionSerializer)
     def post(self, request, public_id):
         session = _visible_session(request, public_id)
         if session.user_id == request.user.pk:
@@ -126,6 +165,7 @@ class SessionEndApi(APIView):
 class SessionCommandsApi(APIView):
     """The session's command log, oldest first, paginated (limit/offset); summaries are redacted."""
 
+    @extend_schema(operation_id="sessions_commands", responses=SessionCommandSerializer(many=True), parameters=_PAGING)
     def get(self, request, public_id):
         session = _visible_session(request, public_id)
         paginator = LimitOffsetPagination()
