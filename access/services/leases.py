@@ -34,6 +34,7 @@ from access.models.leases import LIVE_LEASE_STATES, LeaseState
 from access.services.audit import audit_record
 from access.validators import parse_roles
 from connectors import ConnectorError, connector_for
+from connectors.atlas import delete_after_date as atlas_delete_after_date
 
 log = logging.getLogger(__name__)
 
@@ -148,11 +149,12 @@ def lease_issue(
     `mark_revealed` records that the caller shows the password now (the API does), so it is never shown again.
     """
     resource = role.resource
-    if resource.is_atlas:
-        raise LeaseError("Leases for Atlas roles are not available yet.", code="unsupported")
     now = timezone.now()
     limit = role.effective_max_ttl if max_ttl is None else min(max_ttl, role.effective_max_ttl)
     lifetime = min(ttl or role.effective_default_ttl, limit)
+    if resource.is_atlas:
+        # Atlas deletes the user at its deleteAfterDate, at most a week ahead; renewals move it further.
+        lifetime = min(lifetime, atlas_delete_after_date(now + lifetime, now=now) - now)
     if lifetime.total_seconds() < 1:
         raise ValidationError({"ttl": "The lease would expire at once: the grant allows no more time."})
     username = username_render(
@@ -170,7 +172,7 @@ def lease_issue(
             resource=resource,
             holder=holder,
             holder_name=_holder_name(holder),
-            db=role.db,
+            db=_lease_db(role),
             username=username,
             password=password,
             revealed_at=now if mark_revealed else None,
@@ -191,22 +193,28 @@ def lease_issue(
             },
         )
     tag = {"pam": {"lease_id": lease.lease_id, "system": system_tag()}}
+    create = {"db": lease.db, "username": username, "password": password, "roles": _roles_of(role), "custom_data": tag}
+    if resource.is_atlas:
+        # Atlas hook (connectors.atlas.AtlasConnector.create_user): limit the clusters, let Atlas delete the user
+        # at the lease's expiry should revocation never run, and return only once every cluster applied it.
+        create.update(scopes=list(role.scopes or []), expires_at=lease.expires_at)
     try:
         if connector is None:
             with connector_for(resource) as own:
-                own.create_user(
-                    db=role.db, username=username, password=password, roles=_roles_of(role), custom_data=tag
-                )
+                own.create_user(**create)
         else:
-            connector.create_user(
-                db=role.db, username=username, password=password, roles=_roles_of(role), custom_data=tag
-            )
+            connector.create_user(**create)
     except ConnectorError as exc:
         error = _safe_error(exc, [password])
         _lease_issue_failed(lease=lease, error=error, actor=actor if actor is not None else holder)
         raise LeaseError(f"The database user could not be created: {error}", code="unavailable") from None
     lease.password = password
     return lease, password
+
+
+def _lease_db(role: DynamicRole) -> str:
+    """The database the leased user authenticates against: the role's, or `admin` for Atlas (always SCRAM on admin)."""
+    return "admin" if role.resource.is_atlas else role.db
 
 
 def _roles_of(role: DynamicRole) -> list:
@@ -227,11 +235,13 @@ def _lease_issue_failed(*, lease: Lease, error: str, actor) -> None:
         audit_record(action="lease.issue_failed", actor=actor, target=lease, data={"error": error})
 
 
-def lease_renew(*, lease: Lease, increment: timedelta | None = None, actor=None) -> Lease:
+def lease_renew(*, lease: Lease, increment: timedelta | None = None, actor=None, connector=None) -> Lease:
     """Extend an active lease to now + `increment` (default: the role's TTL), never past its max expiry.
 
-    Refuses leases that are no longer active or already expired (LeaseError).
+    Refuses leases that are no longer active or already expired (LeaseError). For Atlas, the user's
+    `deleteAfterDate` is moved first (outside the transaction); if Atlas refuses, nothing changes.
     """
+    atlas_expiry = _atlas_expiry_move(lease=lease, increment=increment, connector=connector)
     with transaction.atomic():
         current = Lease.objects.select_for_update().select_related("role__resource").get(pk=lease.pk)
         now = timezone.now()
@@ -242,6 +252,8 @@ def lease_renew(*, lease: Lease, increment: timedelta | None = None, actor=None)
             )
         wanted = increment or current.role.effective_default_ttl
         new_expiry = min(now + wanted, current.max_expires_at)
+        if atlas_expiry is not None:
+            new_expiry = min(new_expiry, atlas_expiry)
         previous = current.expires_at
         updated = Lease.objects.filter(pk=current.pk, state=LeaseState.ACTIVE).update(expires_at=new_expiry)
         if not updated:
@@ -259,6 +271,31 @@ def lease_renew(*, lease: Lease, increment: timedelta | None = None, actor=None)
             },
         )
     return current
+
+
+def _atlas_expiry_move(*, lease: Lease, increment: timedelta | None, connector=None) -> datetime | None:
+    """For an Atlas lease, move the user's deleteAfterDate to the renewed expiry; return the expiry it allows.
+
+    None for other resources. Runs before the renewal's transaction so no row lock is held over HTTP; the
+    lease is re-checked inside it. LeaseError when Atlas cannot be reached or no longer has the user.
+    """
+    current = Lease.objects.select_related("role__resource").get(pk=lease.pk)
+    if not current.resource.is_atlas or current.state != LeaseState.ACTIVE:
+        return None
+    now = timezone.now()
+    wanted = min(now + (increment or current.role.effective_default_ttl), current.max_expires_at)
+    try:
+        if connector is None:
+            with connector_for(current.resource) as own:
+                set_to = own.update_user_expiry(db=current.db, username=current.username, expires_at=wanted)
+        else:
+            set_to = connector.update_user_expiry(db=current.db, username=current.username, expires_at=wanted)
+    except ConnectorError as exc:
+        raise LeaseError(
+            f"Lease {current.lease_id} could not be renewed: {_safe_error(exc, [])}", code="unavailable"
+        ) from None
+    # Atlas deletes the user at deleteAfterDate (at most a week ahead): the lease cannot outlive it.
+    return set_to
 
 
 def lease_reveal_password(*, lease: Lease, user) -> str | None:

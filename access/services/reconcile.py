@@ -1,10 +1,10 @@
 """The reconciler: find database users this system created that no live lease explains, and drop them.
 
-A user is ours when its `customData.pam.system` names this installation (see `leases.system_tag`). It is an
-orphan when no lease on the same resource with its `lease_id` is still live (active, revoking or
-revoke_failed) — for instance a user re-created by hand, a revocation recorded as done by an older version,
-or a lease row deleted. Lease rows are committed before their users are created, so a user being issued is
-never taken for an orphan. Each drop is audited; a dry run only lists.
+A user is ours when its `customData.pam.system` (for Atlas: its labels, see connectors.atlas) names this
+installation (see `leases.system_tag`). It is an orphan when no lease on the same resource with its `lease_id`
+is still live (active, revoking or revoke_failed) — for instance a user re-created by hand, a revocation
+recorded as done by an older version, or a lease row deleted. Lease rows are committed before their users are
+created, so a user being issued is never taken for an orphan. Each drop is audited; a dry run only lists.
 """
 
 from __future__ import annotations
@@ -13,9 +13,11 @@ import logging
 from dataclasses import dataclass, field
 
 from django.db import transaction
+from django.db.models import Q
 
 from access.models import Lease, Resource
 from access.models.leases import LIVE_LEASE_STATES
+from access.models.resources import ResourceKind
 from access.services.audit import audit_record
 from access.services.leases import system_tag
 from connectors import ConnectorError, connector_for
@@ -74,18 +76,36 @@ def orphan_users_find(*, resource: Resource, connector) -> list[OrphanUser]:
             resource=resource, state__in=LIVE_LEASE_STATES, lease_id__in=[lease_id for _, lease_id in tagged]
         ).values_list("lease_id", "username", "db")
     )
+    # An Atlas user whose labels were removed keeps only a shortened lease id in its description (see
+    # connectors.atlas): it is explained by a live lease with its username (unique per resource).
+    by_description = [user.get("user", "") for user, _ in tagged if _tag_of(user).get("from_description")]
+    live_usernames = set(
+        Lease.objects.filter(resource=resource, state__in=LIVE_LEASE_STATES, username__in=by_description).values_list(
+            "username", flat=True
+        )
+    )
     orphans = []
     for user, lease_id in tagged:
         username, db = user.get("user", ""), user.get("db", "")
+        if _tag_of(user).get("from_description") and username in live_usernames:
+            continue
         if (lease_id, username, db) not in live:
             orphans.append(OrphanUser(resource=resource.name, db=db, username=username, lease_id=lease_id))
     return orphans
 
 
 def users_reconcile(*, resource: Resource | None = None, dry_run: bool = False, actor="reconciler") -> ReconcileReport:
-    """Find (and unless `dry_run`, drop and audit) orphaned users on `resource`, or on every MongoDB resource."""
+    """Find (and unless `dry_run`, drop and audit) orphaned users on `resource`, or on every resource.
+
+    Every resource means MongoDB deployments with a URI and Atlas projects (users tagged in their labels or
+    description, see connectors.atlas).
+    """
     report = ReconcileReport(dry_run=dry_run)
-    resources = [resource] if resource is not None else list(Resource.objects.mongodb().exclude(uri=""))
+    resources = (
+        [resource]
+        if resource is not None
+        else list(Resource.objects.filter(Q(kind=ResourceKind.ATLAS) | (Q(kind=ResourceKind.MONGODB) & ~Q(uri=""))))
+    )
     for target in resources:
         try:
             with connector_for(target) as connector:

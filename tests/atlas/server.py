@@ -56,6 +56,8 @@ class Fault:
     times: int = 1
     retry_after: str | None = None
     error_code: str = ""
+    carry_out: bool = False
+    """Do the request, then answer with the error anyway (a reply lost on the way back)."""
 
 
 @dataclass
@@ -137,14 +139,17 @@ class AtlasApiServer:
         times: int = 1,
         retry_after: str | None = None,
         error_code: str = "",
+        carry_out: bool = False,
     ) -> None:
         with self.state.lock:
-            self.state.faults.append(Fault(method.upper(), path_fragment, status, times, retry_after, error_code))
+            self.state.faults.append(
+                Fault(method.upper(), path_fragment, status, times, retry_after, error_code, carry_out)
+            )
 
     def expire_nonces(self) -> None:
         """Make every nonce handed out so far stale (as if the server restarted or time passed)."""
         with self.state.lock:
-            self.state.nonces = {n: (0.0, count) for n, (_, count) in self.state.nonces.items()}
+            self.state.nonces = {n: (float("-inf"), count) for n, (_, count) in self.state.nonces.items()}
 
     def user(self, username: str, db: str = "admin") -> dict | None:
         with self.state.lock:
@@ -202,6 +207,8 @@ def _error(status: int, code: str, detail: str, reason: str, parameters: list | 
 class _Handler(BaseHTTPRequestHandler):
     atlas: AtlasApiServer
     protocol_version = "HTTP/1.1"
+    wbufsize = -1  # one write per reply (headers and body), flushed by handle_one_request
+    disable_nagle_algorithm = True
     server_version = "AtlasApiTestServer/1.0"
 
     def log_message(self, format, *args):  # keep pytest output clean
@@ -209,6 +216,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- plumbing --------------------------------------------------------------------------------------------
     def _send(self, status: int, body: dict | None, *, headers: dict | None = None, version: str | None = None):
+        lost = getattr(self, "_lost_reply", None)
+        if lost is not None:  # the work is done; the client gets the injected error instead
+            self._lost_reply = None
+            self._send_fault(lost)
+            return
         payload = b"" if body is None else json.dumps(body).encode()
         self.send_response(status)
         content_type = f"application/vnd.atlas.{version}+json" if version and status < 400 else "application/json"
@@ -324,6 +336,13 @@ class _Handler(BaseHTTPRequestHandler):
                     break
             else:
                 return False
+        if chosen.carry_out:
+            self._lost_reply = chosen
+            return False
+        self._send_fault(chosen)
+        return True
+
+    def _send_fault(self, chosen: Fault) -> None:
         code = chosen.error_code or {429: "RATE_LIMITED", 500: "UNEXPECTED_ERROR", 503: "SERVICE_UNAVAILABLE"}.get(
             chosen.status, "UNEXPECTED_ERROR"
         )
@@ -332,9 +351,9 @@ class _Handler(BaseHTTPRequestHandler):
             chosen.status, "Error"
         )
         self._send(chosen.status, _error(chosen.status, code, f"Injected {reason.lower()}.", reason), headers=headers)
-        return True
 
     def _dispatch(self):
+        self._lost_reply = None
         self._body = self._read_body()  # read before answering, even a 401, so keep-alive stays in sync
         if not self._authenticated():
             return
