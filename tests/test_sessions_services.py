@@ -195,3 +195,16 @@ def test_orphaned_sessions_are_ended_by_the_sweep():
     assert sessions_end_orphaned() == 1
     orphan.refresh_from_db()
     assert orphan.end_reason == SessionEndReason.ACCOUNT_REVOKED
+
+
+def test_an_atlas_account_cannot_back_a_gateway_session():
+    from django.core.exceptions import ValidationError
+
+    from tests.factories import ResourceFactory
+
+    atlas = ResourceFactory(kind="atlas", uri="", atlas_group_id="5f0000000000000000000001")
+    policy = AccessPolicyFactory(approval_required=False, account=AccountFactory(resource=atlas))
+
+    with pytest.raises(ValidationError) as error:
+        session_open(user=policy.user, account=policy.account, duration=timedelta(hours=1))
+    assert "account" in error.value.message_dict

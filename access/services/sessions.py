@@ -83,11 +83,14 @@ def session_open(
     capped = grant.cap(duration, now)
     if capped < _MIN_DURATION:
         raise PermissionDenied(f"Your access to the account {account} has ended.")
+    if account.resource.is_atlas or not account.resource.uri:
+        raise ValidationError({"account": "Gateway sessions need an account on a MongoDB resource with a URI."})
     read_only = bool(read_only or grant.read_only)
     chosen_gateway = _gateway_for(account, gateway)
     secret = secrets.token_urlsafe(SECRET_BYTES)
     for _attempt in range(5):
         username = session_username_new()
+        verifiers = session_verifiers(username=username, secret=secret)  # key stretching: outside the write lock
         try:
             with transaction.atomic():
                 session = Session.objects.create(
@@ -96,7 +99,7 @@ def session_open(
                     account=account,
                     gateway=chosen_gateway,
                     username=username,
-                    verifiers=session_verifiers(username=username, secret=secret),
+                    verifiers=verifiers,
                     read_only=read_only,
                     started_at=now,
                     expires_at=now + capped,
