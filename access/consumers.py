@@ -17,6 +17,7 @@ import logging
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.utils import timezone
 
 from access.events import session_events_use_channel_layer, session_group_name
 from access.models.sessions import SessionState
@@ -27,6 +28,7 @@ from access.selectors.sessions import (
     session_for_viewer,
     session_live_snapshot,
 )
+from access.services.sessions import session_expire_if_due
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +47,7 @@ class SessionEventsConsumer(AsyncJsonWebsocketConsumer):
         self.last_command_id = 0
         self.ended_sent = False
         self.poller = None
+        self.expiry_timer = None
         public_id = self.scope["url_route"]["kwargs"]["public_id"]
         session = await database_sync_to_async(self._authorised_session)(public_id)
         await self.accept()
@@ -63,8 +66,12 @@ class SessionEventsConsumer(AsyncJsonWebsocketConsumer):
         state = snapshot["session"]
         if state["state"] == SessionState.ENDED:
             await self._send_ended(state["end_reason"], state["ended_at"])
-        elif self.group is None:
+            return
+        if self.group is None:
             self.poller = asyncio.ensure_future(self._tail_database())
+        # Without a connected gateway nobody notices the expiry before the minute sweep; the view does.
+        delay = max((session.expires_at - timezone.now()).total_seconds(), 0) + 0.05
+        self.expiry_timer = asyncio.ensure_future(self._expire_after(delay))
 
     def _authorised_session(self, public_id):
         user = self.scope.get("user")
@@ -72,10 +79,11 @@ class SessionEventsConsumer(AsyncJsonWebsocketConsumer):
         return session_for_viewer(user=user, public_id=public_id, otp_verified=verified)
 
     async def disconnect(self, code):
-        if self.poller is not None:
-            self.poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.poller
+        for task in (self.poller, self.expiry_timer):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self.group is not None:
             await self.channel_layer.group_discard(self.group, self.channel_name)
 
@@ -100,6 +108,11 @@ class SessionEventsConsumer(AsyncJsonWebsocketConsumer):
             return
         self.ended_sent = True
         await self.send_json({"type": "ended", "reason": reason, "ended_at": ended_at})
+
+    async def _expire_after(self, delay: float) -> None:
+        await asyncio.sleep(delay)
+        if not self.ended_sent:
+            await database_sync_to_async(session_expire_if_due)(session_id=self.session_pk)
 
     async def _tail_database(self) -> None:
         """Poll for commands above the last one sent and for the session's end, until it ends or the socket closes."""

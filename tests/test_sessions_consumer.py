@@ -178,3 +178,22 @@ def test_anonymous_socket_through_the_real_asgi_app_is_refused(opened):
         return closed
 
     assert async_to_sync(scenario)()["code"] == 4403
+
+
+@pytest.mark.parametrize("mode", ["database", "channel_layer"])
+def test_the_view_ends_a_session_that_expires_while_watched(settings, mode):
+    settings.PAM_SESSION_EVENTS = mode
+    policy = AccessPolicyFactory(approval_required=False)
+    session, _ = session_open(user=policy.user, account=policy.account, duration=timedelta(seconds=1))
+
+    async def scenario():
+        communicator = _communicator(session.user, session)
+        await communicator.connect(timeout=TIMEOUT)
+        assert (await communicator.receive_json_from(timeout=TIMEOUT))["type"] == "snapshot"
+        ended = await _next_of_type(communicator, "ended")
+        await communicator.disconnect()
+        return ended
+
+    assert async_to_sync(scenario)()["reason"] == "expired"
+    session.refresh_from_db()
+    assert session.end_reason == SessionEndReason.EXPIRED

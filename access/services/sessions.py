@@ -188,6 +188,12 @@ def sessions_expire_due(*, now=None) -> int:
     return session_end_many(sessions=Session.objects.due(now), reason=SessionEndReason.EXPIRED, actor="system")
 
 
+def session_expire_if_due(*, session_id: int) -> bool:
+    """End one session as expired if it is open and past its expiry (a live view's timer); True if it ended now."""
+    session = Session.objects.due().filter(pk=session_id).first()
+    return session is not None and _session_end_if_open(session=session, reason=SessionEndReason.EXPIRED)
+
+
 def sessions_end_orphaned() -> int:
     """End open sessions whose account or lease was deleted behind the services' back (e.g. a bulk delete)."""
     orphans = Session.objects.open().filter(account__isnull=True, lease__isnull=True)
