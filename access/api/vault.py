@@ -16,6 +16,7 @@ from rest_framework import exceptions, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from access.api.atlas import AtlasRoleSerializer
 from access.api.serializers import DurationField
 from access.models import Lease, Resource
 from access.models.leases import LeaseState
@@ -48,8 +49,9 @@ def _require_perms(user, *perms: str) -> None:
         raise exceptions.PermissionDenied("You do not have permission to change this configuration.")
 
 
-def _resource(name: str) -> Resource:
-    return get_object_or_404(Resource.objects.mongodb(), name=name)
+def _resource(name: str, *, atlas: bool = False) -> Resource:
+    """The MongoDB resource `name` (404 otherwise); with `atlas`, an Atlas project too (roles, creds, lease config)."""
+    return get_object_or_404(Resource.objects.all() if atlas else Resource.objects.mongodb(), name=name)
 
 
 def _vault_body(data: dict, **top) -> dict:
@@ -129,12 +131,12 @@ class LeaseConfigApi(APIView):
 
     def get(self, request, resource: str):
         _require_perms(request.user, "access.change_resource")
-        target = _resource(resource)
+        target = _resource(resource, atlas=True)
         return Response(_vault_body({"ttl": _seconds(target.default_ttl), "max_ttl": _seconds(target.max_ttl)}))
 
     def post(self, request, resource: str):
         _require_perms(request.user, "access.change_resource")
-        target = _resource(resource)
+        target = _resource(resource, atlas=True)
         serializer = LeaseConfigSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         fields = {}
@@ -181,7 +183,7 @@ class RoleSerializer(serializers.Serializer):
 
 
 def _role_data(role) -> dict:
-    return {
+    data = {
         "db": role.db,
         "roles": role.roles,
         "default_ttl": _seconds(role.default_ttl),
@@ -189,13 +191,16 @@ def _role_data(role) -> dict:
         "username_template": role.username_template,
         "password_length": role.password_length,
     }
+    if role.resource.is_atlas:
+        data["scopes"] = role.scopes
+    return data
 
 
 class RoleListApi(APIView):
     """`mongodb/{resource}/roles`: the names of the roles the caller may see (Vault's LIST)."""
 
     def get(self, request, resource: str):
-        target = _resource(resource)
+        target = _resource(resource, atlas=True)
         names = list(
             role_visible_to(request.user).filter(resource=target).order_by("name").values_list("name", flat=True)
         )
@@ -214,10 +219,10 @@ class RoleApi(APIView):
         return Response(_vault_body(_role_data(self._visible_role(request, resource, name))))
 
     def post(self, request, resource: str, name: str):
-        target = _resource(resource)
+        target = _resource(resource, atlas=True)
         exists = target.roles.filter(name=name).exists()
         _require_perms(request.user, "access.change_dynamicrole" if exists else "access.add_dynamicrole")
-        serializer = RoleSerializer(data=request.data)
+        serializer = (AtlasRoleSerializer if target.is_atlas else RoleSerializer)(data=request.data)
         serializer.is_valid(raise_exception=True)
         _role, created = role_services.dynamic_role_save(
             actor=request.user, resource=target, name=name, **serializer.validated_data
@@ -331,6 +336,8 @@ class LeaseRenewApi(APIView):
         try:
             lease = lease_services.lease_renew(lease=lease, increment=increment, actor=request.user)
         except lease_services.LeaseError as exc:
+            if exc.code == "unavailable":  # the target (e.g. the Atlas API) refused or did not answer
+                raise Unavailable(exc.message) from None
             raise exceptions.ValidationError({"lease_id": exc.message}) from None
         return Response({"request_id": str(uuid.uuid4()), **_lease_summary(lease), "data": None})
 

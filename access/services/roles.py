@@ -16,7 +16,16 @@ from access.services.resources import resource_create, resource_update
 from access.validators import parse_roles, split_mongodb_uri
 from connectors import ConnectorError, connector_for
 
-ROLE_FIELDS = ("db", "roles", "default_ttl", "max_ttl", "username_template", "password_length", "description")
+ROLE_FIELDS = (
+    "db",
+    "roles",
+    "scopes",
+    "default_ttl",
+    "max_ttl",
+    "username_template",
+    "password_length",
+    "description",
+)
 _TRUE = {"true", "1", "yes"}
 _HANDLED_OPTIONS = {"authsource", "tls", "ssl", "tlsinsecure", "tlsallowinvalidcertificates"}
 
@@ -33,8 +42,9 @@ def dynamic_role_save(*, actor, resource: Resource, name: str, **fields: Any) ->
     unknown = set(fields) - set(ROLE_FIELDS)
     if unknown:
         raise ValidationError({sorted(unknown)[0]: "Unknown field."})
-    if "roles" in fields:
-        fields["roles"] = parse_roles(fields["roles"])
+    for key in ("roles", "scopes"):  # scopes: Atlas only
+        if key in fields:
+            fields[key] = parse_roles(fields[key])
     with transaction.atomic():
         role = DynamicRole.objects.select_for_update().filter(resource=resource, name=name).first()
         created = role is None

@@ -1,0 +1,65 @@
+"""The Atlas branch of the Vault-shaped roles API: what `mongodb/{resource}/roles/{name}` takes for an Atlas project.
+
+An Atlas role names Atlas roles as `{"roleName", "databaseName", "collectionName"?}` documents and may limit
+the clusters with `scopes` `[{"name", "type": CLUSTER|DATA_LAKE|STREAM}]` (empty: every cluster). Leased
+users always authenticate against `admin` (Atlas SCRAM users), so there is no `db` to choose. Called by
+access.api.vault (RoleApi picks the serializer by the resource's kind; _role_data adds `scopes`).
+"""
+
+from __future__ import annotations
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from rest_framework import serializers
+
+from access.api.serializers import DurationField
+from access.validators import parse_roles, validate_atlas_roles, validate_atlas_scopes
+
+
+class AtlasRolesField(serializers.Field):
+    """A non-empty list of {"roleName", "databaseName", "collectionName"?}, or a JSON string of one."""
+
+    def to_internal_value(self, data):
+        try:
+            roles = parse_roles(data)
+            validate_atlas_roles(roles)
+        except DjangoValidationError as exc:
+            raise serializers.ValidationError(exc.messages) from None
+        return roles
+
+    def to_representation(self, value):
+        return value
+
+
+class AtlasScopesField(serializers.Field):
+    """A list of {"name", "type"} (type CLUSTER, DATA_LAKE or STREAM), or a JSON string of one."""
+
+    def to_internal_value(self, data):
+        try:
+            scopes = parse_roles(data)
+            validate_atlas_scopes(scopes)
+        except DjangoValidationError as exc:
+            raise serializers.ValidationError(exc.messages) from None
+        return scopes
+
+    def to_representation(self, value):
+        return value
+
+
+class AtlasRoleSerializer(serializers.Serializer):
+    """Fields of an Atlas dynamic role; `db` is not accepted (Atlas users live in `admin`)."""
+
+    roles = AtlasRolesField(required=False)
+    scopes = AtlasScopesField(required=False)
+    default_ttl = DurationField(required=False, allow_null=True)
+    max_ttl = DurationField(required=False, allow_null=True)
+    username_template = serializers.CharField(max_length=200, required=False)
+    password_length = serializers.IntegerField(required=False, min_value=16, max_value=128)
+    description = serializers.CharField(required=False, allow_blank=True)
+
+    def validate(self, attrs):
+        unknown = set(self.initial_data) - set(self.fields)
+        if "db" in unknown:
+            raise serializers.ValidationError(
+                {"db": "Atlas users always authenticate against admin: name databases in the roles instead."}
+            )
+        return {"db": "admin", **attrs}
