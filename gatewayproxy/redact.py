@@ -142,6 +142,7 @@ def _count(data: bytes, start: int, stop: int) -> int:
 
 def _outcome_of_body(data: bytes, start: int, stop: int) -> Outcome:
     outcome = Outcome()
+    write_failed = False
     for type_byte, name, at, end in _elements(data, start, stop):
         if name == "ok":
             outcome.ok = bool(_scalar(data, type_byte, at))
@@ -156,7 +157,7 @@ def _outcome_of_body(data: bytes, start: int, stop: int) -> Outcome:
                 if inner_name in ("firstBatch", "nextBatch") and inner_type == 0x04:
                     outcome.n = _count(data, inner_at, inner_end)
         elif name == "writeErrors" and type_byte == 0x04:
-            outcome.ok = False
+            write_failed = True
             for _t, _n, error_at, error_end in _elements(data, at, end):
                 for field_type, field_name, field_at, _e in _elements(data, error_at, error_end):
                     if field_name == "code" and outcome.error_code is None:
@@ -165,7 +166,9 @@ def _outcome_of_body(data: bytes, start: int, stop: int) -> Outcome:
                         outcome.error_message = _scalar(data, field_type, field_at) or ""
                 break
         elif name == "writeConcernError" and type_byte == 0x03:
-            outcome.ok = False
+            write_failed = True
+    if write_failed:
+        outcome.ok = False
     return outcome
 
 

@@ -29,6 +29,7 @@ from typing import Any, Protocol
 from gatewayproxy import hello, redact, wire
 from gatewayproxy.auth import ALLOWED_BEFORE_LOGIN, REFUSED_AFTER_LOGIN, ClientLogin, LoginError, username_of
 from gatewayproxy.commandlog import PendingCommand
+from gatewayproxy.pipe import InFlight, Pipe
 from gatewayproxy.policy import SessionPolicy
 from gatewayproxy.upstream import (
     UpstreamConnection,
@@ -93,7 +94,8 @@ class ClientConnection:
         self._login_flow = ClientLogin(lookup=self._lookup, on_verified=self._on_verified)
         self._max_request = wire.DEFAULT_MAX_MESSAGE_SIZE
         self._request_ids = 0
-        self._unacknowledged: list[int] = []
+        self.pipe: Pipe | None = None
+        self._done: asyncio.Future | None = None
 
     @property
     def session_id(self) -> int:
@@ -114,8 +116,12 @@ class ClientConnection:
                 self.client_address,
                 reason,
             )
+        if self.pipe is not None:
+            self.pipe.close(reason)
         with contextlib.suppress(Exception):
             self.writer.transport.abort()
+        if self._done is not None and not self._done.done():
+            self._done.set_result(None)
         if self.upstream is not None:
             self.upstream.close()
         if self._opening is not None and not self._opening.done():
@@ -132,10 +138,10 @@ class ClientConnection:
                 except EOFError:
                     break
                 self.host.metrics.bytes_in += len(raw)
-                if self.login is None:
-                    await self._before_login(raw)
-                else:
-                    await self._relay(raw)
+                await self._before_login(raw)
+                if self.login is not None and not self.closed:
+                    await self._run_pipe()
+                    break
         except wire.WireError as exc:
             self.close(f"bad message: {exc}")
         except (ConnectionError, asyncio.IncompleteReadError, OSError, EOFError) as exc:
@@ -366,86 +372,122 @@ class ClientConnection:
             )
         )
 
-    async def _refuse(self, raw: bytes, name: str, database: str, code: int, message: str, code_name: str) -> None:
+    def _local_reply(self, request: wire.OpMsg | wire.OpQuery, document: Mapping[str, Any]) -> None:
+        if isinstance(request, wire.OpMsg) and request.more_to_come:
+            return
+        self._pipe_send(wire.reply_for(request, document, request_id=self._next_request_id()))
+
+    def _pipe_send(self, data: bytes) -> None:
+        self.host.metrics.bytes_out += len(data)
+        assert self.pipe is not None
+        self.pipe.send_to_client(data)
+
+    def _refuse(self, raw: bytes, name: str, database: str, code: int, message: str, code_name: str) -> None:
         started = time.perf_counter()
         request = wire.parse_message(raw, max_size=self._max_request)
         if isinstance(request, wire.OpReply):
             raise wire.WireError("clients may not send OP_REPLY", 12)
-        await self._error(request, code, message, code_name)
+        self.host.metrics.errors += 1
+        if not (isinstance(request, wire.OpMsg) and request.more_to_come):
+            reply = wire.error_reply(
+                request, code=code, errmsg=message, code_name=code_name, request_id=self._next_request_id()
+            )
+            self._pipe_send(reply)
         outcome = redact.Outcome(ok=False, error_code=code, error_message=message)
         summary = {} if name in redact.SENSITIVE_COMMANDS else None
         request_bytes = None if summary is not None else raw
         self._record(request_bytes, name, database, outcome, started, refused=True, summary=summary, bytes_in=len(raw))
 
-    async def _relay(self, raw: bytes) -> None:
-        op_code = _HEADER.unpack_from(raw)[3]
-        if op_code == wire.OP_COMPRESSED:
+    def _hello_after_login(self, raw: bytes) -> None:
+        request = wire.parse_message(raw, max_size=self._max_request)
+        if isinstance(request, wire.OpReply):
+            raise wire.WireError("clients may not send OP_REPLY", 12)
+        command = request.body if isinstance(request, wire.OpMsg) else dict(wire._unwrap_query(request.query))
+        asked = hello.sasl_supported_mechs_user(command)
+        mechs = None
+        if asked is not None and asked[1] == self._username:
+            mechs = [m for m in ("SCRAM-SHA-1", "SCRAM-SHA-256") if m in (self.login.verifiers or {})]
+        assert self.upstream is not None
+        reply = hello.hello_reply(
+            command, limits=self.upstream.limits, connection_id=self.id, sasl_supported_mechs=mechs
+        )
+        self._local_reply(request, reply)
+
+    def _on_request(self, raw: bytes, more_to_come: bool) -> InFlight | None:
+        """Decide what happens to one client message after login: forward it (return it) or answer it here."""
+        header = _HEADER.unpack_from(raw)
+        if header[3] == wire.OP_COMPRESSED:
             self.close("compressed message although the gateway offers no compression")
-            return
-        if op_code == wire.OP_REPLY:
+            return None
+        if header[3] == wire.OP_REPLY:
             raise wire.WireError("clients may not send OP_REPLY", 12)
         _op, name, database = wire.peek_command(raw, max_size=self._max_request)
+        self.host.metrics.bytes_in += len(raw)
         if name in hello.HELLO_COMMANDS:
-            request = wire.parse_message(raw, max_size=self._max_request)
-            command = request.body if isinstance(request, wire.OpMsg) else dict(wire._unwrap_query(request.query))
-            await self._answer_hello(request, command)
-            return
+            self._hello_after_login(raw)
+            return None
         if name in REFUSED_AFTER_LOGIN:
             message = f"{name} is not allowed after login: this gateway connection is already logged in as its session"
-            await self._refuse(raw, name, database, 20, message, "IllegalOperation")
-            return
+            self._refuse(raw, name, database, 20, message, "IllegalOperation")
+            return None
         body = None
         if self.policy.needs_body(name):
             parsed = wire.parse_message(raw, max_size=self._max_request)
             body = parsed.body if isinstance(parsed, wire.OpMsg) else None
         refusal = self.policy.check(name, database, body)
         if refusal is not None:
-            await self._refuse(raw, name, database, refusal.code, refusal.message, "Unauthorized")
-            return
-        more_to_come = op_code == wire.OP_MSG and _FLAGS.unpack_from(raw, 16)[0] & wire.MORE_TO_COME
+            self._refuse(raw, name, database, refusal.code, refusal.message, "Unauthorized")
+            return None
+        return InFlight(header[1], raw, name, database, 0.0)
+
+    def _on_reply(self, in_flight: InFlight) -> None:
+        """Log a request whose (last) reply went to the client, or that expects none."""
+        outcome = redact.reply_outcome(in_flight.reply) if in_flight.reply is not None else redact.Outcome(ok=True)
+        self.host.metrics.bytes_out += in_flight.bytes_out
+        self._record(
+            in_flight.raw,
+            in_flight.name,
+            in_flight.database,
+            outcome,
+            in_flight.started,
+            bytes_in=len(in_flight.raw),
+            bytes_out=in_flight.bytes_out,
+        )
+
+    def _on_pipe_close(self, reason: str) -> None:
+        self.close(reason)
+        if self._done is not None and not self._done.done():
+            self._done.set_result(None)
+
+    async def _run_pipe(self) -> None:
+        """Hand both sockets to a :class:`~gatewayproxy.pipe.Pipe` and wait until it stops."""
         upstream = self.upstream
         assert upstream is not None
-        started = time.perf_counter()
-        upstream.writer.write(raw)
-        if more_to_come:  # w:0 writes: the server sends nothing back
-            if len(self._unacknowledged) >= 64:
-                self._unacknowledged.pop(0)
-            self._unacknowledged.append(_HEADER.unpack_from(raw)[1])
-            await upstream.writer.drain()
-            self._record(raw, name, database, redact.Outcome(ok=True), started, bytes_in=len(raw))
+        self._done = asyncio.get_running_loop().create_future()
+        self.pipe = Pipe(
+            client=self.writer.transport,
+            upstream=upstream.writer.transport,
+            max_request=self._max_request,
+            max_reply=upstream.limits.max_message_size_bytes + _REPLY_MARGIN,
+            on_request=self._on_request,
+            on_reply=self._on_reply,
+            on_close=self._on_pipe_close,
+        )
+        self.pipe.start(_take_buffered(self.reader), _take_buffered(upstream.reader))
+        for transport in (self.writer.transport, upstream.writer.transport):
+            with contextlib.suppress(Exception):
+                if not transport.is_reading():
+                    transport.resume_reading()
+        if self.closed:
             return
-        max_reply = upstream.limits.max_message_size_bytes + _REPLY_MARGIN
-        try:
-            reply = await wire.read_message(upstream.reader, max_size=max_reply)
-        except (EOFError, asyncio.IncompleteReadError, ConnectionError, OSError) as exc:
-            self.close(f"upstream closed the connection: {type(exc).__name__}")
-            return
-        except wire.WireError as exc:
-            self.close(f"bad reply from upstream: {exc}")
-            return
-        request_id = _HEADER.unpack_from(raw)[1]
-        while self._unacknowledged and _HEADER.unpack_from(reply)[2] != request_id:
-            # Some servers (FerretDB 1.x) answer moreToCome requests anyway: drop those stray replies.
-            stray = _HEADER.unpack_from(reply)[2]
-            if stray not in self._unacknowledged:
-                break
-            self._unacknowledged.remove(stray)
-            try:
-                reply = await wire.read_message(upstream.reader, max_size=max_reply)
-            except (EOFError, asyncio.IncompleteReadError, ConnectionError, OSError, wire.WireError) as exc:
-                self.close(f"upstream closed the connection: {type(exc).__name__}")
-                return
-        await self._send(reply)
-        outcome = redact.reply_outcome(reply)
-        bytes_out = len(reply)
-        # Exhaust: while the reply says more are coming, keep forwarding them.
-        last = reply
-        while _HEADER.unpack_from(last)[3] == wire.OP_MSG and _FLAGS.unpack_from(last, 16)[0] & wire.MORE_TO_COME:
-            try:
-                last = await wire.read_message(upstream.reader, max_size=max_reply)
-            except (EOFError, asyncio.IncompleteReadError, ConnectionError, OSError, wire.WireError) as exc:
-                self.close(f"upstream closed during an exhaust reply: {type(exc).__name__}")
-                return
-            await self._send(last)
-            bytes_out += len(last)
-        self._record(raw, name, database, outcome, started, bytes_in=len(raw), bytes_out=bytes_out)
+        await self._done
+
+
+def _take_buffered(reader: asyncio.StreamReader) -> bytes:
+    """Bytes a stream had read but nobody consumed yet (a client may pipeline right after login)."""
+    buffered = getattr(reader, "_buffer", None)
+    if not buffered:
+        return b""
+    data = bytes(buffered)
+    buffered.clear()
+    return data

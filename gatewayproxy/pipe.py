@@ -1,0 +1,251 @@
+"""The relay's hot path: asyncio protocols that move framed messages between a client and its upstream.
+
+After login a connection stops using streams and coroutines per message: both sockets get a protocol whose
+``data_received`` cuts the byte stream into messages (16-byte header, declared length checked against the
+limit before the body is awaited) and hands each client request to the connection's ``on_request``, which
+either forwards it or answers it locally. Replies from upstream are forwarded as their bytes arrive — a
+16 MB batch starts reaching the client before its end has left the server — while a copy is kept to read
+the outcome once the message is complete. Replies are matched to requests in order; exhaust replies
+(``moreToCome``) all belong to the request before them; a reply to a ``moreToCome`` request, which some
+servers send anyway, is dropped. Each side pauses the other's reading while its own write buffer is full.
+
+Nothing here decodes BSON or knows about sessions: see :mod:`gatewayproxy.relay`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import struct
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from gatewayproxy import wire
+
+log = logging.getLogger("gatewayproxy.pipe")
+
+_HEADER = struct.Struct("<iiii")
+_FLAGS = struct.Struct("<I")
+
+
+@dataclass(slots=True)
+class InFlight:
+    """A request sent upstream, waiting for its reply (or the last reply of an exhaust stream)."""
+
+    request_id: int
+    raw: bytes
+    name: str
+    database: str
+    started: float
+    reply: bytes | None = None
+    bytes_out: int = 0
+
+
+class Pipe:
+    """Moves messages between ``client`` and ``upstream`` transports until either closes.
+
+    ``on_request(frame)`` returns an :class:`InFlight` to forward the frame upstream, or None when it
+    answered (or dropped) the frame itself; ``on_reply(in_flight)`` runs when a request's last reply has
+    been forwarded; ``on_close(reason)`` runs once when the pipe stops.
+    """
+
+    def __init__(
+        self,
+        *,
+        client: asyncio.Transport,
+        upstream: asyncio.Transport,
+        max_request: int,
+        max_reply: int,
+        on_request: Callable[[bytes, bool], InFlight | None],
+        on_reply: Callable[[InFlight], None],
+        on_close: Callable[[str], None],
+    ) -> None:
+        self.client = client
+        self.upstream = upstream
+        self.max_request = max_request
+        self.max_reply = max_reply
+        self.on_request = on_request
+        self.on_reply = on_reply
+        self.on_close = on_close
+        self.in_flight: collections.deque[InFlight] = collections.deque()
+        self.unacknowledged: collections.deque[int] = collections.deque(maxlen=64)
+        self.closed = False
+        self._requests = bytearray()
+        self._reply_head = bytearray()
+        self._reply_remaining = 0
+        self._reply_forward = True
+        self._reply_copy: bytearray | None = None
+        self.bytes_in = 0
+        self.bytes_out = 0
+
+    def start(self, client_buffered: bytes = b"", upstream_buffered: bytes = b"") -> None:
+        """Take over both transports, then process whatever the streams had already buffered."""
+        self.client.set_protocol(_Side(self, self.client_data, self.upstream, "client"))
+        self.upstream.set_protocol(_Side(self, self.upstream_data, self.client, "upstream"))
+        if upstream_buffered:
+            self.upstream_data(upstream_buffered)
+        if client_buffered:
+            self.client_data(client_buffered)
+
+    def close(self, reason: str) -> None:
+        """Close both sockets now (idempotent)."""
+        if self.closed:
+            return
+        self.closed = True
+        self.client.abort()
+        self.upstream.abort()
+        self.on_close(reason)
+
+    def send_to_client(self, data: bytes) -> None:
+        """Write a reply the gateway made itself."""
+        self.bytes_out += len(data)
+        self.client.write(data)
+
+    # -- client -> upstream ---------------------------------------------------------------------------------
+
+    def client_data(self, data: bytes) -> None:
+        if self.closed:
+            return
+        self.bytes_in += len(data)
+        buffer = self._requests
+        if not buffer and len(data) >= 16:
+            length = _HEADER.unpack_from(data)[0]
+            if length == len(data) and 16 <= length <= self.max_request:
+                self._request(data, time.perf_counter())  # the usual case: exactly one whole message
+                return
+        buffer += data
+        while len(buffer) >= 16 and not self.closed:
+            length = _HEADER.unpack_from(buffer)[0]
+            if length < 16 or length > self.max_request:
+                self.close(f"bad message: declared message length {length} is outside 16..{self.max_request}")
+                return
+            if len(buffer) < length:
+                return
+            frame = bytes(buffer[:length])
+            del buffer[:length]
+            self._request(frame, time.perf_counter())
+
+    def _request(self, frame: bytes, started: float) -> None:
+        more_to_come = _HEADER.unpack_from(frame)[3] == wire.OP_MSG and _FLAGS.unpack_from(frame, 16)[0] & 2
+        try:
+            in_flight = self.on_request(frame, bool(more_to_come))
+        except wire.WireError as exc:
+            self.close(f"bad message: {exc}")
+            return
+        except Exception:  # a gateway bug: drop this connection only
+            log.exception("event=request_failed")
+            self.close("internal error")
+            return
+        if in_flight is None or self.closed:
+            return
+        in_flight.started = started
+        self.upstream.write(frame)
+        if more_to_come:
+            self.unacknowledged.append(in_flight.request_id)
+            self.on_reply(in_flight)
+        else:
+            self.in_flight.append(in_flight)
+
+    # -- upstream -> client ---------------------------------------------------------------------------------
+
+    def upstream_data(self, data: bytes) -> None:
+        if self.closed:
+            return
+        position, size = 0, len(data)
+        while position < size and not self.closed:
+            if self._reply_remaining == 0:
+                if not self._reply_head and size - position >= 16:
+                    length = _HEADER.unpack_from(data, position)[0]
+                    if 16 <= length <= size - position and length <= self.max_reply:
+                        frame = data if (position == 0 and length == size) else data[position : position + length]
+                        position += length
+                        self._whole_reply(frame)
+                        continue
+                take = min(16 - len(self._reply_head), size - position)
+                self._reply_head += data[position : position + take]
+                position += take
+                if len(self._reply_head) == 16:
+                    self._reply_started(bytes(self._reply_head))
+                    self._reply_head.clear()
+                continue
+            take = min(self._reply_remaining, size - position)
+            chunk = data[position : position + take]
+            position += take
+            self._reply_remaining -= take
+            if self._reply_forward:
+                self.bytes_out += take
+                self.client.write(chunk)
+                self._reply_copy += chunk
+                if self._reply_remaining == 0:
+                    self._reply_done(bytes(self._reply_copy))
+            if self._reply_remaining == 0:
+                self._reply_copy = None
+
+    def _is_stray(self, response_to: int) -> bool:
+        if response_to in self.unacknowledged and not (self.in_flight and self.in_flight[0].request_id == response_to):
+            self.unacknowledged.remove(response_to)
+            return True
+        return False
+
+    def _whole_reply(self, frame: bytes) -> None:
+        if self.unacknowledged and self._is_stray(_HEADER.unpack_from(frame)[2]):
+            return
+        self.bytes_out += len(frame)
+        self.client.write(frame)
+        self._reply_done(frame)
+
+    def _reply_started(self, head: bytes) -> None:
+        length, _request_id, response_to, _op = _HEADER.unpack(head)
+        if length < 16 or length > self.max_reply:
+            self.close(f"bad reply from upstream: declared length {length} is outside 16..{self.max_reply}")
+            return
+        self._reply_remaining = length - 16
+        self._reply_forward = not (self.unacknowledged and self._is_stray(response_to))
+        if self._reply_forward:
+            self.bytes_out += 16
+            self.client.write(head)
+            self._reply_copy = bytearray(head)
+            if self._reply_remaining == 0:
+                self._reply_done(head)
+
+    def _reply_done(self, frame: bytes) -> None:
+        if not self.in_flight:
+            return  # nothing asked for it (e.g. a stray exhaust message): forwarded, not logged
+        in_flight = self.in_flight[0]
+        if in_flight.reply is None:
+            in_flight.reply = frame
+        in_flight.bytes_out += len(frame)
+        is_msg = len(frame) >= 20 and _HEADER.unpack_from(frame)[3] == wire.OP_MSG
+        if is_msg and _FLAGS.unpack_from(frame, 16)[0] & 2:
+            return  # exhaust: more replies to this request follow
+        self.in_flight.popleft()
+        self.on_reply(in_flight)
+
+
+class _Side(asyncio.Protocol):
+    """One socket of a pipe: feeds data to the pipe and applies back-pressure to the other socket."""
+
+    def __init__(self, pipe: Pipe, receive: Callable[[bytes], None], other: asyncio.Transport, name: str) -> None:
+        self.pipe = pipe
+        self.receive = receive
+        self.other = other
+        self.name = name
+
+    def data_received(self, data: bytes) -> None:
+        self.receive(data)
+
+    def eof_received(self) -> bool:
+        return False  # close the transport; connection_lost follows
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        who = "client closed the connection" if self.name == "client" else "upstream closed the connection"
+        self.pipe.close(who if exc is None else f"{who}: {type(exc).__name__}")
+
+    def pause_writing(self) -> None:
+        self.other.pause_reading()
+
+    def resume_writing(self) -> None:
+        if not self.other.is_closing():
+            self.other.resume_reading()
