@@ -25,9 +25,8 @@ EMAIL_SENT = "pam_mfa_email_sent"
 def _candidate_devices(request) -> list:
     user = request.user
     method = mfa_services.mfa_method_for(user)
-    devices = []
-    if method == MfaMethod.TOTP:
-        devices.append(mfa_services.totp_device_of(user))
+    # A confirmed authenticator app is always accepted: it is at least as strong as the email code.
+    devices = [mfa_services.totp_device_of(user)]
     if method == MfaMethod.EMAIL or request.session.get(EMAIL_SENT):
         devices.append(mfa_services.mfa_email_device_for(user=user))
     devices.append(mfa_services.backup_device_of(user))
