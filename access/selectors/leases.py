@@ -35,7 +35,14 @@ def role_visible_to(user) -> QuerySet:
 
 
 def lease_connection_string(lease: Lease, password: str) -> str:
-    """`mongodb://user:password@hosts/db?authSource=db&...` for the lease's holder (shown once, never stored)."""
+    """`mongodb://user:password@hosts/db?authSource=db&...` for the lease's holder (shown once, never stored).
+
+    An Atlas project has a URI only when the security team entered a cluster's (e.g. `mongodb+srv://cluster0.
+    abcde.mongodb.net`); without one there is no string to build and this returns "" (the page shows the
+    username and password alone).
+    """
+    if not lease.resource.uri:
+        return ""
     scheme, _userinfo, hosts, _database, options = split_mongodb_uri(lease.resource.uri)
     params = [p for p in options.split("&") if p and not p.lower().startswith(("authsource=", "tls=", "ssl="))]
     params.insert(0, f"authSource={quote(lease.db, safe='')}")

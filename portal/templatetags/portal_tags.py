@@ -21,7 +21,8 @@ def approver_queue_count(context) -> int | None:
 
 @register.filter
 def duration(value) -> str:
-    return format_duration(value)
+    # A bound form field's value is already text ("1h"): only timedeltas need formatting.
+    return value if isinstance(value, str) else format_duration(value)
 
 
 @register.filter

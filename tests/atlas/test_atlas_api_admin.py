@@ -221,3 +221,44 @@ def test_admin_lease_page_shows_the_atlas_error_but_no_secret(otp_admin_client, 
     listing = otp_admin_client.get("/admin/access/lease/").content.decode()
     assert password not in listing
     assert Lease.objects.get(pk=lease.pk).attempts == 1
+
+
+# -- portal ----------------------------------------------------------------------------------------------------
+def test_the_portal_issues_shows_once_renews_and_revokes_an_atlas_lease(atlas_role, atlas_api):
+    from tests.portal_helpers import verified_client
+
+    engineer = UserFactory(username="paula")
+    AccessPolicyFactory(
+        user=engineer, account=None, role=atlas_role, approval_required=False, max_duration=timedelta(hours=4)
+    )
+    browser = verified_client(engineer)
+
+    issued = browser.post(f"/roles/{atlas_role.pk}/use/", {"ttl": "1h"})
+    assert issued.status_code == 302, issued.content.decode()[:2000]
+    lease = Lease.objects.get(holder=engineer)
+    assert atlas_api.is_applied() and atlas_api.user(lease.username) is not None
+
+    page = browser.get(f"/leases/{lease.pk}/").content.decode()
+    password = atlas_api.user(lease.username)["password"]
+    assert password in page and lease.username in page
+    second = browser.get(f"/leases/{lease.pk}/").content.decode()
+    assert password not in second and "shown once" in second
+
+    assert browser.post(f"/leases/{lease.pk}/renew/", {"increment": "2h"}).status_code == 302
+    delete_after = parse(atlas_api.user(lease.username)["deleteAfterDate"])
+    assert delete_after - datetime.now(UTC) > timedelta(minutes=90)
+
+    assert browser.post(f"/leases/{lease.pk}/revoke/").status_code == 302
+    assert Lease.objects.get(pk=lease.pk).state == LeaseState.REVOKED
+    assert atlas_api.user(lease.username) is None
+
+
+def test_the_portal_builds_a_connection_string_when_the_atlas_project_names_a_cluster_uri(atlas_role, atlas_api):
+    from access.selectors.leases import lease_connection_string
+
+    atlas_role.resource.uri = "mongodb+srv://cluster0.abcde.mongodb.net"
+    atlas_role.resource.save()
+    lease, password = lease_issue(role=atlas_role, holder=UserFactory())
+    assert lease_connection_string(lease, password).startswith(
+        f"mongodb+srv://{lease.username}:{password}@cluster0.abcde.mongodb.net/admin?authSource=admin"
+    )
