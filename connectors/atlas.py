@@ -54,6 +54,8 @@ DESCRIPTION_MAX_LENGTH = 100
 LABEL_SYSTEM = "pam-system"
 LABEL_LEASE = "pam-lease"
 DESCRIPTION_PREFIX = "pam:"
+PAGE_SIZE = 500
+"""Items per page when listing users and clusters (Atlas's maximum)."""
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 ATLAS_BUILTIN_ROLES = frozenset(
     {
@@ -304,7 +306,7 @@ class AtlasConnector:
                 "GET",
                 "/clusters",
                 version=CLUSTERS_VERSION,
-                params={"pageNum": page, "itemsPerPage": 500},
+                params={"pageNum": page, "itemsPerPage": PAGE_SIZE},
                 what="listing clusters",
             )
             if response.status_code == 404:
@@ -474,7 +476,7 @@ class AtlasConnector:
             response = self._request(
                 "GET",
                 "/databaseUsers",
-                params={"pageNum": page, "itemsPerPage": 500},
+                params={"pageNum": page, "itemsPerPage": PAGE_SIZE},
                 what="listing database users",
             )
             if response.status_code == 404:

@@ -58,6 +58,8 @@ class Fault:
     error_code: str = ""
     carry_out: bool = False
     """Do the request, then answer with the error anyway (a reply lost on the way back)."""
+    delay: float = 0.0
+    """Wait this long before answering (with status 0: then answer normally), to exercise client timeouts."""
 
 
 @dataclass
@@ -75,6 +77,7 @@ class AtlasState:
     faults: list[Fault] = field(default_factory=list)
     requests_seen: list[tuple[str, str, int]] = field(default_factory=list)
     unauthorized: int = 0
+    authorization_headers: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -140,10 +143,12 @@ class AtlasApiServer:
         retry_after: str | None = None,
         error_code: str = "",
         carry_out: bool = False,
+        delay: float = 0.0,
     ) -> None:
+        """Answer the next `times` matching requests with `status` (0: answer normally, after `delay` seconds)."""
         with self.state.lock:
             self.state.faults.append(
-                Fault(method.upper(), path_fragment, status, times, retry_after, error_code, carry_out)
+                Fault(method.upper(), path_fragment, status, times, retry_after, error_code, carry_out, delay)
             )
 
     def expire_nonces(self) -> None:
@@ -256,6 +261,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _authenticated(self) -> bool:
         """Check the Authorization header as RFC 7616 says; answer 401 (maybe stale) and return False if not."""
         header = self.headers.get("Authorization", "")
+        with self.atlas.state.lock:
+            self.atlas.state.authorization_headers.append(header)
         if not header.startswith("Digest "):
             self._challenge()
             return False
@@ -336,6 +343,10 @@ class _Handler(BaseHTTPRequestHandler):
                     break
             else:
                 return False
+        if chosen.delay:
+            time.sleep(chosen.delay)
+        if chosen.status == 0:
+            return False
         if chosen.carry_out:
             self._lost_reply = chosen
             return False
@@ -441,6 +452,17 @@ class _Handler(BaseHTTPRequestHandler):
             return
         body = self._json_body()
         if body is None:
+            return
+        if len(body.get("username") or "") > 1024 or len(body.get("password") or "") < 8:
+            self._send(
+                400,
+                _error(
+                    400,
+                    "INVALID_ATTRIBUTE",
+                    "username must be at most 1024 characters and password at least 8.",
+                    "Bad Request",
+                ),
+            )
             return
         missing = [k for k in ("databaseName", "username", "groupId") if not body.get(k)]
         if missing:
