@@ -207,7 +207,8 @@ def test_admin_atlas_role_form_validates_atlas_roles_and_scopes(otp_admin_client
     assert role.roles == ATLAS_ROLES and role.scopes == SCOPES
 
 
-def test_admin_lease_page_shows_the_atlas_error_but_no_secret(otp_admin_client, atlas_role, atlas_api):
+def test_admin_lease_page_shows_the_atlas_error_but_no_secret(otp_admin_client, atlas_role, atlas_api, settings):
+    settings.PAM_ATLAS_MAX_RETRIES = 1
     lease, password = lease_issue(role=atlas_role, holder=UserFactory())
     atlas_api.fail_next("DELETE", "/databaseUsers/", status=500, times=10)
     from access.services.leases import lease_revoke

@@ -218,6 +218,26 @@ def test_expired_leases_are_revoked_by_the_sweeper(atlas_api, atlas_role):
     assert atlas_api.user(lease.username) is None
 
 
+def test_the_sweeper_loop_revokes_expired_atlas_leases_within_seconds(atlas_api, atlas_role):
+    from access.services.sweeper import lease_sweeper_run
+
+    leases = [lease_issue(role=atlas_role, holder=UserFactory(), ttl=timedelta(minutes=5))[0] for _ in range(3)]
+    # Expire them in the portal only: Atlas's own deleteAfterDate (5 min) must not be what removes them.
+    Lease.objects.filter(pk__in=[lease.pk for lease in leases]).update(
+        expires_at=timezone.now() + timedelta(milliseconds=500)
+    )
+
+    report = lease_sweeper_run(run_for=2.5, interval=0.2)
+
+    assert report.acquired and report.completed and report.handled == 3
+    for lease in leases:
+        lease.refresh_from_db()
+        assert lease.state == LeaseState.EXPIRED and lease.revoke_reason == "expired"
+        assert lease.revoked_at - lease.expires_at < timedelta(seconds=2.5)
+        assert atlas_api.user(lease.username) is None
+    assert atlas_api.is_applied()
+
+
 def test_atlas_deletes_the_user_itself_at_delete_after_date_and_the_sweeper_accepts_it(atlas_api, atlas_role):
     lease, _ = lease_issue(role=atlas_role, holder=UserFactory(), ttl=timedelta(seconds=2))
     time.sleep(2.2)
