@@ -4,21 +4,21 @@ The relay calls :meth:`CommandLog.add` with what it already has (the raw request
 outcome it read from the reply, the latency); nothing is decoded there. A background task flushes the
 queue every ``interval`` seconds or as soon as ``batch_size`` records wait: in a worker thread it
 decodes and redacts each request (:mod:`gatewayproxy.redact`) and hands the resulting dicts to
-``write`` (``access.services.gateway.session_commands_record``). A failed write is logged and dropped,
-so a database outage never stalls the relay or grows memory without bound.
+``write`` (``access.services.gateway.session_commands_record``). It is one long-lived thread, not
+``sync_to_async``'s per-call context, so its database connection is kept from batch to batch. A failed
+write is logged and dropped, so a database outage never stalls the relay or grows memory without bound.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import datetime
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-
-from asgiref.sync import sync_to_async
 
 from gatewayproxy import redact
 
@@ -92,6 +92,8 @@ class CommandLog:
         self._task: asyncio.Task | None = None
         self.dropped = 0
         self.written = 0
+        # One long-lived writer thread: its database connection is reused from batch to batch.
+        self._writer = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="commandlog")
 
     def add(self, pending: PendingCommand) -> None:
         """Queue one command (never blocks; drops the oldest-beyond-limit when the database is stuck)."""
@@ -118,7 +120,7 @@ class CommandLog:
         while self._pending:
             batch, self._pending = self._pending[:1000], self._pending[1000:]
             try:
-                await sync_to_async(self._convert_and_write, thread_sensitive=False)(batch)
+                await asyncio.get_running_loop().run_in_executor(self._writer, self._convert_and_write, batch)
                 self.written += len(batch)
             except Exception as exc:
                 log.warning("event=commandlog_write_failed records=%d error=%s", len(batch), type(exc).__name__)
@@ -134,3 +136,4 @@ class CommandLog:
                 await self._task
             self._task = None
         await self.flush()
+        self._writer.shutdown(wait=False)

@@ -3,7 +3,7 @@
 This is the only gatewayproxy module that reaches Django. Each async method runs one service call
 through ``asgiref.sync.sync_to_async(thread_sensitive=False)``, so the event loop never blocks on the
 database; :meth:`DjangoDomain.record_commands` is synchronous because the command log already calls it
-from a worker thread with a whole batch.
+from its own writer thread with a whole batch.
 """
 
 from __future__ import annotations
@@ -15,6 +15,39 @@ from asgiref.sync import sync_to_async
 
 def _in_thread(function):
     return sync_to_async(function, thread_sensitive=False)
+
+
+def _closing_connections(function):
+    """Run a service and close the database connections it opened in this call's context.
+
+    Under ``sync_to_async`` each call gets a fresh context, so a connection left open would never be
+    reused, only collected later; closing it at once keeps the count of open SQLite handles flat.
+    """
+    from django.db import connections
+
+    def call(**kwargs):
+        try:
+            return function(**kwargs)
+        finally:
+            connections.close_all()
+
+    call.__name__ = getattr(function, "__name__", "call")
+    return call
+
+
+def _reusing_connection(function):
+    """Run a service in the command log's own thread, keeping its connection; a failed one is dropped."""
+    from django.db import DatabaseError, connection
+
+    def call(**kwargs):
+        try:
+            return function(**kwargs)
+        except DatabaseError:
+            connection.close()  # the next batch reconnects
+            raise
+
+    call.__name__ = getattr(function, "__name__", "call")
+    return call
 
 
 class DjangoDomain:
@@ -55,16 +88,4 @@ class DjangoDomain:
     def record_commands(self, records: list[dict]) -> None:
         from access.services.gateway import session_commands_record
 
-        _closing_connections(session_commands_record)(commands=records)
-
-
-def _closing_connections(function):
-    """Wrap a service so stale database connections of the worker thread are replaced first."""
-    from django.db import close_old_connections
-
-    def call(**kwargs):
-        close_old_connections()
-        return function(**kwargs)
-
-    call.__name__ = getattr(function, "__name__", "call")
-    return call
+        _reusing_connection(session_commands_record)(commands=records)

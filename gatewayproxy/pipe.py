@@ -26,6 +26,8 @@ from gatewayproxy import wire
 
 log = logging.getLogger("gatewayproxy.pipe")
 
+#: Bytes a socket may hold unsent before the other side stops reading (back-pressure).
+WRITE_BUFFER_HIGH = 4 * 1024 * 1024
 _HEADER = struct.Struct("<iiii")
 _FLAGS = struct.Struct("<I")
 
@@ -82,6 +84,8 @@ class Pipe:
 
     def start(self, client_buffered: bytes = b"", upstream_buffered: bytes = b"") -> None:
         """Take over both transports, then process whatever the streams had already buffered."""
+        for transport in (self.client, self.upstream):
+            transport.set_write_buffer_limits(high=WRITE_BUFFER_HIGH)
         self.client.set_protocol(_Side(self, self.client_data, self.upstream, "client"))
         self.upstream.set_protocol(_Side(self, self.upstream_data, self.client, "upstream"))
         if upstream_buffered:

@@ -15,6 +15,7 @@ request fully only when it is small.
 from __future__ import annotations
 
 import json
+import math
 import re
 import struct
 from collections.abc import Mapping
@@ -209,6 +210,17 @@ def collection_of(command: str, body: Mapping[str, Any]) -> str:
 
 
 def _json_safe(value: Any) -> Any:
+    """``value`` as plain JSON types (ObjectId, dates, binary... in relaxed Extended JSON)."""
+    if value is None or isinstance(value, str | bool):
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float) and math.isfinite(value):
+        return value
+    if isinstance(value, Mapping) and all(isinstance(key, str) for key in value):
+        return {key: _json_safe(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(item) for item in value]
     return json.loads(json_util.dumps(value, json_options=_JSON))
 
 

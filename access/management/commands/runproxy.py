@@ -53,6 +53,8 @@ class Command(BaseCommand):
             force=True,
         )
         limit = raise_open_file_limit()
+        # The command log is written by a worker thread; hand the GIL back to the relay's loop sooner.
+        sys.setswitchinterval(0.0005)
         gateway = gateway_register(
             name=options["gateway"],
             public_host=options["public_host"] or host,
