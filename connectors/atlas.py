@@ -357,8 +357,9 @@ class AtlasConnector:
 
     @staticmethod
     def _auth_db(db: str) -> str:
-        # Atlas SCRAM users always live in admin; a role's database is carried by its roles instead.
-        return AUTH_DATABASE if db in ("", None, AUTH_DATABASE) else db
+        # Atlas SCRAM users always live in admin ($external: LDAP, X.509, IAM); any other `db` a caller passes is
+        # the database its roles are about, carried by the roles instead.
+        return "$external" if db == "$external" else AUTH_DATABASE
 
     def verify_connection(self) -> None:
         """Check that the key pair is accepted and may read the project's database users."""
@@ -490,6 +491,57 @@ class AtlasConnector:
         if db is not None:
             users = [u for u in users if u["db"] == db]
         return users
+
+    def change_password(self, *, db: str = AUTH_DATABASE, username: str, password: str) -> None:
+        """Set a new password (stored account rotation) and wait until every cluster applied it."""
+        response = self._request(
+            "PATCH",
+            self._user_path(username, self._auth_db(db)),
+            body={"password": password},
+            what=f"changing the password of database user {username}",
+            secrets=[password],
+        )
+        if response.status_code == 404:
+            raise self._error(response, what=f"changing the password of {username}", secrets=[password])
+        self.wait_until_applied()
+
+    def grant_roles(self, *, db: str = AUTH_DATABASE, username: str, roles: list) -> None:
+        """Add roles (Atlas or MongoDB form; MongoDB names are taken on `db`) and wait until applied."""
+        self._set_roles(
+            db=db,
+            username=username,
+            change=lambda current: current + [r for r in atlas_roles(roles, default_db=db) if r not in current],
+        )
+
+    def revoke_roles(self, *, db: str = AUTH_DATABASE, username: str, roles: list) -> None:
+        """Remove roles and wait until applied (Atlas refuses a user left with no role: ConnectorError)."""
+        removed = atlas_roles(roles, default_db=db)
+        self._set_roles(db=db, username=username, change=lambda current: [r for r in current if r not in removed])
+
+    def _set_roles(self, *, db: str, username: str, change: Callable[[list[dict]], list[dict]]) -> None:
+        user = self.get_user(db=db, username=username)
+        if user is None:
+            raise ConnectorError(f"Atlas has no database user {username}.", kind="not_found")
+        current = [dict(r) for r in user["atlas"].get("roles") or []]
+        response = self._request(
+            "PATCH",
+            self._user_path(username, self._auth_db(db)),
+            body={"roles": change(current)},
+            what=f"changing the roles of database user {username}",
+        )
+        if response.status_code == 404:
+            raise self._error(response, what=f"changing the roles of {username}", secrets=())
+        self.wait_until_applied(scopes=user["atlas"].get("scopes") or None)
+
+    def lock_user(self, *, db: str = AUTH_DATABASE, username: str):
+        """Atlas database users cannot be locked: ConnectorError(config) saying so."""
+        raise ConnectorError(
+            "Atlas database users cannot be locked; revoke the lease or delete the user instead.", kind="config"
+        )
+
+    def unlock_user(self, *, db: str = AUTH_DATABASE, username: str, restrictions=None):
+        """Atlas database users cannot be locked, so there is nothing to unlock: ConnectorError(config)."""
+        raise ConnectorError("Atlas database users cannot be locked or unlocked.", kind="config")
 
     def kill_user_connections(self, *, db: str = AUTH_DATABASE, username: str) -> int:
         """0: the Admin API cannot end a user's connections; once the deletion is applied it can open no new one."""

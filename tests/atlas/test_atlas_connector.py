@@ -148,3 +148,26 @@ def test_one_connector_serves_several_threads(atlas_api, connector):
     with ThreadPoolExecutor(6) as pool:
         found = list(pool.map(lambda n: connector.get_user(username=f"t{n}"), range(6)))
     assert [u["user"] for u in found] == [f"t{n}" for n in range(6)]
+
+
+def test_password_changes_and_role_grants_are_applied_on_every_cluster(atlas_api, connector):
+    connector.create_user(
+        username="svc", password="First-Password-123", roles=[{"roleName": "read", "databaseName": "a"}]
+    )
+    atlas_api.state.pending_polls = 2
+
+    connector.change_password(username="svc", password="Second-Password-456")
+    assert atlas_api.user("svc")["password"] == "Second-Password-456" and atlas_api.is_applied()
+
+    connector.grant_roles(db="reports", username="svc", roles=["read", {"roleName": "read", "databaseName": "a"}])
+    assert atlas_api.user("svc")["roles"] == [
+        {"roleName": "read", "databaseName": "a"},
+        {"roleName": "read", "databaseName": "reports"},
+    ]
+    connector.revoke_roles(db="reports", username="svc", roles=["read"])
+    assert atlas_api.user("svc")["roles"] == [{"roleName": "read", "databaseName": "a"}]
+    assert atlas_api.is_applied()
+
+    with pytest.raises(ConnectorError) as caught:
+        connector.lock_user(username="svc")
+    assert caught.value.kind == "config" and "cannot be locked" in str(caught.value)
