@@ -208,7 +208,7 @@ def enter_code(page, code: str) -> None:
 
 # -- flow 1 --------------------------------------------------------------------------------------------------------
 def test_enrol_request_approve_open_session_run_mongosh_watch_live_and_end(
-    portal_server, browser, steps, gateway, wire_server, mongosh
+    browser, portal_server, steps, gateway, wire_server, mongosh
 ):
     from django_otp.plugins.otp_totp.models import TOTPDevice
 
@@ -336,7 +336,7 @@ def test_enrol_request_approve_open_session_run_mongosh_watch_live_and_end(
 
 
 # -- flow 2 --------------------------------------------------------------------------------------------------------
-def test_lease_reveal_once_renew_and_revoke_on_ferretdb(portal_server, browser, steps, ferretdb_server):
+def test_lease_reveal_once_renew_and_revoke_on_ferretdb(browser, portal_server, steps, ferretdb_server):
     from django_otp.plugins.otp_totp.models import TOTPDevice
 
     from access.models import Lease
@@ -407,7 +407,7 @@ def test_lease_reveal_once_renew_and_revoke_on_ferretdb(portal_server, browser, 
 
 # -- flow 3 --------------------------------------------------------------------------------------------------------
 def test_break_glass_session_killed_in_the_admin_updates_the_owners_page_and_is_post_reviewed(
-    portal_server, browser, steps, gateway, staff_user
+    browser, portal_server, steps, gateway, staff_user
 ):
     from django_otp.plugins.otp_totp.models import TOTPDevice
 

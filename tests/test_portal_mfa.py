@@ -159,3 +159,19 @@ def test_no_step_up_within_five_minutes_or_for_targets_without_mfa():
     AccessPolicyFactory(user=sid, account=plain, approval_required=False)
     stale = verified_client(sid, verified_at=time.time() - 3600)
     assert stale.get(reverse("portal:account-use", args=[plain.pk])).status_code == 200
+
+
+def test_step_up_also_guards_roles_and_policies_marked_mfa_required():
+    from tests.factories import DynamicRoleFactory
+
+    user = UserFactory(username="ray")
+    mfa_role = DynamicRoleFactory(name="payments-rw", require_mfa=True)
+    policy_role = DynamicRoleFactory(name="ledger-rw")
+    AccessPolicyFactory(user=user, account=None, role=mfa_role, approval_required=False)
+    AccessPolicyFactory(user=user, account=None, role=policy_role, approval_required=False, mfa_required=True)
+    client = verified_client(user, verified_at=time.time() - 600)
+    for role in (mfa_role, policy_role):
+        response = client.get(reverse("portal:role-use", args=[role.pk]))
+        assert response.status_code == 302 and response["Location"].startswith(reverse("portal:mfa-step-up"))
+        # Posting straight to the form does not skip the step-up either.
+        assert client.post(reverse("portal:role-use", args=[role.pk]), {"ttl": "5m"}).status_code == 302
