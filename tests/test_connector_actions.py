@@ -652,3 +652,25 @@ def test_admin_staff_without_the_permission_cannot_run_or_roll_back(client, db, 
     assert b"Run an action" not in client.get("/admin/access/connectoraction/").content
     action.refresh_from_db()
     assert action.state == ActionState.SUCCEEDED
+
+
+@pytest.mark.wireserver
+@pytest.mark.parametrize("kind", [ActionKind.LOCK_USER, ActionKind.DROP_USER])
+def test_locking_or_dropping_an_account_user_ends_its_gateway_sessions(account_user, staff_user, kind):
+    from access.models import Session
+    from access.models.sessions import SessionEndReason, SessionState
+    from tests.factories import SessionFactory
+
+    account, _password = account_user
+    session = SessionFactory(account=account)
+    action = action_run(
+        resource=account.resource,
+        kind=kind,
+        db=account.resource.auth_database,
+        username=account.username,
+        actor=staff_user,
+    )
+    assert action.state == ActionState.SUCCEEDED, action.error
+    session = Session.objects.get(pk=session.pk)
+    assert session.state == SessionState.ENDED
+    assert session.end_reason == SessionEndReason.ACCOUNT_REVOKED

@@ -230,9 +230,24 @@ def action_run(
     after = _AFTER.get(kind)
     # A password the server already took is stored even if a later step failed: otherwise it would be lost.
     store = (lambda a: after(a, secret_holder, actor)) if after and "password" in secret_holder else None
-    return _record_outcome(
+    action = _record_outcome(
         action=action, actor=actor, before_image=before_image, result=result, error=error, after=store
     )
+    if action.state == ActionState.SUCCEEDED and kind in _REVOKING_KINDS:
+        _end_account_sessions(action, actor)
+    return action
+
+
+# A dropped or locked user can no longer be reached: gateway sessions on its account end with it.
+_REVOKING_KINDS = frozenset({ActionKind.DROP_USER, ActionKind.LOCK_USER})
+
+
+def _end_account_sessions(action: ConnectorAction, actor) -> None:
+    from access.services.sessions import session_end_for_account
+
+    account = _account_for(action.resource, action.db, action.username)
+    if account is not None:
+        session_end_for_account(account=account, actor=actor)
 
 
 # -- what each kind does on the server ------------------------------------------------------------------
