@@ -175,3 +175,10 @@ def test_step_up_also_guards_roles_and_policies_marked_mfa_required():
         assert response.status_code == 302 and response["Location"].startswith(reverse("portal:mfa-step-up"))
         # Posting straight to the form does not skip the step-up either.
         assert client.post(reverse("portal:role-use", args=[role.pk]), {"ttl": "5m"}).status_code == 302
+
+
+def test_a_user_who_never_chose_but_has_an_app_is_asked_for_the_app_code():
+    client, user = signed_in()
+    TOTPDevice.objects.create(user=user, name="app", confirmed=True)
+    page = client.get(reverse("portal:mfa-verify"))
+    assert b"authenticator app" in page.content and not mail.outbox

@@ -32,13 +32,19 @@ TOTP_DEVICE_NAME = "authenticator app"
 
 
 def mfa_method_for(user) -> str:
-    """ "totp" or "email": the organisation's enforced method, else the user's own, else email."""
+    """The method a user must use, `totp` or `email`: the organisation's, else the user's own, else email.
+
+    A user who never chose but already has an authenticator app (e.g. set up by `make run` or an administrator)
+    counts as having chosen it.
+    """
     enforced = (getattr(settings, "PAM_MFA_METHOD", "") or "").strip().lower()
     if enforced in MfaMethod.values:
         return enforced
     profile = UserProfile.objects.filter(user=user).first()
     if profile is not None and profile.mfa_method in MfaMethod.values:
         return profile.mfa_method
+    if totp_device_of(user) is not None:
+        return MfaMethod.TOTP
     return MfaMethod.EMAIL
 
 
