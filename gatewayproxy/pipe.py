@@ -79,6 +79,7 @@ class Pipe:
         self._reply_remaining = 0
         self._reply_forward = True
         self._reply_copy: bytearray | None = None
+        self._reply_head_unsent = b""
         self.bytes_in = 0
         self.bytes_out = 0
 
@@ -175,12 +176,16 @@ class Pipe:
                     self._reply_head.clear()
                 continue
             take = min(self._reply_remaining, size - position)
-            chunk = data[position : position + take]
+            chunk = data if (position == 0 and take == size) else data[position : position + take]
             position += take
             self._reply_remaining -= take
             if self._reply_forward:
                 self.bytes_out += take
-                self.client.write(chunk)
+                if self._reply_head_unsent:
+                    self.client.write(self._reply_head_unsent + chunk)  # one send for the header and the start
+                    self._reply_head_unsent = b""
+                else:
+                    self.client.write(chunk)
                 self._reply_copy += chunk
                 if self._reply_remaining == 0:
                     self._reply_done(bytes(self._reply_copy))
@@ -209,10 +214,12 @@ class Pipe:
         self._reply_forward = not (self.unacknowledged and self._is_stray(response_to))
         if self._reply_forward:
             self.bytes_out += 16
-            self.client.write(head)
             self._reply_copy = bytearray(head)
             if self._reply_remaining == 0:
+                self.client.write(head)
                 self._reply_done(head)
+            else:
+                self._reply_head_unsent = head
 
     def _reply_done(self, frame: bytes) -> None:
         if not self.in_flight:

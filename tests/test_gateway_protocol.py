@@ -33,6 +33,7 @@ class ScriptedUpstream:
     """An upstream that logs in one user and answers ``getMore`` with three exhaust replies."""
 
     def __init__(self, username: str, password: str) -> None:
+        self.hello_fields: dict = {"isWritablePrimary": True}
         self.credentials = {m: scram.derive_credentials(m, username, password) for m in scram.MECHANISMS}
         self.username = username
         self.received: list[bytes] = []
@@ -44,12 +45,20 @@ class ScriptedUpstream:
 
     def _run(self, ready: threading.Event) -> None:
         asyncio.set_event_loop(self.loop)
-        server = self.loop.run_until_complete(asyncio.start_server(self._serve, "127.0.0.1", 0))
-        self.port = server.sockets[0].getsockname()[1]
+        self.server = self.loop.run_until_complete(asyncio.start_server(self._serve, "127.0.0.1", 0))
+        self.port = self.server.sockets[0].getsockname()[1]
         ready.set()
         self.loop.run_forever()
 
     def stop(self) -> None:
+        async def shutdown() -> None:
+            self.server.close()
+            tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        asyncio.run_coroutine_threadsafe(shutdown(), self.loop).result(5)
         self.loop.call_soon_threadsafe(self.loop.stop)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -61,7 +70,7 @@ class ScriptedUpstream:
                 body = message.body if isinstance(message, wire.OpMsg) else message.query
                 name = next(iter(body))
                 if name in ("hello", "isMaster"):
-                    reply = {"isWritablePrimary": True, "maxWireVersion": 21, "minWireVersion": 0, "ok": 1.0}
+                    reply = {**self.hello_fields, "maxWireVersion": 21, "minWireVersion": 0, "ok": 1.0}
                     reply["saslSupportedMechs"] = list(scram.MECHANISMS)
                 elif name == "saslStart":
                     conversation = scram.ScramServer(
@@ -206,3 +215,51 @@ def test_the_gateway_holds_a_thousand_client_connections(wire_server, gateway_se
         return answered
 
     assert asyncio.run(open_all()) == 1000
+
+
+def _session_for(gateway, resource_row, username: str, password: str) -> tuple[str, str]:
+    account = AccountFactory(resource=resource_row, username=username, password=password)
+    session_name, secret = session_username_new(), f"secret-{uuid.uuid4().hex}"
+    Session.objects.create(
+        account=account,
+        gateway=gateway,
+        username=session_name,
+        verifiers=session_verifiers(username=session_name, secret=secret),
+        expires_at=timezone.now() + timedelta(hours=1),
+    )
+    return session_name, secret
+
+
+def test_a_new_connection_after_a_failover_goes_to_the_new_primary(gateway, gateway_proxy):
+    username, password = f"acct_{uuid.uuid4().hex[:6]}", f"pw-{uuid.uuid4().hex}"
+    first, second = ScriptedUpstream(username, password), ScriptedUpstream(username, password)
+    a, b = f"127.0.0.1:{first.port}", f"127.0.0.1:{second.port}"
+    first.hello_fields = {"isWritablePrimary": True, "setName": "rs0", "hosts": [a, b], "primary": a}
+    second.hello_fields = {
+        "isWritablePrimary": False,
+        "secondary": True,
+        "setName": "rs0",
+        "hosts": [a, b],
+        "primary": a,
+    }
+    resource_row = ResourceFactory(uri=f"mongodb://{b},{a}/?replicaSet=rs0", tls=False)
+    session_name, secret = _session_for(gateway, resource_row, username, password)
+    try:
+        client = RawClient(gateway_proxy.port)
+        hello = client.command({"hello": 1, "saslSupportedMechs": f"admin.{session_name}", "$db": "admin"}).body
+        assert hello["msg"] == "isdbgrid" and "hosts" not in hello and "setName" not in hello
+        client.login(session_name, secret)
+        client.command({"ping": 1, "$db": "admin"})
+        client.close()
+        assert len(first.received) == 1 and not second.received  # followed `primary` from the secondary seed
+
+        first.hello_fields = {**second.hello_fields, "primary": b}  # the election moved the primary
+        second.hello_fields = {"isWritablePrimary": True, "setName": "rs0", "hosts": [a, b], "primary": b}
+        client = RawClient(gateway_proxy.port)
+        client.login(session_name, secret)
+        client.command({"ping": 1, "$db": "admin"})
+        client.close()
+        assert len(first.received) == 1 and len(second.received) == 1
+    finally:
+        first.stop()
+        second.stop()
