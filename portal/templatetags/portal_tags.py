@@ -36,3 +36,11 @@ def as_json(value) -> str:
     import json
 
     return json.dumps(value, separators=(",", ":"), sort_keys=True, default=str)
+
+
+@register.simple_tag(takes_context=True)
+def nav_active(context, *prefixes: str) -> str:
+    """`active` when the current page's URL name starts with one of `prefixes` (for the top navigation)."""
+    match = getattr(context.get("request"), "resolver_match", None)
+    name = match.url_name if match else ""
+    return "active" if name and any(name.startswith(prefix) for prefix in prefixes) else ""
