@@ -242,3 +242,26 @@ def test_tls_verifies_by_default_and_only_the_resource_or_uri_turns_it_off():
     with pytest.raises(UpstreamError) as failure:
         tls_context(Target(ca_certificate="-----BEGIN CERTIFICATE-----\nnot a cert\n-----END CERTIFICATE-----\n"), {})
     assert failure.value.kind == "config"
+
+
+class _Answer(list):
+    rrset = type("RRset", (), {"ttl": 60})()
+
+
+def test_mongodb_srv_uris_resolve_to_their_hosts_options_and_tls(monkeypatch):
+    import dns.name
+    import dns.resolver
+
+    from gatewayproxy.upstream import resolve_seeds
+
+    def fake_resolve(name, kind, **_options):
+        if kind == "TXT":
+            return _Answer([type("TXT", (), {"strings": [b"replicaSet=rs0&authSource=admin"]})()])
+        records = [("db1.cluster.example.com.", 27017), ("db2.cluster.example.com.", 27018)]
+        return _Answer(type("SRV", (), {"target": dns.name.from_text(t), "port": p})() for t, p in records)
+
+    monkeypatch.setattr(dns.resolver, "resolve", fake_resolve)
+    seeds, options = asyncio.run(resolve_seeds(Target(uri="mongodb+srv://cluster.example.com")))
+    assert sorted(seeds) == [("db1.cluster.example.com", 27017), ("db2.cluster.example.com", 27018)]
+    assert options["replicaSet"] == "rs0" and options["tls"] is True
+    assert tls_context(Target(tls=False), options).verify_mode == ssl.CERT_REQUIRED
