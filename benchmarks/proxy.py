@@ -1,12 +1,12 @@
 """Benchmark the gateway against the same server directly: throughput ratio, added latency, memory per connection.
 
-Run: ``.venv/bin/python benchmarks/proxy.py [--duration 3] [--levels 1,16,64] [--idle 1000]``
+Run: ``.venv/bin/python benchmarks/proxy.py [--duration 2] [--rounds 3] [--levels 1,16,64] [--idle 1000]``
 
 It starts the in-repo wire server (``python -m tests.mongo wireserver``) and ``manage.py runproxy`` as separate
 processes, on a throw-away SQLite database, opens a session, and runs each workload — find by ``_id`` of 1 KB
 documents, insert of 1 KB documents, find of a 1 MB document — at each concurrency level, once directly and once
 through the gateway, with pymongo clients spread over worker processes. It prints throughput both ways, their
-ratio and the added p50/p99 latency in µs; then it opens ``--idle`` logged-in idle connections through the
+ratio (medians over alternating rounds) and the added p50/p99 latency in µs; then it opens ``--idle`` logged-in idle connections through the
 gateway and reports the gateway's RSS growth per connection.
 
 Goals (issue 5): ratio ≥ 0.85 at 16 clients on 1 KB finds, added p50 ≤ 150 µs, ≤ 64 KiB per idle connection.
@@ -22,6 +22,7 @@ import re
 import resource
 import secrets
 import signal
+import statistics
 import struct
 import subprocess
 import sys
@@ -234,9 +235,10 @@ async def _idle_connections(port: int, username: str, secret: str, count: int, p
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--duration", type=float, default=3.0, help="seconds per measurement")
+    parser.add_argument("--duration", type=float, default=2.0, help="seconds per measurement")
     parser.add_argument("--levels", default="1,16,64", help="concurrent clients, comma-separated")
     parser.add_argument("--workloads", default=",".join(WORKLOADS))
+    parser.add_argument("--rounds", type=int, default=3, help="alternating direct/gateway rounds (median taken)")
     parser.add_argument("--idle", type=int, default=1000, help="idle connections for the memory figure (0: skip)")
     args = parser.parse_args()
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -266,8 +268,16 @@ def main() -> int:
         )
         for workload in args.workloads.split(","):
             for clients in (int(level) for level in args.levels.split(",")):
-                direct_rate, direct_samples = measure(direct_uri, workload, clients, args.duration)
-                gateway_rate, gateway_samples = measure(gateway_uri, workload, clients, args.duration)
+                # Alternate direct and gateway rounds so that a burst of load from elsewhere hits both alike.
+                direct_rates, gateway_rates, direct_samples, gateway_samples = [], [], [], []
+                for _round in range(args.rounds):
+                    rate, samples = measure(direct_uri, workload, clients, args.duration)
+                    direct_rates.append(rate)
+                    direct_samples += samples
+                    rate, samples = measure(gateway_uri, workload, clients, args.duration)
+                    gateway_rates.append(rate)
+                    gateway_samples += samples
+                direct_rate, gateway_rate = statistics.median(direct_rates), statistics.median(gateway_rates)
                 p50d, p50g = percentile(direct_samples, 0.5), percentile(gateway_samples, 0.5)
                 p99d, p99g = percentile(direct_samples, 0.99), percentile(gateway_samples, 0.99)
                 print(
