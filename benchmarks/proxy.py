@@ -6,8 +6,8 @@ It starts the in-repo wire server (``python -m tests.mongo wireserver``) and ``m
 processes, on a throw-away SQLite database, opens a session, and runs each workload — find by ``_id`` of 1 KB
 documents, insert of 1 KB documents, find of a 1 MB document — at each concurrency level, once directly and once
 through the gateway, with pymongo clients spread over worker processes. It prints throughput both ways, their
-ratio (medians over alternating rounds) and the added p50/p99 latency in µs; then it opens ``--idle`` logged-in idle connections through the
-gateway and reports the gateway's RSS growth per connection.
+ratio (medians over alternating rounds) and the added p50/p99 latency in µs; then it opens ``--idle``
+logged-in idle connections through the gateway and reports the gateway's RSS growth per connection.
 
 Goals (issue 5): ratio ≥ 0.85 at 16 clients on 1 KB finds, added p50 ≤ 150 µs, ≤ 64 KiB per idle connection.
 """
