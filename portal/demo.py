@@ -8,7 +8,6 @@ like any other change.
 from __future__ import annotations
 
 import os
-import secrets
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
 
+from access.generators import new_token
 from access.models import AccessPolicy, Account, DynamicRole, Gateway, Resource
 from access.otp import totp_device_create
 from access.services.audit import audit_record
@@ -69,7 +69,7 @@ def demo_user_ensure() -> DemoUser:
     user = User.objects.filter(username=DEMO_USERNAME).first()
     if user is not None:
         return DemoUser(DEMO_USERNAME, None, None)
-    password = secrets.token_urlsafe(12)
+    password = new_token(nbytes=12)
     with transaction.atomic():
         user = User.objects.create_superuser(DEMO_USERNAME, "admin@localhost", password)
         device = totp_device_create(user=user, name="demo")
@@ -102,7 +102,7 @@ def demo_account_ensure(resource: Resource, user) -> Account:
     from pymongo import MongoClient
     from pymongo.errors import OperationFailure
 
-    password = secrets.token_urlsafe(24)
+    password = new_token(nbytes=24)
     username = "demo_app"
     with MongoClient(
         resource.uri,

@@ -19,7 +19,6 @@ Passwords this module generates never reach a record, an audit row or a message:
 from __future__ import annotations
 
 import logging
-import secrets
 import string
 from typing import Any
 
@@ -29,6 +28,7 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from access.crypto import Secret
+from access.generators import new_password
 from access.models import Account, ConnectorAction, Resource
 from access.models.actions import ROLLBACK_KINDS, ActionKind, ActionState
 from access.services.audit import audit_record
@@ -55,14 +55,15 @@ _GUARDED_KINDS = {ActionKind.ROTATE_PASSWORD, ActionKind.DROP_USER, ActionKind.L
 
 def password_generate(length: int = PASSWORD_LENGTH) -> str:
     """A random password of letters, digits and URI-safe symbols, with each class present."""
-    while True:
-        password = "".join(secrets.choice(_PASSWORD_ALPHABET) for _ in range(length))
-        if (
+    return new_password(
+        length=length,
+        alphabet=_PASSWORD_ALPHABET,
+        accept=lambda password: (
             any(c.islower() for c in password)
             and any(c.isupper() for c in password)
             and any(c.isdigit() for c in password)
-        ):
-            return password
+        ),
+    )
 
 
 def _actor_name(actor) -> str:

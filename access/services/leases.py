@@ -29,6 +29,7 @@ from django.db import transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
+from access.generators import new_password
 from access.models import DynamicRole, Lease, Resource
 from access.models.leases import LIVE_LEASE_STATES, LeaseState
 from access.services.audit import audit_record
@@ -104,15 +105,16 @@ def password_generate(length: int = 32) -> str:
     """A random password of `length` characters with letters of both cases, digits and a URI-safe symbol."""
     if length < 16:
         raise ValueError("passwords are at least 16 characters")
-    while True:
-        password = "".join(secrets.choice(PASSWORD_ALPHABET) for _ in range(length))
-        if (
+    return new_password(
+        length=length,
+        alphabet=PASSWORD_ALPHABET,
+        accept=lambda password: (
             any(c.islower() for c in password)
             and any(c.isupper() for c in password)
             and any(c.isdigit() for c in password)
             and any(c in PASSWORD_SYMBOLS for c in password)
-        ):
-            return password
+        ),
+    )
 
 
 def lease_id_for(*, role: DynamicRole) -> str:

@@ -20,6 +20,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from access.events import publish_session_event
+from access.generators import new_token
 from access.models import Account, Gateway, Lease, Session
 from access.models.sessions import SessionEndReason, SessionState
 from access.selectors.policies import access_grant_for
@@ -87,7 +88,7 @@ def session_open(
         raise ValidationError({"account": "Gateway sessions need an account on a MongoDB resource with a URI."})
     read_only = bool(read_only or grant.read_only)
     chosen_gateway = _gateway_for(account, gateway)
-    secret = secrets.token_urlsafe(SECRET_BYTES)
+    secret = new_token(nbytes=SECRET_BYTES)
     for _attempt in range(5):
         username = session_username_new()
         verifiers = session_verifiers(username=username, secret=secret)  # key stretching: outside the write lock

@@ -12,6 +12,7 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command, get_commands
 from django.core.management.base import BaseCommand
 
+from access.generators import new_token
 from access.otp import terminal_qr
 from portal import demo
 
@@ -56,7 +57,7 @@ class Command(BaseCommand):
         state.mkdir(parents=True, exist_ok=True)
         password_file = state / "ferretdb-admin-password"
         if not password_file.exists():
-            password_file.write_text(demo.secrets.token_urlsafe(24))
+            password_file.write_text(new_token(nbytes=24))
             password_file.chmod(0o600)
         self.stdout.write("Starting FerretDB (the demo MongoDB-compatible server)…")
         self.ferretdb = FerretDB(state / "ferretdb", password=password_file.read_text().strip()).start()
