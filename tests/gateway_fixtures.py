@@ -2,7 +2,8 @@
 
 pytest-django's SQLite test database is in memory by default, which another process cannot open. This
 plugin puts the test database in a file (``django_db_modify_db_settings``), so a gateway subprocess and the
-test see the same rows. Tests that talk to the gateway must commit what they create:
+test see the same rows; in the production profile the subprocess uses PostgreSQL's test database and Redis
+(``tests.profile.subprocess_env``). Tests that talk to the gateway must commit what they create:
 ``@pytest.mark.django_db(transaction=True)`` (a plain ``db`` test holds SQLite's write lock until it ends).
 
 Fixtures:
@@ -17,7 +18,6 @@ Fixtures:
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import socket
@@ -93,14 +93,9 @@ class GatewayProcess:
         return f"{self.host}:{self.port}"
 
     def environment(self) -> dict[str, str]:
-        from django.conf import settings
+        from tests.profile import subprocess_env
 
-        database = settings.DATABASES["default"]
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        env["DATABASE_URL"] = f"sqlite:///{database['NAME']}"
-        env["PAM_ENCRYPTION_KEYS"] = ",".join(settings.PAM_ENCRYPTION_KEYS)
-        env["DJANGO_SECRET_KEY"] = settings.SECRET_KEY
-        return env
+        return subprocess_env()  # the test database (SQLite file or PostgreSQL test_*), and Redis when configured
 
     def start(self, timeout: float = 30.0) -> GatewayProcess:
         """Start the gateway and wait until it listens."""

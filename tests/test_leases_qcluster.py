@@ -1,8 +1,8 @@
 """End to end with a real `manage.py qcluster`: schedules set up, a lease expires, the sweeper revokes it in seconds.
 
-The portal runs in subprocesses against a file SQLite database of its own (pytest-django's test database is
-in memory, which another process cannot open); the test reads that file directly with sqlite3. The wire
-server runs in this process and is reached over TCP like any MongoDB.
+The portal runs in subprocesses against a database of its own (`tests.profile.ScratchDatabase`: a SQLite file,
+or a fresh PostgreSQL database in the production profile, with the Redis broker on an emptied Redis database);
+the test reads it directly. The wire server runs in this process and is reached over TCP like any MongoDB.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -21,6 +20,8 @@ import pymongo
 import pytest
 from django.conf import settings
 from pymongo.errors import OperationFailure
+
+from tests.profile import ScratchDatabase, embedded_env, scratch_redis_url
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -50,32 +51,35 @@ def _manage(env: dict, *args: str, timeout: float = 120) -> subprocess.Completed
     )
 
 
-def _rows(db_path: Path, query: str, params=()) -> list[tuple]:
-    with sqlite3.connect(db_path, timeout=10) as conn:
-        return conn.execute(query, params).fetchall()
-
-
-def _parse(value: str) -> datetime:
-    return datetime.fromisoformat(value.replace(" ", "T"))
+def _parse(value: str | datetime) -> datetime:
+    return value if isinstance(value, datetime) else datetime.fromisoformat(value.replace(" ", "T"))
 
 
 @pytest.mark.slow
 def test_a_real_qcluster_revokes_expired_leases_within_seconds(tmp_path, wire_server):
-    db_path = tmp_path / "portal.sqlite3"
+    with ScratchDatabase(tmp_path) as database:
+        _qcluster_revokes_expired_leases(tmp_path, wire_server, database)
+
+
+def _qcluster_revokes_expired_leases(tmp_path, wire_server, database: ScratchDatabase) -> None:
+    _rows = database.rows
     env = {
-        **os.environ,
-        "DATABASE_URL": f"sqlite:///{db_path}",
+        **embedded_env(),
+        "DATABASE_URL": database.url,
         "PAM_VAR_DIR": str(tmp_path),
         "PAM_ENCRYPTION_KEYS": ",".join(settings.PAM_ENCRYPTION_KEYS),
         "DJANGO_SECRET_KEY": "e2e-test-secret-key-not-for-production-0123456789",
         "PAM_Q_WORKERS": "2",
         "PAM_LOG_LEVEL": "WARNING",
     }
+    broker = scratch_redis_url()
+    if broker:
+        env["REDIS_URL"] = broker
     assert _manage(env, "migrate", "--no-input", "-v0").returncode == 0
     setup = _manage(env, "setup_schedules")
     assert setup.returncode == 0, setup.stderr
     assert _manage(env, "setup_schedules").returncode == 0  # idempotent
-    names = [r[0] for r in _rows(db_path, "SELECT name FROM django_q_schedule")]
+    names = [r[0] for r in _rows("SELECT name FROM django_q_schedule")]
     assert {"pam: lease sweeper", "pam: reconcile users"} <= set(names) and len(names) == len(set(names))
 
     log_file = (tmp_path / "qcluster.log").open("w")
@@ -90,7 +94,7 @@ def test_a_real_qcluster_revokes_expired_leases_within_seconds(tmp_path, wire_se
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            held = _rows(db_path, "SELECT holder FROM access_backgroundlock WHERE holder != ''")
+            held = _rows("SELECT holder FROM access_backgroundlock WHERE holder != ''")
             if held:
                 break
             time.sleep(0.2)
@@ -114,11 +118,11 @@ def test_a_real_qcluster_revokes_expired_leases_within_seconds(tmp_path, wire_se
 
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            states = _rows(db_path, "SELECT state FROM access_lease")
+            states = _rows("SELECT state FROM access_lease")
             if states and all(state == "expired" for (state,) in states):
                 break
             time.sleep(0.2)
-        rows = _rows(db_path, "SELECT lease_id, state, expires_at, revoked_at FROM access_lease")
+        rows = _rows("SELECT lease_id, state, expires_at, revoked_at FROM access_lease")
         assert all(state == "expired" for _, state, _, _ in rows), rows
         lags = [(_parse(revoked) - _parse(expires)).total_seconds() for _, _, expires, revoked in rows]
         assert max(lags) < 5, lags
@@ -131,7 +135,7 @@ def test_a_real_qcluster_revokes_expired_leases_within_seconds(tmp_path, wire_se
             with pytest.raises(OperationFailure):
                 client.app.command("ping")
             client.close()
-        audit = _rows(db_path, "SELECT action FROM access_auditevent WHERE action = 'lease.revoke'")
+        audit = _rows("SELECT action FROM access_auditevent WHERE action = 'lease.revoke'")
         assert len(audit) == 3
     finally:
         # A sweeper run holds its worker for up to its run time; the database is thrown away, so do not wait.

@@ -2,7 +2,6 @@
 log into the admin over real HTTP, then stop it with Ctrl+C."""
 
 import http.cookiejar
-import os
 import re
 import signal
 import subprocess
@@ -16,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.mongo.paths import free_loopback_port, port_is_open
+from tests.profile import embedded_env
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -61,7 +61,8 @@ def totp_now(otpauth_uri: str) -> str:
 def test_demo_prints_credentials_serves_the_admin_and_stops_on_ctrl_c(tmp_path, ferretdb_uri):
     # ferretdb_uri: FerretDB is built and works here (or the test fails under CI); the demo starts its own.
     http_port, gateway_port = free_loopback_port(), free_loopback_port()
-    env = {**os.environ, "PAM_VAR_DIR": str(tmp_path), "PYTHONUNBUFFERED": "1", "DJANGO_DEBUG": "true"}
+    # The embedded defaults, as a newcomer's first `make run` (the production profile's variables removed).
+    env = {**embedded_env(), "PAM_VAR_DIR": str(tmp_path), "PYTHONUNBUFFERED": "1", "DJANGO_DEBUG": "true"}
     env.pop("MONGODB_URI", None)
     subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True, timeout=120)
     process = subprocess.Popen(

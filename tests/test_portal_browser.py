@@ -31,6 +31,7 @@ from pymongo.errors import OperationFailure
 
 from tests.gateway_fixtures import free_port
 from tests.mongo.fixtures import running_in_ci
+from tests.profile import subprocess_env
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -66,17 +67,7 @@ class PortalServer:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 30.0) -> PortalServer:
-        from django.conf import settings
-
-        env = {
-            **os.environ,
-            "PYTHONUNBUFFERED": "1",
-            "DATABASE_URL": f"sqlite:///{settings.DATABASES['default']['NAME']}",
-            "PAM_ENCRYPTION_KEYS": ",".join(settings.PAM_ENCRYPTION_KEYS),
-            "DJANGO_SECRET_KEY": settings.SECRET_KEY,
-            "PAM_MFA_METHOD": "totp",
-            "PAM_GATEWAY_HOST": self.gateway_address,
-        }
+        env = subprocess_env(PAM_MFA_METHOD="totp", PAM_GATEWAY_HOST=self.gateway_address)
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "portal.asgi:application"],

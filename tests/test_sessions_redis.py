@@ -14,14 +14,13 @@ from pathlib import Path
 
 import pytest
 from asgiref.sync import async_to_sync
-from channels.routing import URLRouter
-from channels.testing import WebsocketCommunicator
 
 from access.events import session_events_use_channel_layer
 from access.services.sessions import session_open
-from portal.routing import websocket_urlpatterns
 from tests.factories import AccessPolicyFactory
 from tests.mongo.paths import free_loopback_port, port_is_open
+from tests.profile import subprocess_env
+from tests.ws_helpers import otp_browser_session, session_socket
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -77,19 +76,12 @@ def test_an_event_from_another_process_arrives_through_redis(redis_url, settings
     assert session_events_use_channel_layer()
     policy = AccessPolicyFactory(approval_required=False)
     session, secret = session_open(user=policy.user, account=policy.account, duration=timedelta(hours=1))
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "portal.settings",
-        "REDIS_URL": redis_url,
-        "PAM_ENCRYPTION_KEYS": ",".join(settings.PAM_ENCRYPTION_KEYS),
-        "DJANGO_SECRET_KEY": settings.SECRET_KEY,
-    }
-    if database["ENGINE"].endswith("sqlite3"):
-        env["DATABASE_URL"] = f"sqlite:///{database['NAME']}"
+    env = subprocess_env(DJANGO_SETTINGS_MODULE="portal.settings", REDIS_URL=redis_url)
+
+    browser_session = otp_browser_session(session.user)
 
     async def scenario():
-        communicator = WebsocketCommunicator(URLRouter(websocket_urlpatterns), f"/ws/sessions/{session.public_id}/")
-        communicator.scope["user"] = session.user
+        communicator = session_socket(session, session.user, browser_session)
         assert (await communicator.connect(timeout=5))[0]
         assert (await communicator.receive_json_from(timeout=5))["type"] == "snapshot"
         writer = await _run_in_thread(
