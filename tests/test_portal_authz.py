@@ -8,8 +8,6 @@ from datetime import timedelta
 
 import pytest
 from asgiref.sync import async_to_sync
-from channels.routing import URLRouter
-from channels.testing import WebsocketCommunicator
 from django.test import Client
 from django.urls import reverse
 
@@ -18,7 +16,6 @@ from access.models.leases import LeaseState
 from access.models.policies import RequestState
 from access.models.sessions import SessionState
 from access.services.requests import access_request_create
-from portal.routing import websocket_urlpatterns
 from tests.factories import (
     AccessPolicyFactory,
     AccountFactory,
@@ -28,6 +25,7 @@ from tests.factories import (
     UserFactory,
 )
 from tests.portal_helpers import make_approver, verified_client
+from tests.ws_helpers import otp_browser_session, session_socket
 
 pytestmark = pytest.mark.django_db
 
@@ -126,12 +124,10 @@ def test_an_approver_may_read_and_decide_others_requests(bob_things):
 
 def test_the_live_stream_of_another_users_session_is_refused(bob_things):
     alice = UserFactory(username="alice")
+    alice_browser = otp_browser_session(alice)  # even with a verified device, another user's stream is closed
 
     async def connect():
-        communicator = WebsocketCommunicator(
-            URLRouter(websocket_urlpatterns), f"/ws/sessions/{bob_things['session'].public_id}/"
-        )
-        communicator.scope["user"] = alice
+        communicator = session_socket(bob_things["session"], alice, alice_browser)
         await communicator.connect()
         output = await communicator.receive_output(timeout=3)
         await communicator.disconnect()

@@ -30,9 +30,20 @@ def opened():
     return session, secret
 
 
-def _communicator(user, session) -> WebsocketCommunicator:
+def _otp_device(user) -> str:
+    """The persistent id of a new TOTP device of `user`, as a browser session holds it after the OTP step."""
+    from access.otp import totp_device_create
+
+    return totp_device_create(user=user).persistent_id
+
+
+def _communicator(user, session, device_id: str) -> WebsocketCommunicator:
+    """A socket from a browser session in which `user` passed the OTP check with `device_id`."""
+    from django_otp import DEVICE_ID_SESSION_KEY
+
     communicator = WebsocketCommunicator(URLRouter(websocket_urlpatterns), f"/ws/sessions/{session.public_id}/")
     communicator.scope["user"] = user
+    communicator.scope["session"] = {DEVICE_ID_SESSION_KEY: device_id}
     return communicator
 
 
@@ -53,8 +64,10 @@ def test_owner_sees_snapshot_then_commands_from_another_thread_then_the_end(open
     session, secret = opened
     session_commands_record(commands=[_command(session, "ping", database="admin", collection="")])
 
+    device_id = _otp_device(session.user)
+
     async def scenario():
-        communicator = _communicator(session.user, session)
+        communicator = _communicator(session.user, session, device_id)
         connected, _ = await communicator.connect(timeout=TIMEOUT)
         assert connected
         snapshot = await communicator.receive_json_from(timeout=TIMEOUT)
@@ -86,8 +99,10 @@ def test_an_ended_session_sends_snapshot_then_ended(opened, settings):
     session, _ = opened
     session_end(session=session, reason=SessionEndReason.ENDED_BY_USER)
 
+    device_id = _otp_device(session.user)
+
     async def scenario():
-        communicator = _communicator(session.user, session)
+        communicator = _communicator(session.user, session, device_id)
         await communicator.connect(timeout=TIMEOUT)
         assert (await communicator.receive_json_from(timeout=TIMEOUT))["type"] == "snapshot"
         ended = await communicator.receive_json_from(timeout=TIMEOUT)
@@ -100,9 +115,10 @@ def test_an_ended_session_sends_snapshot_then_ended(opened, settings):
 def test_another_users_socket_is_closed_with_4403(opened):
     session, _ = opened
     stranger = UserFactory()
+    device_id = _otp_device(stranger)
 
     async def scenario():
-        communicator = _communicator(stranger, session)
+        communicator = _communicator(stranger, session, device_id)
         await communicator.connect(timeout=TIMEOUT)
         closed = await communicator.receive_output(timeout=TIMEOUT)
         await communicator.wait()
@@ -153,13 +169,16 @@ def test_staff_with_view_session_and_otp_watch_anyones_session_through_the_real_
     assert json.loads(first["text"])["session"]["session_id"] == str(session.public_id)
 
 
-def test_staff_without_a_verified_otp_device_are_refused_but_the_owner_is_not(opened, staff_user):
+def test_viewers_without_a_verified_otp_device_are_refused_owner_and_staff_alike(opened, staff_user):
     session, _ = opened
 
     _connected, first = _through_the_real_app(session, _browser_cookie(staff_user, with_otp=False))
     assert first == {"type": "websocket.close", "code": 4403}
 
     _connected, first = _through_the_real_app(session, _browser_cookie(session.user, with_otp=False))
+    assert first == {"type": "websocket.close", "code": 4403}
+
+    _connected, first = _through_the_real_app(session, _browser_cookie(session.user, with_otp=True))
     assert json.loads(first["text"])["type"] == "snapshot"
 
 
@@ -186,8 +205,10 @@ def test_the_view_ends_a_session_that_expires_while_watched(settings, mode):
     policy = AccessPolicyFactory(approval_required=False)
     session, _ = session_open(user=policy.user, account=policy.account, duration=timedelta(seconds=1))
 
+    device_id = _otp_device(session.user)
+
     async def scenario():
-        communicator = _communicator(session.user, session)
+        communicator = _communicator(session.user, session, device_id)
         await communicator.connect(timeout=TIMEOUT)
         assert (await communicator.receive_json_from(timeout=TIMEOUT))["type"] == "snapshot"
         ended = await _next_of_type(communicator, "ended")

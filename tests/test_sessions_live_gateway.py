@@ -8,15 +8,13 @@ import time
 import pytest
 from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
-from channels.routing import URLRouter
-from channels.testing import WebsocketCommunicator
 from pymongo import MongoClient
 from pymongo.errors import PyMongoError
 
 from access.models.sessions import SessionEndReason
 from access.services.sessions import session_end
-from portal.routing import websocket_urlpatterns
 from tests.factories import AccountFactory, ResourceFactory
+from tests.ws_helpers import otp_browser_session, session_socket
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.wireserver]
 
@@ -44,9 +42,10 @@ def test_commands_recorded_by_the_gateway_process_stream_live_and_the_kill_follo
     session, secret, uri = gateway_session(account)
     client = MongoClient(uri, serverSelectionTimeoutMS=5000, retryReads=False, retryWrites=False)
 
+    browser_session = otp_browser_session(session.user)
+
     async def scenario():
-        communicator = WebsocketCommunicator(URLRouter(websocket_urlpatterns), f"/ws/sessions/{session.public_id}/")
-        communicator.scope["user"] = session.user
+        communicator = session_socket(session, session.user, browser_session)
         assert (await communicator.connect(timeout=5))[0]
         assert (await communicator.receive_json_from(timeout=5))["type"] == "snapshot"
 

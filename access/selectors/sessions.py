@@ -57,8 +57,8 @@ def session_commands(session: Session):
 def session_for_viewer(*, user, public_id, otp_verified: bool) -> Session | None:
     """The session with `public_id` if `user` may watch it live, else None (unknown and forbidden look alike).
 
-    Its owner may; staff with `view_session` may watch anyone's only from a browser session that passed
-    the OTP check, as in the admin (`otp_verified`).
+    Its owner and staff with `view_session` may, and only from a browser session that passed the OTP
+    check (`otp_verified`), as the portal and the admin require for every page.
     """
     try:
         session = Session.objects.select_related("account__resource", "gateway").get(public_id=public_id)
@@ -66,7 +66,7 @@ def session_for_viewer(*, user, public_id, otp_verified: bool) -> Session | None
         return None
     if not session_may_view(user=user, session=session):
         return None
-    return session if session.user_id == user.pk or otp_verified else None
+    return session if otp_verified else None
 
 
 def browser_session_otp_verified(*, user, browser_session) -> bool:
