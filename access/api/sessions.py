@@ -21,7 +21,8 @@ from access.selectors.sessions import (
     session_gateway_address,
     session_visible_to,
 )
-from access.services.sessions import session_end, session_open
+from access.services.sessions import session_end
+from access.services.usage import access_session_open
 
 END_OTHERS_PERMISSION = "access.change_session"
 
@@ -122,16 +123,18 @@ class SessionListCreateApi(APIView):
         serializer = SessionOpenSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        session, secret = session_open(
+        session, secret = access_session_open(
             user=request.user,
             account=data["account"],
             duration=data["duration"],
             read_only=data["read_only"],
-            actor=request.user,
             mfa_verified=_is_mfa_verified(request),
         )
         body = {**SessionSerializer(session).data, "secret": secret, **session_connection_info(session, secret)}
-        return Response(body, status=status.HTTP_201_CREATED, headers={"Cache-Control": "no-store"})
+        # X-One-Time-Secret marks the one response allowed to carry the secret (the test suite's leak scan skips it).
+        return Response(
+            body, status=status.HTTP_201_CREATED, headers={"Cache-Control": "no-store", "X-One-Time-Secret": "1"}
+        )
 
 
 def _visible_session(request, public_id) -> Session:

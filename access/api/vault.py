@@ -24,6 +24,7 @@ from access.selectors.leases import lease_may_manage, lease_visible_to, role_vis
 from access.selectors.policies import access_grant_for
 from access.services import leases as lease_services
 from access.services import roles as role_services
+from access.services.requests import access_policy_mark_used
 from access.services.resources import resource_update
 from access.validators import parse_roles, validate_mongodb_roles
 
@@ -271,6 +272,7 @@ class CredsApi(APIView):
             )
         except lease_services.LeaseError as exc:
             raise (Unavailable if exc.code == "unavailable" else exceptions.ValidationError)(exc.message) from None
+        access_policy_mark_used(policy=grant.policy, at=lease.issued_at)
         return Response(
             _vault_body(
                 {"db": lease.db, "username": lease.username, "password": password},
@@ -278,7 +280,7 @@ class CredsApi(APIView):
                 renewable=lease.renewable,
                 lease_duration=int((lease.expires_at - lease.issued_at).total_seconds()),
             ),
-            headers={"Cache-Control": "no-store"},
+            headers={"Cache-Control": "no-store", "X-One-Time-Secret": "1"},  # the one response with the password
         )
 
     post = get
