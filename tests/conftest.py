@@ -8,7 +8,7 @@ pytest_plugins = [
     name
     for name in ("tests.mongo.fixtures", "tests.mongo.wireserver_fixtures", "tests.gateway_fixtures")
     if importlib.util.find_spec(name) is not None
-]
+] + ["tests.secret_scan"]
 
 
 @pytest.fixture

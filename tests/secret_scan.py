@@ -1,0 +1,314 @@
+"""A pytest plugin that proves the run leaked no secret it generated.
+
+Every password, session secret and API token the portal makes goes through `access.generators`; this plugin
+watches that module and remembers each value. It then searches, over the whole run:
+
+- every log record of every logger and level (a root handler), and the tests' captured stdout, stderr and log
+  sections, and at the end the `*.log` files under pytest's temporary directory (daphne, qcluster, runproxy,
+  FerretDB and `make run` write theirs there);
+- the body (and redirect target) of every response of Django's test client and DRF's APIClient, except the
+  responses a view marked with `X-One-Time-Secret: 1` (the reveal-once pages and API answers);
+- after each database test, before its rollback, every text and JSON column of every model except encrypted
+  fields and SCRAM verifiers: this covers audit rows, error messages, command logs and sessions;
+- Playwright pages, through `scan_page(page)` (a helper browser tests call).
+
+A secret that appears anywhere fails the run; the report names where, with a hash prefix, never the value.
+Secrets generated in child processes are unknown here unless a test passes them to `remember()`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+ONE_TIME_SECRET_HEADER = "X-One-Time-Secret"
+MIN_SECRET_LENGTH = 12  # shorter values (e.g. 6-digit codes) would match by chance
+LOG_FILE_MAX_BYTES = 64 * 1024 * 1024
+
+
+def fingerprint(secret: str) -> str:
+    """What the report prints instead of a secret: the first 12 hex digits of its SHA-256."""
+    return hashlib.sha256(secret.encode()).hexdigest()[:12]
+
+
+@dataclass
+class Finding:
+    where: str
+    secret_hash: str
+
+
+@dataclass
+class SecretScanner:
+    """The generated secrets, one regex over them (rebuilt only when the set grows), and what it found where."""
+
+    secrets: set[str] = field(default_factory=set)
+    findings: list[Finding] = field(default_factory=list)
+    log_records: int = 0
+    html_responses: int = 0
+    db_snapshots: int = 0
+    _pattern: re.Pattern | None = None
+    _pattern_size: int = -1
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def remember(self, secret: str) -> None:
+        """Add a secret to search for (values shorter than MIN_SECRET_LENGTH are ignored)."""
+        if secret and len(secret) >= MIN_SECRET_LENGTH:
+            with self._lock:
+                self.secrets.add(secret)
+
+    def _regex(self) -> re.Pattern | None:
+        if self._pattern_size != len(self.secrets):
+            with self._lock:
+                values = sorted(self.secrets, key=len, reverse=True)
+                self._pattern = re.compile("|".join(map(re.escape, values))) if values else None
+                self._pattern_size = len(values)
+        return self._pattern
+
+    def scan(self, text: str | bytes | None, *, where: str) -> list[str]:
+        """Search `text` for every remembered secret; record and return the fingerprints found."""
+        pattern = self._regex()
+        if pattern is None or not text:
+            return []
+        if isinstance(text, bytes):
+            text = text.decode("utf-8", errors="replace")
+        found = sorted({fingerprint(match) for match in pattern.findall(text)})
+        for secret_hash in found:
+            self.findings.append(Finding(where=where, secret_hash=secret_hash))
+        return found
+
+    def scan_response(self, response, *, where: str) -> None:
+        """Search a Django/DRF test response unless its view marked it as the one-time reveal."""
+        if response.get(ONE_TIME_SECRET_HEADER) == "1":
+            return
+        self.html_responses += 1
+        body = b"" if getattr(response, "streaming", False) else response.content
+        self.scan(body + response.get("Location", "").encode(), where=where)
+
+    def scan_database(self, *, where: str) -> None:
+        """Search every non-secret text and JSON column of every model (one query per model)."""
+        from django.apps import apps
+        from django.db import models
+
+        from access.fields import EncryptedTextField
+
+        if self._regex() is None:
+            return
+        self.db_snapshots += 1
+        for model in apps.get_models():
+            if not model._meta.managed or model._meta.proxy:
+                continue
+            columns = [
+                f.attname
+                for f in model._meta.concrete_fields
+                if isinstance(f, models.CharField | models.TextField | models.JSONField)
+                and not isinstance(f, EncryptedTextField)
+                and (model._meta.label_lower, f.name) not in NOT_SCANNED_COLUMNS
+            ]
+            if not columns:
+                continue
+            for row in model._base_manager.values_list(*columns).iterator():
+                text = "\x00".join(str(value) for value in row if value not in (None, ""))
+                if text:
+                    self.scan(text, where=f"{where}: table {model._meta.db_table}")
+
+    def summary(self, *, log_files: int = 0) -> str:
+        head = (
+            f"secret scan: {len(self.secrets)} secrets checked across {self.log_records} log records"
+            f"{f' and {log_files} log files' if log_files else ''}, {self.html_responses} HTML responses, "
+            f"{self.db_snapshots} DB snapshots"
+        )
+        if not self.findings:
+            return head + ": none found"
+        return head + f": {len(self.findings)} LEAKS FOUND"
+
+
+# Columns that hold secrets by design: SCRAM verifiers (salted, stretched keys of a session secret).
+NOT_SCANNED_COLUMNS = {("access.session", "verifiers")}
+
+
+class _ScanningHandler(logging.Handler):
+    """A root logging handler that searches each record (message, arguments and traceback) for secrets."""
+
+    def __init__(self, scanner: SecretScanner) -> None:
+        super().__init__(level=logging.NOTSET)
+        self.scanner = scanner
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.scanner.log_records += 1
+            parts = [record.getMessage()]
+            if record.exc_info:
+                parts.append(logging.Formatter().formatException(record.exc_info))
+            if record.exc_text:
+                parts.append(record.exc_text)
+            if record.stack_info:
+                parts.append(record.stack_info)
+            self.scanner.scan("\n".join(parts), where=f"log record {record.name}:{record.levelname}")
+        except Exception:  # a log handler never raises into the code that logged
+            self.handleError(record)
+
+
+def scan_log_files(scanner: SecretScanner, root: Path) -> int:
+    """Search every `*.log` file under `root` (the subprocesses' output); return how many were read."""
+    count = 0
+    for path in sorted(root.rglob("*.log")):
+        try:
+            with path.open("rb") as handle:
+                data = handle.read(LOG_FILE_MAX_BYTES)
+        except OSError:
+            continue
+        count += 1
+        scanner.scan(data, where=f"log file {path}")
+    return count
+
+
+# -- the plugin: one scanner for the session --------------------------------------------------------------------
+_scanner: SecretScanner | None = None
+
+
+def remember(secret: str) -> None:
+    """Tell the scan about a secret made outside this process (e.g. read from a reveal page in a browser test)."""
+    if _scanner is not None:
+        _scanner.remember(secret)
+
+
+def scan_page(page, *, where: str | None = None) -> None:
+    """Search a Playwright page's HTML; pages that browser tests mark with `page.one_time_secret = True` are skipped.
+
+    Browser tests call this after each step whose page must not show a secret (every page but the reveal).
+    """
+    if _scanner is not None and not getattr(page, "one_time_secret", False):
+        _scanner.html_responses += 1
+        _scanner.scan(page.content(), where=where or f"browser page {page.url}")
+
+
+def _is_database_test(request) -> bool:
+    names = set(request.fixturenames)
+    return bool(request.node.get_closest_marker("django_db")) or bool(
+        names & {"db", "transactional_db", "django_db_reset_sequences", "django_db_serialized_rollback"}
+    )
+
+
+@pytest.fixture(autouse=True)
+def _secret_scan_database(request):
+    """After a database test, before its rollback, search the tables for secrets generated during it."""
+    if _scanner is None or not _is_database_test(request):
+        yield
+        return
+    request.getfixturevalue("_django_db_helper")  # set up first, so it is torn down (rolled back) after us
+    generated_before = len(_scanner.secrets)
+    yield
+    transactional = "transactional_db" in request.fixturenames or "live_server" in request.fixturenames
+    if len(_scanner.secrets) != generated_before or transactional:
+        _scanner.scan_database(where=f"database after {request.node.nodeid}")
+
+
+def _patch_test_clients(scanner: SecretScanner) -> list:
+    from django.test import client as django_client
+
+    original_sync = django_client.Client.request
+    original_async = django_client.AsyncClient.request
+
+    def request(self, **kwargs):
+        response = original_sync(self, **kwargs)
+        scanner.scan_response(
+            response, where=f"response to {kwargs.get('REQUEST_METHOD', 'GET')} {kwargs.get('PATH_INFO')}"
+        )
+        return response
+
+    async def async_request(self, **kwargs):
+        response = await original_async(self, **kwargs)
+        scanner.scan_response(response, where=f"response to {kwargs.get('method', 'GET')} {kwargs.get('path')}")
+        return response
+
+    django_client.Client.request = request
+    django_client.AsyncClient.request = async_request
+
+    def restore() -> None:
+        django_client.Client.request = original_sync
+        django_client.AsyncClient.request = original_async
+
+    return [restore]
+
+
+def pytest_configure(config) -> None:
+    global _scanner
+    if _scanner is not None or config.getoption("--secret-scan", "on") == "off":
+        return
+    from access import generators
+
+    _scanner = SecretScanner()
+    handler = _ScanningHandler(_scanner)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    unwatch = generators.secret_watch(_scanner.remember)
+    config._secret_scan_cleanups = [unwatch, lambda: root.removeHandler(handler), *_patch_test_clients(_scanner)]
+    config._secret_scan_handler = handler
+    _keep_root_logger_open(root, handler)
+
+
+def _keep_root_logger_open(root: logging.Logger, handler: logging.Handler) -> None:
+    """Let every level reach the scanning handler; the other root handlers keep the level they printed before."""
+    previous = root.level
+    for other in root.handlers:
+        if other is not handler and other.level < previous:
+            other.setLevel(previous)
+    root.setLevel(logging.DEBUG)
+
+
+def pytest_addoption(parser) -> None:
+    parser.addoption("--secret-scan", default="on", choices=("on", "off"), help="search the run for leaked secrets")
+
+
+def pytest_runtest_setup(item) -> None:
+    """Put the scanning handler back if a test reconfigured logging (dictConfig drops the root's handlers)."""
+    handler = getattr(item.config, "_secret_scan_handler", None)
+    root = logging.getLogger()
+    if handler is not None and handler not in root.handlers:
+        root.addHandler(handler)
+        _keep_root_logger_open(root, handler)
+
+
+def pytest_runtest_logreport(report) -> None:
+    """Search the captured stdout, stderr and log sections and the failure text of each test phase."""
+    if _scanner is None:
+        return
+    for title, content in report.sections:
+        _scanner.scan(content, where=f"{report.nodeid} ({report.when}): {title}")
+    if report.failed:
+        _scanner.scan(report.longreprtext, where=f"{report.nodeid} ({report.when}): failure report")
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    if _scanner is None:
+        return
+    basetemp = session.config._tmp_path_factory.getbasetemp() if hasattr(session.config, "_tmp_path_factory") else None
+    log_files = scan_log_files(_scanner, basetemp) if basetemp and basetemp.exists() else 0
+    session.config._secret_scan_summary = _scanner.summary(log_files=log_files)
+    if _scanner.findings and session.exitstatus == 0:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    if _scanner is None:
+        return
+    summary = getattr(config, "_secret_scan_summary", None) or _scanner.summary()
+    if _scanner.findings:
+        terminalreporter.section("secret scan: generated secrets found outside their reveal", red=True)
+        for finding in _scanner.findings[:200]:
+            terminalreporter.line(f"secret sha256:{finding.secret_hash}… in {finding.where}")
+    terminalreporter.write_line(summary)
+
+
+def pytest_unconfigure(config) -> None:
+    global _scanner
+    for cleanup in getattr(config, "_secret_scan_cleanups", []):
+        cleanup()
+    if hasattr(config, "_secret_scan_cleanups"):
+        _scanner = None
