@@ -45,6 +45,8 @@ _FLAGS = struct.Struct("<I")
 _UNAUTHORIZED = 13
 _REPLY_MARGIN = 16 * 1024 * 1024
 _UPSTREAM_OPEN_WAIT = 6.0
+#: Before login only small handshake commands arrive; anything larger closes the connection.
+MAX_MESSAGE_BEFORE_LOGIN = 1024 * 1024
 
 
 class ConnectionHost(Protocol):
@@ -92,7 +94,7 @@ class ClientConnection:
         self._username = ""
         self._expiry: asyncio.TimerHandle | None = None
         self._login_flow = ClientLogin(lookup=self._lookup, on_verified=self._on_verified)
-        self._max_request = wire.DEFAULT_MAX_MESSAGE_SIZE
+        self._max_request = MAX_MESSAGE_BEFORE_LOGIN
         self._request_ids = 0
         self.pipe: Pipe | None = None
         self._done: asyncio.Future | None = None
