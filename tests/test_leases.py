@@ -265,6 +265,15 @@ def test_a_failed_issue_leaves_no_user_behind(wire_faults_cleared, wire_role, ho
     assert lease.state == LeaseState.REVOKED
 
 
+def test_an_issue_refused_as_a_name_conflict_never_drops_the_existing_user(wire_faults_cleared, wire_role, holder):
+    wire_faults_cleared.fail_command("createUser", 51003, "User already exists", times=1)
+    with pytest.raises(LeaseError, match="could not be created"):
+        lease_issue(role=wire_role, holder=holder)
+    lease = Lease.objects.get(role=wire_role)
+    assert lease.state == LeaseState.REVOKED and lease.revoke_reason == "issue_failed"
+    assert not Lease.objects.due().exists()
+
+
 def test_a_stale_revoking_claim_is_taken_over(wire_role, holder):
     lease, _ = lease_issue(role=wire_role, holder=holder)
     Lease.objects.filter(pk=lease.pk).update(

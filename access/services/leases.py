@@ -208,7 +208,9 @@ def lease_issue(
             connector.create_user(**create)
     except ConnectorError as exc:
         error = _safe_error(exc, [password])
-        _lease_issue_failed(lease=lease, error=error, actor=actor if actor is not None else holder)
+        _lease_issue_failed(
+            lease=lease, error=error, actor=actor if actor is not None else holder, user_absent=exc.kind in _NOT_CREATED
+        )
         raise LeaseError(f"The database user could not be created: {error}", code="unavailable") from None
     lease.password = password
     return lease, password
@@ -224,17 +226,28 @@ def _roles_of(role: DynamicRole) -> list:
     return list(roles or [])
 
 
-def _lease_issue_failed(*, lease: Lease, error: str, actor) -> None:
+_NOT_CREATED = frozenset({"conflict", "auth", "permission", "config", "dns", "tls", "not_found"})
+"""Connector error kinds after which the user certainly was not created by us (conflict: the name is someone else's)."""
+
+
+def _lease_issue_failed(*, lease: Lease, error: str, actor, user_absent: bool) -> None:
+    """Record a failed issue. When the user may exist (timeout, network), hand it to the sweeper to drop; when it
+    certainly does not — or belongs to someone else (a name conflict) — close the lease without touching the server."""
     now = timezone.now()
     with transaction.atomic():
+        if user_absent:
+            changes = {"state": LeaseState.REVOKED, "revoked_at": now, "next_attempt_at": None}
+        else:
+            changes = {"state": LeaseState.REVOKE_FAILED, "next_attempt_at": now}
         Lease.objects.filter(pk=lease.pk).update(
-            state=LeaseState.REVOKE_FAILED,
             expires_at=now,
             last_error=f"Issue failed: {error}"[:ERROR_MAX_LENGTH],
-            next_attempt_at=now,
             revoke_reason="issue_failed",
+            **changes,
         )
-        audit_record(action="lease.issue_failed", actor=actor, target=lease, data={"error": error})
+        audit_record(
+            action="lease.issue_failed", actor=actor, target=lease, data={"error": error, "cleanup": not user_absent}
+        )
 
 
 def lease_renew(*, lease: Lease, increment: timedelta | None = None, actor=None, connector=None) -> Lease:
