@@ -8,9 +8,13 @@ from its own writer thread with a whole batch.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from asgiref.sync import sync_to_async
+
+LOST_GATEWAY_GRACE = timedelta(seconds=30)
+"""A gateway whose heartbeat (every 5 s) is older than this is lost; the survivors end its sessions."""
 
 
 def _in_thread(function):
@@ -76,9 +80,15 @@ class DjangoDomain:
         )
 
     async def heartbeat(self) -> None:
-        from access.services.gateway import gateway_heartbeat
+        """Record this gateway alive, then end the sessions of gateways silent for LOST_GATEWAY_GRACE (crashed).
+
+        Survivors sweeping on their heartbeat end a dead gateway's sessions within about half a minute, without
+        waiting for the qcluster's minute schedule (which remains the backstop when no gateway survives).
+        """
+        from access.services.gateway import gateway_heartbeat, gateways_lost_sweep
 
         await _in_thread(_closing_connections(gateway_heartbeat))(gateway_id=self.gateway_id)
+        await _in_thread(_closing_connections(gateways_lost_sweep))(grace=LOST_GATEWAY_GRACE)
 
     async def end_sessions(self, reason: str) -> int:
         from access.services.gateway import gateway_sessions_end
