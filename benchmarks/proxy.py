@@ -56,7 +56,13 @@ def start_wire_server() -> tuple[subprocess.Popen, str]:
 
 
 def setup_django(database: Path) -> None:
+    """Production-like settings (DEBUG off, so no per-query bookkeeping) on a throw-away database."""
+    from cryptography.fernet import Fernet
+
     os.environ["DATABASE_URL"] = f"sqlite:///{database}"
+    os.environ["DJANGO_DEBUG"] = "false"
+    os.environ["DJANGO_SECRET_KEY"] = secrets.token_urlsafe(50)
+    os.environ["PAM_ENCRYPTION_KEYS"] = Fernet.generate_key().decode()
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
     import django
 

@@ -16,6 +16,9 @@ import concurrent.futures
 import contextlib
 import datetime
 import logging
+import multiprocessing
+import os
+import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -74,8 +77,80 @@ def build_record(pending: PendingCommand) -> dict[str, Any]:
     }
 
 
+class WriterProcess:
+    """Builds and writes command records in a child process, so the relay's interpreter never waits for it.
+
+    Redaction and the database insert cost tens of microseconds per command; in a thread they contend for
+    the GIL with the relay and stretch its latency. :meth:`start` forks the child and must run before any
+    event loop or thread exists (``manage.py runproxy`` calls it first, after closing its database
+    connections); :meth:`submit` hands a batch over a pipe; :meth:`close` waits for the child to write
+    what it has. The child ignores SIGINT/SIGTERM (the parent decides when to stop) and exits when the
+    parent goes away.
+    """
+
+    def __init__(self, write: Callable[[list[dict[str, Any]]], None]) -> None:
+        self._write = write
+        self._context = multiprocessing.get_context("fork")
+        self._queue = self._context.Queue()
+        self._process: multiprocessing.process.BaseProcess | None = None
+
+    def start(self) -> None:
+        """Fork the writer."""
+        self._process = self._context.Process(
+            target=_writer_main, args=(self._queue, self._write), name="commandlog-writer", daemon=True
+        )
+        self._process.start()
+
+    @property
+    def alive(self) -> bool:
+        return self._process is not None and self._process.is_alive()
+
+    def submit(self, batch: list[PendingCommand]) -> None:
+        """Queue a batch for the child (pickled by the queue's feeder thread)."""
+        if not self.alive:
+            raise RuntimeError("the command log writer process is not running")
+        self._queue.put(batch)
+
+    def close(self, timeout: float = 3.0) -> None:
+        """Ask the child to finish and wait up to ``timeout`` seconds for it."""
+        if self._process is None:
+            return
+        with contextlib.suppress(Exception):
+            self._queue.put(None)
+            self._queue.close()
+            self._queue.join_thread()
+        self._process.join(timeout)
+        if self._process.is_alive():
+            log.warning("event=commandlog_writer_slow action=terminate")
+            self._process.terminate()
+        self._process = None
+
+
+def _writer_main(queue, write: Callable[[list[dict[str, Any]]], None]) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    parent = os.getppid()
+    while True:
+        try:
+            batch = queue.get(timeout=1.0)
+        except Exception:  # queue.Empty: check the parent is still there
+            if os.getppid() != parent:
+                return
+            continue
+        if batch is None:
+            return
+        try:
+            write([build_record(pending) for pending in batch])
+        except Exception as exc:
+            log.warning("event=commandlog_write_failed records=%d error=%s", len(batch), type(exc).__name__)
+
+
 class CommandLog:
-    """A queue of pending commands with a flusher task; ``write(records)`` runs in a worker thread."""
+    """A queue of pending commands with a flusher task.
+
+    Batches go to ``process`` (a started :class:`WriterProcess`) when there is one, else ``write(records)``
+    runs in a worker thread of this process.
+    """
 
     def __init__(
         self,
@@ -83,8 +158,10 @@ class CommandLog:
         *,
         interval: float = 0.2,
         batch_size: int = 100,
+        process: WriterProcess | None = None,
     ) -> None:
         self._write = write
+        self._process = process
         self.interval = interval
         self.batch_size = batch_size
         self._pending: list[PendingCommand] = []
@@ -120,7 +197,10 @@ class CommandLog:
         while self._pending:
             batch, self._pending = self._pending[:1000], self._pending[1000:]
             try:
-                await asyncio.get_running_loop().run_in_executor(self._writer, self._convert_and_write, batch)
+                if self._process is not None and self._process.alive:
+                    self._process.submit(batch)
+                else:
+                    await asyncio.get_running_loop().run_in_executor(self._writer, self._convert_and_write, batch)
                 self.written += len(batch)
             except Exception as exc:
                 log.warning("event=commandlog_write_failed records=%d error=%s", len(batch), type(exc).__name__)
@@ -136,4 +216,6 @@ class CommandLog:
                 await self._task
             self._task = None
         await self.flush()
+        if self._process is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self._process.close)
         self._writer.shutdown(wait=False)

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from gatewayproxy.commandlog import CommandLog
+from gatewayproxy.commandlog import CommandLog, WriterProcess
 from gatewayproxy.hello import DEFAULT_LIMITS, UpstreamLimits
 from gatewayproxy.metrics import GatewayMetrics
 from gatewayproxy.relay import ClientConnection
@@ -74,6 +74,7 @@ class GatewayServer:
         heartbeat_interval: float = 5.0,
         log_interval: float = 0.2,
         log_batch_size: int = 100,
+        log_writer: WriterProcess | None = None,
     ) -> None:
         self.domain = domain
         self.host = host
@@ -82,7 +83,9 @@ class GatewayServer:
         self.heartbeat_interval = heartbeat_interval
         self.metrics = GatewayMetrics()
         self.topology_cache = TopologyCache()
-        self.command_log = CommandLog(domain.record_commands, interval=log_interval, batch_size=log_batch_size)
+        self.command_log = CommandLog(
+            domain.record_commands, interval=log_interval, batch_size=log_batch_size, process=log_writer
+        )
         self.connections: dict[int, ClientConnection] = {}
         self.by_session: dict[int, set[ClientConnection]] = {}
         self.closed_sessions: dict[int, str] = {}

@@ -9,8 +9,10 @@ import signal
 import sys
 
 from django.core.management.base import BaseCommand, CommandError
+from django.db import connections
 
 from access.services.gateway import gateway_register
+from gatewayproxy.commandlog import WriterProcess
 from gatewayproxy.domain import DjangoDomain
 from gatewayproxy.metrics import serve_metrics
 from gatewayproxy.server import GatewayServer, raise_open_file_limit
@@ -73,7 +75,16 @@ class Command(BaseCommand):
             port,
             limit,
         )
-        asyncio.run(self._serve(GatewayServer(DjangoDomain(gateway.pk), host=host, port=port), metrics_address))
+        domain = DjangoDomain(gateway.pk)
+        # Fork the command log writer now: before the event loop and its threads exist, with no open connection.
+        connections.close_all()
+        writer = WriterProcess(domain.record_commands)
+        writer.start()
+        server = GatewayServer(domain, host=host, port=port, log_writer=writer)
+        try:
+            asyncio.run(self._serve(server, metrics_address))
+        finally:
+            writer.close()
 
     async def _serve(self, server: GatewayServer, metrics_address: tuple[str, int] | None) -> None:
         stop = asyncio.Event()
