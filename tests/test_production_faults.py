@@ -255,13 +255,17 @@ def _start_workers(processes: Processes, count: int = 1) -> None:
     processes.manage("setup_schedules")  # also enqueues a first sweeper run on this Redis broker
 
 
-def _sweeper_pid() -> int | None:
+def _sweeper_holder() -> str:
+    """`host:pid:run` of the sweeper run holding its lock now, or ""."""
     from access.models import BackgroundLock
 
     lock = BackgroundLock.objects.filter(name="lease-sweeper", expires_at__gt=timezone.now()).first()
-    if lock is None or not lock.holder:
-        return None
-    return int(lock.holder.split(":")[1])
+    return lock.holder if lock is not None else ""
+
+
+def _sweeper_pid() -> int | None:
+    holder = _sweeper_holder()
+    return int(holder.split(":")[1]) if holder else None
 
 
 # -- faults --------------------------------------------------------------------------------------------------
@@ -494,6 +498,7 @@ def test_live_session_pages_continue_across_a_redis_restart(tmp_path, processes,
     account = account_on(wire)
     role = _role_on(wire, name="redis-role")
     leases = _issue(role, 3, timedelta(hours=1))
+    _start_workers(processes)
     portal = processes.daphne()
     gateway = _gateway(tmp_path, "gw-redis", redis_server.url)
     try:
@@ -506,6 +511,9 @@ def test_live_session_pages_continue_across_a_redis_restart(tmp_path, processes,
 
         client.app.items.find_one({"before": True})
         assert wait_for(lambda: commands_seen(1), timeout=15), (viewer.commands, processes.logs()[-3000:])
+        assert wait_for(_sweeper_pid, timeout=60, interval=0.2), processes.logs()[-3000:]
+        expiring = _issue(role, 4, timedelta(seconds=6))  # they expire after Redis came back
+        holder_before = _sweeper_holder()
         redis_server.restart(down_for=2.0)
         restarted = time.monotonic()
         client.app.items.find_one({"after": True})
@@ -522,6 +530,17 @@ def test_live_session_pages_continue_across_a_redis_restart(tmp_path, processes,
         assert Session.objects.get(pk=session.pk).state == "open"
         assert _states(leases) == Counter({"active": 3})
         assert Lease.objects.filter(pk__in=[lease.pk for lease in leases], state="active").count() == 3
+        # The background work survives too: leases that expire after the restart are revoked.
+        revoked = wait_for(lambda: _states(expiring)["expired"] == len(expiring), timeout=120, interval=0.5)
+        print(f"Redis restart: leases expiring after it revoked {time.monotonic() - restarted:.1f} s after the restart")
+        assert revoked, (_states(expiring), processes.logs()[-3000:])
+        assert all(count == 1 for (_, action), count in _revoke_audit(expiring).items() if action == "lease.revoke")
+        # And the sweeper's chain of runs (each run enqueues the next through Redis) outlives the restart.
+        next_run = wait_for(lambda: _sweeper_holder() not in ("", holder_before), timeout=120, interval=0.5)
+        assert next_run, processes.logs()[-3000:]
+        later = _issue(role, 2, timedelta(seconds=2))
+        assert wait_for(lambda: _states(later)["expired"] == 2, timeout=30, interval=0.5), _states(later)
+        print(f"Redis restart: a new sweeper run took over {time.monotonic() - restarted:.1f} s after the restart")
         client.close()
         viewer.stop()
     finally:
