@@ -45,9 +45,12 @@ def _bootstrap() -> None:
     os.environ["DATABASE_URL"] = f"sqlite:///{WORKDIR / 'bench.sqlite3'}"
     os.environ["PAM_VAR_DIR"] = str(WORKDIR)
     os.environ.setdefault("PAM_LOG_LEVEL", "WARNING")
+    import logging
+
     import django
 
     django.setup()
+    logging.getLogger("connectors.mongodb").setLevel(logging.ERROR)  # FerretDB: "customData not stored", per user
     import pymongo
     from django.contrib.auth import get_user_model
     from django.core.management import call_command
@@ -273,7 +276,11 @@ def storm_prepare(server: Server, role: DynamicRole, n: int, window_start) -> li
                 pwd=lease.password.reveal(),
                 roles=list(role.roles),
                 mechanisms=["SCRAM-SHA-256"],
-                customData={"pam": {"lease_id": lease.lease_id, "system": system_tag()}},
+                **(
+                    {"customData": {"pam": {"lease_id": lease.lease_id, "system": system_tag()}}}
+                    if server.roles
+                    else {}
+                ),
             )
 
         with ThreadPoolExecutor(8) as pool:
@@ -375,6 +382,12 @@ def run(server: Server, tag: str, args) -> list[tuple[str, str]]:
     return table
 
 
+def print_table(name: str, table: list[tuple[str, str]]) -> None:
+    print(f"\n== {name} ==")
+    for label, value in table:
+        print(f"{label:<38} {value}", flush=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=200, help="leases issued and revoked through the API")
@@ -392,6 +405,7 @@ def main() -> int:
     wire = start_wire_server()
     try:
         results.append((wire.name, run(wire, "wire", args)))
+        print_table(*results[-1])
     finally:
         wire.stop()
     if args.ferretdb:
@@ -399,12 +413,9 @@ def main() -> int:
         try:
             args.storm = args.ferretdb_storm
             results.append((ferret.name, run(ferret, "ferret", args)))
+            print_table(*results[-1])
         finally:
             ferret.stop()
-    for name, table in results:
-        print(f"\n== {name} ==")
-        for label, value in table:
-            print(f"{label:<38} {value}")
     print(f"\n(portal database and logs: {WORKDIR})")
     return 0
 
