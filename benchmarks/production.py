@@ -317,7 +317,7 @@ def measure_lag(role, user, workdir: Path, n: int, spread: float) -> dict:
 
 # -- bulk load -----------------------------------------------------------------------------------------------
 def bulk_load(role, user, n_leases: int, n_audit: int) -> float:
-    from django.db import connection
+    from django.db import connection, transaction
 
     from access.crypto import encrypt
 
@@ -363,7 +363,7 @@ def bulk_load(role, user, n_leases: int, n_audit: int) -> float:
         "seq, created_at, actor_id, actor_name, action, target_type, target_id, target_name, data, ip, "
         "request_id, prev_hash, hash"
     )
-    with connection.cursor() as cursor:
+    with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("SELECT COALESCE(MAX(seq), 0) FROM access_auditevent")
         first_seq = cursor.fetchone()[0] + 1
         cursor.execute("SELECT hash FROM access_auditevent ORDER BY seq DESC LIMIT 1")
@@ -400,8 +400,6 @@ def bulk_load(role, user, n_leases: int, n_audit: int) -> float:
             with cursor.cursor.copy(f"COPY access_auditevent ({audit_columns}) FROM STDIN") as copy:
                 for audit_row in audit_rows():
                     copy.write_row(audit_row)
-            cursor.execute("ANALYZE access_lease")
-            cursor.execute("ANALYZE access_auditevent")
         else:
             marks = ", ".join(["%s"] * 18)
             cursor.executemany(f"INSERT INTO access_lease ({lease_columns}) VALUES ({marks})", lease_rows)
@@ -414,7 +412,8 @@ def bulk_load(role, user, n_leases: int, n_audit: int) -> float:
                     batch.clear()
             if batch:
                 cursor.executemany(f"INSERT INTO access_auditevent ({audit_columns}) VALUES ({marks})", batch)
-            cursor.execute("ANALYZE")
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE")
     return time.perf_counter() - started
 
 

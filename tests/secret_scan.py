@@ -52,6 +52,7 @@ class SecretScanner:
     log_records: int = 0
     html_responses: int = 0
     db_snapshots: int = 0
+    db_unreadable: int = 0
     _pattern: re.Pattern | None = None
     _pattern_size: int = -1
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -205,8 +206,17 @@ def _secret_scan_database(request):
     generated_before = len(_scanner.secrets)
     yield
     transactional = "transactional_db" in request.fixturenames or "live_server" in request.fixturenames
+    if request.node.get_closest_marker("django_db") and request.node.get_closest_marker("django_db").kwargs.get(
+        "transaction"
+    ):
+        transactional = True
     if len(_scanner.secrets) != generated_before or transactional:
-        _scanner.scan_database(where=f"database after {request.node.nodeid}")
+        from django.db import DatabaseError
+
+        try:
+            _scanner.scan_database(where=f"database after {request.node.nodeid}")
+        except DatabaseError:  # the test left its transaction unusable (PostgreSQL): nothing can be read now
+            _scanner.db_unreadable += 1
 
 
 def _patch_test_clients(scanner: SecretScanner) -> list:
