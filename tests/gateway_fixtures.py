@@ -50,8 +50,10 @@ def wait_for(predicate, timeout: float = 5.0, interval: float = 0.05):
 def account_on(server, *, roles=None, **resource_fields):
     """An Account stored for a new user of the wire server ``server`` (root unless ``roles``)."""
     from tests.factories import AccountFactory, ResourceFactory
+    from tests.secret_scan import remember
 
     username, password = f"acct_{uuid.uuid4().hex[:8]}", f"acct-{uuid.uuid4().hex}"
+    remember(password)
     server.create_user(username, password, roles or [{"role": "root", "db": "admin"}])
     uri = f"mongodb://{server.host_port}" + (f"/?replicaSet={server.replica_set}" if server.replica_set else "")
     resource = ResourceFactory(uri=uri, tls=False, **resource_fields)
@@ -193,8 +195,11 @@ def gateway_session(gateway, gateway_proxy):
 
         from django.utils import timezone
 
+        from tests.secret_scan import remember
+
         username = session_username_new()
         secret = secrets.token_urlsafe(32)
+        remember(secret)
         session = SessionFactory(
             user__username=f"owner-{username}",
             account=account,

@@ -19,6 +19,7 @@ from pymongo.write_concern import WriteConcern
 from access.models import SessionCommand
 from tests.factories import AccountFactory, ResourceFactory
 from tests.gateway_fixtures import account_on, wait_for
+from tests.secret_scan import remember
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -50,6 +51,7 @@ def _name(prefix: str) -> str:
 def ferret_account(ferretdb_server):
     """An Account for a new FerretDB user (FerretDB has no roles: any user may do anything)."""
     username, password = _name("acct"), f"acct-{uuid.uuid4().hex}"
+    remember(password)
     with MongoClient(ferretdb_server.uri, serverSelectionTimeoutMS=5000) as admin:
         admin.admin.command("createUser", username, pwd=password, roles=[])
     resource = ResourceFactory(uri=f"mongodb://127.0.0.1:{ferretdb_server.port}", tls=False)

@@ -25,6 +25,7 @@ from access.services.sessions import session_username_new, session_verifiers
 from gatewayproxy import scram, wire
 from tests.factories import AccountFactory, ResourceFactory
 from tests.gateway_fixtures import account_on
+from tests.secret_scan import remember
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -148,6 +149,8 @@ def scripted(gateway):
     resource_row = ResourceFactory(uri=f"mongodb://127.0.0.1:{upstream.port}", tls=False)
     account = AccountFactory(resource=resource_row, username=username, password=password)
     session_name, secret = session_username_new(), f"secret-{uuid.uuid4().hex}"
+    remember(secret)
+    remember(password)
     Session.objects.create(
         account=account,
         gateway=gateway,
@@ -220,6 +223,8 @@ def test_the_gateway_holds_a_thousand_client_connections(wire_server, gateway_se
 def _session_for(gateway, resource_row, username: str, password: str) -> tuple[str, str]:
     account = AccountFactory(resource=resource_row, username=username, password=password)
     session_name, secret = session_username_new(), f"secret-{uuid.uuid4().hex}"
+    remember(secret)
+    remember(password)
     Session.objects.create(
         account=account,
         gateway=gateway,
