@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.mongo.paths import free_loopback_port, port_is_open
-from tests.profile import embedded_env
+from tests.profile import ScratchDatabase, embedded_env, require_production_profile, scratch_redis_url
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -58,12 +58,25 @@ def totp_now(otpauth_uri: str) -> str:
     return f"{totp(key, step=30, digits=6):06d}"
 
 
-def test_demo_prints_credentials_serves_the_admin_and_stops_on_ctrl_c(tmp_path, ferretdb_uri):
+@pytest.mark.parametrize("profile", ["embedded", pytest.param("production", marks=pytest.mark.production)])
+def test_demo_prints_credentials_serves_the_admin_and_stops_on_ctrl_c(tmp_path, ferretdb_uri, profile):
     # ferretdb_uri: FerretDB is built and works here (or the test fails under CI); the demo starts its own.
-    http_port, gateway_port = free_loopback_port(), free_loopback_port()
-    # The embedded defaults, as a newcomer's first `make run` (the production profile's variables removed).
+    # The embedded defaults, as a newcomer's first `make run` (the production profile's variables removed);
+    # in the production profile, `make run` with DATABASE_URL and REDIS_URL: a database and a Redis of its own.
     env = {**embedded_env(), "PAM_VAR_DIR": str(tmp_path), "PYTHONUNBUFFERED": "1", "DJANGO_DEBUG": "true"}
     env.pop("MONGODB_URI", None)
+    if profile == "embedded":
+        _demo_run(tmp_path, env)
+        return
+    require_production_profile()
+    with ScratchDatabase(tmp_path) as database:
+        env.update(DATABASE_URL=database.url, REDIS_URL=scratch_redis_url())
+        _demo_run(tmp_path, env)
+        assert database.rows("SELECT count(*) FROM access_resource WHERE name = 'demo'") == [(1,)]
+
+
+def _demo_run(tmp_path, env: dict[str, str]) -> None:
+    http_port, gateway_port = free_loopback_port(), free_loopback_port()
     subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True, timeout=120)
     process = subprocess.Popen(
         [
