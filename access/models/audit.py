@@ -60,7 +60,11 @@ class AuditEvent(models.Model):
 
     class Meta:
         ordering = ["-seq"]
-        indexes = [models.Index(fields=["target_type", "target_id"], name="audit_target")]
+        indexes = [
+            models.Index(fields=["target_type", "target_id"], name="audit_target"),
+            # The admin's list filtered by action, newest first, over millions of events: an index range, no sort.
+            models.Index(fields=["action", "created_at"], name="audit_action_time"),
+        ]
 
     def __str__(self) -> str:
         return f"#{self.seq} {self.actor_name or 'system'} {self.action} {self.target_name}".strip()
