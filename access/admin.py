@@ -29,6 +29,7 @@ from access.admin_requests import (
     deny_requests,
     post_review_requests,
 )
+from access.admin_scale import EstimatedCountPaginator, IndexedValuesListFilter
 from access.durations import format_duration
 from access.fields import EncryptedTextField
 from access.models import (
@@ -407,9 +408,10 @@ class AuditEventAdmin(ReadOnlyAdmin):
         "ip",
         "short_hash",
     ]
-    list_filter = ["action", "target_type"]
+    list_filter = [("action", IndexedValuesListFilter), ("target_type", IndexedValuesListFilter)]
     search_fields = ["actor_name", "action", "target_name", "request_id"]
     date_hierarchy = "created_at"
+    paginator = EstimatedCountPaginator
     # The chain's order (created_at grows with seq): leading with the indexed time keeps a date drill-down an
     # index range instead of sorting most of a million rows by seq.
     ordering = ["-created_at", "-seq"]

@@ -78,3 +78,27 @@ def test_the_changelist_page_renders_the_links(otp_admin_client, leases):
     page = response.content.decode()
     assert "?issued_at__month=2&amp;issued_at__year=2025" in page and "February 2025" in page
     assert "?issued_at__month=3&amp;issued_at__year=2025" not in page  # no lease in March
+
+
+def test_indexed_values_filter_lists_what_select_distinct_lists(db, staff_user):
+    from access.admin_scale import indexed_distinct_values
+    from access.services.audit import audit_record
+
+    for action in ("lease.issue", "session.open", "lease.issue", "api_token.create"):
+        audit_record(action=action)
+    audit_record(action="resource.update", target=DynamicRoleFactory())
+    expected = list(AuditEvent.objects.order_by("action").values_list("action", flat=True).distinct())
+    assert indexed_distinct_values(AuditEvent, "action") == expected
+    targets = list(AuditEvent.objects.order_by("target_type").values_list("target_type", flat=True).distinct())
+    assert indexed_distinct_values(AuditEvent, "target_type") == targets == ["", "access.dynamicrole"]
+
+
+def test_audit_changelist_filters_and_counts(otp_admin_client, db):
+    from access.services.audit import audit_record
+
+    for n in range(3):
+        audit_record(action=f"test.kind{n % 2}")
+    page = otp_admin_client.get("/admin/access/auditevent/").content.decode()
+    assert "?action=test.kind0" in page and "?action=test.kind1" in page
+    filtered = otp_admin_client.get("/admin/access/auditevent/", {"action": "test.kind0"}).content.decode()
+    assert "2 audit events" in filtered
