@@ -96,6 +96,7 @@ class GatewayServer:
         self._login_cache: dict[str, tuple[float, Any]] = {}
         self._limits_by_ip: dict[str, UpstreamLimits] = {}
         self._stopping = False
+        self._check_soon: set[int] = set()
 
     # -- serving ------------------------------------------------------------------------------------------
 
@@ -188,6 +189,8 @@ class GatewayServer:
         """Forget a connection that ended."""
         if self.connections.pop(connection.id, None) is not None:
             self.metrics.connections_open -= 1
+        if connection.session_id and connection.close_reason == "session expired":
+            self._check_soon.add(connection.session_id)  # let the domain record the expiry now
         peers = self.by_session.get(connection.session_id)
         if peers is not None:
             peers.discard(connection)
@@ -209,7 +212,8 @@ class GatewayServer:
 
     async def _control(self) -> None:
         """Close the connections of sessions the domain says are over."""
-        session_ids = list(self.by_session)
+        session_ids = sorted(set(self.by_session) | self._check_soon)
+        self._check_soon = set()
         if not session_ids:
             return
         for session_id, reason in (await self.domain.sessions_to_close(session_ids)).items():

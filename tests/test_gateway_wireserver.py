@@ -141,6 +141,17 @@ def test_an_expired_session_cannot_log_in(wire_server, gateway_session):
     assert failure.value.code == 18
 
 
+def test_a_session_reaching_its_expiry_loses_its_connections(wire_server, gateway_session):
+    session, _secret, uri = gateway_session(account_on(wire_server), ttl=timedelta(seconds=3))
+    with client_for(uri, retryReads=False) as client:
+        assert client.admin.command("ping")["ok"] == 1
+        time.sleep(3.5)
+        with pytest.raises(PyMongoError):
+            client.app.items.find_one()
+    ended = wait_for(lambda: Session.objects.get(pk=session.pk).state == SessionState.ENDED, timeout=5)
+    assert ended and Session.objects.get(pk=session.pk).end_reason == SessionEndReason.EXPIRED
+
+
 def test_unauthenticated_commands_are_refused_with_code_13(gateway_proxy):
     with MongoClient(f"mongodb://{gateway_proxy.address}/?directConnection=true", serverSelectionTimeoutMS=5000) as c:
         assert c.admin.command("ping")["ok"] == 1
