@@ -256,11 +256,19 @@ def pytest_configure(config) -> None:
     _scanner = SecretScanner()
     handler = _ScanningHandler(_scanner)
     root = logging.getLogger()
+    root_level_before = root.level
     root.addHandler(handler)
     unwatch = generators.secret_watch(_scanner.remember)
     config._secret_scan_cleanups = [unwatch, lambda: root.removeHandler(handler), *_patch_test_clients(_scanner)]
     config._secret_scan_handler = handler
     _keep_root_logger_open(root, handler)
+    config._secret_scan_root_level_before = root_level_before
+
+
+def pytest_sessionstart(session) -> None:
+    level = getattr(session.config, "_secret_scan_root_level_before", None)
+    if level is not None:  # pytest's logging plugin registers itself after every pytest_configure
+        _keep_pytest_capture_level(session.config, level)
 
 
 def _keep_root_logger_open(root: logging.Logger, handler: logging.Handler) -> None:
@@ -270,6 +278,17 @@ def _keep_root_logger_open(root: logging.Logger, handler: logging.Handler) -> No
         if other is not handler and other.level < previous:
             other.setLevel(previous)
     root.setLevel(logging.DEBUG)
+
+
+def _keep_pytest_capture_level(config, level: int) -> None:
+    """pytest's own log capture (report sections, caplog) keeps seeing what it saw before the root was opened."""
+    plugin = config.pluginmanager.get_plugin("logging-plugin")
+    if plugin is None or plugin.log_level is not None:
+        return
+    for name in ("caplog_handler", "report_handler"):
+        capture = getattr(plugin, name, None)
+        if capture is not None and capture.level < level:
+            capture.setLevel(level)
 
 
 def pytest_addoption(parser) -> None:
