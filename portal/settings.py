@@ -106,6 +106,16 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
             "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
         }
     )
+elif env.int("DATABASE_POOL_MAX_SIZE", default=0):
+    # daphne runs each request's sync code in a thread of its own, so connections follow concurrent requests (200
+    # clients: 200 connections per daphne). A bounded psycopg pool makes requests wait for one instead. Set it for
+    # daphne only: processes that fork after using the database (qcluster) must not share a pool's sockets.
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": 1,
+        "max_size": env.int("DATABASE_POOL_MAX_SIZE"),
+        "timeout": env.int("DATABASE_POOL_TIMEOUT", default=30),
+    }
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
 else:
     DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DATABASE_CONN_MAX_AGE", default=60))
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
