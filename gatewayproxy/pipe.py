@@ -78,7 +78,7 @@ class Pipe:
         self._reply_head = bytearray()
         self._reply_remaining = 0
         self._reply_forward = True
-        self._reply_copy: bytearray | None = None
+        self._reply_chunks: list[bytes] = []
         self._reply_head_unsent = b""
         self.bytes_in = 0
         self.bytes_out = 0
@@ -128,7 +128,8 @@ class Pipe:
                 return
             if len(buffer) < length:
                 return
-            frame = bytes(buffer[:length])
+            with memoryview(buffer) as view:
+                frame = bytes(view[:length])
             del buffer[:length]
             self._request(frame, time.perf_counter())
 
@@ -182,15 +183,16 @@ class Pipe:
             if self._reply_forward:
                 self.bytes_out += take
                 if self._reply_head_unsent:
-                    self.client.write(self._reply_head_unsent + chunk)  # one send for the header and the start
+                    # One send for the header and the start (uvloop's writelines does not copy).
+                    self.client.writelines((self._reply_head_unsent, chunk))
                     self._reply_head_unsent = b""
                 else:
                     self.client.write(chunk)
-                self._reply_copy += chunk
+                self._reply_chunks.append(chunk)  # kept by reference: joined once, when complete
                 if self._reply_remaining == 0:
-                    self._reply_done(bytes(self._reply_copy))
+                    self._reply_done(b"".join(self._reply_chunks))
             if self._reply_remaining == 0:
-                self._reply_copy = None
+                self._reply_chunks = []
 
     def _is_stray(self, response_to: int) -> bool:
         if response_to in self.unacknowledged and not (self.in_flight and self.in_flight[0].request_id == response_to):
@@ -214,7 +216,7 @@ class Pipe:
         self._reply_forward = not (self.unacknowledged and self._is_stray(response_to))
         if self._reply_forward:
             self.bytes_out += 16
-            self._reply_copy = bytearray(head)
+            self._reply_chunks = [head]
             if self._reply_remaining == 0:
                 self.client.write(head)
                 self._reply_done(head)
