@@ -9,7 +9,8 @@ from urllib.parse import quote
 import pymongo
 import pytest
 from django.core.management import call_command
-from django_q.models import OrmQ, Schedule
+from django_q.brokers import get_broker
+from django_q.models import Schedule
 from pymongo.errors import OperationFailure
 
 from access import tasks
@@ -54,13 +55,15 @@ def test_a_uri_that_is_not_mongodb_is_a_validation_error_on_uri():
 
 # -- tasks and schedules -----------------------------------------------------------------------------------
 def test_setup_schedules_is_idempotent_and_enqueues_one_sweeper_run(db):
+    broker = get_broker()  # the ORM broker, or Redis in the production profile
+    broker.purge_queue()
     call_command("setup_schedules")
     call_command("setup_schedules", "--no-kick")
     names = list(Schedule.objects.values_list("name", flat=True))
     assert names.count("pam: lease sweeper") == 1 and names.count("pam: reconcile users") == 1
     sweeper = Schedule.objects.get(name="pam: lease sweeper")
     assert sweeper.func == "access.tasks.sweep_leases" and sweeper.minutes == 1 and sweeper.repeats == -1
-    assert OrmQ.objects.count() == 1
+    assert broker.queue_size() == 1
 
 
 def test_a_sweeper_run_that_ran_its_time_enqueues_its_successor(db, monkeypatch):

@@ -519,7 +519,10 @@ def lease_revoke(*, lease: Lease, actor=None, reason: str = "revoked", connector
     now = timezone.now()
     claimed = _claim(Lease.objects.filter(pk=lease.pk), reason=reason, now=now)
     if not claimed:
-        return Lease.objects.select_related("resource", "role").get(pk=lease.pk)
+        # Another worker holds the claim (PostgreSQL's SKIP LOCKED passed its row over): wait for that claim to
+        # commit, so the caller sees `revoking` or the outcome, never the `active` from before it.
+        with transaction.atomic():
+            return Lease.objects.select_for_update(of=("self",)).select_related("resource", "role").get(pk=lease.pk)
     if connector is not None:
         outcome = lease_revoke_on_server(lease=claimed[0], connector=connector)
         _record_outcomes([outcome], actor=actor)
