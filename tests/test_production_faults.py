@@ -72,6 +72,17 @@ def _production_profile():
     require_production_profile()
 
 
+@pytest.fixture
+def figure(capsys):
+    """Print a measured figure on the terminal even though pytest captures output (CI logs keep it)."""
+
+    def show(text: str) -> None:
+        with capsys.disabled():
+            print(f"\n[production figure] {text}", flush=True)
+
+    return show
+
+
 # -- processes -------------------------------------------------------------------------------------------------
 class RedisServer:
     """A private redis-server on a free loopback port, without persistence (a restart loses everything)."""
@@ -272,7 +283,7 @@ def _sweeper_pid() -> int | None:
 
 
 # -- faults --------------------------------------------------------------------------------------------------
-def test_a_worker_killed_mid_revocation_loses_no_lease(processes, wire):
+def test_a_worker_killed_mid_revocation_loses_no_lease(processes, wire, figure):
     from access.models import Lease
 
     role = _role_on(wire)
@@ -290,7 +301,7 @@ def test_a_worker_killed_mid_revocation_loses_no_lease(processes, wire):
 
     done = wait_for(lambda: _states(leases)["expired"] == len(leases), timeout=150, interval=0.5)
     recovery = time.monotonic() - started
-    print(f"\nworker SIGKILL with {killed_states} -> all {len(leases)} revoked {recovery:.1f} s later")
+    figure(f"worker SIGKILL with {killed_states} -> all {len(leases)} revoked {recovery:.1f} s later")
     assert done, (_states(leases), processes.logs()[-3000:])
     audit = _revoke_audit(leases)
     for lease in leases:
@@ -302,7 +313,7 @@ def test_a_worker_killed_mid_revocation_loses_no_lease(processes, wire):
     assert not names & {lease.username for lease in leases}
 
 
-def test_leases_expiring_while_mongodb_is_down_are_revoked_after_it_returns(processes, wire):
+def test_leases_expiring_while_mongodb_is_down_are_revoked_after_it_returns(processes, wire, figure):
     from access.services.reconcile import users_reconcile
 
     role = _role_on(wire)
@@ -321,7 +332,7 @@ def test_leases_expiring_while_mongodb_is_down_are_revoked_after_it_returns(proc
     done = wait_for(lambda: _states(leases)["expired"] == len(leases), timeout=60, interval=0.5)
     lag = time.monotonic() - back
     audit = _revoke_audit(leases)
-    print(f"\nMongoDB down ~{OUTAGE_SECONDS:.0f} s: all {len(leases)} revoked {lag:.1f} s after its return")
+    figure(f"MongoDB down ~{OUTAGE_SECONDS:.0f} s: all {len(leases)} revoked {lag:.1f} s after its return")
     assert done, (_states(leases), processes.logs()[-3000:])
     assert lag < 60
     for lease in leases:
@@ -364,7 +375,7 @@ def _open_session(gateway_process: GatewayProcess, account, *, owner: str):
     return session, client
 
 
-def test_a_killed_gateways_sessions_are_ended_by_the_survivors(tmp_path, redis_server, wire):
+def test_a_killed_gateways_sessions_are_ended_by_the_survivors(tmp_path, redis_server, wire, figure):
     from access.models import Session
     from tests.gateway_fixtures import account_on
 
@@ -384,7 +395,7 @@ def test_a_killed_gateways_sessions_are_ended_by_the_survivors(tmp_path, redis_s
             lambda: not Session.objects.filter(pk__in=ids, state="open").exists(), timeout=75, interval=0.5
         )
         took = time.monotonic() - started
-        print(f"\ngateway SIGKILL: its {len(ids)} sessions ended as gateway_lost {took:.1f} s later")
+        figure(f"gateway SIGKILL: its {len(ids)} sessions ended as gateway_lost {took:.1f} s later")
         assert ended, gateway_b.log_text()[-3000:]
         assert took < 60
         assert set(Session.objects.filter(pk__in=ids).values_list("end_reason", flat=True)) == {"gateway_lost"}
@@ -494,7 +505,7 @@ def _logged_in_cookies(user) -> str:
     return f"{settings.SESSION_COOKIE_NAME}={browser_session.session_key}"
 
 
-def test_live_session_pages_continue_across_a_redis_restart(tmp_path, processes, redis_server, wire):
+def test_live_session_pages_continue_across_a_redis_restart(tmp_path, processes, redis_server, wire, figure):
     from access.models import Lease, Session
     from tests.gateway_fixtures import account_on
 
@@ -525,8 +536,8 @@ def test_live_session_pages_continue_across_a_redis_restart(tmp_path, processes,
         while time.monotonic() < deadline and not commands_seen(2):
             client.app.items.find_one({"again": True})
             time.sleep(1)
-        print(
-            f"\nRedis restart: live view continued {time.monotonic() - restarted:.1f} s later "
+        figure(
+            f"Redis restart: live view continued {time.monotonic() - restarted:.1f} s later "
             f"({viewer.connects} websocket connections in all)"
         )
         assert commands_seen(2), (viewer.connects, list(viewer.commands.values())[-3:], gateway.log_text()[-2000:])
@@ -535,7 +546,7 @@ def test_live_session_pages_continue_across_a_redis_restart(tmp_path, processes,
         assert Lease.objects.filter(pk__in=[lease.pk for lease in leases], state="active").count() == 3
         # The background work survives too: leases that expire after the restart are revoked.
         revoked = wait_for(lambda: _states(expiring)["expired"] == len(expiring), timeout=120, interval=0.5)
-        print(f"Redis restart: leases expiring after it revoked {time.monotonic() - restarted:.1f} s after the restart")
+        figure(f"Redis restart: leases expiring after it were revoked {time.monotonic() - restarted:.1f} s after it")
         assert revoked, (_states(expiring), processes.logs()[-3000:])
         assert all(count == 1 for (_, action), count in _revoke_audit(expiring).items() if action == "lease.revoke")
         # And the sweeper's chain of runs (each run enqueues the next through Redis) outlives the restart.
@@ -543,7 +554,7 @@ def test_live_session_pages_continue_across_a_redis_restart(tmp_path, processes,
         assert next_run, processes.logs()[-3000:]
         later = _issue(role, 2, timedelta(seconds=2))
         assert wait_for(lambda: _states(later)["expired"] == 2, timeout=30, interval=0.5), _states(later)
-        print(f"Redis restart: a new sweeper run took over {time.monotonic() - restarted:.1f} s after the restart")
+        figure(f"Redis restart: a new sweeper run took over {time.monotonic() - restarted:.1f} s after the restart")
         client.close()
         viewer.stop()
     finally:
@@ -551,7 +562,7 @@ def test_live_session_pages_continue_across_a_redis_restart(tmp_path, processes,
 
 
 def test_two_gateways_and_two_workers_kill_reaches_the_right_gateway_and_revoke_once(
-    tmp_path, processes, redis_server, wire
+    tmp_path, processes, redis_server, wire, figure
 ):
     from access.models import Session
     from access.services.sessions import session_end
@@ -567,6 +578,7 @@ def test_two_gateways_and_two_workers_kill_reaches_the_right_gateway_and_revoke_
         on_b, client_b = _open_session(gateway_b, account, owner="owner-on-b")
         leases = _issue(role, 20, timedelta(seconds=3))
         session_end(session=Session.objects.get(pk=on_a.pk), reason="killed", actor="admin")
+        killed_at = time.monotonic()
 
         def cut() -> bool:
             try:
@@ -576,12 +588,14 @@ def test_two_gateways_and_two_workers_kill_reaches_the_right_gateway_and_revoke_
             return False
 
         assert wait_for(cut, timeout=15, interval=0.5), gateway_a.log_text()[-2000:]
+        figure(f"two gateways: the admin's kill cut the client on gateway A {time.monotonic() - killed_at:.1f} s later")
         assert client_b.app.items.find_one({"owner": "owner-on-b"}) is not None
         assert Session.objects.get(pk=on_b.pk).state == "open"
         assert wait_for(lambda: _states(leases)["expired"] == len(leases), timeout=90, interval=0.5), (
             _states(leases),
             processes.logs()[-3000:],
         )
+        figure(f"two workers: {len(leases)} expiries revoked, dropUser per user {Counter(wire.drops.values())}")
         audit = _revoke_audit(leases)
         assert {lease.username: wire.drops[lease.username] for lease in leases} == {
             lease.username: 1 for lease in leases
@@ -594,7 +608,7 @@ def test_two_gateways_and_two_workers_kill_reaches_the_right_gateway_and_revoke_
         gateway_b.stop()
 
 
-def test_200_api_clients_issue_and_revoke_leases(tmp_path, processes):
+def test_200_api_clients_issue_and_revoke_leases(tmp_path, processes, figure):
     from access.models import AccessPolicy, Lease
     from access.services.tokens import api_token_create
     from tests.factories import UserFactory
@@ -671,8 +685,8 @@ def test_200_api_clients_issue_and_revoke_leases(tmp_path, processes):
         latencies.sort()
         p50 = statistics.median(latencies) if latencies else float("nan")
         p95 = latencies[int(len(latencies) * 0.95) - 1] if latencies else float("nan")
-        print(
-            f"\n{LOAD_CLIENTS} API clients for {LOAD_SECONDS:.0f} s on 2 daphne processes: {cycles} issue+revoke "
+        figure(
+            f"{LOAD_CLIENTS} API clients for {LOAD_SECONDS:.0f} s on 2 daphne processes: {cycles} issue+revoke "
             f"cycles, {len(latencies)} requests ({len(latencies) / LOAD_SECONDS:.1f}/s), errors {len(errors)}, "
             f"p50 {p50 * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms"
         )
