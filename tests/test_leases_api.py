@@ -245,3 +245,20 @@ def test_missing_fields_and_anonymous_calls_are_json_errors(api_client, db):
     assert response.status_code == 400 and response.json()["error"]["field"] == "lease_id"
     anonymous = APIClient().get("/api/v1/mongodb/wire/creds/reader")
     assert anonymous.status_code in (401, 403) and anonymous.json()["error"]["message"]
+
+
+def test_revoke_prefix_keeps_its_trailing_slash(api_client, role, wire_server):
+    other = ResourceFactory(
+        name="wire2",
+        uri=f"mongodb://{wire_server.host_port}/?directConnection=true",
+        admin_username=wire_server.admin_user,
+        admin_password=wire_server.admin_password,
+    )
+    DynamicRoleFactory(resource=other, name="reader", db="reports", roles=["read"])
+    mine = api_client.get("/api/v1/mongodb/wire/creds/reader").json()["lease_id"]
+    theirs = api_client.get("/api/v1/mongodb/wire2/creds/reader").json()["lease_id"]
+    response = api_client.put("/api/v1/sys/leases/revoke-prefix/mongodb/wire/")
+    assert response.json()["data"]["revoked"] == 1
+    assert Lease.objects.get(lease_id=mine).state == LeaseState.REVOKED
+    assert Lease.objects.get(lease_id=theirs).state == LeaseState.ACTIVE
+    api_client.put("/api/v1/sys/leases/revoke", {"lease_id": theirs}, format="json")

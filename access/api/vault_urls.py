@@ -25,7 +25,7 @@ urlpatterns = [
     re_path(r"^sys/leases/revoke/?$", vault.LeaseRevokeApi.as_view(), name="vault-lease-revoke"),
     re_path(r"^sys/leases/revoke/(?P<lease_id>.+?)/?$", vault.LeaseRevokeApi.as_view(), name="vault-lease-revoke-id"),
     re_path(
-        r"^sys/leases/revoke-prefix/(?P<prefix>.+?)/?$",
+        r"^sys/leases/revoke-prefix/(?P<prefix>.+)$",
         vault.LeaseRevokePrefixApi.as_view(),
         name="vault-lease-revoke-prefix",
     ),
