@@ -10,20 +10,6 @@ from django.core.exceptions import ValidationError
 
 _HOST = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]+)(:(\d{1,5}))?$")
 _ROLE_NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
-ATLAS_BUILTIN_ROLES = frozenset(
-    {
-        "atlasAdmin",
-        "backup",
-        "clusterMonitor",
-        "dbAdmin",
-        "dbAdminAnyDatabase",
-        "enableSharding",
-        "read",
-        "readAnyDatabase",
-        "readWrite",
-        "readWriteAnyDatabase",
-    }
-)
 
 
 def split_mongodb_uri(uri: str) -> tuple[str, str, str, str, str]:

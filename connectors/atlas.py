@@ -57,20 +57,6 @@ DESCRIPTION_PREFIX = "pam:"
 PAGE_SIZE = 500
 """Items per page when listing users and clusters (Atlas's maximum)."""
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
-ATLAS_BUILTIN_ROLES = frozenset(
-    {
-        "atlasAdmin",
-        "backup",
-        "clusterMonitor",
-        "dbAdmin",
-        "dbAdminAnyDatabase",
-        "enableSharding",
-        "read",
-        "readAnyDatabase",
-        "readWrite",
-        "readWriteAnyDatabase",
-    }
-)
 
 
 def media_type(version: str) -> str:
