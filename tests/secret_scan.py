@@ -113,10 +113,10 @@ class SecretScanner:
             ]
             if not columns:
                 continue
-            for row in model._base_manager.values_list(*columns).iterator():
-                text = "\x00".join(str(value) for value in row if value not in (None, ""))
-                if text:
-                    self.scan(text, where=f"{where}: table {model._meta.db_table}")
+            rows = model._base_manager.values_list(*columns).iterator()
+            text = "\n".join("\x00".join(str(value) for value in row if value not in (None, "")) for row in rows)
+            if text.strip():
+                self.scan(text, where=f"{where}: table {model._meta.db_table}")  # one search per table
 
     def summary(self, *, log_files: int = 0) -> str:
         head = (
