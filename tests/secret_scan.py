@@ -20,7 +20,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
+import shutil
+import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -171,6 +174,9 @@ def scan_log_files(scanner: SecretScanner, root: Path) -> int:
 
 # -- the plugin: one scanner for the session --------------------------------------------------------------------
 _scanner: SecretScanner | None = None
+_child_secrets_path: Path | None = None
+_child_secrets_offset = 0
+CHILD_SITE = Path(__file__).resolve().parent / "secret_scan_child"
 
 
 def remember(secret: str) -> None:
@@ -203,8 +209,10 @@ def _secret_scan_database(request):
         yield
         return
     request.getfixturevalue("_django_db_helper")  # set up first, so it is torn down (rolled back) after us
+    absorb_child_secrets()
     generated_before = len(_scanner.secrets)
     yield
+    absorb_child_secrets()
     transactional = "transactional_db" in request.fixturenames or "live_server" in request.fixturenames
     if request.node.get_closest_marker("django_db") and request.node.get_closest_marker("django_db").kwargs.get(
         "transaction"
@@ -263,6 +271,47 @@ def pytest_configure(config) -> None:
     config._secret_scan_handler = handler
     _keep_root_logger_open(root, handler)
     config._secret_scan_root_level_before = root_level_before
+    _share_with_subprocesses(config)
+
+
+def _share_with_subprocesses(config) -> None:
+    """Python subprocesses report the secrets they make to a file (tests/secret_scan_child/sitecustomize.py)."""
+    global _child_secrets_path
+    folder = Path(tempfile.mkdtemp(prefix="pam-secret-scan-"))
+    _child_secrets_path = folder / "child-secrets.txt"
+    _child_secrets_path.touch(mode=0o600)
+    previous = {name: os.environ.get(name) for name in ("PAM_TEST_SECRETS_FILE", "PYTHONPATH")}
+    os.environ["PAM_TEST_SECRETS_FILE"] = str(_child_secrets_path)
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(CHILD_SITE), previous["PYTHONPATH"]]))
+
+    def restore() -> None:
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        shutil.rmtree(folder, ignore_errors=True)
+
+    config._secret_scan_cleanups.append(restore)
+
+
+def absorb_child_secrets() -> None:
+    """Remember the secrets the subprocesses wrote since the last call."""
+    global _child_secrets_offset
+    if _scanner is None or _child_secrets_path is None:
+        return
+    try:
+        with _child_secrets_path.open("r", encoding="utf-8") as handle:
+            handle.seek(_child_secrets_offset)
+            data = handle.read()
+    except OSError:
+        return
+    complete, _, _partial = data.rpartition("\n")
+    if not complete and not data.endswith("\n"):
+        return
+    _child_secrets_offset += len(complete.encode()) + 1
+    for line in complete.split("\n"):
+        _scanner.remember(line.strip())
 
 
 def pytest_sessionstart(session) -> None:
@@ -308,6 +357,7 @@ def pytest_runtest_logreport(report) -> None:
     """Search the captured stdout, stderr and log sections and the failure text of each test phase."""
     if _scanner is None:
         return
+    absorb_child_secrets()
     for title, content in report.sections:
         _scanner.scan(content, where=f"{report.nodeid} ({report.when}): {title}")
     if report.failed:
@@ -317,6 +367,7 @@ def pytest_runtest_logreport(report) -> None:
 def pytest_sessionfinish(session, exitstatus) -> None:
     if _scanner is None:
         return
+    absorb_child_secrets()
     basetemp = session.config._tmp_path_factory.getbasetemp() if hasattr(session.config, "_tmp_path_factory") else None
     log_files = scan_log_files(_scanner, basetemp) if basetemp and basetemp.exists() else 0
     session.config._secret_scan_summary = _scanner.summary(log_files=log_files)

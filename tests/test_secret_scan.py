@@ -135,6 +135,7 @@ def test_a_run_that_logs_a_generated_secret_fails_with_its_hash(tmp_path):
         )
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT), "DJANGO_SETTINGS_MODULE": "portal.settings"}
+    env.pop("PAM_TEST_SECRETS_FILE", None)  # the inner run's planted secret stays out of this run's scan
     result = subprocess.run(
         [*PYTEST, "-p", "tests.secret_scan", "--basetemp", str(tmp_path / "basetemp"), "test_leaky.py"],
         cwd=tmp_path,
@@ -149,3 +150,18 @@ def test_a_run_that_logs_a_generated_secret_fails_with_its_hash(tmp_path):
     assert "1 passed" in output
     assert f"sha256:{fingerprint(raw)}" in output and "log record access.api:DEBUG" in output
     assert raw not in output
+
+
+def test_python_subprocesses_report_the_secrets_they_make():
+    from tests import secret_scan
+
+    if secret_scan._scanner is None:
+        pytest.skip("the leak scan is off (--secret-scan off)")
+    script = (
+        "import hashlib; from access.generators import new_token; "
+        "print(hashlib.sha256(new_token(nbytes=20).encode()).hexdigest())"
+    )
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
+    secret_scan.absorb_child_secrets()
+    assert result.stdout.strip()[:12] in {fingerprint(secret) for secret in secret_scan._scanner.secrets}
