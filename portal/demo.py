@@ -23,6 +23,7 @@ from access.models import AccessPolicy, Account, DynamicRole, Gateway, Resource
 from access.otp import totp_device_create
 from access.services.audit import audit_record
 from access.services.resources import account_create, account_update, resource_create, resource_update
+from tests.mongo.paths import die_with_parent
 
 DEMO_USERNAME = "admin"
 DEMO_RESOURCE = "demo"
@@ -160,6 +161,7 @@ def spawn(args: list[str], *, name: str, log_dir: Path) -> subprocess.Popen:
         cwd=settings.BASE_DIR,
         env=os.environ.copy(),
         start_new_session=True,
+        preexec_fn=die_with_parent,  # no orphans even if the demo itself is SIGKILLed
     )
 
 

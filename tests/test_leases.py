@@ -329,3 +329,16 @@ def test_lease_life_on_ferretdb(db, ferretdb_server):
     revoked = lease_revoke(lease=lease)
     assert revoked.state == LeaseState.REVOKED, revoked.last_error
     assert not login_works(host_port, lease, password)
+
+
+@pytest.mark.wireserver
+def test_revoking_a_lease_ends_the_gateway_sessions_opened_on_it(wire_role, holder):
+    from access.models import Session
+    from access.models.sessions import SessionEndReason, SessionState
+    from tests.factories import SessionFactory
+
+    lease, _password = lease_issue(role=wire_role, holder=holder)
+    session = SessionFactory(user=holder, account=None, lease=lease)
+    lease_revoke(lease=lease)
+    session = Session.objects.get(pk=session.pk)
+    assert (session.state, session.end_reason) == (SessionState.ENDED, SessionEndReason.ACCOUNT_REVOKED)

@@ -32,6 +32,7 @@ from django.utils import timezone
 from access.generators import new_password
 from access.models import DynamicRole, Lease, Resource
 from access.models.leases import LIVE_LEASE_STATES, LeaseState
+from access.models.sessions import SessionEndReason
 from access.services.audit import audit_record
 from access.validators import parse_roles
 from connectors import ConnectorError, connector_for
@@ -445,7 +446,20 @@ def _record_outcomes(outcomes: list[RevokeOutcome], *, actor) -> list[Lease]:
                 data.update(error=outcome.error, next_attempt_at=changes["next_attempt_at"])
             audit_record(action=action, actor=actor, target=lease, data=data)
             recorded.append(lease)
+        _end_sessions_of_revoked(recorded, actor=actor)
     return recorded
+
+
+def _end_sessions_of_revoked(leases: list[Lease], *, actor) -> None:
+    """Gateway sessions opened on a lease end with it (one query for the whole batch when there are none)."""
+    from access.models import Session
+    from access.services.sessions import session_end_many
+
+    gone = [lease.pk for lease in leases if lease.state in (LeaseState.REVOKED, LeaseState.EXPIRED)]
+    if gone:
+        session_end_many(
+            sessions=Session.objects.filter(lease_id__in=gone), reason=SessionEndReason.ACCOUNT_REVOKED, actor=actor
+        )
 
 
 class ConnectorCache:

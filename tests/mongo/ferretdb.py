@@ -15,21 +15,18 @@ GOBIN set to the cache's ``bin/``. ``FERRETDB_BIN`` points at a prebuilt binary 
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import json
 import os
 import secrets
 import shutil
-import signal
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from urllib.parse import quote_plus
 
 from tests.mongo.paths import (
+    die_with_parent,
     file_lock,
     free_loopback_port,
     stop_process,
@@ -68,9 +65,7 @@ def ensure_ferretdb() -> Path:
 def installed_version(binary: Path) -> str | None:
     """The version a FerretDB binary reports (``v1.24.2``), or None when it is absent or broken."""
     try:
-        result = subprocess.run(
-            [str(binary), "--version"], capture_output=True, text=True, timeout=30, check=False
-        )
+        result = subprocess.run([str(binary), "--version"], capture_output=True, text=True, timeout=30, check=False)
     except (OSError, subprocess.TimeoutExpired):
         return None
     for line in result.stdout.splitlines():
@@ -104,9 +99,7 @@ def _go_env(extra_env: dict[str, str] | None = None) -> dict[str, str]:
 
 
 def _run_go(go: str, args: list[str], *, cwd: Path, extra_env: dict[str, str] | None = None) -> str:
-    result = subprocess.run(
-        [go, *args], cwd=cwd, env=_go_env(extra_env), capture_output=True, text=True, check=False
-    )
+    result = subprocess.run([go, *args], cwd=cwd, env=_go_env(extra_env), capture_output=True, text=True, check=False)
     if result.returncode != 0:
         output = "\n".join((result.stdout + result.stderr).splitlines()[-30:])
         raise FerretDBUnavailable(f"`go {' '.join(args)}` failed (exit {result.returncode}):\n{output}")
@@ -264,7 +257,7 @@ class FerretDB:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # a terminal's Ctrl-C reaches us, and we stop it in order
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
             )
 
     def _wait_ready(self) -> bool:
@@ -294,11 +287,3 @@ class FerretDB:
             except PyMongoError:
                 return False
         return True
-
-
-def _die_with_parent() -> None:
-    """In the child: ask Linux to SIGTERM FerretDB if the Python process dies without stopping it."""
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):
-            pr_set_pdeathsig = 1
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
