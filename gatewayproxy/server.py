@@ -212,7 +212,13 @@ class GatewayServer:
 
     async def _control(self) -> None:
         """Close the connections of sessions the domain says are over."""
-        session_ids = sorted(set(self.by_session) | self._check_soon)
+        now = time.monotonic()
+        for username, (at, _login) in list(self._login_cache.items()):
+            if now - at >= LOGIN_CACHE_SECONDS:
+                del self._login_cache[username]
+        # Sessions with a cached login are checked too: one ended while its client was away must not log in again.
+        cached = {login.session_id for _at, login in self._login_cache.values() if login is not None}
+        session_ids = sorted(set(self.by_session) | self._check_soon | cached)
         self._check_soon = set()
         if not session_ids:
             return
