@@ -13,7 +13,10 @@ watches that module and remembers each value. It then searches, over the whole r
 - Playwright pages, through `scan_page(page)` (a helper browser tests call).
 
 A secret that appears anywhere fails the run; the report names where, with a hash prefix, never the value.
-Secrets generated in child processes are unknown here unless a test passes them to `remember()`.
+Python subprocesses (daphne, runproxy, qcluster, manage.py) report the secrets they make through
+tests/secret_scan_child/sitecustomize.py (this plugin puts it on PYTHONPATH with a file to append to); they are
+picked up between tests and before each database snapshot. A test that meets a secret some other way (read from a
+browser page) passes it to `remember()`. `pytest --secret-scan off` turns the whole scan off.
 """
 
 from __future__ import annotations
