@@ -84,7 +84,11 @@ class SecretScanner:
             return []
         if isinstance(text, bytes):
             text = text.decode("utf-8", errors="replace")
-        found = sorted({fingerprint(match) for match in pattern.findall(text)})
+        # One substring search per secret: C's fast search skips ahead, where a regex alternation of thousands of
+        # secrets tries each at every position (a 200-client load test's leases made one log scan exceed 300 s).
+        with self._lock:
+            candidates = list(self.secrets)
+        found = sorted({fingerprint(secret) for secret in candidates if secret in text})
         for secret_hash in found:
             self.findings.append(Finding(where=where, secret_hash=secret_hash))
         return found
