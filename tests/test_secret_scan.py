@@ -165,3 +165,19 @@ def test_python_subprocesses_report_the_secrets_they_make():
     assert result.returncode == 0, result.stderr[-2000:]
     secret_scan.absorb_child_secrets()
     assert result.stdout.strip()[:12] in {fingerprint(secret) for secret in secret_scan._scanner.secrets}
+
+
+def test_the_scan_is_linear_and_finds_secrets_glued_to_other_characters():
+    import time
+
+    scanner = SecretScanner()
+    many = [planted() for _ in range(5000)]
+    for secret in many:
+        scanner.remember(secret)
+    text = "INFO access.api GET /api/v1/sys/leases/lookup 200 ok\n" * 20_000  # about 1 MB
+    glued = f"user=x{many[1234]}y blob={'A' * 300}{many[42]}{'B' * 300}"
+    started = time.perf_counter()
+    found = scanner.scan(text + glued, where="big")
+    elapsed = time.perf_counter() - started
+    assert sorted(found) == sorted([fingerprint(many[1234]), fingerprint(many[42])])
+    assert elapsed < 5, f"1 MB against 5,000 secrets took {elapsed:.1f} s"
