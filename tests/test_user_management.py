@@ -217,8 +217,9 @@ def test_read_user_insert_is_unauthorized(target, admin, db_name):
 def test_client_source_restriction_refuses_login(target, admin, db_name):
     skip_on_ferretdb(target.kind, "authenticationRestrictions")
     user = _name()
-    admin[db_name].command("createUser", user, pwd="pw", roles=[],
-                           authenticationRestrictions=[{"clientSource": ["192.0.2.0/24"]}])
+    admin[db_name].command(
+        "createUser", user, pwd="pw", roles=[], authenticationRestrictions=[{"clientSource": ["192.0.2.0/24"]}]
+    )
     assert not _login_works(target, user, "pw", db_name)
     admin[db_name].command("updateUser", user, authenticationRestrictions=[])
     assert _login_works(target, user, "pw", db_name)

@@ -127,11 +127,16 @@ def test_crud_and_cursors_that_span_batches(admin):
     assert coll.update_one({"i": 1000}, {"$set": {"new": 1}}, upsert=True).upserted_id is not None
     assert sorted(coll.distinct("tag")) == ["low"]
     assert coll.delete_many({"i": {"$gte": 300}}).deleted_count == 51
-    pipeline = [{"$match": {"even": {"$exists": True}}}, {"$group": {"_id": "$even", "n": {"$sum": 1}}},
-                {"$sort": {"_id": 1}}]
+    pipeline = [
+        {"$match": {"even": {"$exists": True}}},
+        {"$group": {"_id": "$even", "n": {"$sum": 1}}},
+        {"$sort": {"_id": 1}},
+    ]
     assert list(coll.aggregate(pipeline)) == [{"_id": False, "n": 150}, {"_id": True, "n": 149}]
-    assert coll.find_one_and_update({"i": 5}, {"$inc": {"i": 1000}},
-                                    return_document=pymongo.ReturnDocument.AFTER)["i"] == 1005
+    assert (
+        coll.find_one_and_update({"i": 5}, {"$inc": {"i": 1000}}, return_document=pymongo.ReturnDocument.AFTER)["i"]
+        == 1005
+    )
     assert "crud_db" in admin.list_database_names()
     assert admin.crud_db.list_collection_names() == ["items"]
     admin.drop_database("crud_db")
@@ -207,8 +212,10 @@ def _victim(wire_server, name, password):
 def test_kill_all_sessions_closes_that_users_connections(wire_server, make_user, admin):
     name, password = make_user(["readWriteAnyDatabase"])
     bystander_name, bystander_password = make_user(["readWriteAnyDatabase"])
-    with _victim(wire_server, name, password) as victim, \
-            _victim(wire_server, bystander_name, bystander_password) as bystander:
+    with (
+        _victim(wire_server, name, password) as victim,
+        _victim(wire_server, bystander_name, bystander_password) as bystander,
+    ):
         victim.kill_db.items.find_one()
         bystander.kill_db.items.find_one()
         admin.admin.command("killAllSessions", [{"user": name, "db": "admin"}])
@@ -398,13 +405,19 @@ def test_legacy_is_master_gets_an_op_reply_and_other_op_query_commands_are_refus
 def test_command_line_prints_a_working_uri():
     proc = subprocess.Popen(
         [sys.executable, "-m", "tests.mongo", "wireserver", "--replica-set", "cli0", "--port", "0"],
-        cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
     )
     try:
         line = proc.stdout.readline().strip()
-        match = re.fullmatch(r"MONGODB_URI=(mongodb://admin:\w+@127\.0\.0\.1:\d+/\?authSource=admin"
-                             r"&replicaSet=cli0)", line)
+        match = re.fullmatch(
+            r"MONGODB_URI=(mongodb://admin:\w+@127\.0\.0\.1:\d+/\?authSource=admin"
+            r"&replicaSet=cli0)",
+            line,
+        )
         assert match, (line, proc.stderr.read() if proc.poll() is not None else "")
         with _client(match.group(1)) as client:
             client.cli_db.items.insert_one({"ok": True})

@@ -28,8 +28,8 @@ def test_mongosh_logs_in_inserts_and_finds(wire_server, mongosh):
     db = f"sh_{uuid.uuid4().hex[:8]}"
     script = (
         f'const d = db.getSiblingDB("{db}"); d.items.insertOne({{a: 1}}); '
-        'print(JSON.stringify({docs: d.items.find({}, {_id: 0}).toArray(), '
-        'users: db.runCommand({connectionStatus: 1}).authInfo.authenticatedUsers}))'
+        "print(JSON.stringify({docs: d.items.find({}, {_id: 0}).toArray(), "
+        "users: db.runCommand({connectionStatus: 1}).authInfo.authenticatedUsers}))"
     )
     result = mongosh(wire_server.uri, script, timeout=90)
     assert result.returncode == 0, result.stderr
@@ -38,8 +38,9 @@ def test_mongosh_logs_in_inserts_and_finds(wire_server, mongosh):
 
 
 def test_mongosh_refuses_a_wrong_password(wire_server, mongosh):
-    result = mongosh(wire_server.uri_for(wire_server.admin_user, "wrong-password"), "db.runCommand({ping: 1})",
-                     timeout=90)
+    result = mongosh(
+        wire_server.uri_for(wire_server.admin_user, "wrong-password"), "db.runCommand({ping: 1})", timeout=90
+    )
     assert result.returncode != 0
     assert "Authentication failed" in result.stdout + result.stderr
 

@@ -52,10 +52,21 @@ def test_server_survives_malformed_messages_while_a_client_works():
     try:
         started = time.monotonic()
         result = subprocess.run(
-            [sys.executable, "-m", "tests.mongo.wireserver.fuzz", "--port", str(server.port),
-             "--count", str(FUZZ_COUNT)],
-            cwd=REPO_ROOT, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
-            capture_output=True, text=True, timeout=240, check=False,
+            [
+                sys.executable,
+                "-m",
+                "tests.mongo.wireserver.fuzz",
+                "--port",
+                str(server.port),
+                "--count",
+                str(FUZZ_COUNT),
+            ],
+            cwd=REPO_ROOT,
+            env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+            capture_output=True,
+            text=True,
+            timeout=240,
+            check=False,
         )
         elapsed = time.monotonic() - started
     finally:

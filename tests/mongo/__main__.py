@@ -85,9 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ferretdb = commands.add_parser("ferretdb", help="serve one FerretDB until SIGINT/SIGTERM")
     ferretdb.add_argument("--username", default="pam-admin", help="setup admin user (default: pam-admin)")
-    ferretdb.add_argument(
-        "--data-dir", type=Path, default=None, help="keep data here (default: a temporary directory)"
-    )
+    ferretdb.add_argument("--data-dir", type=Path, default=None, help="keep data here (default: a temporary directory)")
     ferretdb.set_defaults(handler=run_ferretdb)
 
     # The wire server parses its own arguments (including --help): they arrive as unknown extras.

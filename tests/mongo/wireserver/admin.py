@@ -25,9 +25,22 @@ from .faults import REFUSE_MODES, CommandFailure
 from .roles import is_authorized
 
 VERSION = "7.0.0"
-_OPTION_KEYS = frozenset({"currentOp", "$all", "$ownOps", "idleConnections", "allUsers", "lsid",
-                          "$clusterTime", "$readPreference", "comment", "apiVersion", "apiStrict",
-                          "apiDeprecationErrors"})
+_OPTION_KEYS = frozenset(
+    {
+        "currentOp",
+        "$all",
+        "$ownOps",
+        "idleConnections",
+        "allUsers",
+        "lsid",
+        "$clusterTime",
+        "$readPreference",
+        "comment",
+        "apiVersion",
+        "apiStrict",
+        "apiDeprecationErrors",
+    }
+)
 
 
 def ping(server, conn, db: str, cmd: dict) -> dict:
@@ -36,10 +49,18 @@ def ping(server, conn, db: str, cmd: dict) -> dict:
 
 def build_info(server, conn, db: str, cmd: dict) -> dict:
     return {
-        "version": VERSION, "gitVersion": "wireserver", "modules": [], "allocator": "system",
-        "javascriptEngine": "none", "sysInfo": "deprecated", "versionArray": [7, 0, 0, 0],
-        "bits": 64, "debug": False, "maxBsonObjectSize": 16 * 1024 * 1024,
-        "storageEngines": ["ephemeralForTest"], "ok": 1.0,
+        "version": VERSION,
+        "gitVersion": "wireserver",
+        "modules": [],
+        "allocator": "system",
+        "javascriptEngine": "none",
+        "sysInfo": "deprecated",
+        "versionArray": [7, 0, 0, 0],
+        "bits": 64,
+        "debug": False,
+        "maxBsonObjectSize": 16 * 1024 * 1024,
+        "storageEngines": ["ephemeralForTest"],
+        "ok": 1.0,
     }
 
 
@@ -69,11 +90,17 @@ def connection_status(server, conn, db: str, cmd: dict) -> dict:
 
 def server_status(server, conn, db: str, cmd: dict) -> dict:
     return {
-        "host": server.host_port, "version": VERSION, "process": "mongod", "pid": bson.Int64(os.getpid()),
+        "host": server.host_port,
+        "version": VERSION,
+        "process": "mongod",
+        "pid": bson.Int64(os.getpid()),
         "uptime": time.monotonic() - server.started_monotonic,
         "localTime": datetime.datetime.now(datetime.UTC),
-        "connections": {"current": len(server.connections), "available": 1000,
-                        "totalCreated": server.connections_created},
+        "connections": {
+            "current": len(server.connections),
+            "available": 1000,
+            "totalCreated": server.connections_created,
+        },
         "ok": 1.0,
     }
 
@@ -89,20 +116,31 @@ def end_sessions(server, conn, db: str, cmd: dict) -> dict:
 # -- currentOp and kills ------------------------------------------------------------------------
 def _op_entry(server, other, now: float) -> dict:
     entry: dict[str, Any] = {
-        "type": "op", "host": server.host_port, "desc": f"conn{other.id}", "connectionId": other.id,
-        "client": f"{other.peer_ip}:{other.peer_port}", "active": other.active,
+        "type": "op",
+        "host": server.host_port,
+        "desc": f"conn{other.id}",
+        "connectionId": other.id,
+        "client": f"{other.peer_ip}:{other.peer_port}",
+        "active": other.active,
         "currentOpTime": datetime.datetime.now(datetime.UTC).isoformat(),
-        "opid": other.opid, "effectiveUsers": [{"user": u, "db": d} for u, d in other.users],
+        "opid": other.opid,
+        "effectiveUsers": [{"user": u, "db": d} for u, d in other.users],
     }
     if other.client_metadata is not None:
         entry["clientMetadata"] = other.client_metadata
     if other.active:
         elapsed = now - other.op_started
-        entry.update({
-            "secs_running": bson.Int64(int(elapsed)), "microsecs_running": bson.Int64(int(elapsed * 1e6)),
-            "op": "command", "ns": other.op_ns, "command": other.op_command,
-            "numYields": 0, "waitingForLock": False,
-        })
+        entry.update(
+            {
+                "secs_running": bson.Int64(int(elapsed)),
+                "microsecs_running": bson.Int64(int(elapsed * 1e6)),
+                "op": "command",
+                "ns": other.op_ns,
+                "command": other.op_command,
+                "numYields": 0,
+                "waitingForLock": False,
+            }
+        )
     return entry
 
 
@@ -139,8 +177,11 @@ def current_op_aggregate(server, conn, db: str, cmd: dict) -> dict:
     stage = pipeline[0]["$currentOp"] or {}
     if not isinstance(stage, Mapping):
         raise type_mismatch("$currentOp options must be a document")
-    options = {"$all": stage.get("idleConnections"), "$ownOps": not stage.get("allUsers", False)
-               and not is_authorized(conn.effective_roles(), "clusterMonitor", "admin")}
+    options = {
+        "$all": stage.get("idleConnections"),
+        "$ownOps": not stage.get("allUsers", False)
+        and not is_authorized(conn.effective_roles(), "clusterMonitor", "admin"),
+    }
     docs = current_op_entries(server, conn, options)
     if len(pipeline) > 1:
         scratch = mongomock.MongoClient()["currentOp"]["inprog"]
@@ -157,7 +198,7 @@ def current_op_aggregate(server, conn, db: str, cmd: dict) -> dict:
 def kill_op(server, conn, db: str, cmd: dict) -> dict:
     opid = cmd.get("op")
     if isinstance(opid, bool) or not isinstance(opid, int | float):
-        raise type_mismatch("Did not provide \"op\" field")
+        raise type_mismatch('Did not provide "op" field')
     for other in list(server.connections.values()):
         if other.opid == int(opid) and other is not conn:
             other.close(f"killed by killOp {int(opid)} from connection {conn.id}")
@@ -205,17 +246,22 @@ def wireserver_fault(server, conn, db: str, cmd: dict) -> dict:
                 faults.set_failure(command, None)
             else:
                 times = cmd.get("times")
-                faults.set_failure(command, CommandFailure(
-                    code=int(cmd.get("code", 1)), errmsg=str(cmd.get("errmsg", "injected failure")),
-                    times=None if times is None else int(times),
-                    close_connection=bool(cmd.get("closeConnection", False)),
-                    code_name=str(cmd.get("codeName", "")),
-                ))
+                faults.set_failure(
+                    command,
+                    CommandFailure(
+                        code=int(cmd.get("code", 1)),
+                        errmsg=str(cmd.get("errmsg", "injected failure")),
+                        times=None if times is None else int(times),
+                        close_connection=bool(cmd.get("closeConnection", False)),
+                        code_name=str(cmd.get("codeName", "")),
+                    ),
+                )
         elif kind == "clear":
             server.clear_faults()
         elif kind != "status":
-            raise bad_value("wireserverFault must be one of refuseConnections, closeAfter, delay, "
-                            "failCommand, clear, status")
+            raise bad_value(
+                "wireserverFault must be one of refuseConnections, closeAfter, delay, failCommand, clear, status"
+            )
     except (TypeError, ValueError) as exc:
         raise bad_value(str(exc)) from None
     return {"faults": faults.status(), "ok": 1.0}

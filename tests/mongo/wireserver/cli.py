@@ -17,12 +17,12 @@ from .server import WireServer
 
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    parser = parser or argparse.ArgumentParser(prog="python -m tests.mongo wireserver",
-                                               description="Run the in-repo MongoDB wire server.")
+    parser = parser or argparse.ArgumentParser(
+        prog="python -m tests.mongo wireserver", description="Run the in-repo MongoDB wire server."
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
-    parser.add_argument("--replica-set", default=None, metavar="NAME",
-                        help="answer as the primary of replica set NAME")
+    parser.add_argument("--replica-set", default=None, metavar="NAME", help="answer as the primary of replica set NAME")
     parser.add_argument("--admin-user", default="admin")
     parser.add_argument("--admin-password", default=None, help="random when omitted")
     parser.add_argument("--verbose", "-v", action="store_true", help="log connections at INFO")
@@ -42,11 +42,17 @@ async def _serve(server: WireServer) -> None:
 def main(argv: list[str] | argparse.Namespace | None = None) -> int:
     """Entry point; takes argv (without the ``wireserver`` word) or already-parsed arguments."""
     args = argv if isinstance(argv, argparse.Namespace) else build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
     server = WireServer(
-        host=args.host, port=args.port, replica_set=args.replica_set,
-        admin_user=getattr(args, "admin_user", "admin"), admin_password=getattr(args, "admin_password", None),
+        host=args.host,
+        port=args.port,
+        replica_set=args.replica_set,
+        admin_user=getattr(args, "admin_user", "admin"),
+        admin_password=getattr(args, "admin_password", None),
     )
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve(server))

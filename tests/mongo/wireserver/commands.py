@@ -19,10 +19,23 @@ NO_AUTH = "none"  # allowed before login
 ANY_USER = "auth"  # any authenticated user
 
 PRIVILEGES: dict[str, str | tuple[str, ...]] = {
-    **dict.fromkeys(("hello", "isMaster", "ismaster", "saslStart", "saslContinue", "logout", "ping",
-                     "buildInfo", "buildinfo", "connectionStatus", "endSessions"), NO_AUTH),
-    **dict.fromkeys(("getMore", "killCursors", "listDatabases", "getParameter", "getLog", "usersInfo"),
-                    ANY_USER),
+    **dict.fromkeys(
+        (
+            "hello",
+            "isMaster",
+            "ismaster",
+            "saslStart",
+            "saslContinue",
+            "logout",
+            "ping",
+            "buildInfo",
+            "buildinfo",
+            "connectionStatus",
+            "endSessions",
+        ),
+        NO_AUTH,
+    ),
+    **dict.fromkeys(("getMore", "killCursors", "listDatabases", "getParameter", "getLog", "usersInfo"), ANY_USER),
     **dict.fromkeys(("find", "count", "distinct", "listIndexes", "dbStats"), ("read",)),
     "listCollections": ("read", "dbAdmin"),
     "aggregate": ("read",),
@@ -38,16 +51,31 @@ PRIVILEGES: dict[str, str | tuple[str, ...]] = {
 }
 PRIVILEGES["usersInfo"] = ANY_USER  # own user, or userAdmin: checked by the handler
 
-ADMIN_ONLY = frozenset({"listDatabases", "getParameter", "currentOp", "killOp", "killAllSessions",
-                        "serverStatus", "getLog", "wireserverFault"})
+ADMIN_ONLY = frozenset(
+    {
+        "listDatabases",
+        "getParameter",
+        "currentOp",
+        "killOp",
+        "killAllSessions",
+        "serverStatus",
+        "getLog",
+        "wireserverFault",
+    }
+)
 
 _WRITE_STAGES = ("$out", "$merge")
 
 
 def _is_current_op_aggregate(cmd: Mapping) -> bool:
     pipeline = cmd.get("pipeline")
-    return (cmd.get("aggregate") == 1 and isinstance(pipeline, list) and bool(pipeline)
-            and isinstance(pipeline[0], Mapping) and "$currentOp" in pipeline[0])
+    return (
+        cmd.get("aggregate") == 1
+        and isinstance(pipeline, list)
+        and bool(pipeline)
+        and isinstance(pipeline[0], Mapping)
+        and "$currentOp" in pipeline[0]
+    )
 
 
 def _needed(name: str, cmd: Mapping) -> str | tuple[str, ...]:

@@ -53,7 +53,11 @@ class CursorStore:
     ) -> dict:
         """Register the results and return the ``cursor`` sub-document with the first batch."""
         cursor = Cursor(
-            cursor_id=0, ns=ns, docs=docs, owners=owners, connection_id=connection_id,
+            cursor_id=0,
+            ns=ns,
+            docs=docs,
+            owners=owners,
+            connection_id=connection_id,
             single_batch=single_batch,
         )
         batch = self._take(cursor, DEFAULT_FIRST_BATCH if batch_size is None else batch_size)

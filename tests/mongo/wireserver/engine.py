@@ -177,8 +177,7 @@ class Engine:
         if not isinstance(update, Mapping):
             raise type_mismatch("Update argument must be either an object or an array")
         if multi:
-            raise CommandError(9, "multi update is not supported for replacement-style update",
-                               "FailedToParse")
+            raise CommandError(9, "multi update is not supported for replacement-style update", "FailedToParse")
         return coll.replace_one(query, update, upsert=upsert)
 
     def delete(self, db: str, cmd: dict, caller: Caller) -> dict:
@@ -215,15 +214,19 @@ class Engine:
             raise bad_value("Either an update or remove=true must be specified")
         return_new = bool(cmd.get("new", False))
         upsert = bool(cmd.get("upsert", False))
-        doc_return = (pymongo.ReturnDocument.AFTER if return_new else pymongo.ReturnDocument.BEFORE)
+        doc_return = pymongo.ReturnDocument.AFTER if return_new else pymongo.ReturnDocument.BEFORE
         if isinstance(update, list) or _is_operator_update(update):
-            value = coll.find_one_and_update(query, update, projection=projection, sort=sort,
-                                             upsert=upsert, return_document=doc_return)
+            value = coll.find_one_and_update(
+                query, update, projection=projection, sort=sort, upsert=upsert, return_document=doc_return
+            )
         else:
-            value = coll.find_one_and_replace(query, update, projection=projection, sort=sort,
-                                              upsert=upsert, return_document=doc_return)
-        last_error: dict[str, Any] = {"n": 1 if (before is not None or upsert) else 0,
-                                      "updatedExisting": before is not None}
+            value = coll.find_one_and_replace(
+                query, update, projection=projection, sort=sort, upsert=upsert, return_document=doc_return
+            )
+        last_error: dict[str, Any] = {
+            "n": 1 if (before is not None or upsert) else 0,
+            "updatedExisting": before is not None,
+        }
         if before is None and upsert:
             upserted = coll.find_one(query, sort=sort)
             if upserted is not None:
@@ -250,8 +253,12 @@ class Engine:
         batch_size = _int(cmd, "batchSize")
         return {
             "cursor": self.cursors.open(
-                f"{db}.{name}", docs, owners=caller.users, connection_id=caller.connection_id,
-                batch_size=batch_size, single_batch=bool(cmd.get("singleBatch")),
+                f"{db}.{name}",
+                docs,
+                owners=caller.users,
+                connection_id=caller.connection_id,
+                batch_size=batch_size,
+                single_batch=bool(cmd.get("singleBatch")),
             ),
             "ok": 1.0,
         }
@@ -276,8 +283,13 @@ class Engine:
         killed, missing = [], []
         for cid in ids:
             (killed if self.cursors.kill(int(cid)) else missing).append(bson.Int64(cid))
-        return {"cursorsKilled": killed, "cursorsNotFound": missing, "cursorsAlive": [],
-                "cursorsUnknown": [], "ok": 1.0}
+        return {
+            "cursorsKilled": killed,
+            "cursorsNotFound": missing,
+            "cursorsAlive": [],
+            "cursorsUnknown": [],
+            "ok": 1.0,
+        }
 
     def count(self, db: str, cmd: dict, caller: Caller) -> dict:
         coll = self._coll(db, _collection_name(cmd, "count"))
@@ -301,8 +313,9 @@ class Engine:
             raise type_mismatch("'pipeline' option must be specified as an array")
         for stage in pipeline:
             if not isinstance(stage, Mapping) or len(stage) != 1:
-                raise CommandError(40323, "A pipeline stage specification object must contain exactly one field.",
-                                   "Location40323")
+                raise CommandError(
+                    40323, "A pipeline stage specification object must contain exactly one field.", "Location40323"
+                )
         if not isinstance(cmd.get("aggregate"), str):
             raise CommandError(73, "{aggregate: 1} is not supported by the wire server except $currentOp")
         name = _collection_name(cmd, "aggregate")
@@ -314,8 +327,9 @@ class Engine:
         options = cmd.get("cursor") or {}
         batch_size = options.get("batchSize") if isinstance(options, Mapping) else None
         return {
-            "cursor": self.cursors.open(ns, docs, owners=caller.users, connection_id=caller.connection_id,
-                                        batch_size=batch_size),
+            "cursor": self.cursors.open(
+                ns, docs, owners=caller.users, connection_id=caller.connection_id, batch_size=batch_size
+            ),
             "ok": 1.0,
         }
 
@@ -355,11 +369,15 @@ class Engine:
         entries = []
         for name in sorted(self.client[db].list_collection_names()):
             coll_uuid = bson.Binary.from_uuid(uuid.uuid5(uuid.NAMESPACE_URL, f"{db}.{name}"))
-            entries.append({
-                "name": name, "type": "collection", "options": {},
-                "info": {"readOnly": False, "uuid": coll_uuid},
-                "idIndex": {"v": 2, "key": {"_id": 1}, "name": "_id_"},
-            })
+            entries.append(
+                {
+                    "name": name,
+                    "type": "collection",
+                    "options": {},
+                    "info": {"readOnly": False, "uuid": coll_uuid},
+                    "idIndex": {"v": 2, "key": {"_id": 1}, "name": "_id_"},
+                }
+            )
         filter_ = cmd.get("filter")
         if filter_:
             entries = [e for e in entries if filter_applies(filter_, e)]
@@ -391,8 +409,12 @@ class Engine:
                 raise bad_value("index specification must have a 'key' document")
             options = {k: v for k, v in spec.items() if k not in ("key", "v")}
             coll.create_index(list(spec["key"].items()), **options)
-        return {"numIndexesBefore": before, "numIndexesAfter": len(coll.index_information()),
-                "createdCollectionAutomatically": created_collection, "ok": 1.0}
+        return {
+            "numIndexesBefore": before,
+            "numIndexesAfter": len(coll.index_information()),
+            "createdCollectionAutomatically": created_collection,
+            "ok": 1.0,
+        }
 
     def drop_indexes(self, db: str, cmd: dict, caller: Caller) -> dict:
         name = _collection_name(cmd, "dropIndexes")
@@ -416,5 +438,13 @@ class Engine:
     def db_stats(self, db: str, cmd: dict, caller: Caller) -> dict:
         names = self.client[db].list_collection_names()
         objects = sum(self._coll(db, n).estimated_document_count() for n in names)
-        return {"db": db, "collections": len(names), "views": 0, "objects": objects,
-                "dataSize": 0.0, "storageSize": 0.0, "indexes": len(names), "ok": 1.0}
+        return {
+            "db": db,
+            "collections": len(names),
+            "views": 0,
+            "objects": objects,
+            "dataSize": 0.0,
+            "storageSize": 0.0,
+            "indexes": len(names),
+            "ok": 1.0,
+        }

@@ -125,8 +125,7 @@ class Faults:
                 "delayMs": self.delay_ms,
                 "delayCommand": self.delay_command,
                 "failCommands": {
-                    name: {"code": f.code, "errmsg": f.errmsg, "times": f.times,
-                           "closeConnection": f.close_connection}
+                    name: {"code": f.code, "errmsg": f.errmsg, "times": f.times, "closeConnection": f.close_connection}
                     for name, f in self.failures.items()
                 },
             }

@@ -85,8 +85,9 @@ async def _one(host: str, port: int, data: bytes, timeout: float) -> str:
         writer.transport.abort()
 
 
-async def fuzz(host: str, port: int, count: int, *, concurrency: int = 64, seed: int = 0,
-               timeout: float = 10.0) -> dict:
+async def fuzz(
+    host: str, port: int, count: int, *, concurrency: int = 64, seed: int = 0, timeout: float = 10.0
+) -> dict:
     """Send ``count`` bad messages; return outcome counts per kind and the elapsed time."""
     rng = random.Random(seed)
     outcomes: Counter[str] = Counter()

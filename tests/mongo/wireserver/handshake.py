@@ -50,8 +50,9 @@ def hello(server, conn, db: str, cmd: dict) -> dict:
     """Reply to hello / isMaster / ismaster."""
     if "client" in cmd:
         if conn.client_metadata is not None:
-            raise CommandError(186, "The client metadata document may only be sent in the first hello",
-                               "ClientMetadataCannotBeMutated")
+            raise CommandError(
+                186, "The client metadata document may only be sent in the first hello", "ClientMetadataCannotBeMutated"
+            )
         conn.client_metadata = cmd["client"] if isinstance(cmd["client"], Mapping) else {}
     name = next(iter(cmd))
     reply: dict[str, Any] = {}
@@ -61,21 +62,30 @@ def hello(server, conn, db: str, cmd: dict) -> dict:
     if server.replica_set:
         me = server.host_port
         # No topologyVersion: drivers would then stream hellos, which tests do not need.
-        reply.update({
-            "hosts": [me], "setName": server.replica_set, "setVersion": 1,
-            "secondary": False, "primary": me, "me": me, "electionId": ELECTION_ID,
-        })
-    reply.update({
-        "maxBsonObjectSize": MAX_BSON_OBJECT_SIZE,
-        "maxMessageSizeBytes": MAX_MESSAGE_SIZE,
-        "maxWriteBatchSize": MAX_WRITE_BATCH_SIZE,
-        "localTime": datetime.datetime.now(datetime.UTC),
-        "logicalSessionTimeoutMinutes": 30,
-        "connectionId": conn.id,
-        "minWireVersion": 0,
-        "maxWireVersion": MAX_WIRE_VERSION,
-        "readOnly": False,
-    })
+        reply.update(
+            {
+                "hosts": [me],
+                "setName": server.replica_set,
+                "setVersion": 1,
+                "secondary": False,
+                "primary": me,
+                "me": me,
+                "electionId": ELECTION_ID,
+            }
+        )
+    reply.update(
+        {
+            "maxBsonObjectSize": MAX_BSON_OBJECT_SIZE,
+            "maxMessageSizeBytes": MAX_MESSAGE_SIZE,
+            "maxWriteBatchSize": MAX_WRITE_BATCH_SIZE,
+            "localTime": datetime.datetime.now(datetime.UTC),
+            "logicalSessionTimeoutMinutes": 30,
+            "connectionId": conn.id,
+            "minWireVersion": 0,
+            "maxWireVersion": MAX_WIRE_VERSION,
+            "readOnly": False,
+        }
+    )
     mechs_for = cmd.get("saslSupportedMechs")
     if isinstance(mechs_for, str) and "." in mechs_for:
         user_db, _, user_name = mechs_for.partition(".")
@@ -108,12 +118,11 @@ def _payload(cmd: dict) -> bytes:
 def sasl_start(server, conn, db: str, cmd: dict) -> dict:
     mechanism = cmd.get("mechanism")
     if mechanism not in scram.MECHANISMS:
-        raise CommandError(334, f"Received authentication for mechanism {mechanism} which is not enabled",
-                           "MechanismUnavailable")
+        raise CommandError(
+            334, f"Received authentication for mechanism {mechanism} which is not enabled", "MechanismUnavailable"
+        )
     options = cmd.get("options") if isinstance(cmd.get("options"), Mapping) else {}
-    server_side = scram.ScramServer(
-        mechanism, lambda name: server.users.credentials(name, db, mechanism)
-    )
+    server_side = scram.ScramServer(mechanism, lambda name: server.users.credentials(name, db, mechanism))
     try:
         first = server_side.server_first(_payload(cmd))
     except scram.ScramError:
@@ -136,15 +145,15 @@ def sasl_continue(server, conn, db: str, cmd: dict) -> dict:
         final = conversation.server.server_final(_payload(cmd))
     except scram.ScramError:
         del conn.sasl[conversation_id]
-        log.info("connection %s: authentication failed for %s@%s", conn.id,
-                 conversation.server.username, conversation.db)
+        log.info(
+            "connection %s: authentication failed for %s@%s", conn.id, conversation.server.username, conversation.db
+        )
         raise auth_failed() from None
     name = conversation.server.username or ""
     user = server.users.get(name, conversation.db)
     if user is None or not restrictions_allow(user.restrictions, conn.peer_ip, conn.local_ip):
         del conn.sasl[conversation_id]
-        log.info("connection %s: %s@%s refused by authenticationRestrictions", conn.id, name,
-                 conversation.db)
+        log.info("connection %s: %s@%s refused by authenticationRestrictions", conn.id, name, conversation.db)
         raise auth_failed()
     conn.users = [(name, conversation.db)]
     if conversation.skip_empty:

@@ -31,8 +31,9 @@ BUILTIN_ROLES: dict[str, tuple[str, frozenset[str]]] = {
     "clusterAdmin": ("any", frozenset({"clusterMonitor", "clusterAdmin", "listDatabases"})),
     "root": (
         "any",
-        frozenset({"read", "write", "dbAdmin", "userAdmin", "listDatabases", "clusterMonitor",
-                   "clusterAdmin", "fault"}),
+        frozenset(
+            {"read", "write", "dbAdmin", "userAdmin", "listDatabases", "clusterMonitor", "clusterAdmin", "fault"}
+        ),
     ),
 }
 

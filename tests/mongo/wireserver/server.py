@@ -67,8 +67,9 @@ def _unexpected_error(conn_id: int, name: str, exc: Exception) -> CommandError:
 class Connection:
     """One client connection: its socket, login state and the operation it is running."""
 
-    def __init__(self, server: WireServer, conn_id: int, reader: asyncio.StreamReader,
-                 writer: asyncio.StreamWriter) -> None:
+    def __init__(
+        self, server: WireServer, conn_id: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         self.server = server
         self.id = conn_id
         self.reader = reader
@@ -177,7 +178,8 @@ class Connection:
             name = next(iter(query), "")
             if message.collection != "$cmd" or name not in _OP_QUERY_COMMANDS:
                 return CommandError(
-                    352, f"Unsupported OP_QUERY command: {name}. The client driver may require an upgrade. "
+                    352,
+                    f"Unsupported OP_QUERY command: {name}. The client driver may require an upgrade. "
                     "For more details see https://dochub.mongodb.org/core/legacy-opcode-removal",
                 ).to_document()
             return message.database, name, dict(query)
@@ -273,9 +275,7 @@ class WireServer:
         """Connection string for the root user (``directConnection=true`` or ``replicaSet=NAME``)."""
         return self.uri_for(self.admin_user, self.admin_password)
 
-    def uri_for(
-        self, user: str | None = None, password: str | None = None, auth_source: str = "admin"
-    ) -> str:
+    def uri_for(self, user: str | None = None, password: str | None = None, auth_source: str = "admin") -> str:
         """Connection string for any user (no credentials when ``user`` is None)."""
         creds = f"{quote_plus(user)}:{quote_plus(password or '')}@" if user else ""
         options = f"authSource={auth_source}&" if user else ""
@@ -293,7 +293,12 @@ class WireServer:
         """Start listening in the running loop (``port`` 0 picks a free port, then stays fixed)."""
         self._loop = asyncio.get_running_loop()
         self._server = await asyncio.start_server(
-            self._accept, self.host, self.port, reuse_address=True, limit=2**16, backlog=1024,
+            self._accept,
+            self.host,
+            self.port,
+            reuse_address=True,
+            limit=2**16,
+            backlog=1024,
         )
         self.port = self._server.sockets[0].getsockname()[1]
         log.info("wire server listening on %s (replica set: %s)", self.host_port, self.replica_set)
@@ -427,8 +432,16 @@ class WireServer:
         """Hold every reply (or only ``command``'s) for ``ms`` milliseconds; 0 turns it off."""
         self.faults.set_delay(ms, command)
 
-    def fail_command(self, command: str, code: int, errmsg: str = "injected failure", *,
-                     times: int | None = None, close_connection: bool = False, code_name: str = "") -> None:
+    def fail_command(
+        self,
+        command: str,
+        code: int,
+        errmsg: str = "injected failure",
+        *,
+        times: int | None = None,
+        close_connection: bool = False,
+        code_name: str = "",
+    ) -> None:
         """Fail ``command`` with ``code``/``errmsg`` ``times`` times (None: until cleared)."""
         self.faults.set_failure(command, CommandFailure(code, errmsg, times, close_connection, code_name))
 

@@ -31,8 +31,7 @@ def _name(cmd: dict, field: str) -> str:
 def _roles_field(cmd: dict, command: str, *, required: bool) -> list | None:
     if "roles" not in cmd:
         if required:
-            raise CommandError(40414, f"BSON field '{command}.roles' is missing but a required field",
-                               "Location40414")
+            raise CommandError(40414, f"BSON field '{command}.roles' is missing but a required field", "Location40414")
         return None
     roles = cmd["roles"]
     if not isinstance(roles, list):
