@@ -19,7 +19,6 @@ Passwords this module generates never reach a record, an audit row or a message:
 from __future__ import annotations
 
 import logging
-import string
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -28,17 +27,16 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from access.crypto import Secret
-from access.generators import new_password
 from access.models import Account, ConnectorAction, Resource
 from access.models.actions import ROLLBACK_KINDS, ActionKind, ActionState
 from access.services.audit import audit_record
+from access.services.leases import password_generate
 from access.validators import parse_roles, validate_mongodb_roles
 from connectors import ConnectorError, connector_for
 
 log = logging.getLogger(__name__)
 
 PASSWORD_LENGTH = 32
-_PASSWORD_ALPHABET = string.ascii_letters + string.digits + "-._~"  # URI-safe: no escaping needed
 ERROR_MAX_LENGTH = 1000
 
 _ALLOWED_PARAMS: dict[str, set[str]] = {
@@ -51,19 +49,6 @@ _ALLOWED_PARAMS: dict[str, set[str]] = {
     ActionKind.UNLOCK_USER: {"restrictions"},
 }
 _GUARDED_KINDS = {ActionKind.ROTATE_PASSWORD, ActionKind.DROP_USER, ActionKind.LOCK_USER}
-
-
-def password_generate(length: int = PASSWORD_LENGTH) -> str:
-    """A random password of letters, digits and URI-safe symbols, with each class present."""
-    return new_password(
-        length=length,
-        alphabet=_PASSWORD_ALPHABET,
-        accept=lambda password: (
-            any(c.islower() for c in password)
-            and any(c.isupper() for c in password)
-            and any(c.isdigit() for c in password)
-        ),
-    )
 
 
 def _actor_name(actor) -> str:
@@ -263,7 +248,7 @@ def _definition_or_fail(connector, action: ConnectorAction) -> dict:
 
 def _run_rotate(connector, action, before_image, result, secret_holder) -> None:
     _definition_or_fail(connector, action)
-    password = password_generate()
+    password = password_generate(PASSWORD_LENGTH)
     connector.change_password(db=action.db, username=action.username, password=password)
     secret_holder["password"] = password
     result["connections_ended"] = connector.kill_user_connections(db=action.db, username=action.username)
@@ -284,7 +269,7 @@ def _run_revoke(connector, action, before_image, result, secret_holder) -> None:
 
 
 def _run_create_read_only(connector, action, before_image, result, secret_holder) -> None:
-    password = password_generate()
+    password = password_generate(PASSWORD_LENGTH)
     roles = [{"role": "read", "db": action.params["database"]}]
     connector.create_user(db=action.db, username=action.username, password=password, roles=roles)
     secret_holder["password"] = password
