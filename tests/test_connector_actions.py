@@ -20,6 +20,8 @@ from access.models.actions import ActionKind, ActionState
 from access.services.actions import action_rollback, action_run
 from connectors.mongodb import LOCK_RESTRICTIONS, MongoDBConnector
 from tests.factories import AccountFactory, ResourceFactory
+from tests.mongo.logins import logs_in as _logs_in
+from tests.mongo.logins import user_client as _user_client
 
 pytestmark = pytest.mark.django_db
 
@@ -30,28 +32,6 @@ def _name(prefix: str = "u") -> str:
 
 def _password() -> str:
     return f"Pw-{secrets.token_urlsafe(18)}"
-
-
-def _user_client(host_port: str, db: str, username: str, password: str) -> pymongo.MongoClient:
-    return pymongo.MongoClient(
-        f"mongodb://{host_port}/?directConnection=true",
-        username=username,
-        password=password,
-        authSource=db,
-        serverSelectionTimeoutMS=3000,
-        connectTimeoutMS=3000,
-        socketTimeoutMS=3000,
-    )
-
-
-def _logs_in(host_port: str, db: str, username: str, password: str) -> bool:
-    with _user_client(host_port, db, username, password) as client:
-        try:
-            client[db].command("ping")
-        except OperationFailure as exc:
-            assert exc.code == 18
-            return False
-    return True
 
 
 def _assert_cut(client: pymongo.MongoClient) -> None:

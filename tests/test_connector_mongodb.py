@@ -18,6 +18,7 @@ from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
 from connectors import ConnectorError, connector_for
 from connectors.mongodb import LOCK_RESTRICTIONS, TAG_KEY, MongoDBConnector
 from tests.factories import ResourceFactory
+from tests.mongo.logins import user_client as _user_client
 
 
 def _name(prefix: str = "u") -> str:
@@ -26,18 +27,6 @@ def _name(prefix: str = "u") -> str:
 
 def _password() -> str:
     return f"Pw-{secrets.token_urlsafe(18)}"
-
-
-def _user_client(host_port: str, db: str, username: str, password: str) -> pymongo.MongoClient:
-    return pymongo.MongoClient(
-        f"mongodb://{host_port}/?directConnection=true",
-        username=username,
-        password=password,
-        authSource=db,
-        serverSelectionTimeoutMS=3000,
-        connectTimeoutMS=3000,
-        socketTimeoutMS=3000,
-    )
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from datetime import timedelta
 import pymongo
 import pytest
 from django.utils import timezone
-from pymongo.errors import OperationFailure, PyMongoError
+from pymongo.errors import PyMongoError
 
 from access.models import AuditEvent, Lease
 from access.models.leases import LeaseState
@@ -28,6 +28,7 @@ from access.services.leases import (
 )
 from connectors import connector_for
 from tests.factories import DynamicRoleFactory, ResourceFactory, UserFactory
+from tests.mongo.logins import logs_in
 
 
 def leased_client(host_port: str, lease: Lease, password: str) -> pymongo.MongoClient:
@@ -41,14 +42,7 @@ def leased_client(host_port: str, lease: Lease, password: str) -> pymongo.MongoC
 
 
 def login_works(host_port: str, lease: Lease, password: str) -> bool:
-    client = leased_client(host_port, lease, password)
-    try:
-        client[lease.db].command("ping")
-        return True
-    except OperationFailure:
-        return False
-    finally:
-        client.close()
+    return logs_in(host_port, lease.db, lease.username, password)
 
 
 def audit_text() -> str:

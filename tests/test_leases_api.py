@@ -6,15 +6,14 @@ import json
 from datetime import timedelta
 from urllib.parse import quote
 
-import pymongo
 import pytest
-from pymongo.errors import OperationFailure
 from rest_framework.test import APIClient
 
 from access.models import AuditEvent, DynamicRole, Lease, Resource
 from access.models.leases import LeaseState
 from access.services.tokens import api_token_create
 from tests.factories import AccessPolicyFactory, DynamicRoleFactory, ResourceFactory, UserFactory
+from tests.mongo.logins import logs_in as login_works
 
 
 def token_client(user) -> APIClient:
@@ -22,20 +21,6 @@ def token_client(user) -> APIClient:
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
     return client
-
-
-def login_works(host_port: str, db: str, username: str, password: str) -> bool:
-    client = pymongo.MongoClient(
-        f"mongodb://{quote(username)}:{quote(password)}@{host_port}/{db}?authSource={db}&directConnection=true",
-        serverSelectionTimeoutMS=3000,
-    )
-    try:
-        client[db].command("ping")
-        return True
-    except OperationFailure:
-        return False
-    finally:
-        client.close()
 
 
 def everything_recorded() -> str:

@@ -8,7 +8,6 @@ from datetime import timedelta
 import pymongo
 import pytest
 from django.core.management import CommandError, call_command
-from pymongo.errors import OperationFailure
 
 from access.models import AuditEvent, Lease, Resource
 from access.models.leases import LeaseState
@@ -17,6 +16,7 @@ from access.services.reconcile import users_reconcile
 from access.services.root_rotation import RootRotationError, resource_rotate_root
 from connectors import connector_for
 from tests.factories import DynamicRoleFactory, ResourceFactory, UserFactory
+from tests.mongo.logins import logs_in
 from tests.mongo.wireserver import WireServer
 
 
@@ -55,20 +55,7 @@ def usernames(resource: Resource) -> set[str]:
 
 
 def can_login(host_port: str, username: str, password: str, db: str = "admin") -> bool:
-    client = pymongo.MongoClient(
-        f"mongodb://{host_port}/?directConnection=true",
-        username=username,
-        password=password,
-        authSource=db,
-        serverSelectionTimeoutMS=3000,
-    )
-    try:
-        client[db].command("ping")
-        return True
-    except OperationFailure:
-        return False
-    finally:
-        client.close()
+    return logs_in(host_port, db, username, password)
 
 
 # -- reconciler --------------------------------------------------------------------------------------------
