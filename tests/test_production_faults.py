@@ -8,9 +8,9 @@ server whose `users.drop` is counted per user (`wire.drops`), so "revoked once" 
 Time knobs, to keep CI short (each says what production does instead):
 - qclusters run with the lease claim timeout at 10 s (production: 120 s) and the sweeper lock TTL at 5 s
   (production: 15 s): a killed worker's leases are taken over sooner; the mechanism is the same.
-- The MongoDB outage lasts `PAM_FAULT_OUTAGE_SECONDS` (default 30 s; the issue says a minute: set 60 to run
-  it so). The revocation backoff (2, 4, 8, 16, 32 s…) retries within 32 s of the server's return either way.
-- The 200-client load runs `PAM_FAULT_LOAD_SECONDS` (default 20 s; set 60 for the issue's minute).
+- The MongoDB outage lasts `PAM_FAULT_OUTAGE_SECONDS` (default 60 s, the issue's minute; set less for a quick
+  local run). The revocation backoff (2, 4, 8, 16, 32 s…) retries within 32 s of the server's return either way.
+- The 200-client load runs `PAM_FAULT_LOAD_SECONDS` (default 60 s, the issue's minute).
 
 Skipped with the reason unless DATABASE_URL is PostgreSQL and REDIS_URL is set; `.ci/run`'s production run
 sets PAM_PROFILE=production, which turns the skip into a failure.
@@ -47,8 +47,8 @@ from tests.mongo.wireserver import WireServer
 from tests.profile import require_production_profile, subprocess_env
 
 ROOT = Path(__file__).resolve().parent.parent
-OUTAGE_SECONDS = float(os.environ.get("PAM_FAULT_OUTAGE_SECONDS", "30"))
-LOAD_SECONDS = float(os.environ.get("PAM_FAULT_LOAD_SECONDS", "20"))
+OUTAGE_SECONDS = float(os.environ.get("PAM_FAULT_OUTAGE_SECONDS", "60"))
+LOAD_SECONDS = float(os.environ.get("PAM_FAULT_LOAD_SECONDS", "60"))
 LOAD_CLIENTS = int(os.environ.get("PAM_FAULT_LOAD_CLIENTS", "200"))
 
 pytestmark = [pytest.mark.production, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
