@@ -8,48 +8,17 @@ access.api.vault (RoleApi picks the serializer by the resource's kind; _role_dat
 
 from __future__ import annotations
 
-from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import serializers
 
-from access.api.serializers import DurationField
-from access.validators import parse_roles, validate_atlas_roles, validate_atlas_scopes
-
-
-class AtlasRolesField(serializers.Field):
-    """A non-empty list of {"roleName", "databaseName", "collectionName"?}, or a JSON string of one."""
-
-    def to_internal_value(self, data):
-        try:
-            roles = parse_roles(data)
-            validate_atlas_roles(roles)
-        except DjangoValidationError as exc:
-            raise serializers.ValidationError(exc.messages) from None
-        return roles
-
-    def to_representation(self, value):
-        return value
-
-
-class AtlasScopesField(serializers.Field):
-    """A list of {"name", "type"} (type CLUSTER, DATA_LAKE or STREAM), or a JSON string of one."""
-
-    def to_internal_value(self, data):
-        try:
-            scopes = parse_roles(data)
-            validate_atlas_scopes(scopes)
-        except DjangoValidationError as exc:
-            raise serializers.ValidationError(exc.messages) from None
-        return scopes
-
-    def to_representation(self, value):
-        return value
+from access.api.serializers import DurationField, ValidatedListField
+from access.validators import validate_atlas_roles, validate_atlas_scopes
 
 
 class AtlasRoleSerializer(serializers.Serializer):
     """Fields of an Atlas dynamic role; `db` is not accepted (Atlas users live in `admin`)."""
 
-    roles = AtlasRolesField(required=False)
-    scopes = AtlasScopesField(required=False)
+    roles = ValidatedListField(validate_atlas_roles, required=False)
+    scopes = ValidatedListField(validate_atlas_scopes, required=False)
     default_ttl = DurationField(required=False, allow_null=True)
     max_ttl = DurationField(required=False, allow_null=True)
     username_template = serializers.CharField(max_length=200, required=False)

@@ -24,6 +24,27 @@ class DurationField(serializers.Field):
         return format_duration(value)
 
 
+class ValidatedListField(serializers.Field):
+    """A list given as JSON or as a JSON string (Vault's form), checked by one of access.validators."""
+
+    def __init__(self, validator, **kwargs):
+        self.validator = validator
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data):
+        from access.validators import parse_roles
+
+        try:
+            value = parse_roles(data)
+            self.validator(value)
+        except DjangoValidationError as exc:
+            raise serializers.ValidationError(exc.messages) from None
+        return value
+
+    def to_representation(self, value):
+        return value
+
+
 def run_model_clean(instance, attrs: dict) -> None:
     """Apply attrs to a throwaway copy and run the model's own validation, mapping errors to fields."""
     for name, value in attrs.items():

@@ -17,7 +17,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from access.api.atlas import AtlasRoleSerializer
-from access.api.serializers import DurationField
+from access.api.serializers import DurationField, ValidatedListField
 from access.models import Lease, Resource
 from access.models.leases import LeaseState
 from access.selectors.leases import lease_may_manage, lease_visible_to, role_visible_to
@@ -26,7 +26,7 @@ from access.services import leases as lease_services
 from access.services import roles as role_services
 from access.services.requests import access_policy_mark_used
 from access.services.resources import resource_update
-from access.validators import parse_roles, validate_mongodb_roles
+from access.validators import validate_mongodb_roles
 
 
 class Conflict(exceptions.APIException):
@@ -158,24 +158,9 @@ class LeaseConfigApi(APIView):
 
 
 # -- roles -------------------------------------------------------------------------------------------------
-class RolesField(serializers.Field):
-    """A list of roles, or a JSON string of one (Vault's form)."""
-
-    def to_internal_value(self, data):
-        try:
-            roles = parse_roles(data)
-            validate_mongodb_roles(roles)
-        except DjangoValidationError as exc:
-            raise serializers.ValidationError(exc.messages) from None
-        return roles
-
-    def to_representation(self, value):
-        return value
-
-
 class RoleSerializer(serializers.Serializer):
     db = serializers.CharField(max_length=64, required=False)
-    roles = RolesField(required=False)
+    roles = ValidatedListField(validate_mongodb_roles, required=False)
     default_ttl = DurationField(required=False, allow_null=True)
     max_ttl = DurationField(required=False, allow_null=True)
     username_template = serializers.CharField(max_length=200, required=False)
