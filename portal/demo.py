@@ -19,7 +19,7 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 
 from access.generators import new_token
-from access.models import AccessPolicy, Account, DynamicRole, Gateway, Resource
+from access.models import AccessPolicy, Account, AuditAction, DynamicRole, Gateway, Resource
 from access.otp import totp_device_create
 from access.services.audit import audit_record
 from access.services.resources import account_create, account_update, resource_create, resource_update
@@ -74,7 +74,7 @@ def demo_user_ensure() -> DemoUser:
     with transaction.atomic():
         user = User.objects.create_superuser(DEMO_USERNAME, "admin@localhost", password)
         device = totp_device_create(user=user, name="demo")
-        audit_record(action="demo.user.create", actor="make run", target=user)
+        audit_record(action=AuditAction.DEMO_USER_CREATE, actor="make run", target=user)
     return DemoUser(DEMO_USERNAME, password, device.config_url)
 
 

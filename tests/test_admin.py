@@ -6,7 +6,7 @@ import time
 import pytest
 from django.urls import reverse
 
-from access.models import Account, AuditEvent, Resource
+from access.models import Account, AuditAction, AuditEvent, Resource
 from tests.factories import (
     AccessPolicyFactory,
     AccountFactory,
@@ -162,7 +162,7 @@ def test_admin_creates_a_resource_with_human_durations(otp_admin_client):
 def test_audit_events_are_read_only_in_the_admin(otp_admin_client):
     from access.services.audit import audit_record
 
-    event = audit_record(action="test.event")
+    event = audit_record(action=AuditAction.SCHEDULES_SETUP)
     assert otp_admin_client.get(reverse("admin:access_auditevent_change", args=[event.pk])).status_code == 200
     assert (
         otp_admin_client.post(reverse("admin:access_auditevent_delete", args=[event.pk]), {"post": "yes"}).status_code

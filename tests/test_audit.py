@@ -4,7 +4,7 @@ import pytest
 from django.core.management import call_command
 from django.db import connection, transaction
 
-from access.models import AuditEvent
+from access.models import AuditAction, AuditEvent
 from access.models.audit import AuditEventIsAppendOnly
 from access.services.audit import audit_record
 from access.services.resources import resource_create
@@ -27,7 +27,7 @@ def verify_audit():
 def chain(db):
     actor = UserFactory(username="alice")
     for n in range(5):
-        audit_record(action="test.event", actor=actor, data={"n": n})
+        audit_record(action=AuditAction.SCHEDULES_SETUP, actor=actor, data={"n": n})
     return list(AuditEvent.objects.order_by("seq"))
 
 
@@ -82,7 +82,7 @@ def test_verify_audit_names_a_row_altered_by_raw_sql(chain):
         cursor.execute("UPDATE access_auditevent SET data = %s WHERE seq = 3", ['{"n": 99}'])
     code, err = verify_audit()
     assert code == 1
-    assert "event #3 (test.event) was altered" in err
+    assert "event #3 (schedules.setup) was altered" in err
 
 
 def test_verify_audit_names_a_removed_row(chain):
@@ -106,6 +106,18 @@ def test_verify_audit_names_a_row_rewritten_with_a_fresh_hash(chain):
 
 
 def test_audit_data_never_stores_secret_values(db):
-    event = audit_record(action="test", data={"password": "P4ss-w0rd-XYZ", "nested": {"pwd": "abc-123-secret"}})
+    event = audit_record(
+        action=AuditAction.SECRETS_REENCRYPT, data={"password": "P4ss-w0rd-XYZ", "nested": {"pwd": "abc-123-secret"}}
+    )
     assert "P4ss-w0rd-XYZ" not in str(event.data) and "abc-123-secret" not in str(event.data)
     assert event.data["password"] == "[redacted]"
+
+
+def test_audit_actions_are_one_enumeration(db):
+    """A name outside AuditAction is refused before anything is written; the stored value is the member's string."""
+    with pytest.raises(ValueError):
+        audit_record(action="resource.renamed")
+    assert not AuditEvent.objects.exists()
+    event = audit_record(action=AuditAction.LEASE_ISSUE)
+    assert AuditEvent.objects.get(pk=event.pk).action == "lease.issue"
+    assert AuditAction.for_connector_action_state("rolled_back") == "connector_action.rolled_back"

@@ -84,7 +84,7 @@ def test_the_generator_watch_sees_every_new_secret():
 
 @pytest.mark.django_db
 def test_a_secret_in_an_audit_row_is_found_but_not_in_an_encrypted_column():
-    from access.models import AuditEvent
+    from access.models import AuditAction, AuditEvent
     from access.services.audit import audit_record
     from tests.factories import ResourceFactory
 
@@ -95,7 +95,7 @@ def test_a_secret_in_an_audit_row_is_found_but_not_in_an_encrypted_column():
     resource.save()
     scanner.scan_database(where="db")
     assert scanner.findings == []
-    audit_record(action="test.leak", data={"note": f"oops {secret}"})
+    audit_record(action=AuditAction.SECRETS_REENCRYPT, data={"note": f"oops {secret}"})
     scanner.scan_database(where="db")
     assert [f.where for f in scanner.findings] == [f"db: table {AuditEvent._meta.db_table}"]
     assert scanner.db_snapshots == 2

@@ -1,7 +1,7 @@
 """The access domain's models; every model of the project lives here."""
 
 from access.models.actions import ConnectorAction
-from access.models.audit import AuditEvent
+from access.models.audit import AuditAction, AuditEvent
 from access.models.leases import DynamicRole, Lease
 from access.models.locks import BackgroundLock
 from access.models.policies import AccessPolicy, AccessRequest
@@ -15,6 +15,7 @@ __all__ = [
     "AccessRequest",
     "Account",
     "ApiToken",
+    "AuditAction",
     "AuditEvent",
     "BackgroundLock",
     "ConnectorAction",

@@ -17,6 +17,86 @@ from django.db import models
 GENESIS_HASH = "0" * 64
 
 
+class AuditAction(models.TextChoices):
+    """Every action an audit event may name: the one vocabulary of the trail (`audit_record` refuses others).
+
+    The values are the strings stored in `AuditEvent.action`; they never change, so old rows stay readable.
+    """
+
+    # grants: requests and policies
+    REQUEST_CREATE = "request.create", "request created"
+    REQUEST_BREAK_GLASS = "request.break_glass", "break-glass request"
+    REQUEST_APPROVE = "request.approve", "request approved"
+    REQUEST_DENY = "request.deny", "request denied"
+    REQUEST_CANCEL = "request.cancel", "request cancelled"
+    REQUEST_POST_REVIEW = "request.post_review", "break-glass reviewed"
+    ACCESSPOLICY_CREATE = "accesspolicy.create", "policy created"
+    ACCESSPOLICY_UPDATE = "accesspolicy.update", "policy updated"
+    ACCESSPOLICY_DELETE = "accesspolicy.delete", "policy deleted"
+    # leases
+    LEASE_ISSUE = "lease.issue", "lease issued"
+    LEASE_ISSUE_FAILED = "lease.issue_failed", "lease issue failed"
+    LEASE_RENEW = "lease.renew", "lease renewed"
+    LEASE_REVEAL = "lease.reveal", "lease password revealed"
+    LEASE_REVOKE = "lease.revoke", "lease revoked"
+    LEASE_REVOKE_FAILED = "lease.revoke_failed", "lease revoke failed"
+    LEASE_REVOKE_PREFIX = "lease.revoke_prefix", "leases revoked by prefix"
+    # sessions
+    SESSION_OPEN = "session.open", "session opened"
+    SESSION_CONNECT = "session.connect", "session connected"
+    SESSION_END = "session.end", "session ended"
+    # gateways, resources, accounts, roles
+    GATEWAY_REGISTER = "gateway.register", "gateway registered"
+    GATEWAY_CREATE = "gateway.create", "gateway created"
+    GATEWAY_UPDATE = "gateway.update", "gateway updated"
+    GATEWAY_DELETE = "gateway.delete", "gateway deleted"
+    RESOURCE_CREATE = "resource.create", "resource created"
+    RESOURCE_UPDATE = "resource.update", "resource updated"
+    RESOURCE_DELETE = "resource.delete", "resource deleted"
+    RESOURCE_VERIFY_CONNECTION = "resource.verify_connection", "connection verified"
+    RESOURCE_ROTATE_ROOT_STARTED = "resource.rotate_root_started", "root rotation started"
+    RESOURCE_ROTATE_ROOT = "resource.rotate_root", "root rotated"
+    RESOURCE_ROTATE_ROOT_FAILED = "resource.rotate_root_failed", "root rotation failed"
+    ACCOUNT_CREATE = "account.create", "account created"
+    ACCOUNT_UPDATE = "account.update", "account updated"
+    ACCOUNT_DELETE = "account.delete", "account deleted"
+    ACCOUNT_ROTATE_PASSWORD = "account.rotate_password", "account password rotated"
+    DYNAMICROLE_CREATE = "dynamicrole.create", "role created"
+    DYNAMICROLE_UPDATE = "dynamicrole.update", "role updated"
+    DYNAMICROLE_DELETE = "dynamicrole.delete", "role deleted"
+    RECONCILE_DROP_USER = "reconcile.drop_user", "orphan user dropped"
+    # connector actions
+    CONNECTOR_ACTION_RUN = "connector_action.run", "connector action started"
+    CONNECTOR_ACTION_SUCCEEDED = "connector_action.succeeded", "connector action succeeded"
+    CONNECTOR_ACTION_FAILED = "connector_action.failed", "connector action failed"
+    CONNECTOR_ACTION_ROLLBACK = "connector_action.rollback", "connector action rollback started"
+    CONNECTOR_ACTION_ROLLED_BACK = "connector_action.rolled_back", "connector action rolled back"
+    CONNECTOR_ACTION_ROLLBACK_FAILED = "connector_action.rollback_failed", "connector action rollback failed"
+    # people, tokens, MFA
+    API_TOKEN_CREATE = "api_token.create", "API token created"
+    MFA_TOTP_ENROL = "mfa.totp_enrol", "authenticator enrolled"
+    MFA_BACKUP_CODES = "mfa.backup_codes", "backup codes made"
+    MFA_METHOD = "mfa.method", "MFA method chosen"
+    OTP_DEVICE_CREATE = "otp.device.create", "OTP device added (manage.py)"
+    DEMO_USER_CREATE = "demo.user.create", "demo user created"
+    # housekeeping
+    SECRETS_REENCRYPT = "secrets.reencrypt", "secrets re-encrypted"
+    SCHEDULES_SETUP = "schedules.setup", "schedules set up"
+
+    @classmethod
+    def for_connector_action_state(cls, state: str) -> AuditAction:
+        """The outcome row of a connector action, by its ActionState (succeeded, failed, rolled_back, ...)."""
+        return _CONNECTOR_ACTION_OUTCOMES[state]
+
+
+_CONNECTOR_ACTION_OUTCOMES = {
+    "succeeded": AuditAction.CONNECTOR_ACTION_SUCCEEDED,
+    "failed": AuditAction.CONNECTOR_ACTION_FAILED,
+    "rolled_back": AuditAction.CONNECTOR_ACTION_ROLLED_BACK,
+    "rollback_failed": AuditAction.CONNECTOR_ACTION_ROLLBACK_FAILED,
+}
+
+
 class AuditEventIsAppendOnly(Exception):
     """Raised when code tries to change or delete an audit event."""
 
@@ -46,7 +126,7 @@ class AuditEvent(models.Model):
         db_constraint=False,
     )
     actor_name = models.CharField(max_length=150, blank=True)
-    action = models.CharField(max_length=64, db_index=True)
+    action = models.CharField(max_length=64, db_index=True, choices=AuditAction.choices)
     target_type = models.CharField(max_length=100, blank=True)
     target_id = models.CharField(max_length=64, blank=True)
     target_name = models.CharField(max_length=255, blank=True)

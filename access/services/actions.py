@@ -27,7 +27,7 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from access.crypto import Secret
-from access.models import Account, ConnectorAction, Resource
+from access.models import Account, AuditAction, ConnectorAction, Resource
 from access.models.actions import ROLLBACK_KINDS, ActionKind, ActionState
 from access.services.audit import audit_record
 from access.services.leases import password_generate
@@ -151,7 +151,7 @@ def _record_start(*, resource, kind, db, username, params, actor) -> ConnectorAc
             actor_name=_actor_name(actor),
         )
         audit_record(
-            action="connector_action.run",
+            action=AuditAction.CONNECTOR_ACTION_RUN,
             actor=actor,
             target=action,
             data={"kind": kind, "resource": resource.name, "db": db, "username": username, "params": params},
@@ -173,7 +173,7 @@ def _record_outcome(
             after(action)
         action.save(update_fields=["before_image", "result", "error", "state", "finished_at", "account"])
         audit_record(
-            action=f"connector_action.{action.state}",
+            action=AuditAction.for_connector_action_state(action.state),
             actor=actor,
             target=action,
             data={
@@ -343,7 +343,7 @@ def _store_rotated_password(action: ConnectorAction, secret_holder: dict, actor)
     action.account = account
     action.result["password_stored"] = True
     audit_record(
-        action="account.rotate_password",
+        action=AuditAction.ACCOUNT_ROTATE_PASSWORD,
         actor=actor,
         target=account,
         data={"connector_action": action.pk, "write_only_changed": ["password"]},
@@ -363,7 +363,7 @@ def _store_created_account(action: ConnectorAction, secret_holder: dict, actor) 
     action.account = account
     action.result["account_id"] = account.pk
     audit_record(
-        action="account.create",
+        action=AuditAction.ACCOUNT_CREATE,
         actor=actor,
         target=account,
         data={"connector_action": action.pk, "write_only_changed": ["password"]},
@@ -416,7 +416,7 @@ def action_rollback(*, action: ConnectorAction, actor=None) -> ConnectorAction:
         raise ValidationError(f"Only a succeeded action can be rolled back; this one is {action.get_state_display()}.")
     with transaction.atomic():
         audit_record(
-            action="connector_action.rollback",
+            action=AuditAction.CONNECTOR_ACTION_ROLLBACK,
             actor=actor,
             target=action,
             data={"kind": action.kind, "resource": action.resource.name, "db": action.db, "username": action.username},
@@ -442,13 +442,16 @@ def action_rollback(*, action: ConnectorAction, actor=None) -> ConnectorAction:
                 account = Account.objects.filter(pk=action.account_id).first()
                 if account is not None:
                     audit_record(
-                        action="account.delete", actor=actor, target=account, data={"connector_action": action.pk}
+                        action=AuditAction.ACCOUNT_DELETE,
+                        actor=actor,
+                        target=account,
+                        data={"connector_action": action.pk},
                     )
                     account.delete()
                     action.account = None
         action.save(update_fields=["result", "error", "state", "rolled_back_at", "rolled_back_by", "account"])
         audit_record(
-            action=f"connector_action.{action.state}",
+            action=AuditAction.for_connector_action_state(action.state),
             actor=actor,
             target=action,
             data={"kind": action.kind, "rollback": rollback, "error": error},
@@ -472,7 +475,7 @@ def resource_verify_connection(*, resource: Resource, actor=None) -> dict:
         error = exc
     with transaction.atomic():
         audit_record(
-            action="resource.verify_connection",
+            action=AuditAction.RESOURCE_VERIFY_CONNECTION,
             actor=actor,
             target=resource,
             data={"ok": error is None, "error": _error_text(error) if error else "", "summary": summary},

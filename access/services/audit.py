@@ -10,7 +10,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from access import context
-from access.models import AuditEvent
+from access.models import AuditAction, AuditEvent
 from access.models.audit import GENESIS_HASH
 
 _SECRET_KEYS = ("password", "pwd", "secret", "private_key", "token", "payload")
@@ -39,13 +39,17 @@ def _lock_chain() -> None:
 
 def audit_record(
     *,
-    action: str,
+    action: AuditAction,
     actor=None,
     target=None,
     target_name: str | None = None,
     data: dict | None = None,
 ) -> AuditEvent:
-    """Append one event to the audit chain, in the current transaction (or a new one)."""
+    """Append one event to the audit chain, in the current transaction (or a new one).
+
+    `action` is an AuditAction (or its exact value); any other name raises ValueError before anything is written.
+    """
+    action = AuditAction(action)
     request = context.current()
     with transaction.atomic():
         _lock_chain()
@@ -57,7 +61,7 @@ def audit_record(
             created_at=timezone.now(),
             actor=actor_user,
             actor_name=actor_user.get_username() if actor_user else (actor if isinstance(actor, str) else "system"),
-            action=action,
+            action=action.value,
             target_type=target._meta.label_lower if target is not None else "",
             target_id=str(target.pk) if target is not None else "",
             target_name=(target_name if target_name is not None else str(target) if target is not None else "")[:255],

@@ -26,7 +26,7 @@ from access.events import (
     publish_session_event,
     session_events_use_channel_layer,
 )
-from access.models import Gateway, Session, SessionCommand
+from access.models import AuditAction, Gateway, Session, SessionCommand
 from access.models.leases import LeaseState
 from access.models.sessions import SessionEndReason, SessionState
 from access.services.audit import audit_record
@@ -79,7 +79,7 @@ def gateway_register(*, name: str, public_host: str, public_port: int) -> Gatewa
         gateway.last_heartbeat = timezone.now()
         gateway.save()
         audit_record(
-            action="gateway.register",
+            action=AuditAction.GATEWAY_REGISTER,
             actor="gateway",
             target=gateway,
             data={"created": created, "address": gateway.address, "changed": changed},
@@ -149,7 +149,7 @@ def session_connected(*, session_id: int, gateway_id: int | None, client_address
         if first:
             session = Session.objects.get(pk=session_id)
             audit_record(
-                action="session.connect",
+                action=AuditAction.SESSION_CONNECT,
                 actor=session.user or session.user_name or "system",
                 target=session,
                 data={"client_address": client_address[:64], "gateway_id": gateway_id},

@@ -30,7 +30,7 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from access.generators import new_password
-from access.models import DynamicRole, Lease, Resource
+from access.models import AuditAction, DynamicRole, Lease, Resource
 from access.models.leases import LIVE_LEASE_STATES, LeaseState
 from access.models.sessions import SessionEndReason
 from access.services.audit import audit_record
@@ -184,7 +184,7 @@ def lease_issue(
             max_expires_at=now + limit,
         )
         audit_record(
-            action="lease.issue",
+            action=AuditAction.LEASE_ISSUE,
             actor=actor if actor is not None else holder,
             target=lease,
             data={
@@ -247,7 +247,10 @@ def _lease_issue_failed(*, lease: Lease, error: str, actor, user_absent: bool) -
             **changes,
         )
         audit_record(
-            action="lease.issue_failed", actor=actor, target=lease, data={"error": error, "cleanup": not user_absent}
+            action=AuditAction.LEASE_ISSUE_FAILED,
+            actor=actor,
+            target=lease,
+            data={"error": error, "cleanup": not user_absent},
         )
 
 
@@ -276,7 +279,7 @@ def lease_renew(*, lease: Lease, increment: timedelta | None = None, actor=None,
             raise LeaseError(f"Lease {current.lease_id} changed state while renewing.", code="not_renewable")
         current.expires_at = new_expiry
         audit_record(
-            action="lease.renew",
+            action=AuditAction.LEASE_RENEW,
             actor=actor,
             target=current,
             data={
@@ -322,7 +325,7 @@ def lease_reveal_password(*, lease: Lease, user) -> str | None:
         ).update(revealed_at=timezone.now())
         if not updated:
             return None
-        audit_record(action="lease.reveal", actor=user, target=lease, data={"username": lease.username})
+        audit_record(action=AuditAction.LEASE_REVEAL, actor=user, target=lease, data={"username": lease.username})
     return Lease.objects.get(pk=lease.pk).password.reveal()
 
 
@@ -418,7 +421,7 @@ def _record_outcomes(outcomes: list[RevokeOutcome], *, actor) -> list[Lease]:
                     "last_error": "",
                     "next_attempt_at": None,
                 }
-                action = "lease.revoke"
+                action = AuditAction.LEASE_REVOKE
             else:
                 final = LeaseState.REVOKE_FAILED
                 changes = {
@@ -427,7 +430,7 @@ def _record_outcomes(outcomes: list[RevokeOutcome], *, actor) -> list[Lease]:
                     "last_error": outcome.error,
                     "next_attempt_at": now + revoke_backoff(attempts),
                 }
-                action = "lease.revoke_failed"
+                action = AuditAction.LEASE_REVOKE_FAILED
             if not claimed.update(**changes):
                 continue  # another worker took the claim over after its deadline; its outcome stands
             for name, value in changes.items():
@@ -556,7 +559,7 @@ def lease_revoke_prefix(
     now = timezone.now()
     with transaction.atomic():
         audit_record(
-            action="lease.revoke_prefix",
+            action=AuditAction.LEASE_REVOKE_PREFIX,
             actor=actor,
             target_name=prefix,
             data={"prefix": prefix, "live": base.filter(state__in=LIVE_LEASE_STATES).count()},

@@ -22,7 +22,7 @@ from django_otp.plugins.otp_email.models import EmailDevice
 from django_otp.plugins.otp_static.models import StaticDevice, StaticToken
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from access.models import UserProfile
+from access.models import AuditAction, UserProfile
 from access.models.profiles import MfaMethod
 from access.services.audit import audit_record
 
@@ -102,7 +102,9 @@ def mfa_totp_enrolment_confirm(*, device: TOTPDevice, token: str) -> bool:
         device.confirmed = True
         device.save(update_fields=["confirmed"])
         UserProfile.objects.update_or_create(user=device.user, defaults={"mfa_method": MfaMethod.TOTP})
-        audit_record(action="mfa.totp_enrol", actor=device.user, target=device.user, data={"device": device.name})
+        audit_record(
+            action=AuditAction.MFA_TOTP_ENROL, actor=device.user, target=device.user, data={"device": device.name}
+        )
     return True
 
 
@@ -115,7 +117,7 @@ def mfa_backup_codes_generate(*, user) -> list[str]:
         device.token_set.all().delete()
         codes = [StaticToken.random_token() for _ in range(BACKUP_CODES_COUNT)]
         StaticToken.objects.bulk_create([StaticToken(device=device, token=code) for code in codes])
-        audit_record(action="mfa.backup_codes", actor=user, target=user, data={"count": len(codes)})
+        audit_record(action=AuditAction.MFA_BACKUP_CODES, actor=user, target=user, data={"count": len(codes)})
     return codes
 
 
@@ -135,7 +137,7 @@ def mfa_method_choose(*, user, method: str) -> None:
         raise ValueError(f"unknown MFA method {method!r}")
     with transaction.atomic():
         UserProfile.objects.update_or_create(user=user, defaults={"mfa_method": method})
-        audit_record(action="mfa.method", actor=user, target=user, data={"method": method})
+        audit_record(action=AuditAction.MFA_METHOD, actor=user, target=user, data={"method": method})
 
 
 def totp_qr_data_uri(device: TOTPDevice) -> str:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from django.db import transaction
 from django.db.models import Q
 
-from access.models import Lease, Resource
+from access.models import AuditAction, Lease, Resource
 from access.models.leases import LIVE_LEASE_STATES
 from access.models.resources import ResourceKind
 from access.services.audit import audit_record
@@ -128,7 +128,7 @@ def _orphan_drop(*, orphan: OrphanUser, resource: Resource, connector, actor) ->
     ended = connector.kill_user_connections(db=orphan.db, username=orphan.username)
     with transaction.atomic():
         audit_record(
-            action="reconcile.drop_user",
+            action=AuditAction.RECONCILE_DROP_USER,
             actor=actor,
             target=resource,
             data={

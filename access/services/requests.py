@@ -24,7 +24,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from access.durations import format_duration
-from access.models import AccessPolicy, AccessRequest
+from access.models import AccessPolicy, AccessRequest, AuditAction
 from access.models.policies import RequestState
 from access.services.audit import audit_record
 
@@ -123,7 +123,7 @@ def access_request_create(
             expires_at=now + duration if break_glass else None,
         )
         audit_record(
-            action="request.break_glass" if break_glass else "request.create",
+            action=AuditAction.REQUEST_BREAK_GLASS if break_glass else AuditAction.REQUEST_CREATE,
             actor=requester,
             target=request,
             data={
@@ -166,9 +166,8 @@ def _decide(*, request: AccessRequest, approver, comment: str, approve: bool) ->
         current.decided_at = now
         current.expires_at = now + current.duration if approve else None
         current.save(update_fields=["state", "approver", "decision_comment", "decided_at", "expires_at"])
-        verb = "approve" if approve else "deny"
         audit_record(
-            action=f"request.{verb}",
+            action=AuditAction.REQUEST_APPROVE if approve else AuditAction.REQUEST_DENY,
             actor=approver,
             target=current,
             data={"requester": current.requester.get_username(), "comment": current.decision_comment},
@@ -210,7 +209,7 @@ def access_request_cancel(*, request: AccessRequest, user) -> AccessRequest:
             raise ValidationError(f"This request is already {current.get_state_display().lower()}.")
         current.state = RequestState.CANCELLED
         current.save(update_fields=["state", "expires_at"])
-        audit_record(action="request.cancel", actor=user, target=current)
+        audit_record(action=AuditAction.REQUEST_CANCEL, actor=user, target=current)
         _notify(
             request=current,
             subject=f"Request #{current.pk} cancelled",
@@ -238,7 +237,7 @@ def access_request_post_review(*, request: AccessRequest, reviewer, comment: str
         current.post_reviewed_at = timezone.now()
         current.post_review_comment = comment
         current.save(update_fields=["post_reviewed_by", "post_reviewed_at", "post_review_comment"])
-        audit_record(action="request.post_review", actor=reviewer, target=current, data={"comment": comment})
+        audit_record(action=AuditAction.REQUEST_POST_REVIEW, actor=reviewer, target=current, data={"comment": comment})
         _notify(
             request=current,
             subject=f"Break-glass request #{current.pk} reviewed by {reviewer.get_username()}",

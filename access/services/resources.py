@@ -7,7 +7,7 @@ from typing import Any
 from django.db import transaction
 
 from access.crypto import Secret
-from access.models import Account, Gateway, Resource
+from access.models import Account, AuditAction, Gateway, Resource
 from access.models.sessions import SessionEndReason
 from access.services.audit import audit_record
 from access.services.sessions import session_end_for_account
@@ -47,7 +47,9 @@ def gateway_create(*, actor, **fields) -> Gateway:
         gateway = Gateway(**fields)
         gateway.full_clean()
         gateway.save()
-        audit_record(action="gateway.create", actor=actor, target=gateway, data=_changes(gateway, list(fields)))
+        audit_record(
+            action=AuditAction.GATEWAY_CREATE, actor=actor, target=gateway, data=_changes(gateway, list(fields))
+        )
     return gateway
 
 
@@ -58,7 +60,7 @@ def resource_create(*, actor, **fields) -> Resource:
         changed = _apply(resource, fields)
         resource.full_clean()
         resource.save()
-        audit_record(action="resource.create", actor=actor, target=resource, data=_changes(resource, changed))
+        audit_record(action=AuditAction.RESOURCE_CREATE, actor=actor, target=resource, data=_changes(resource, changed))
     return resource
 
 
@@ -67,7 +69,7 @@ def resource_update(*, actor, resource: Resource, **fields) -> Resource:
         changed = _apply(resource, fields)
         resource.full_clean()
         resource.save()
-        audit_record(action="resource.update", actor=actor, target=resource, data=_changes(resource, changed))
+        audit_record(action=AuditAction.RESOURCE_UPDATE, actor=actor, target=resource, data=_changes(resource, changed))
     return resource
 
 
@@ -75,7 +77,7 @@ def resource_delete(*, actor, resource: Resource) -> None:
     with transaction.atomic():
         for account in resource.accounts.all():
             session_end_for_account(account=account, reason=SessionEndReason.ACCOUNT_REVOKED, actor=actor)
-        audit_record(action="resource.delete", actor=actor, target=resource)
+        audit_record(action=AuditAction.RESOURCE_DELETE, actor=actor, target=resource)
         resource.delete()
 
 
@@ -86,7 +88,7 @@ def account_create(*, actor, **fields) -> Account:
         changed = _apply(account, fields)
         account.full_clean()
         account.save()
-        audit_record(action="account.create", actor=actor, target=account, data=_changes(account, changed))
+        audit_record(action=AuditAction.ACCOUNT_CREATE, actor=actor, target=account, data=_changes(account, changed))
     return account
 
 
@@ -95,7 +97,7 @@ def account_update(*, actor, account: Account, **fields) -> Account:
         changed = _apply(account, fields)
         account.full_clean()
         account.save()
-        audit_record(action="account.update", actor=actor, target=account, data=_changes(account, changed))
+        audit_record(action=AuditAction.ACCOUNT_UPDATE, actor=actor, target=account, data=_changes(account, changed))
     return account
 
 
@@ -103,5 +105,5 @@ def account_delete(*, actor, account: Account) -> None:
     """Delete an account; its open gateway sessions end first (reason account_revoked)."""
     with transaction.atomic():
         session_end_for_account(account=account, reason=SessionEndReason.ACCOUNT_REVOKED, actor=actor)
-        audit_record(action="account.delete", actor=actor, target=account)
+        audit_record(action=AuditAction.ACCOUNT_DELETE, actor=actor, target=account)
         account.delete()

@@ -10,7 +10,7 @@ from django.db import transaction
 from django.db.models import ProtectedError
 
 from access.crypto import Secret
-from access.models import DynamicRole, Resource
+from access.models import AuditAction, DynamicRole, Resource
 from access.services.audit import audit_record
 from access.services.resources import resource_create, resource_update
 from access.validators import parse_roles, split_mongodb_uri
@@ -55,7 +55,7 @@ def dynamic_role_save(*, actor, resource: Resource, name: str, **fields: Any) ->
         role.full_clean()
         role.save()
         audit_record(
-            action=f"dynamicrole.{'create' if created else 'update'}",
+            action=AuditAction.DYNAMICROLE_CREATE if created else AuditAction.DYNAMICROLE_UPDATE,
             actor=actor,
             target=role,
             data={"changed": {k: _plain(v) for k, v in fields.items()}},
@@ -71,7 +71,7 @@ def dynamic_role_delete(*, actor, role: DynamicRole) -> None:
     """Delete a role; refused (RoleInUseError) while leases reference it."""
     try:
         with transaction.atomic():
-            audit_record(action="dynamicrole.delete", actor=actor, target=role)
+            audit_record(action=AuditAction.DYNAMICROLE_DELETE, actor=actor, target=role)
             role.delete()
     except ProtectedError:
         raise RoleInUseError(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from django.db import transaction
 
-from access.models import Resource
+from access.models import AuditAction, Resource
 from access.services.audit import audit_record
 from access.services.leases import password_generate
 from connectors import ConnectorError, connector_for
@@ -37,7 +37,7 @@ def resource_rotate_root(*, resource: Resource, actor=None, connector_factory=co
     candidate = password_generate(32)
     with transaction.atomic():
         _save(resource, pending_admin_password=candidate)
-        audit_record(action="resource.rotate_root_started", actor=actor, target=resource)
+        audit_record(action=AuditAction.RESOURCE_ROTATE_ROOT_STARTED, actor=actor, target=resource)
     db, user = resource.auth_database or "admin", resource.admin_username
     try:
         with connector_factory(resource) as connector:
@@ -63,7 +63,7 @@ def resource_rotate_root(*, resource: Resource, actor=None, connector_factory=co
         raise RootRotationError(message)
     with transaction.atomic():
         _save(resource, admin_password=candidate, pending_admin_password="", root_rotation_error="")
-        audit_record(action="resource.rotate_root", actor=actor, target=resource, data={"username": user})
+        audit_record(action=AuditAction.RESOURCE_ROTATE_ROOT, actor=actor, target=resource, data={"username": user})
     return resource
 
 
@@ -74,7 +74,7 @@ def _rotation_failed(*, resource: Resource, actor, message: str, keep_pending: b
             fields["pending_admin_password"] = ""
         _save(resource, **fields)
         audit_record(
-            action="resource.rotate_root_failed",
+            action=AuditAction.RESOURCE_ROTATE_ROOT_FAILED,
             actor=actor,
             target=resource,
             data={"error": message, "pending_kept": keep_pending},

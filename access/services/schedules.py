@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.db import transaction
 from django_q.models import Schedule
 
+from access.models import AuditAction
 from access.services.audit import audit_record
 
 SCHEDULES = (
@@ -61,5 +62,5 @@ def schedules_setup(*, actor="manage.py") -> list[tuple[str, bool]]:
             results.append((spec["name"], False))
         created = [name for name, was_created in results if was_created]
         if created:
-            audit_record(action="schedules.setup", actor=actor, data={"created": created})
+            audit_record(action=AuditAction.SCHEDULES_SETUP, actor=actor, data={"created": created})
     return results

@@ -7,6 +7,7 @@ from django.db import transaction
 
 from access.crypto import Secret, reencrypt
 from access.fields import EncryptedTextField
+from access.models import AuditAction
 from access.services.audit import audit_record
 
 
@@ -35,5 +36,5 @@ def secrets_reencrypt(*, actor=None, batch_size: int = 500) -> dict[str, int]:
                         rotated = Secret(token=reencrypt(secret.token))
                         model.objects.filter(pk=pk).update(**{name: rotated})
             counts[f"{model._meta.label}.{name}"] = len(rows)
-    audit_record(action="secrets.reencrypt", actor=actor, data={"counts": counts})
+    audit_record(action=AuditAction.SECRETS_REENCRYPT, actor=actor, data={"counts": counts})
     return counts

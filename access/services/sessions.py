@@ -21,7 +21,7 @@ from django.utils import timezone
 
 from access.events import publish_session_event
 from access.generators import new_token
-from access.models import Account, Gateway, Lease, Session
+from access.models import Account, AuditAction, Gateway, Lease, Session
 from access.models.sessions import SessionEndReason, SessionState
 from access.selectors.policies import access_grant_for
 from access.services.audit import audit_record
@@ -106,7 +106,7 @@ def session_open(
                     expires_at=now + capped,
                 )
                 audit_record(
-                    action="session.open",
+                    action=AuditAction.SESSION_OPEN,
                     actor=actor or user,
                     target=session,
                     data={
@@ -151,7 +151,7 @@ def _session_end_if_open(*, session: Session, reason: SessionEndReason | str, ac
             locked.end_reason = reason
             locked.save(update_fields=["state", "ended_at", "end_reason"])
             audit_record(
-                action="session.end",
+                action=AuditAction.SESSION_END,
                 actor=actor or "system",
                 target=locked,
                 data={"reason": reason.value, "username": locked.username, "commands": locked.commands_count},

@@ -3,6 +3,7 @@
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
+from access.models import AuditAction
 from access.otp import terminal_qr, totp_device_create
 from access.services.audit import audit_record
 
@@ -20,7 +21,7 @@ class Command(BaseCommand):
         if user is None:
             raise CommandError(f"No user named {username!r}.")
         device = totp_device_create(user=user, name=name)
-        audit_record(action="otp.device.create", actor="manage.py", target=user, data={"device": name})
+        audit_record(action=AuditAction.OTP_DEVICE_CREATE, actor="manage.py", target=user, data={"device": name})
         self.stdout.write(f"TOTP device {name!r} created for {username}. Scan this in an authenticator app:")
         if not no_qr:
             self.stdout.write(terminal_qr(device.config_url))
