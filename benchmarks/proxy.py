@@ -210,7 +210,8 @@ def rss_kib(pid: int) -> int:
 
 
 async def _idle_connections(port: int, username: str, secret: str, count: int, pid: int) -> tuple[int, int]:
-    from gatewayproxy import scram, wire
+    from gatewayproxy.wire import codec as wire
+    from gatewayproxy.wire import scram
 
     async def login() -> asyncio.StreamWriter:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)

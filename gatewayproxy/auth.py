@@ -3,7 +3,7 @@
 A client logs in with its session username and one-time secret through ordinary ``saslStart`` /
 ``saslContinue`` (or a ``speculativeAuthenticate`` inside its hello), with SCRAM-SHA-256 or SCRAM-SHA-1.
 :class:`ClientLogin` checks the proof against the session's stored verifiers with
-:class:`gatewayproxy.scram.ScramServer`; only when the proof holds does it let the caller open and log in
+:class:`gatewayproxy.wire.scram.ScramServer`; only when the proof holds does it let the caller open and log in
 the upstream connection (``on_verified``), so the final SCRAM reply already tells the client whether the
 deployment could be reached. Unknown users, wrong secrets and expired sessions all fail the same way, with
 MongoDB's ``AuthenticationFailed`` (code 18), after a plausible server-first message.
@@ -20,8 +20,8 @@ from typing import Any
 
 import bson
 
-from gatewayproxy import scram
 from gatewayproxy.upstream import UpstreamError
+from gatewayproxy.wire import scram
 
 #: Commands a client may send before it has logged in.
 ALLOWED_BEFORE_LOGIN = frozenset(

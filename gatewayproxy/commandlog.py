@@ -3,7 +3,7 @@
 The relay calls :meth:`CommandLog.add` with what it already has (the raw request when it is small, the
 outcome it read from the reply, the latency); nothing is decoded there. A background task flushes the
 queue every ``interval`` seconds or as soon as ``batch_size`` records wait: in a worker thread it
-decodes and redacts each request (:mod:`gatewayproxy.redact`) and hands the resulting dicts to
+decodes and redacts each request (:mod:`gatewayproxy.wire.redact`) and hands the resulting dicts to
 ``write`` (``access.services.gateway.session_commands_record``). It is one long-lived thread, not
 ``sync_to_async``'s per-call context, so its database connection is kept from batch to batch. A failed
 write is logged and dropped, so a database outage never stalls the relay or grows memory without bound.
@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from gatewayproxy import redact
+from gatewayproxy.wire import redact
 
 log = logging.getLogger("gatewayproxy.commandlog")
 

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from gatewayproxy import wire
+from gatewayproxy.wire import codec
 
 log = logging.getLogger("gatewayproxy.pipe")
 
@@ -134,10 +134,10 @@ class Pipe:
             self._request(frame, time.perf_counter())
 
     def _request(self, frame: bytes, started: float) -> None:
-        more_to_come = _HEADER.unpack_from(frame)[3] == wire.OP_MSG and _FLAGS.unpack_from(frame, 16)[0] & 2
+        more_to_come = _HEADER.unpack_from(frame)[3] == codec.OP_MSG and _FLAGS.unpack_from(frame, 16)[0] & 2
         try:
             in_flight = self.on_request(frame, bool(more_to_come))
-        except wire.WireError as exc:
+        except codec.WireError as exc:
             self.close(f"bad message: {exc}")
             return
         except Exception:  # a gateway bug: drop this connection only
@@ -230,7 +230,7 @@ class Pipe:
         if in_flight.reply is None:
             in_flight.reply = frame
         in_flight.bytes_out += len(frame)
-        is_msg = len(frame) >= 20 and _HEADER.unpack_from(frame)[3] == wire.OP_MSG
+        is_msg = len(frame) >= 20 and _HEADER.unpack_from(frame)[3] == codec.OP_MSG
         if is_msg and _FLAGS.unpack_from(frame, 16)[0] & 2:
             return  # exhaust: more replies to this request follow
         self.in_flight.popleft()

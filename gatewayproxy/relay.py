@@ -1,6 +1,6 @@
 """One client connection through the gateway: the login, then the relay to its own upstream connection.
 
-Before login the connection is answered by the gateway alone: hello/isMaster (:mod:`gatewayproxy.hello`),
+Before login the connection is answered by the gateway alone: hello/isMaster (:mod:`gatewayproxy.wire.hello`),
 the SCRAM exchange (:mod:`gatewayproxy.auth`), ``ping``, ``buildInfo`` and ``endSessions``; anything else
 gets Unauthorized (13). When the client's proof holds, the upstream connection (opened in the background as
 soon as the session was known) logs in with the account, and from then on every message is relayed byte
@@ -8,7 +8,7 @@ for byte to that one upstream connection (1:1): ``moreToCome`` requests get no r
 forwarded until the last one, checksums stay as the sender made them. The gateway still answers hellos
 itself, refuses a second login (``saslStart``/``authenticate``/``logout``) and whatever the session's
 policy forbids, in the request's own opcode, and never decodes more than the command name and database on
-the way (:func:`gatewayproxy.wire.peek_command`).
+the way (:func:`gatewayproxy.wire.codec.peek_command`).
 
 A malformed, oversized, truncated or compressed message closes only its own connection, with the reason
 logged. Nothing here imports Django: the domain is reached through the :class:`ConnectionHost` the server
@@ -26,7 +26,6 @@ import time
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from gatewayproxy import hello, redact, wire
 from gatewayproxy.auth import ALLOWED_BEFORE_LOGIN, REFUSED_AFTER_LOGIN, ClientLogin, LoginError, username_of
 from gatewayproxy.commandlog import PendingCommand
 from gatewayproxy.pipe import InFlight, Pipe
@@ -37,6 +36,7 @@ from gatewayproxy.upstream import (
     authenticate_upstream,
     open_upstream,
 )
+from gatewayproxy.wire import codec, hello, redact
 
 log = logging.getLogger("gatewayproxy.relay")
 
@@ -136,7 +136,7 @@ class ClientConnection:
         try:
             while not self.closed:
                 try:
-                    raw = await wire.read_message(self.reader, max_size=self._max_request)
+                    raw = await codec.read_message(self.reader, max_size=self._max_request)
                 except EOFError:
                     break
                 self.host.metrics.bytes_in += len(raw)
@@ -144,7 +144,7 @@ class ClientConnection:
                 if self.login is not None and not self.closed:
                     await self._run_pipe()
                     break
-        except wire.WireError as exc:
+        except codec.WireError as exc:
             self.close(f"bad message: {exc}")
         except (ConnectionError, asyncio.IncompleteReadError, OSError, EOFError) as exc:
             if not self.closed:
@@ -177,16 +177,16 @@ class ClientConnection:
         self._request_ids += 1
         return self._request_ids
 
-    async def _reply(self, request: wire.OpMsg | wire.OpQuery, document: Mapping[str, Any]) -> None:
-        if isinstance(request, wire.OpMsg) and request.more_to_come:
+    async def _reply(self, request: codec.OpMsg | codec.OpQuery, document: Mapping[str, Any]) -> None:
+        if isinstance(request, codec.OpMsg) and request.more_to_come:
             return  # the client waits for no reply
-        await self._send(wire.reply_for(request, document, request_id=self._next_request_id()))
+        await self._send(codec.reply_for(request, document, request_id=self._next_request_id()))
 
-    async def _error(self, request: wire.OpMsg | wire.OpQuery, code: int, message: str, code_name: str = "") -> None:
-        if isinstance(request, wire.OpMsg) and request.more_to_come:
+    async def _error(self, request: codec.OpMsg | codec.OpQuery, code: int, message: str, code_name: str = "") -> None:
+        if isinstance(request, codec.OpMsg) and request.more_to_come:
             return
         self.host.metrics.errors += 1
-        data = wire.error_reply(
+        data = codec.error_reply(
             request, code=code, errmsg=message, code_name=code_name, request_id=self._next_request_id()
         )
         await self._send(data)
@@ -239,7 +239,7 @@ class ClientConnection:
                 return upstream.limits
         return self.host.limits_hint(self.client_ip)
 
-    async def _answer_hello(self, request: wire.OpMsg | wire.OpQuery, command: Mapping[str, Any]) -> None:
+    async def _answer_hello(self, request: codec.OpMsg | codec.OpQuery, command: Mapping[str, Any]) -> None:
         mechs = None
         asked = hello.sasl_supported_mechs_user(command)
         if asked is not None and self.login is None:
@@ -264,14 +264,14 @@ class ClientConnection:
         await self._reply(request, reply)
 
     async def _before_login(self, raw: bytes) -> None:
-        if _HEADER.unpack_from(raw)[3] == wire.OP_COMPRESSED:
+        if _HEADER.unpack_from(raw)[3] == codec.OP_COMPRESSED:
             self.close("compressed message although the gateway offers no compression")
             return
-        request = wire.parse_message(raw, max_size=self._max_request)
-        if isinstance(request, wire.OpReply):
-            raise wire.WireError("clients may not send OP_REPLY", 12)
-        if isinstance(request, wire.OpQuery):
-            command = dict(wire._unwrap_query(request.query))
+        request = codec.parse_message(raw, max_size=self._max_request)
+        if isinstance(request, codec.OpReply):
+            raise codec.WireError("clients may not send OP_REPLY", 12)
+        if isinstance(request, codec.OpQuery):
+            command = dict(codec._unwrap_query(request.query))
             if request.collection != "$cmd" or next(iter(command), "") not in hello.HELLO_COMMANDS:
                 await self._error(request, 352, "Unsupported OP_QUERY command: only hello/isMaster are accepted")
                 return
@@ -374,10 +374,10 @@ class ClientConnection:
             )
         )
 
-    def _local_reply(self, request: wire.OpMsg | wire.OpQuery, document: Mapping[str, Any]) -> None:
-        if isinstance(request, wire.OpMsg) and request.more_to_come:
+    def _local_reply(self, request: codec.OpMsg | codec.OpQuery, document: Mapping[str, Any]) -> None:
+        if isinstance(request, codec.OpMsg) and request.more_to_come:
             return
-        self._pipe_send(wire.reply_for(request, document, request_id=self._next_request_id()))
+        self._pipe_send(codec.reply_for(request, document, request_id=self._next_request_id()))
 
     def _pipe_send(self, data: bytes) -> None:
         self.host.metrics.bytes_out += len(data)
@@ -386,12 +386,12 @@ class ClientConnection:
 
     def _refuse(self, raw: bytes, name: str, database: str, code: int, message: str, code_name: str) -> None:
         started = time.perf_counter()
-        request = wire.parse_message(raw, max_size=self._max_request)
-        if isinstance(request, wire.OpReply):
-            raise wire.WireError("clients may not send OP_REPLY", 12)
+        request = codec.parse_message(raw, max_size=self._max_request)
+        if isinstance(request, codec.OpReply):
+            raise codec.WireError("clients may not send OP_REPLY", 12)
         self.host.metrics.errors += 1
-        if not (isinstance(request, wire.OpMsg) and request.more_to_come):
-            reply = wire.error_reply(
+        if not (isinstance(request, codec.OpMsg) and request.more_to_come):
+            reply = codec.error_reply(
                 request, code=code, errmsg=message, code_name=code_name, request_id=self._next_request_id()
             )
             self._pipe_send(reply)
@@ -401,10 +401,10 @@ class ClientConnection:
         self._record(request_bytes, name, database, outcome, started, refused=True, summary=summary, bytes_in=len(raw))
 
     def _hello_after_login(self, raw: bytes) -> None:
-        request = wire.parse_message(raw, max_size=self._max_request)
-        if isinstance(request, wire.OpReply):
-            raise wire.WireError("clients may not send OP_REPLY", 12)
-        command = request.body if isinstance(request, wire.OpMsg) else dict(wire._unwrap_query(request.query))
+        request = codec.parse_message(raw, max_size=self._max_request)
+        if isinstance(request, codec.OpReply):
+            raise codec.WireError("clients may not send OP_REPLY", 12)
+        command = request.body if isinstance(request, codec.OpMsg) else dict(codec._unwrap_query(request.query))
         asked = hello.sasl_supported_mechs_user(command)
         mechs = None
         if asked is not None and asked[1] == self._username:
@@ -418,12 +418,12 @@ class ClientConnection:
     def _on_request(self, raw: bytes, more_to_come: bool) -> InFlight | None:
         """Decide what happens to one client message after login: forward it (return it) or answer it here."""
         header = _HEADER.unpack_from(raw)
-        if header[3] == wire.OP_COMPRESSED:
+        if header[3] == codec.OP_COMPRESSED:
             self.close("compressed message although the gateway offers no compression")
             return None
-        if header[3] == wire.OP_REPLY:
-            raise wire.WireError("clients may not send OP_REPLY", 12)
-        _op, name, database = wire.peek_command(raw, max_size=self._max_request)
+        if header[3] == codec.OP_REPLY:
+            raise codec.WireError("clients may not send OP_REPLY", 12)
+        _op, name, database = codec.peek_command(raw, max_size=self._max_request)
         self.host.metrics.bytes_in += len(raw)
         if name in hello.HELLO_COMMANDS:
             self._hello_after_login(raw)
@@ -434,8 +434,8 @@ class ClientConnection:
             return None
         body = None
         if self.policy.needs_body(name):
-            parsed = wire.parse_message(raw, max_size=self._max_request)
-            body = parsed.body if isinstance(parsed, wire.OpMsg) else None
+            parsed = codec.parse_message(raw, max_size=self._max_request)
+            body = parsed.body if isinstance(parsed, codec.OpMsg) else None
         refusal = self.policy.check(name, database, body)
         if refusal is not None:
             self._refuse(raw, name, database, refusal.code, refusal.message, "Unauthorized")

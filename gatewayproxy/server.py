@@ -24,10 +24,10 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from gatewayproxy.commandlog import CommandLog, WriterProcess
-from gatewayproxy.hello import DEFAULT_LIMITS, UpstreamLimits
 from gatewayproxy.metrics import GatewayMetrics
 from gatewayproxy.relay import ClientConnection
 from gatewayproxy.upstream import TopologyCache
+from gatewayproxy.wire.hello import DEFAULT_LIMITS, UpstreamLimits
 
 log = logging.getLogger("gatewayproxy.server")
 

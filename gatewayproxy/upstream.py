@@ -7,7 +7,7 @@ resource turned it off), sends its *own* minimal hello — never the client's, w
 a server only once — and follows ``primary`` until it stands on a writable member or a mongos. The
 address found is cached briefly per target; a cached address that is no longer primary (a failover)
 sends the next connection through discovery again. :func:`authenticate_upstream` logs in with the
-stored account through :func:`gatewayproxy.scram.authenticate_async`.
+stored account through :func:`gatewayproxy.wire.scram.authenticate_async`.
 
 Errors are :class:`UpstreamError` with a ``kind`` and a message in words that never carries a password.
 """
@@ -24,8 +24,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from gatewayproxy import scram, wire
-from gatewayproxy.hello import UpstreamLimits
+from gatewayproxy.wire import codec, scram
+from gatewayproxy.wire.hello import UpstreamLimits
 
 CONNECT_TIMEOUT = 5.0
 TOPOLOGY_CACHE_SECONDS = 10.0
@@ -107,13 +107,13 @@ class UpstreamConnection:
 
     async def command(self, document: Mapping[str, Any]) -> dict:
         """Run one command of the gateway's own (hello, SASL) and return the reply's body."""
-        self.writer.write(wire.build_op_msg(document, request_id=next(_request_ids)))
+        self.writer.write(codec.build_op_msg(document, request_id=next(_request_ids)))
         await self.writer.drain()
-        raw = await wire.read_message(self.reader, max_size=self.limits.max_message_size_bytes + 16 * 1024)
-        reply = wire.parse_message(raw)
-        if isinstance(reply, wire.OpMsg):
+        raw = await codec.read_message(self.reader, max_size=self.limits.max_message_size_bytes + 16 * 1024)
+        reply = codec.parse_message(raw)
+        if isinstance(reply, codec.OpMsg):
             return reply.body
-        if isinstance(reply, wire.OpReply) and reply.documents:
+        if isinstance(reply, codec.OpReply) and reply.documents:
             return reply.documents[0]
         raise UpstreamError("unreachable", "the upstream server sent an unexpected reply")
 
@@ -188,7 +188,7 @@ async def _connect(address: tuple[str, int], context: ssl.SSLContext | None, hel
         if not reply.get("ok"):  # a server older than 4.4.2 knows only isMaster
             legacy = {"isMaster": 1, **{k: v for k, v in hello_command.items() if k != "hello"}}
             reply = await asyncio.wait_for(probe.command(legacy), CONNECT_TIMEOUT)
-    except (OSError, EOFError, TimeoutError, wire.WireError, asyncio.IncompleteReadError) as exc:
+    except (OSError, EOFError, TimeoutError, codec.WireError, asyncio.IncompleteReadError) as exc:
         probe.close()
         raise UpstreamError("unreachable", f"{host}:{port} did not answer hello: {type(exc).__name__}") from None
     if not reply.get("ok"):
@@ -283,7 +283,7 @@ async def authenticate_upstream(connection: UpstreamConnection, target: Upstream
     except scram.ScramError as exc:
         code = f" (code {exc.code})" if exc.code is not None else ""
         raise UpstreamError("auth", f"the upstream refused the account's login{code}") from None
-    except (OSError, EOFError, TimeoutError, wire.WireError, asyncio.IncompleteReadError) as exc:
+    except (OSError, EOFError, TimeoutError, codec.WireError, asyncio.IncompleteReadError) as exc:
         raise UpstreamError("unreachable", f"the upstream closed during login: {type(exc).__name__}") from None
     finally:
         del password

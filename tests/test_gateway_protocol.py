@@ -1,6 +1,6 @@
 """Wire-level behaviour of the gateway that drivers rarely exercise: exhaust replies, checksums, 1,000 connections.
 
-A small scripted upstream (SCRAM login with ``gatewayproxy.scram``, then canned replies) sits behind the
+A small scripted upstream (SCRAM login with ``gatewayproxy.wire.scram``, then canned replies) sits behind the
 real gateway subprocess, and a raw socket client logs in with the session secret and sends hand-made
 messages, so the test sees exactly the bytes that cross the gateway.
 """
@@ -22,7 +22,8 @@ from pymongo import MongoClient
 
 from access.models import Session
 from access.services.sessions import session_username_new, session_verifiers
-from gatewayproxy import scram, wire
+from gatewayproxy.wire import codec as wire
+from gatewayproxy.wire import scram
 from tests.factories import AccountFactory, ResourceFactory
 from tests.gateway_fixtures import account_on
 from tests.secret_scan import remember

@@ -10,11 +10,12 @@ from dataclasses import dataclass, field
 import bson
 import pytest
 
-from gatewayproxy import redact, scram, wire
 from gatewayproxy.auth import ClientLogin, LoginError
-from gatewayproxy.hello import MONGOS, STANDALONE, UpstreamLimits, build_info_reply, hello_reply
 from gatewayproxy.policy import SessionPolicy
 from gatewayproxy.upstream import UpstreamError, tls_context
+from gatewayproxy.wire import codec as wire
+from gatewayproxy.wire import redact, scram
+from gatewayproxy.wire.hello import MONGOS, STANDALONE, UpstreamLimits, build_info_reply, hello_reply
 
 # -- hello ------------------------------------------------------------------------------------------------
 

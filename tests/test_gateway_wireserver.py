@@ -24,7 +24,7 @@ from pymongo.write_concern import WriteConcern
 from access.models import Gateway, Session, SessionCommand
 from access.models.sessions import SessionEndReason, SessionState
 from access.services.sessions import session_end, session_username_new, session_verifiers
-from gatewayproxy import wire
+from gatewayproxy.wire import codec as wire
 from tests.gateway_fixtures import GatewayProcess, account_on, wait_for
 from tests.mongo.wireserver import WireServer
 from tests.secret_scan import remember

@@ -1,4 +1,4 @@
-"""Tests for gatewayproxy.scram: RFC and MongoDB-spec vectors, both roles, failures, the sasl exchange.
+"""Tests for gatewayproxy.wire.scram: RFC and MongoDB-spec vectors, both roles, failures, the sasl exchange.
 
 No Django: run with ``python -m pytest -p no:django tests/test_scram.py``.
 """
@@ -13,8 +13,8 @@ import json
 import bson
 import pytest
 
-from gatewayproxy import scram
-from gatewayproxy.scram import (
+from gatewayproxy.wire import scram
+from gatewayproxy.wire.scram import (
     MECHANISMS,
     ScramClient,
     ScramCredentials,

@@ -21,7 +21,7 @@ from access.services.gateway import (
     sessions_to_close,
 )
 from access.services.sessions import session_end, session_open
-from gatewayproxy.scram import ScramClient, ScramCredentials, ScramServer
+from gatewayproxy.wire.scram import ScramClient, ScramCredentials, ScramServer
 from tests.factories import AccessPolicyFactory, GatewayFactory, LeaseFactory, SessionFactory
 
 pytestmark = pytest.mark.django_db

@@ -21,7 +21,7 @@ from access.services.sessions import (
     sessions_end_orphaned,
     sessions_expire_due,
 )
-from gatewayproxy.scram import ScramClient, ScramCredentials, ScramServer
+from gatewayproxy.wire.scram import ScramClient, ScramCredentials, ScramServer
 from tests.factories import (
     AccessPolicyFactory,
     AccountFactory,

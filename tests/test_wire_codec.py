@@ -1,4 +1,4 @@
-"""Tests for gatewayproxy.wire: round trips, known CRC-32C vectors, framing, and malformed input.
+"""Tests for gatewayproxy.wire.codec: round trips, known CRC-32C vectors, framing, and malformed input.
 
 No Django: run with ``python -m pytest -p no:django tests/test_wire_codec.py``.
 """
@@ -21,8 +21,8 @@ from bson.regex import Regex
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gatewayproxy import wire
-from gatewayproxy.wire import (
+from gatewayproxy.wire import codec as wire
+from gatewayproxy.wire.codec import (
     CHECKSUM_PRESENT,
     EXHAUST_ALLOWED,
     MORE_TO_COME,

@@ -380,7 +380,7 @@ def test_bad_messages_close_only_their_connection_with_a_logged_reason(wire_serv
 
 
 def _exchange(sock: socket.socket, request: bytes):
-    from gatewayproxy import wire
+    from gatewayproxy.wire import codec as wire
 
     sock.sendall(request)
     header = sock.recv(16, socket.MSG_WAITALL)
@@ -389,7 +389,7 @@ def _exchange(sock: socket.socket, request: bytes):
 
 
 def test_legacy_is_master_gets_an_op_reply_and_other_op_query_commands_are_refused(wire_server):
-    from gatewayproxy import wire
+    from gatewayproxy.wire import codec as wire
 
     with socket.create_connection(("127.0.0.1", wire_server.port), timeout=5) as sock:
         hello = _exchange(sock, wire.build_op_query("admin.$cmd", {"isMaster": 1, "client": {}}, request_id=5))

@@ -25,7 +25,7 @@ from access.models import Account, AuditAction, Gateway, Lease, Session
 from access.models.sessions import SessionEndReason, SessionState
 from access.selectors.policies import access_grant_for
 from access.services.audit import audit_record
-from gatewayproxy.scram import derive_credentials
+from gatewayproxy.wire.scram import derive_credentials
 
 SESSION_MECHANISMS = ("SCRAM-SHA-1", "SCRAM-SHA-256")
 SECRET_BYTES = 32  # token_urlsafe(32) gives 43 characters

@@ -3,7 +3,7 @@
 hello answers as a standalone or, with ``replica_set``, as the single primary of that set
 (``setName``, ``hosts``, ``me``, ``primary``, ``setVersion``, ``electionId``), advertising
 ``maxWireVersion`` 21 so drivers use OP_MSG. It honours ``saslSupportedMechs: "db.user"`` and runs
-a ``speculativeAuthenticate`` saslStart in place. SCRAM itself is ``gatewayproxy.scram``'s
+a ``speculativeAuthenticate`` saslStart in place. SCRAM itself is ``gatewayproxy.wire.scram``'s
 :class:`ScramServer`; after the proof checks out, the user's ``authenticationRestrictions``
 (clientSource / serverAddress CIDRs) are enforced and a miss fails the login with code 18.
 """
@@ -18,7 +18,7 @@ from typing import Any
 
 import bson
 
-from gatewayproxy import scram
+from gatewayproxy.wire import scram
 
 from .errors import CommandError
 from .users import restrictions_allow

@@ -2,7 +2,7 @@
 
 :class:`WireServer` runs either in its own thread with a private event loop (``start()``/``stop()``,
 for pytest fixtures) or in the caller's loop (``serve_forever()``, for the command line). Each
-connection reads one framed message at a time with ``gatewayproxy.wire``; a malformed, oversized or
+connection reads one framed message at a time with ``gatewayproxy.wire.codec``; a malformed, oversized or
 truncated message closes only that connection, with the reason logged at INFO on the
 ``tests.mongo.wireserver`` logger. Commands run on the loop thread, so the state they touch (users,
 mongomock, cursors, the connection table) needs no further locking against each other.
@@ -25,7 +25,7 @@ from urllib.parse import quote_plus
 
 import pymongo.errors
 
-from gatewayproxy import wire
+from gatewayproxy.wire import codec as wire
 
 from . import commands
 from .engine import Engine

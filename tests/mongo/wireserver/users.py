@@ -2,7 +2,7 @@
 
 Users live in memory, keyed by ``(db, user)`` like mongod's ``admin.system.users``. Passwords
 are never stored: only the SCRAM-SHA-1 / SCRAM-SHA-256 credentials derived with
-``gatewayproxy.scram``. The user-management commands (createUser, usersInfo, ...) are thin
+``gatewayproxy.wire.scram``. The user-management commands (createUser, usersInfo, ...) are thin
 wrappers over :class:`UserStore` in ``commands.py``; errors carry mongod's codes and messages.
 """
 
@@ -17,7 +17,7 @@ from typing import Any
 
 from bson.binary import Binary
 
-from gatewayproxy import scram
+from gatewayproxy.wire import scram
 
 from .errors import CommandError, bad_value
 from .roles import RoleNotFound, normalize_roles

@@ -26,7 +26,7 @@ import bson
 from bson import json_util
 from bson.json_util import JSONMode, JSONOptions
 
-from gatewayproxy import wire
+from gatewayproxy.wire import codec
 
 #: Commands whose body and reply are never logged (the spec's list).
 SENSITIVE_COMMANDS = frozenset(
@@ -116,8 +116,8 @@ def _elements(data: bytes, start: int, stop: int):
     end = stop - 1
     while pos < end:
         type_byte = data[pos]
-        name, value_at = wire._cstring(data, pos + 1, end, "an element name")
-        value_end = wire._skip_value(data, type_byte, value_at, end)
+        name, value_at = codec._cstring(data, pos + 1, end, "an element name")
+        value_end = codec._skip_value(data, type_byte, value_at, end)
         yield type_byte, name, value_at, value_end
         pos = value_end
 
@@ -177,23 +177,23 @@ def reply_outcome(message: bytes) -> Outcome:
     """Read the outcome of a reply (OP_MSG or OP_REPLY) without decoding its documents."""
     try:
         op_code = _INT32.unpack_from(message, 12)[0]
-        if op_code == wire.OP_MSG:
-            pos = wire.HEADER_SIZE + 4
+        if op_code == codec.OP_MSG:
+            pos = codec.HEADER_SIZE + 4
             while pos < len(message):
                 kind = message[pos]
                 if kind == 0:
                     size = _INT32.unpack_from(message, pos + 1)[0]
                     return _outcome_of_body(message, pos + 1, pos + 1 + size)
                 pos += 1 + _INT32.unpack_from(message, pos + 1)[0]
-        elif op_code == wire.OP_REPLY:
-            flags = _INT32.unpack_from(message, wire.HEADER_SIZE)[0]
-            start = wire.HEADER_SIZE + 20
+        elif op_code == codec.OP_REPLY:
+            flags = _INT32.unpack_from(message, codec.HEADER_SIZE)[0]
+            start = codec.HEADER_SIZE + 20
             size = _INT32.unpack_from(message, start)[0]
             outcome = _outcome_of_body(message, start, start + size)
-            if flags & wire.QUERY_FAILURE:
+            if flags & codec.QUERY_FAILURE:
                 outcome.ok = False
             return outcome
-    except (wire.WireError, struct.error, IndexError, UnicodeDecodeError):
+    except (codec.WireError, struct.error, IndexError, UnicodeDecodeError):
         pass
     return Outcome(ok=False, error_message="unreadable reply")
 
@@ -300,7 +300,7 @@ def _shallow_body(data: bytes, start: int, stop: int) -> dict[str, Any]:
         if size <= 4096:
             element = data[at - len(name.encode()) - 2 : end]
             document = _INT32.pack(len(element) + 5) + element + b"\x00"
-            body.update(bson.decode(document, codec_options=wire.CODEC_OPTIONS))
+            body.update(bson.decode(document, codec_options=codec.CODEC_OPTIONS))
         elif type_byte == 0x04:
             body[name] = _count(data, at, end)
         else:
@@ -311,13 +311,13 @@ def _shallow_body(data: bytes, start: int, stop: int) -> dict[str, Any]:
 def summarize_request(message: bytes, *, full: bool) -> tuple[str, str, str, dict[str, Any]]:
     """(command, database, collection, summary) of a request message (OP_MSG or OP_QUERY)."""
     op_code = _INT32.unpack_from(message, 12)[0]
-    if op_code == wire.OP_MSG and len(message) > FULL_DECODE_LIMIT:
+    if op_code == codec.OP_MSG and len(message) > FULL_DECODE_LIMIT:
         return _summarize_large_msg(message, full=full)
-    parsed = wire.parse_message(message)
-    if isinstance(parsed, wire.OpQuery):
-        body = dict(wire._unwrap_query(parsed.query))
+    parsed = codec.parse_message(message)
+    if isinstance(parsed, codec.OpQuery):
+        body = dict(codec._unwrap_query(parsed.query))
         database = parsed.database
-    elif isinstance(parsed, wire.OpMsg):
+    elif isinstance(parsed, codec.OpMsg):
         body = dict(parsed.body)
         for identifier, documents in parsed.sequences:
             body[identifier] = documents
@@ -329,11 +329,11 @@ def summarize_request(message: bytes, *, full: bool) -> tuple[str, str, str, dic
 
 
 def _summarize_large_msg(message: bytes, *, full: bool) -> tuple[str, str, str, dict[str, Any]]:
-    flags = struct.unpack_from("<I", message, wire.HEADER_SIZE)[0]
-    end = len(message) - (4 if flags & wire.CHECKSUM_PRESENT else 0)
+    flags = struct.unpack_from("<I", message, codec.HEADER_SIZE)[0]
+    end = len(message) - (4 if flags & codec.CHECKSUM_PRESENT else 0)
     body: dict[str, Any] = {}
     counts: dict[str, int] = {}
-    pos = wire.HEADER_SIZE + 4
+    pos = codec.HEADER_SIZE + 4
     while pos < end:
         kind = message[pos]
         size = _INT32.unpack_from(message, pos + 1)[0]
@@ -341,7 +341,7 @@ def _summarize_large_msg(message: bytes, *, full: bool) -> tuple[str, str, str, 
             body = _shallow_body(message, pos + 1, pos + 1 + size)
             pos += 1 + size
             continue
-        identifier, docs_at = wire._cstring(message, pos + 5, pos + 1 + size, "a sequence identifier")
+        identifier, docs_at = codec._cstring(message, pos + 5, pos + 1 + size, "a sequence identifier")
         docs, at = 0, docs_at
         while at < pos + 1 + size:
             at += _INT32.unpack_from(message, at)[0]
