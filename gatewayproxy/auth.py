@@ -42,10 +42,6 @@ class LoginError(Exception):
         self.code = code
         self.code_name = code_name
 
-    def to_document(self) -> dict[str, Any]:
-        """The error reply a server would send."""
-        return {"ok": 0.0, "errmsg": str(self), "code": self.code, "codeName": self.code_name}
-
 
 def _auth_failed() -> LoginError:
     return LoginError(AUTH_FAILED_CODE, scram.AUTH_FAILED, "AuthenticationFailed")

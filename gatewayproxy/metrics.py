@@ -31,7 +31,6 @@ class GatewayMetrics:
         self.errors = 0
         self.bytes_in = 0
         self.bytes_out = 0
-        self.closed_by_policy = 0
         self._latency_counts = [0] * (len(_BUCKETS_US) + 1)
         self._latency_sum_us = 0
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,8 +27,6 @@ log = logging.getLogger("gatewayproxy.pipe")
 
 #: Bytes a socket may hold unsent before the other side stops reading (back-pressure).
 WRITE_BUFFER_HIGH = 4 * 1024 * 1024
-_HEADER = struct.Struct("<iiii")
-_FLAGS = struct.Struct("<I")
 
 
 @dataclass(slots=True)
@@ -80,8 +77,6 @@ class Pipe:
         self._reply_forward = True
         self._reply_chunks: list[bytes] = []
         self._reply_head_unsent = b""
-        self.bytes_in = 0
-        self.bytes_out = 0
 
     def start(self, client_buffered: bytes = b"", upstream_buffered: bytes = b"") -> None:
         """Take over both transports, then process whatever the streams had already buffered."""
@@ -105,7 +100,6 @@ class Pipe:
 
     def send_to_client(self, data: bytes) -> None:
         """Write a reply the gateway made itself."""
-        self.bytes_out += len(data)
         self.client.write(data)
 
     # -- client -> upstream ---------------------------------------------------------------------------------
@@ -113,16 +107,15 @@ class Pipe:
     def client_data(self, data: bytes) -> None:
         if self.closed:
             return
-        self.bytes_in += len(data)
         buffer = self._requests
         if not buffer and len(data) >= 16:
-            length = _HEADER.unpack_from(data)[0]
+            length = codec.HEADER.unpack_from(data)[0]
             if length == len(data) and 16 <= length <= self.max_request:
                 self._request(data, time.perf_counter())  # the usual case: exactly one whole message
                 return
         buffer += data
         while len(buffer) >= 16 and not self.closed:
-            length = _HEADER.unpack_from(buffer)[0]
+            length = codec.HEADER.unpack_from(buffer)[0]
             if length < 16 or length > self.max_request:
                 self.close(f"bad message: declared message length {length} is outside 16..{self.max_request}")
                 return
@@ -134,7 +127,10 @@ class Pipe:
             self._request(frame, time.perf_counter())
 
     def _request(self, frame: bytes, started: float) -> None:
-        more_to_come = _HEADER.unpack_from(frame)[3] == codec.OP_MSG and _FLAGS.unpack_from(frame, 16)[0] & 2
+        more_to_come = (
+            codec.HEADER.unpack_from(frame)[3] == codec.OP_MSG
+            and codec.UINT32.unpack_from(frame, 16)[0] & codec.MORE_TO_COME
+        )
         try:
             in_flight = self.on_request(frame, bool(more_to_come))
         except codec.WireError as exc:
@@ -163,7 +159,7 @@ class Pipe:
         while position < size and not self.closed:
             if self._reply_remaining == 0:
                 if not self._reply_head and size - position >= 16:
-                    length = _HEADER.unpack_from(data, position)[0]
+                    length = codec.HEADER.unpack_from(data, position)[0]
                     if 16 <= length <= size - position and length <= self.max_reply:
                         frame = data if (position == 0 and length == size) else data[position : position + length]
                         position += length
@@ -181,7 +177,6 @@ class Pipe:
             position += take
             self._reply_remaining -= take
             if self._reply_forward:
-                self.bytes_out += take
                 if self._reply_head_unsent:
                     # One send for the header and the start (uvloop's writelines does not copy).
                     self.client.writelines((self._reply_head_unsent, chunk))
@@ -201,21 +196,19 @@ class Pipe:
         return False
 
     def _whole_reply(self, frame: bytes) -> None:
-        if self.unacknowledged and self._is_stray(_HEADER.unpack_from(frame)[2]):
+        if self.unacknowledged and self._is_stray(codec.HEADER.unpack_from(frame)[2]):
             return
-        self.bytes_out += len(frame)
         self.client.write(frame)
         self._reply_done(frame)
 
     def _reply_started(self, head: bytes) -> None:
-        length, _request_id, response_to, _op = _HEADER.unpack(head)
+        length, _request_id, response_to, _op = codec.HEADER.unpack(head)
         if length < 16 or length > self.max_reply:
             self.close(f"bad reply from upstream: declared length {length} is outside 16..{self.max_reply}")
             return
         self._reply_remaining = length - 16
         self._reply_forward = not (self.unacknowledged and self._is_stray(response_to))
         if self._reply_forward:
-            self.bytes_out += 16
             self._reply_chunks = [head]
             if self._reply_remaining == 0:
                 self.client.write(head)
@@ -230,8 +223,8 @@ class Pipe:
         if in_flight.reply is None:
             in_flight.reply = frame
         in_flight.bytes_out += len(frame)
-        is_msg = len(frame) >= 20 and _HEADER.unpack_from(frame)[3] == codec.OP_MSG
-        if is_msg and _FLAGS.unpack_from(frame, 16)[0] & 2:
+        is_msg = len(frame) >= 20 and codec.HEADER.unpack_from(frame)[3] == codec.OP_MSG
+        if is_msg and codec.UINT32.unpack_from(frame, 16)[0] & codec.MORE_TO_COME:
             return  # exhaust: more replies to this request follow
         self.in_flight.popleft()
         self.on_reply(in_flight)

@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import datetime
 import logging
-import struct
 import time
 from collections.abc import Mapping
 from typing import Any, Protocol
@@ -40,8 +39,6 @@ from gatewayproxy.wire import codec, hello, redact
 
 log = logging.getLogger("gatewayproxy.relay")
 
-_HEADER = struct.Struct("<iiii")
-_FLAGS = struct.Struct("<I")
 _UNAUTHORIZED = 13
 _REPLY_MARGIN = 16 * 1024 * 1024
 _UPSTREAM_OPEN_WAIT = 6.0
@@ -264,14 +261,14 @@ class ClientConnection:
         await self._reply(request, reply)
 
     async def _before_login(self, raw: bytes) -> None:
-        if _HEADER.unpack_from(raw)[3] == codec.OP_COMPRESSED:
+        if codec.HEADER.unpack_from(raw)[3] == codec.OP_COMPRESSED:
             self.close("compressed message although the gateway offers no compression")
             return
         request = codec.parse_message(raw, max_size=self._max_request)
         if isinstance(request, codec.OpReply):
             raise codec.WireError("clients may not send OP_REPLY", 12)
         if isinstance(request, codec.OpQuery):
-            command = dict(codec._unwrap_query(request.query))
+            command = dict(codec.unwrap_query(request.query))
             if request.collection != "$cmd" or next(iter(command), "") not in hello.HELLO_COMMANDS:
                 await self._error(request, 352, "Unsupported OP_QUERY command: only hello/isMaster are accepted")
                 return
@@ -404,7 +401,7 @@ class ClientConnection:
         request = codec.parse_message(raw, max_size=self._max_request)
         if isinstance(request, codec.OpReply):
             raise codec.WireError("clients may not send OP_REPLY", 12)
-        command = request.body if isinstance(request, codec.OpMsg) else dict(codec._unwrap_query(request.query))
+        command = request.body if isinstance(request, codec.OpMsg) else dict(codec.unwrap_query(request.query))
         asked = hello.sasl_supported_mechs_user(command)
         mechs = None
         if asked is not None and asked[1] == self._username:
@@ -417,7 +414,7 @@ class ClientConnection:
 
     def _on_request(self, raw: bytes, more_to_come: bool) -> InFlight | None:
         """Decide what happens to one client message after login: forward it (return it) or answer it here."""
-        header = _HEADER.unpack_from(raw)
+        header = codec.HEADER.unpack_from(raw)
         if header[3] == codec.OP_COMPRESSED:
             self.close("compressed message although the gateway offers no compression")
             return None

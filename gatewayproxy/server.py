@@ -267,9 +267,3 @@ class GatewayServer:
         except Exception as exc:
             log.warning("event=commandlog_flush_failed error=%s", type(exc).__name__)
         log.info("event=stopped written=%d dropped=%d", self.command_log.written, self.command_log.dropped)
-
-    async def serve_until(self, stop: asyncio.Event) -> None:
-        """Start, wait for ``stop`` to be set, then :meth:`stop`."""
-        await self.start()
-        await stop.wait()
-        await self.stop()

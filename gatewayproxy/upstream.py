@@ -58,10 +58,9 @@ class UpstreamError(Exception):
 
 @dataclass(frozen=True)
 class Topology:
-    """Where a target's writable member was found, with its limits, and when."""
+    """Where a target's writable member was found (and the URI options that decide TLS), and when."""
 
     address: tuple[str, int]
-    limits: UpstreamLimits
     options: dict
     found_at: float
 
@@ -100,7 +99,6 @@ class UpstreamConnection:
         self.address = address
         self.hello = hello
         self.limits = UpstreamLimits.from_hello(hello)
-        self.authenticated = False
 
     def __repr__(self) -> str:
         return f"UpstreamConnection({self.address[0]}:{self.address[1]}, {self.limits.topology})"
@@ -252,7 +250,7 @@ async def open_upstream(target: UpstreamTarget, *, cache: TopologyCache | None =
                 break
             if _writable(connection.hello):
                 if cache is not None:
-                    cache.put(key, Topology(connection.address, connection.limits, options, time.monotonic()))
+                    cache.put(key, Topology(connection.address, options, time.monotonic()))
                 return connection
             connection.close()
             address = _parse_address(connection.hello.get("primary"))
@@ -287,15 +285,3 @@ async def authenticate_upstream(connection: UpstreamConnection, target: Upstream
         raise UpstreamError("unreachable", f"the upstream closed during login: {type(exc).__name__}") from None
     finally:
         del password
-    connection.authenticated = True
-
-
-async def connect_and_login(target: UpstreamTarget, *, cache: TopologyCache | None = None) -> UpstreamConnection:
-    """:func:`open_upstream` then :func:`authenticate_upstream`, closing the socket on failure."""
-    connection = await open_upstream(target, cache=cache)
-    try:
-        await authenticate_upstream(connection, target)
-    except BaseException:
-        connection.close()
-        raise
-    return connection

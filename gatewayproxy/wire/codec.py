@@ -26,7 +26,7 @@ import asyncio
 import io
 import struct
 import zlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,48 +47,19 @@ MORE_TO_COME = 2
 EXHAUST_ALLOWED = 1 << 16
 _KNOWN_REQUIRED_BITS = CHECKSUM_PRESENT | MORE_TO_COME
 
-# OP_REPLY response flags.
-CURSOR_NOT_FOUND = 1
+# OP_REPLY response flag: the query failed and the one document is the error.
 QUERY_FAILURE = 2
-SHARD_CONFIG_STALE = 4
-AWAIT_CAPABLE = 8
-
-# OP_QUERY flags (bit 0 is reserved).
-TAILABLE_CURSOR = 2
-SECONDARY_OK = 4
-NO_CURSOR_TIMEOUT = 16
-AWAIT_DATA = 32
-EXHAUST = 64
-PARTIAL = 128
 
 COMPRESSOR_IDS = {"noop": 0, "snappy": 1, "zlib": 2, "zstd": 3}
 _COMPRESSOR_NAMES = {v: k for k, v in COMPRESSOR_IDS.items()}
 
-#: Commands the OP_COMPRESSED spec says must never be compressed (they carry credentials or open the
-#: connection). The codec does not enforce this; the relay should.
-UNCOMPRESSIBLE_COMMANDS = frozenset(
-    {
-        "hello",
-        "ismaster",
-        "isMaster",
-        "saslStart",
-        "saslContinue",
-        "getnonce",
-        "authenticate",
-        "createUser",
-        "updateUser",
-        "copydbSaslStart",
-        "copydbgetnonce",
-        "copydb",
-    }
-)
-
 CODEC_OPTIONS = CodecOptions(document_class=dict, datetime_conversion=DatetimeConversion.DATETIME_AUTO)
 
-_HEADER = struct.Struct("<iiii")
-_INT32 = struct.Struct("<i")
-_UINT32 = struct.Struct("<I")
-_INT64 = struct.Struct("<q")
+#: The standard message header (length, requestID, responseTo, opCode): the one struct every module uses.
+HEADER = struct.Struct("<iiii")
+INT32 = struct.Struct("<i")
+#: OP_MSG's flag bits (right after the header) and its CRC-32C trailer.
+UINT32 = struct.Struct("<I")
 _REPLY_FIXED = struct.Struct("<iqii")
 _COMPRESSED_FIXED = struct.Struct("<iiB")
 
@@ -205,7 +176,7 @@ class OpQuery:
     @property
     def command_name(self) -> str:
         """The first key of the query, unwrapping a ``$query``/``query`` envelope."""
-        return _first_key(_unwrap_query(self.query))
+        return _first_key(unwrap_query(self.query))
 
     def to_bytes(self) -> bytes:
         """Encode this message again."""
@@ -255,11 +226,14 @@ Message = OpMsg | OpQuery | OpReply
 def _int32(data: bytes, offset: int, end: int, what: str) -> int:
     if offset + 4 > end:
         raise WireError(f"message ends inside {what}", offset)
-    return _INT32.unpack_from(data, offset)[0]
+    return INT32.unpack_from(data, offset)[0]
 
 
-def _cstring(data: bytes, offset: int, end: int, what: str) -> tuple[str, int]:
-    """Read a NUL-terminated UTF-8 string; return it and the offset just past the NUL."""
+def read_cstring(data: bytes, offset: int, end: int, what: str) -> tuple[str, int]:
+    """Read a NUL-terminated UTF-8 string at ``offset`` (before ``end``); return it and the offset past the NUL.
+
+    ``what`` names the string in the :class:`WireError` raised when it is unterminated or not UTF-8.
+    """
     nul = data.find(b"\x00", offset, end)
     if nul < 0:
         raise WireError(f"{what} is not NUL-terminated", offset)
@@ -321,7 +295,7 @@ def _encode(doc: Mapping[str, Any] | bytes, what: str) -> bytes:
 
 def _pack_header(length: int, request_id: int, response_to: int, op_code: int) -> bytes:
     try:
-        return _HEADER.pack(length, request_id, response_to, op_code)
+        return HEADER.pack(length, request_id, response_to, op_code)
     except struct.error as exc:
         raise WireError(f"header field out of range: {exc}") from exc
 
@@ -330,7 +304,8 @@ def _first_key(doc: Mapping[str, Any]) -> str:
     return next(iter(doc), "")
 
 
-def _unwrap_query(query: Mapping[str, Any]) -> Mapping[str, Any]:
+def unwrap_query(query: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The command inside an OP_QUERY's query document: unwraps a ``$query``/``query`` envelope."""
     first = _first_key(query)
     inner = query[first] if first in ("$query", "query") else None
     return inner if isinstance(inner, Mapping) else query
@@ -345,7 +320,7 @@ def parse_header(data: bytes, *, max_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> He
     """Parse the first 16 bytes of ``data`` and check the declared length is within 16..max_size."""
     if len(data) < HEADER_SIZE:
         raise WireError(f"header needs {HEADER_SIZE} bytes, got {len(data)}", len(data))
-    header = Header(*_HEADER.unpack_from(data, 0))
+    header = Header(*HEADER.unpack_from(data, 0))
     if header.length < HEADER_SIZE:
         raise WireError(f"declared message length {header.length} is less than {HEADER_SIZE}", 0)
     if header.length > max_size:
@@ -396,7 +371,7 @@ def _msg_flags_and_end(message: bytes, header: Header, verify_checksum: bool) ->
     """Return the OP_MSG flags and where its sections end, checking flags and (optionally) the checksum."""
     if header.length < HEADER_SIZE + 4:
         raise WireError("OP_MSG too short for its flag bits", HEADER_SIZE)
-    flags = _UINT32.unpack_from(message, HEADER_SIZE)[0]
+    flags = UINT32.unpack_from(message, HEADER_SIZE)[0]
     unknown = flags & 0xFFFF & ~_KNOWN_REQUIRED_BITS
     if unknown:
         raise WireError(f"OP_MSG has unknown required flag bits {unknown:#x}", HEADER_SIZE)
@@ -405,7 +380,7 @@ def _msg_flags_and_end(message: bytes, header: Header, verify_checksum: bool) ->
         end -= 4
         if end < HEADER_SIZE + 4:
             raise WireError("OP_MSG too short for its checksum", HEADER_SIZE + 4)
-        expected = _UINT32.unpack_from(message, end)[0]
+        expected = UINT32.unpack_from(message, end)[0]
         actual = crc32c(memoryview(message)[:end]) if verify_checksum else expected
         if actual != expected:
             raise WireError(f"OP_MSG checksum mismatch: trailer {expected:#010x}, computed {actual:#010x}", end)
@@ -418,7 +393,7 @@ def _read_sequence(message: bytes, offset: int, end: int) -> tuple[tuple[str, li
     stop = offset + size
     if size < 5 or stop > end:
         raise WireError(f"document sequence declares size {size}, which does not fit the message", offset)
-    identifier, pos = _cstring(message, offset + 4, stop, "document sequence identifier")
+    identifier, pos = read_cstring(message, offset + 4, stop, "document sequence identifier")
     return (identifier, _read_docs(message, pos, stop, f"sequence {identifier!r}")), stop
 
 
@@ -457,7 +432,7 @@ def _sequence_parts(identifier: str, documents: Iterable[Mapping[str, Any] | byt
     name = identifier.encode("utf-8") + b"\x00"
     docs = [_encode(doc, f"a document of sequence {identifier!r}") for doc in documents]
     size = 4 + len(name) + sum(map(len, docs))
-    return [b"\x01", _INT32.pack(size), name, *docs]
+    return [b"\x01", INT32.pack(size), name, *docs]
 
 
 def build_op_msg(
@@ -477,14 +452,14 @@ def build_op_msg(
     flags = (flags & ~CHECKSUM_PRESENT) | (CHECKSUM_PRESENT if checksum else 0)
     if not 0 <= flags <= 0xFFFFFFFF:
         raise WireError(f"OP_MSG flags {flags:#x} do not fit in 32 bits")
-    parts = [b"", _UINT32.pack(flags), b"\x00", _encode(body, "the OP_MSG body")]
+    parts = [b"", UINT32.pack(flags), b"\x00", _encode(body, "the OP_MSG body")]
     for identifier, docs in sequences:
         parts += _sequence_parts(identifier, docs)
     length = sum(map(len, parts)) + HEADER_SIZE + (4 if checksum else 0)
     parts[0] = _pack_header(length, request_id, response_to, OP_MSG)
     message = b"".join(parts)
     if checksum:
-        message += _UINT32.pack(crc32c(message))
+        message += UINT32.pack(crc32c(message))
     return message
 
 
@@ -498,7 +473,7 @@ def parse_op_query(message: bytes, *, max_size: int = DEFAULT_MAX_MESSAGE_SIZE) 
     header = _whole_header(message, OP_QUERY, max_size)
     end = header.length
     flags = _int32(message, HEADER_SIZE, end, "OP_QUERY flags")
-    name, pos = _cstring(message, HEADER_SIZE + 4, end, "fullCollectionName")
+    name, pos = read_cstring(message, HEADER_SIZE + 4, end, "fullCollectionName")
     skip = _int32(message, pos, end, "numberToSkip")
     limit = _int32(message, pos + 4, end, "numberToReturn")
     query, pos = _read_doc(message, pos + 8, end, "the query document")
@@ -525,7 +500,7 @@ def build_op_query(
     if "\x00" in full_collection_name:
         raise WireError("fullCollectionName contains a NUL character")
     try:
-        fixed = _INT32.pack(flags), _INT32.pack(number_to_skip), _INT32.pack(number_to_return)
+        fixed = INT32.pack(flags), INT32.pack(number_to_skip), INT32.pack(number_to_return)
     except struct.error as exc:
         raise WireError(f"OP_QUERY field out of range: {exc}") from exc
     parts = [fixed[0], full_collection_name.encode("utf-8"), b"\x00", fixed[1], fixed[2]]
@@ -723,7 +698,7 @@ _PREFIXED = {0x02: (4, 1), 0x0D: (4, 1), 0x0E: (4, 1), 0x03: (0, 5), 0x04: (0, 5
 _PREFIXED.update({0x05: (5, 0), 0x0C: (16, 1)})
 
 
-def _skip_value(doc: bytes, type_byte: int, pos: int, end: int) -> int:
+def skip_value(doc: bytes, type_byte: int, pos: int, end: int) -> int:
     """Return the offset just past a BSON value of ``type_byte`` starting at ``pos``."""
     if type_byte in _FIXED_SIZES:
         return pos + _FIXED_SIZES[type_byte]
@@ -734,29 +709,45 @@ def _skip_value(doc: bytes, type_byte: int, pos: int, end: int) -> int:
             raise WireError(f"BSON value length {size} is invalid", pos)
         return pos + extra + size
     if type_byte == 0x0B:
-        pos = _cstring(doc, pos, end, "a regex pattern")[1]
-        return _cstring(doc, pos, end, "regex options")[1]
+        pos = read_cstring(doc, pos, end, "a regex pattern")[1]
+        return read_cstring(doc, pos, end, "regex options")[1]
     raise WireError(f"unknown BSON element type {type_byte:#04x}", pos - 1)
+
+
+def elements(data: bytes, start: int, end: int) -> Iterator[tuple[int, str, int, int]]:
+    """Walk the top-level elements of the BSON document at ``start`` without decoding their values.
+
+    Yields ``(type byte, name, value offset, value end)`` per element; ``end`` bounds the document's
+    section. Lengths are checked, so a lie raises :class:`WireError` instead of reading past the end.
+    """
+    stop = _doc_span(data, start, end, "a BSON document") - 1
+    pos = start + 4
+    while pos < stop:
+        type_byte = data[pos]
+        name, value_at = read_cstring(data, pos + 1, stop, "an element name")
+        pos = skip_value(data, type_byte, value_at, stop)
+        if pos > stop:
+            raise WireError("a BSON element runs past the end of its document", pos)
+        yield type_byte, name, value_at, pos
+
+
+def read_string(data: bytes, offset: int, end: int, what: str) -> str:
+    """Read a BSON string value (int32 length, UTF-8 bytes, NUL) at ``offset``; bad UTF-8 is replaced."""
+    size = _int32(data, offset, end, f"the length of {what}")
+    if size < 1 or offset + 4 + size > end:
+        raise WireError(f"the length of {what} is invalid", offset)
+    return data[offset + 4 : offset + 3 + size].decode("utf-8", "replace")
 
 
 def _peek_body(data: bytes, start: int, end: int) -> tuple[str, str]:
     """Return (first key, ``$db`` string) of the BSON document at ``start`` without decoding it."""
-    stop = _doc_span(data, start, end, "the command document") - 1
-    pos, first, database = start + 4, None, ""
-    while pos < stop:
-        type_byte = data[pos]
-        name, pos = _cstring(data, pos + 1, stop, "an element name")
+    first, database = None, ""
+    for type_byte, name, at, value_end in elements(data, start, end):
         if first is None:
             first = name
         if name == "$db" and type_byte == 0x02:
-            size = _int32(data, pos, stop, "the $db length")
-            if size < 1 or pos + 4 + size > stop:
-                raise WireError("the $db string length is invalid", pos)
-            database = data[pos + 4 : pos + 3 + size].decode("utf-8", "replace")
+            database = read_string(data, at, value_end, "the $db string")
             break
-        pos = _skip_value(data, type_byte, pos, stop)
-        if pos > stop:
-            raise WireError("a BSON element runs past the end of its document", pos)
     return first or "", database
 
 
@@ -803,7 +794,7 @@ def _msg_sections_end(message: bytes, header: Header) -> int:
     """Where an OP_MSG's sections end, without verifying the checksum."""
     if header.length < HEADER_SIZE + 4:
         raise WireError("OP_MSG too short for its flag bits", HEADER_SIZE)
-    flags = _UINT32.unpack_from(message, HEADER_SIZE)[0]
+    flags = UINT32.unpack_from(message, HEADER_SIZE)[0]
     return header.length - (4 if flags & CHECKSUM_PRESENT else 0)
 
 

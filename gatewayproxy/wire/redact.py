@@ -91,7 +91,6 @@ MAX_SUMMARY_CHARS = 32 * 1024
 _LIST_ITEMS = 20
 _REDACTED = "?"
 _JSON = JSONOptions(json_mode=JSONMode.RELAXED)
-_INT32 = struct.Struct("<i")
 _QUOTED_VALUES = re.compile(r"(dup key:|key:)?\s*\{.*\}", re.DOTALL)
 
 
@@ -110,41 +109,29 @@ class Outcome:
 # --------------------------------------------------------------------------------------------------------
 
 
-def _elements(data: bytes, start: int, stop: int):
-    """Yield (type byte, name, value offset, value end) for each element of the document at ``start``."""
-    pos = start + 4
-    end = stop - 1
-    while pos < end:
-        type_byte = data[pos]
-        name, value_at = codec._cstring(data, pos + 1, end, "an element name")
-        value_end = codec._skip_value(data, type_byte, value_at, end)
-        yield type_byte, name, value_at, value_end
-        pos = value_end
-
-
 def _scalar(data: bytes, type_byte: int, at: int) -> Any:
     if type_byte == 0x01:
         return struct.unpack_from("<d", data, at)[0]
     if type_byte == 0x10:
-        return _INT32.unpack_from(data, at)[0]
+        return codec.INT32.unpack_from(data, at)[0]
     if type_byte == 0x12:
         return struct.unpack_from("<q", data, at)[0]
     if type_byte == 0x08:
         return data[at] != 0
     if type_byte == 0x02:
-        size = _INT32.unpack_from(data, at)[0]
+        size = codec.INT32.unpack_from(data, at)[0]
         return data[at + 4 : at + 3 + size].decode("utf-8", "replace")
     return None
 
 
 def _count(data: bytes, start: int, stop: int) -> int:
-    return sum(1 for _ in _elements(data, start, stop))
+    return sum(1 for _ in codec.elements(data, start, stop))
 
 
 def _outcome_of_body(data: bytes, start: int, stop: int) -> Outcome:
     outcome = Outcome()
     write_failed = False
-    for type_byte, name, at, end in _elements(data, start, stop):
+    for type_byte, name, at, end in codec.elements(data, start, stop):
         if name == "ok":
             outcome.ok = bool(_scalar(data, type_byte, at))
         elif name == "n" and type_byte in (0x01, 0x10, 0x12):
@@ -154,13 +141,13 @@ def _outcome_of_body(data: bytes, start: int, stop: int) -> Outcome:
         elif name == "errmsg" and type_byte == 0x02:
             outcome.error_message = _scalar(data, type_byte, at)
         elif name == "cursor" and type_byte == 0x03:
-            for inner_type, inner_name, inner_at, inner_end in _elements(data, at, end):
+            for inner_type, inner_name, inner_at, inner_end in codec.elements(data, at, end):
                 if inner_name in ("firstBatch", "nextBatch") and inner_type == 0x04:
                     outcome.n = _count(data, inner_at, inner_end)
         elif name == "writeErrors" and type_byte == 0x04:
             write_failed = True
-            for _t, _n, error_at, error_end in _elements(data, at, end):
-                for field_type, field_name, field_at, _e in _elements(data, error_at, error_end):
+            for _t, _n, error_at, error_end in codec.elements(data, at, end):
+                for field_type, field_name, field_at, _e in codec.elements(data, error_at, error_end):
                     if field_name == "code" and outcome.error_code is None:
                         outcome.error_code = int(_scalar(data, field_type, field_at) or 0)
                     elif field_name == "errmsg" and not outcome.error_message:
@@ -176,19 +163,19 @@ def _outcome_of_body(data: bytes, start: int, stop: int) -> Outcome:
 def reply_outcome(message: bytes) -> Outcome:
     """Read the outcome of a reply (OP_MSG or OP_REPLY) without decoding its documents."""
     try:
-        op_code = _INT32.unpack_from(message, 12)[0]
+        op_code = codec.INT32.unpack_from(message, 12)[0]
         if op_code == codec.OP_MSG:
             pos = codec.HEADER_SIZE + 4
             while pos < len(message):
                 kind = message[pos]
                 if kind == 0:
-                    size = _INT32.unpack_from(message, pos + 1)[0]
+                    size = codec.INT32.unpack_from(message, pos + 1)[0]
                     return _outcome_of_body(message, pos + 1, pos + 1 + size)
-                pos += 1 + _INT32.unpack_from(message, pos + 1)[0]
+                pos += 1 + codec.INT32.unpack_from(message, pos + 1)[0]
         elif op_code == codec.OP_REPLY:
-            flags = _INT32.unpack_from(message, codec.HEADER_SIZE)[0]
+            flags = codec.INT32.unpack_from(message, codec.HEADER_SIZE)[0]
             start = codec.HEADER_SIZE + 20
-            size = _INT32.unpack_from(message, start)[0]
+            size = codec.INT32.unpack_from(message, start)[0]
             outcome = _outcome_of_body(message, start, start + size)
             if flags & codec.QUERY_FAILURE:
                 outcome.ok = False
@@ -295,11 +282,11 @@ def summarize(command: str, body: Mapping[str, Any], *, full: bool) -> dict[str,
 def _shallow_body(data: bytes, start: int, stop: int) -> dict[str, Any]:
     """Decode small top-level values; large arrays become their length, other large values a size note."""
     body: dict[str, Any] = {}
-    for type_byte, name, at, end in _elements(data, start, stop):
+    for type_byte, name, at, end in codec.elements(data, start, stop):
         size = end - at
         if size <= 4096:
             element = data[at - len(name.encode()) - 2 : end]
-            document = _INT32.pack(len(element) + 5) + element + b"\x00"
+            document = codec.INT32.pack(len(element) + 5) + element + b"\x00"
             body.update(bson.decode(document, codec_options=codec.CODEC_OPTIONS))
         elif type_byte == 0x04:
             body[name] = _count(data, at, end)
@@ -310,12 +297,12 @@ def _shallow_body(data: bytes, start: int, stop: int) -> dict[str, Any]:
 
 def summarize_request(message: bytes, *, full: bool) -> tuple[str, str, str, dict[str, Any]]:
     """(command, database, collection, summary) of a request message (OP_MSG or OP_QUERY)."""
-    op_code = _INT32.unpack_from(message, 12)[0]
+    op_code = codec.INT32.unpack_from(message, 12)[0]
     if op_code == codec.OP_MSG and len(message) > FULL_DECODE_LIMIT:
         return _summarize_large_msg(message, full=full)
     parsed = codec.parse_message(message)
     if isinstance(parsed, codec.OpQuery):
-        body = dict(codec._unwrap_query(parsed.query))
+        body = dict(codec.unwrap_query(parsed.query))
         database = parsed.database
     elif isinstance(parsed, codec.OpMsg):
         body = dict(parsed.body)
@@ -329,22 +316,22 @@ def summarize_request(message: bytes, *, full: bool) -> tuple[str, str, str, dic
 
 
 def _summarize_large_msg(message: bytes, *, full: bool) -> tuple[str, str, str, dict[str, Any]]:
-    flags = struct.unpack_from("<I", message, codec.HEADER_SIZE)[0]
+    flags = codec.UINT32.unpack_from(message, codec.HEADER_SIZE)[0]
     end = len(message) - (4 if flags & codec.CHECKSUM_PRESENT else 0)
     body: dict[str, Any] = {}
     counts: dict[str, int] = {}
     pos = codec.HEADER_SIZE + 4
     while pos < end:
         kind = message[pos]
-        size = _INT32.unpack_from(message, pos + 1)[0]
+        size = codec.INT32.unpack_from(message, pos + 1)[0]
         if kind == 0:
             body = _shallow_body(message, pos + 1, pos + 1 + size)
             pos += 1 + size
             continue
-        identifier, docs_at = codec._cstring(message, pos + 5, pos + 1 + size, "a sequence identifier")
+        identifier, docs_at = codec.read_cstring(message, pos + 5, pos + 1 + size, "a sequence identifier")
         docs, at = 0, docs_at
         while at < pos + 1 + size:
-            at += _INT32.unpack_from(message, at)[0]
+            at += codec.INT32.unpack_from(message, at)[0]
             docs += 1
         counts[identifier] = docs
         pos += 1 + size
