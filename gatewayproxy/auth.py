@@ -20,6 +20,7 @@ from typing import Any
 
 import bson
 
+from gatewayproxy.host import SessionLogin
 from gatewayproxy.upstream import UpstreamError
 from gatewayproxy.wire import scram
 
@@ -72,7 +73,7 @@ def _payload(command: Mapping[str, Any]) -> bytes:
 @dataclass
 class _Conversation:
     server: scram.ScramServer
-    login: Any | None
+    login: SessionLogin | None
     skip_empty: bool
     verified: bool = False
 
@@ -80,22 +81,22 @@ class _Conversation:
 class ClientLogin:
     """The login state of one client connection.
 
-    ``lookup(username)`` returns the session's login record (``access.services.gateway.SessionLogin``:
-    ``verifiers``, ``expires_at``, ...) or None; ``on_verified(login)`` runs once the proof holds and may
+    ``lookup(username)`` returns the session's :class:`~gatewayproxy.host.SessionLogin` (``verifiers``,
+    ``expires_at``, ...) or None; ``on_verified(login)`` runs once the proof holds and may
     raise :class:`~gatewayproxy.upstream.UpstreamError`, which fails the login with a clear reason.
     """
 
     def __init__(
         self,
         *,
-        lookup: Callable[[str], Awaitable[Any | None]],
-        on_verified: Callable[[Any], Awaitable[None]],
+        lookup: Callable[[str], Awaitable[SessionLogin | None]],
+        on_verified: Callable[[SessionLogin], Awaitable[None]],
     ) -> None:
         self._lookup = lookup
         self._on_verified = on_verified
         self._conversations: dict[int, _Conversation] = {}
         self._next_id = 0
-        self.login: Any | None = None
+        self.login: SessionLogin | None = None
 
     @property
     def authenticated(self) -> bool:
@@ -109,7 +110,7 @@ class ClientLogin:
             return None
         return [m for m in scram.MECHANISMS if m in (login.verifiers or {})]
 
-    async def _live_login(self, username: str) -> Any | None:
+    async def _live_login(self, username: str) -> SessionLogin | None:
         login = await self._lookup(username)
         if login is None or login.expires_at <= datetime.datetime.now(datetime.UTC):
             return None

@@ -26,10 +26,13 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from gatewayproxy.auth import ALLOWED_BEFORE_LOGIN, REFUSED_AFTER_LOGIN, ClientLogin, LoginError, username_of
-from gatewayproxy.commandlog import PendingCommand
+from gatewayproxy.commandlog import CommandLog, PendingCommand
+from gatewayproxy.host import SessionLogin
+from gatewayproxy.metrics import GatewayMetrics
 from gatewayproxy.pipe import InFlight, Pipe
 from gatewayproxy.policy import SessionPolicy
 from gatewayproxy.upstream import (
+    TopologyCache,
     UpstreamConnection,
     UpstreamError,
     authenticate_upstream,
@@ -49,11 +52,11 @@ MAX_MESSAGE_BEFORE_LOGIN = 1024 * 1024
 class ConnectionHost(Protocol):
     """What a connection needs from the server around it (see ``gatewayproxy.server.GatewayServer``)."""
 
-    topology_cache: Any
-    command_log: Any
-    metrics: Any
+    topology_cache: TopologyCache
+    command_log: CommandLog
+    metrics: GatewayMetrics
 
-    async def lookup_login(self, username: str) -> Any | None: ...
+    async def lookup_login(self, username: str) -> SessionLogin | None: ...
 
     def limits_hint(self, client_ip: str) -> hello.UpstreamLimits: ...
 
@@ -80,7 +83,7 @@ class ClientConnection:
         self.client_ip = str(peer[0])
         self.client_address = f"{peer[0]}:{peer[1]}" if peer[0] else ""
         self.upstream: UpstreamConnection | None = None
-        self.login: Any | None = None
+        self.login: SessionLogin | None = None
         self.policy = SessionPolicy()
         self.closed = False
         self.close_reason = ""
@@ -190,14 +193,14 @@ class ClientConnection:
 
     # -- before login -------------------------------------------------------------------------------------
 
-    async def _lookup(self, username: str) -> Any | None:
+    async def _lookup(self, username: str) -> SessionLogin | None:
         login = await self.host.lookup_login(username)
         if login is not None:
             self._username = username
             self._start_opening(login)
         return login
 
-    def _start_opening(self, login: Any) -> None:
+    def _start_opening(self, login: SessionLogin) -> None:
         """Open the upstream connection in the background while the client's SCRAM goes on."""
         if self._opening_for == login.session_id and self._opening is not None:
             return
@@ -208,13 +211,13 @@ class ClientConnection:
             open_upstream(login.upstream, cache=self.host.topology_cache)
         )
 
-    async def _opened_upstream(self, login: Any) -> UpstreamConnection:
+    async def _opened_upstream(self, login: SessionLogin) -> UpstreamConnection:
         self._start_opening(login)
         task = self._opening
         assert task is not None
         return await asyncio.wait_for(asyncio.shield(task), _UPSTREAM_OPEN_WAIT)
 
-    async def _on_verified(self, login: Any) -> None:
+    async def _on_verified(self, login: SessionLogin) -> None:
         try:
             upstream = await self._opened_upstream(login)
         except TimeoutError:
@@ -297,7 +300,7 @@ class ClientConnection:
                 log.info("event=login_failed connection=%s client=%s reason=%r", self.id, self.client_address, str(exc))
             await self._error(request, exc.code, str(exc), exc.code_name)
 
-    def _logged_in(self, login: Any) -> None:
+    def _logged_in(self, login: SessionLogin) -> None:
         self.login = login
         self._session_id = login.session_id
         self._full_logging = bool(login.full_command_logging)

@@ -7,8 +7,9 @@ closes their connections; a heartbeat on the Gateway record; and the command log
 stops accepting, closes every connection, ends its sessions with ``gateway_stopped`` and flushes the log,
 within a few seconds.
 
-The domain is reached only through a :class:`Domain` object (``gatewayproxy.domain.DjangoDomain`` in
-``manage.py runproxy``, a fake in unit tests), whose async methods run the services in worker threads.
+The domain is reached only through a :class:`~gatewayproxy.host.Domain` object
+(``access.gateway_bridge.GatewayBridge`` in ``manage.py runproxy``), whose async methods run the services in
+worker threads.
 """
 
 from __future__ import annotations
@@ -20,10 +21,11 @@ import logging
 import resource
 import socket
 import time
-from collections.abc import Callable
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 from gatewayproxy.commandlog import CommandLog, WriterProcess
+from gatewayproxy.host import Domain, SessionLogin
 from gatewayproxy.metrics import GatewayMetrics
 from gatewayproxy.relay import ClientConnection
 from gatewayproxy.upstream import TopologyCache
@@ -33,22 +35,6 @@ log = logging.getLogger("gatewayproxy.server")
 
 LOGIN_CACHE_SECONDS = 2.0
 STOP_REASON = "gateway_stopped"
-
-
-class Domain(Protocol):
-    """The gateway's view of the domain (see ``access.services.gateway``)."""
-
-    async def lookup_login(self, username: str) -> Any | None: ...
-
-    async def session_connected(self, session_id: int, client_address: str) -> None: ...
-
-    async def sessions_to_close(self, session_ids: list[int]) -> dict[int, str]: ...
-
-    async def heartbeat(self) -> None: ...
-
-    async def end_sessions(self, reason: str) -> int: ...
-
-    def record_commands(self, records: list[dict]) -> None: ...
 
 
 def raise_open_file_limit(wanted: int = 65_536) -> int:
@@ -93,7 +79,7 @@ class GatewayServer:
         self._server: asyncio.base_events.Server | None = None
         self._tasks: set[asyncio.Task] = set()
         self._loops: list[asyncio.Task] = []
-        self._login_cache: dict[str, tuple[float, Any]] = {}
+        self._login_cache: dict[str, tuple[float, SessionLogin | None]] = {}
         self._limits_by_ip: dict[str, UpstreamLimits] = {}
         self._stopping = False
         self._check_soon: set[int] = set()
@@ -114,7 +100,7 @@ class GatewayServer:
         ]
         log.info("event=listening address=%s:%s", self.host, self.port)
 
-    async def _every(self, interval: float, step: Callable[[], Any]) -> None:
+    async def _every(self, interval: float, step: Callable[[], Awaitable[None]]) -> None:
         while True:
             started = time.monotonic()
             try:
@@ -148,7 +134,7 @@ class GatewayServer:
 
     # -- what connections call ----------------------------------------------------------------------------
 
-    async def lookup_login(self, username: str) -> Any | None:
+    async def lookup_login(self, username: str) -> SessionLogin | None:
         """The session login for ``username``, cached for a moment so a driver's connection burst costs one query."""
         now = time.monotonic()
         cached = self._login_cache.get(username)
@@ -198,7 +184,7 @@ class GatewayServer:
                 del self.by_session[connection.session_id]
         self.metrics.sessions_live = len(self.by_session)
 
-    def _background(self, coroutine: Any) -> None:
+    def _background(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._background_done)

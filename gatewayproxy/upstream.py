@@ -22,8 +22,9 @@ import ssl
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
+from gatewayproxy.host import UpstreamTarget
 from gatewayproxy.wire import codec, scram
 from gatewayproxy.wire.hello import UpstreamLimits
 
@@ -31,18 +32,6 @@ CONNECT_TIMEOUT = 5.0
 TOPOLOGY_CACHE_SECONDS = 10.0
 _MAX_PRIMARY_HOPS = 3
 _request_ids = itertools.count(1)
-
-
-class UpstreamTarget(Protocol):
-    """What the gateway needs to reach and log in to a deployment (``access.services.gateway.UpstreamTarget``)."""
-
-    uri: str
-    auth_database: str
-    tls: bool
-    tls_verify: bool
-    ca_certificate: str
-    username: str
-    password: Any  # access.crypto.Secret (``.reveal()``) or str
 
 
 class UpstreamError(Exception):
@@ -266,7 +255,7 @@ async def authenticate_upstream(connection: UpstreamConnection, target: Upstream
     mechanism = "SCRAM-SHA-256"
     if isinstance(offered, list) and "SCRAM-SHA-256" not in offered and "SCRAM-SHA-1" in offered:
         mechanism = "SCRAM-SHA-1"
-    password = target.password.reveal() if hasattr(target.password, "reveal") else str(target.password)
+    password = target.password.reveal()
     try:
         await asyncio.wait_for(
             scram.authenticate_async(

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import os
 import ssl
+import subprocess
+import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import bson
 import pytest
@@ -16,6 +20,38 @@ from gatewayproxy.upstream import UpstreamError, tls_context
 from gatewayproxy.wire import codec as wire
 from gatewayproxy.wire import redact, scram
 from gatewayproxy.wire.hello import MONGOS, STANDALONE, UpstreamLimits, build_info_reply, hello_reply
+
+# -- layout -----------------------------------------------------------------------------------------------
+
+_IMPORT_EVERY_MODULE = """
+import importlib, pkgutil, sys
+import gatewayproxy
+names = [m.name for m in pkgutil.walk_packages(gatewayproxy.__path__, "gatewayproxy.")]
+for name in names:
+    importlib.import_module(name)
+loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("django", "access", "portal"))
+print(len(names), loaded)
+"""
+
+
+def test_the_gateway_and_its_wire_library_load_without_django():
+    # No settings module, and not the leak scan's child hook (which imports access.generators to watch secrets).
+    unset = ("DJANGO_SETTINGS_MODULE", "PAM_TEST_SECRETS_FILE")
+    env = {key: value for key, value in os.environ.items() if key not in unset}
+    done = subprocess.run(
+        [sys.executable, "-c", _IMPORT_EVERY_MODULE],
+        cwd=Path(__file__).resolve().parent.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    count, loaded = done.stdout.split(" ", 1)
+    assert int(count) >= 14  # server, relay, pipe, ... and gatewayproxy.wire's codec, scram, hello, redact
+    assert loaded.strip() == "[]"
+
 
 # -- hello ------------------------------------------------------------------------------------------------
 

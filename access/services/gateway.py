@@ -9,8 +9,6 @@ to call from the proxy's event loop through a thread, and never on the per-messa
 
 from __future__ import annotations
 
-import uuid
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -19,7 +17,6 @@ from django.db.models import F
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from access.crypto import Secret
 from access.events import (
     COMMAND_EVENT,
     command_event_fields,
@@ -31,39 +28,7 @@ from access.models.leases import LeaseState
 from access.models.sessions import SessionEndReason, SessionState
 from access.services.audit import audit_record
 from access.services.sessions import _session_end_if_open, session_end_many
-
-
-@dataclass(frozen=True)
-class UpstreamTarget:
-    """Where and as whom the gateway logs in upstream for a session; `password` stays a Secret until used."""
-
-    uri: str
-    auth_database: str
-    tls: bool
-    tls_verify: bool
-    ca_certificate: str
-    username: str
-    password: Secret = field(repr=False)
-
-
-@dataclass(frozen=True)
-class SessionLogin:
-    """Everything the gateway needs to accept a session's login and run its connections.
-
-    `verifiers` maps a SCRAM mechanism to `ScramCredentials.to_dict()` output; rebuild with
-    `ScramCredentials.from_dict`. `session_id` is the Session's primary key (used in every later call).
-    """
-
-    session_id: int
-    public_id: uuid.UUID
-    username: str
-    verifiers: dict[str, dict[str, Any]] = field(repr=False)
-    expires_at: datetime
-    read_only: bool
-    database_allow_list: list[str]
-    command_deny_list: list[str]
-    full_command_logging: bool
-    upstream: UpstreamTarget
+from gatewayproxy.host import Password, SessionLogin, UpstreamTarget
 
 
 def gateway_register(*, name: str, public_host: str, public_port: int) -> Gateway:
@@ -94,7 +59,11 @@ def gateway_heartbeat(*, gateway_id: int) -> None:
 
 
 def session_login_lookup(*, username: str) -> SessionLogin | None:
-    """The live session logging in as `username`, or None (unknown, ended, expired, or its target is gone)."""
+    """The live session logging in as `username`, or None (unknown, ended, expired, or its target is gone).
+
+    The account's (or lease's) password is decrypted here, in the caller's worker thread, and handed to the
+    gateway as a `gatewayproxy.host.Password`, which keeps it out of every repr.
+    """
     session = (
         Session.objects.live().select_related("account__resource", "lease__resource").filter(username=username).first()
     )
@@ -131,7 +100,7 @@ def session_login_lookup(*, username: str) -> SessionLogin | None:
             tls_verify=resource.tls_verify,
             ca_certificate=resource.ca_certificate,
             username=username_upstream,
-            password=password,
+            password=Password(password.reveal()),
         ),
     )
 

@@ -11,9 +11,9 @@ import sys
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connections
 
+from access.gateway_bridge import GatewayBridge
 from access.services.gateway import gateway_register
 from gatewayproxy.commandlog import WriterProcess
-from gatewayproxy.domain import DjangoDomain
 from gatewayproxy.metrics import serve_metrics
 from gatewayproxy.server import GatewayServer, raise_open_file_limit
 
@@ -75,12 +75,12 @@ class Command(BaseCommand):
             port,
             limit,
         )
-        domain = DjangoDomain(gateway.pk)
+        bridge = GatewayBridge(gateway.pk)
         # Fork the command log writer now: before the event loop and its threads exist, with no open connection.
         connections.close_all()
-        writer = WriterProcess(domain.record_commands)
+        writer = WriterProcess(bridge.record_commands)
         writer.start()
-        server = GatewayServer(domain, host=host, port=port, log_writer=writer)
+        server = GatewayServer(bridge, host=host, port=port, log_writer=writer)
         try:
             asyncio.run(self._serve(server, metrics_address))
         finally:
