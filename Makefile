@@ -13,6 +13,8 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 ## run: start FerretDB (or $MONGODB_URI), daphne, a qcluster and a gateway, with a demo user; Ctrl+C stops all
+# Debug mode, which brings the embedded defaults (generated secrets and SQLite in var/, no Redis needed).
+run: export DJANGO_DEBUG ?= true
 run: $(STAMP)
 	@if [ -z "$$MONGODB_URI" ]; then tests/mongo/install-tools.sh ferretdb; fi
 	$(PY) manage.py migrate --no-input -v0

@@ -47,6 +47,7 @@ def _bootstrap() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
     os.environ["DATABASE_URL"] = f"sqlite:///{WORKDIR / 'bench.sqlite3'}"
     os.environ["PAM_VAR_DIR"] = str(WORKDIR)
+    os.environ["PAM_EMBEDDED"] = "true"  # secrets generated into WORKDIR
     os.environ.setdefault("PAM_LOG_LEVEL", "WARNING")
     import logging
 

@@ -82,6 +82,7 @@ def percentile(values: list[float], pct: float) -> float:
 def profile_env(profile: str, workdir: Path) -> dict[str, str] | str:
     """The child's environment for a profile, or the reason it cannot run."""
     env = {**os.environ, "PAM_VAR_DIR": str(workdir), "PAM_LOG_LEVEL": "WARNING", "PYTHONUNBUFFERED": "1"}
+    env["PAM_EMBEDDED"] = "true"  # secrets generated into workdir; the database and Redis are set below
     env.pop("PAM_PROFILE", None)
     if profile == "sqlite":
         env["DATABASE_URL"] = f"sqlite:///{workdir / 'bench.sqlite3'}"

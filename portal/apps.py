@@ -1,5 +1,7 @@
 """App configs for the portal project: the OTP-protected admin site is the default admin site."""
 
+from pathlib import Path
+
 from django.apps import AppConfig
 from django.contrib.admin import apps as admin_apps
 
@@ -12,8 +14,17 @@ class PamAdminConfig(admin_apps.AdminConfig):
 
 
 class PortalConfig(AppConfig):
-    default = True
     """The requester-facing portal: pages and forms for engineers."""
 
+    default = True
     name = "portal"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from django.conf import settings
+
+        if settings.PAM_EMBEDDED:
+            # The embedded defaults keep their SQLite database and static files under VAR_DIR: make it on start-up
+            # (never at settings import). Production's directories are made by its installer and collectstatic.
+            Path(settings.VAR_DIR).mkdir(parents=True, exist_ok=True)
+            Path(settings.STATIC_ROOT).mkdir(parents=True, exist_ok=True)

@@ -1,9 +1,12 @@
-"""Settings for the MongoDB access portal, read from the environment.
+"""Settings for the MongoDB access portal, read from the environment (cookiecutter-django style).
 
-Every setting has an embedded default so that `make run` needs no service: SQLite under `var/`,
-the in-memory Channels layer and django-q2's ORM broker. Production sets `DATABASE_URL`,
-`REDIS_URL`, `DJANGO_SECRET_KEY` and `PAM_ENCRYPTION_KEYS`; out of debug mode a missing secret
-stops start-up with a message that says which variable to set.
+Debug is off unless `DJANGO_DEBUG=true`. The embedded defaults (`PAM_EMBEDDED`, on with debug; `make run` and the
+test run switch them on) need no service and no configuration: a secret key and an encryption key generated once
+into `PAM_VAR_DIR`, SQLite there, django-q2's ORM broker and the in-memory Channels layer. Out of them a missing
+`DJANGO_SECRET_KEY`, `PAM_ENCRYPTION_KEYS` or `DATABASE_URL` stops start-up with a message that names the variable.
+Production also sets `REDIS_URL` (the Channels layer across processes and the django-q2 broker). Importing this
+module creates no directory: the embedded secrets' file is made by `portal.secrets_bootstrap` when it writes it, the
+rest of `PAM_VAR_DIR` by `PortalConfig.ready` in embedded mode.
 """
 
 from pathlib import Path
@@ -11,32 +14,34 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
-from portal.secrets_bootstrap import debug_secret
-
-BASE_DIR = Path(__file__).resolve().parent.parent
-VAR_DIR = Path(environ.Env().str("PAM_VAR_DIR", default=str(BASE_DIR / "var")))
-VAR_DIR.mkdir(parents=True, exist_ok=True)
+from portal.secrets_bootstrap import embedded_secret
 
 env = environ.Env()
 
-DEBUG = env.bool("DJANGO_DEBUG", default=True)
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+DEBUG = env.bool("DJANGO_DEBUG", default=False)
+# The embedded defaults: generated secrets and SQLite under VAR_DIR. Debug mode brings them unless PAM_EMBEDDED=false.
+PAM_EMBEDDED = env.bool("PAM_EMBEDDED", default=DEBUG)
+VAR_DIR = Path(env.str("PAM_VAR_DIR", default=str(BASE_DIR / "var")))
 
 SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="") or (
-    debug_secret(VAR_DIR / "secret_key", kind="django") if DEBUG else ""
+    embedded_secret(VAR_DIR / "secret_key", kind="django") if PAM_EMBEDDED else ""
 )
 if not SECRET_KEY:
     raise ImproperlyConfigured(
-        "DJANGO_SECRET_KEY is not set. Out of debug mode the portal needs a secret key from the "
-        "environment; generate one with: python -c 'import secrets; print(secrets.token_urlsafe(50))'"
+        "DJANGO_SECRET_KEY is not set. Out of debug mode (DJANGO_DEBUG) and the embedded defaults (PAM_EMBEDDED) "
+        "the portal needs a secret key from the environment; generate one with: "
+        "python -c 'import secrets; print(secrets.token_urlsafe(50))'"
     )
 
 PAM_ENCRYPTION_KEYS = env.list("PAM_ENCRYPTION_KEYS", default=[]) or (
-    [debug_secret(VAR_DIR / "encryption_key", kind="fernet")] if DEBUG else []
+    [embedded_secret(VAR_DIR / "encryption_key", kind="fernet")] if PAM_EMBEDDED else []
 )
 if not PAM_ENCRYPTION_KEYS:
     raise ImproperlyConfigured(
-        "PAM_ENCRYPTION_KEYS is not set. Out of debug mode the portal needs at least one Fernet key "
-        "(comma-separated, the first one encrypts); generate one with: "
+        "PAM_ENCRYPTION_KEYS is not set. Out of debug mode (DJANGO_DEBUG) and the embedded defaults (PAM_EMBEDDED) "
+        "the portal needs at least one Fernet key (comma-separated, the first one encrypts); generate one with: "
         "python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'"
     )
 
@@ -95,6 +100,11 @@ TEMPLATES = [
     },
 ]
 
+if not PAM_EMBEDDED and not env.str("DATABASE_URL", default=""):
+    raise ImproperlyConfigured(
+        "DATABASE_URL is not set. Out of debug mode (DJANGO_DEBUG) and the embedded defaults (PAM_EMBEDDED) "
+        "the portal needs a database URL, e.g. DATABASE_URL=postgres://pam:password@db.internal:5432/pam"
+    )
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'portal.sqlite3'}")}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # IMMEDIATE transactions take the write lock up front, so concurrent writers queue instead of
@@ -165,7 +175,6 @@ STORAGES = {
         else "django.contrib.staticfiles.storage.StaticFilesStorage"
     },
 }
-Path(STATIC_ROOT).mkdir(parents=True, exist_ok=True)
 WHITENOISE_USE_FINDERS = True
 
 LOGIN_URL = "/accounts/login/"
@@ -216,9 +225,20 @@ LOGGING = {
     "loggers": {"django.db.backends": {"level": "WARNING"}, "daphne": {"level": "WARNING"}},
 }
 
-# Domain defaults (overridable per resource and role).
-PAM_DEFAULT_LEASE_TTL = env.str("PAM_DEFAULT_LEASE_TTL", default="1h")
-PAM_DEFAULT_LEASE_MAX_TTL = env.str("PAM_DEFAULT_LEASE_MAX_TTL", default="24h")
+# The portal's own settings (README, Configuration).
+# Which installation created a database user (customData.pam.system), so two portals never drop each other's users.
+PAM_SYSTEM_ID = env.str("PAM_SYSTEM_ID", default="mongo-pam")
+# `host:port` shown in connection strings when a resource has no gateway of its own.
 PAM_GATEWAY_HOST = env.str("PAM_GATEWAY_HOST", default="127.0.0.1:27018")
 # The second factor every portal user must use ("totp" or "email"); empty lets each user choose (default email).
 PAM_MFA_METHOD = env.str("PAM_MFA_METHOD", default="")
+# How live session events travel: "channel_layer" or "database"; empty: the channel layer when it crosses
+# processes (Redis), else the database.
+PAM_SESSION_EVENTS = env.str("PAM_SESSION_EVENTS", default="")
+# The Atlas Admin API client (connectors/atlas.py): seconds per request, seconds for a cluster to apply a change,
+# seconds between polls, retries of a failed request, first back-off in seconds (doubling, capped at 30 s).
+PAM_ATLAS_TIMEOUT = env.float("PAM_ATLAS_TIMEOUT", default=15.0)
+PAM_ATLAS_APPLY_TIMEOUT = env.float("PAM_ATLAS_APPLY_TIMEOUT", default=600.0)
+PAM_ATLAS_POLL_INTERVAL = env.float("PAM_ATLAS_POLL_INTERVAL", default=2.0)
+PAM_ATLAS_MAX_RETRIES = env.int("PAM_ATLAS_MAX_RETRIES", default=5)
+PAM_ATLAS_BACKOFF_BASE = env.float("PAM_ATLAS_BACKOFF_BASE", default=0.5)

@@ -98,10 +98,13 @@ def subprocess_env(**extra: str) -> dict[str, str]:
 
 
 def embedded_env(env: dict[str, str] | None = None) -> dict[str, str]:
-    """`env` (default: this process's) without the production profile's variables: what `make run` sees first."""
+    """`env` (default: this process's) without the production profile's variables and the test run's switches
+    (`tests/settings.py`): what a fresh shell has before `make run` adds its own."""
+    from tests.settings import TEST_RUN_ENVIRONMENT
+
     env = dict(os.environ if env is None else env)
-    env.pop("DATABASE_URL", None)
-    env.pop("REDIS_URL", None)
+    for name in ("DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE", *TEST_RUN_ENVIRONMENT):
+        env.pop(name, None)
     return env
 
 
