@@ -47,7 +47,7 @@ COMMAND_FIELDS = (
 
 def session_events_use_channel_layer() -> bool:
     """True when events travel through the channel layer (it crosses processes), False when the database is the bus."""
-    mode = getattr(settings, "PAM_SESSION_EVENTS", "")
+    mode = settings.PAM_SESSION_EVENTS
     if mode:
         return mode == "channel_layer"
     backend = settings.CHANNEL_LAYERS.get("default", {}).get("BACKEND", "")

@@ -115,16 +115,13 @@ def _retry_after_seconds(value: str | None) -> float | None:
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
-def _setting(name: str, given, default):
-    """An explicit option, else the Django setting `name` when Django is configured, else `default`."""
+def _setting(name: str, given):
+    """An explicit option, else the Django setting `name` (declared with its default in portal/settings.py)."""
     if given is not None:
         return given
-    try:
-        from django.conf import settings
+    from django.conf import settings
 
-        return getattr(settings, name, default) if settings.configured else default
-    except ImportError:
-        return default
+    return getattr(settings, name)
 
 
 def _error_kind(status: int) -> str:
@@ -176,11 +173,11 @@ class AtlasConnector:
         self.base_url = (getattr(resource, "atlas_base_url", "") or DEFAULT_BASE_URL).rstrip("/")
         self.public_key = resource.atlas_public_key
         self._private_key = resource.atlas_private_key  # a Secret; revealed only to sign requests
-        self.timeout = timeout_ms / 1000 if timeout_ms else _setting("PAM_ATLAS_TIMEOUT", timeout, 15.0)
-        self.apply_timeout = _setting("PAM_ATLAS_APPLY_TIMEOUT", apply_timeout, 600.0)
-        self.poll_interval = _setting("PAM_ATLAS_POLL_INTERVAL", poll_interval, 2.0)
-        self.max_retries = int(_setting("PAM_ATLAS_MAX_RETRIES", max_retries, 5))
-        self.backoff_base = _setting("PAM_ATLAS_BACKOFF_BASE", backoff_base, 0.5)
+        self.timeout = timeout_ms / 1000 if timeout_ms else _setting("PAM_ATLAS_TIMEOUT", timeout)
+        self.apply_timeout = _setting("PAM_ATLAS_APPLY_TIMEOUT", apply_timeout)
+        self.poll_interval = _setting("PAM_ATLAS_POLL_INTERVAL", poll_interval)
+        self.max_retries = int(_setting("PAM_ATLAS_MAX_RETRIES", max_retries))
+        self.backoff_base = _setting("PAM_ATLAS_BACKOFF_BASE", backoff_base)
         self.backoff_cap = backoff_cap
         self._sleep = sleep
         self._local = threading.local()

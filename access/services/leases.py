@@ -64,7 +64,7 @@ class LeaseError(Exception):
 
 def system_tag() -> str:
     """Which installation created a user (customData.pam.system), so two portals never drop each other's users."""
-    return getattr(settings, "PAM_SYSTEM_ID", "") or "mongo-pam"
+    return settings.PAM_SYSTEM_ID
 
 
 # -- names and passwords -------------------------------------------------------------------------------

@@ -37,7 +37,7 @@ def mfa_method_for(user) -> str:
     A user who never chose but already has an authenticator app (e.g. set up by `make run` or an administrator)
     counts as having chosen it.
     """
-    enforced = (getattr(settings, "PAM_MFA_METHOD", "") or "").strip().lower()
+    enforced = settings.PAM_MFA_METHOD.strip().lower()
     if enforced in MfaMethod.values:
         return enforced
     profile = UserProfile.objects.filter(user=user).first()
@@ -50,7 +50,7 @@ def mfa_method_for(user) -> str:
 
 def mfa_method_enforced() -> bool:
     """Whether the organisation fixes the method (then users cannot choose)."""
-    return (getattr(settings, "PAM_MFA_METHOD", "") or "").strip().lower() in MfaMethod.values
+    return settings.PAM_MFA_METHOD.strip().lower() in MfaMethod.values
 
 
 def totp_device_of(user) -> TOTPDevice | None:
