@@ -74,6 +74,7 @@ class AuditAction(models.TextChoices):
     CONNECTOR_ACTION_ROLLBACK_FAILED = "connector_action.rollback_failed", "connector action rollback failed"
     # people, tokens, MFA
     API_TOKEN_CREATE = "api_token.create", "API token created"
+    API_TOKEN_REVOKE = "api_token.revoke", "API token revoked"
     MFA_TOTP_ENROL = "mfa.totp_enrol", "authenticator enrolled"
     MFA_BACKUP_CODES = "mfa.backup_codes", "backup codes made"
     MFA_METHOD = "mfa.method", "MFA method chosen"

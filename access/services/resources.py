@@ -1,75 +1,89 @@
-"""Creating, changing and deleting resources, accounts and gateways, each with its audit event."""
+"""Creating, changing and deleting resources, accounts and gateways, each with its audit event.
+
+The API and the admin both write through these functions, so the validation (the model's own), the audit row
+(`access.services.changes`) and the side effects are the same from every door. A gateway session reaches one
+database user on one deployment: when an account comes to name another user or resource, or a resource another
+deployment, the open sessions granted for the old one end (reason account_revoked) and their holders open new
+ones; deleting an account, a resource or a gateway ends its open sessions first.
+"""
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.db import transaction
+from django.db.models import Q
 
-from access.crypto import Secret
-from access.models import Account, AuditAction, Gateway, Resource
+from access.models import Account, AuditAction, Gateway, Resource, Session
 from access.models.sessions import SessionEndReason
 from access.services.audit import audit_record
-from access.services.sessions import session_end_for_account
+from access.services.changes import changes_apply, changes_audit_data
+from access.services.sessions import session_end_for_account, session_end_many
 
-_SECRET_FIELDS = {"admin_password", "atlas_private_key", "password"}
-
-
-def _apply(instance, fields: dict[str, Any]) -> list[str]:
-    """Set fields on an instance; return the names that changed (secrets named, never valued)."""
-    changed = []
-    for name, value in fields.items():
-        if name in _SECRET_FIELDS:
-            if value in (None, ""):
-                continue  # blank secret: keep the stored one
-            setattr(instance, name, Secret.of(value))
-            changed.append(name)
-        elif instance._state.adding or getattr(instance, name) != value:
-            setattr(instance, name, value)
-            changed.append(name)
-    return changed
-
-
-def _changes(instance, changed: list[str]) -> dict:
-    """What changed, for the audit row: values of plain fields, only the names of secret ones."""
-    return {
-        "changed": {name: _plain(getattr(instance, name)) for name in changed if name not in _SECRET_FIELDS},
-        "write_only_changed": sorted(name for name in changed if name in _SECRET_FIELDS),
-    }
-
-
-def _plain(value):
-    return value.pk if hasattr(value, "pk") else value
+ACCOUNT_IDENTITY_FIELDS = frozenset({"resource", "username"})
+RESOURCE_TARGET_FIELDS = frozenset({"kind", "uri", "auth_database"})
 
 
 def gateway_create(*, actor, **fields) -> Gateway:
     with transaction.atomic():
-        gateway = Gateway(**fields)
+        gateway = Gateway()
+        changed = changes_apply(gateway, fields)
         gateway.full_clean()
         gateway.save()
         audit_record(
-            action=AuditAction.GATEWAY_CREATE, actor=actor, target=gateway, data=_changes(gateway, list(fields))
+            action=AuditAction.GATEWAY_CREATE, actor=actor, target=gateway, data=changes_audit_data(gateway, changed)
         )
     return gateway
+
+
+def gateway_update(*, actor, gateway: Gateway, **fields) -> Gateway:
+    """Change a gateway's name, public address or description (its heartbeat is the gateway's own record)."""
+    with transaction.atomic():
+        changed = changes_apply(gateway, fields)
+        gateway.full_clean()
+        gateway.save()
+        audit_record(
+            action=AuditAction.GATEWAY_UPDATE, actor=actor, target=gateway, data=changes_audit_data(gateway, changed)
+        )
+    return gateway
+
+
+def gateway_delete(*, actor, gateway: Gateway) -> None:
+    """Delete a gateway; its open sessions end first (reason gateway_stopped), so its process drops them."""
+    with transaction.atomic():
+        session_end_many(
+            sessions=Session.objects.filter(gateway=gateway), reason=SessionEndReason.GATEWAY_STOPPED, actor=actor
+        )
+        audit_record(action=AuditAction.GATEWAY_DELETE, actor=actor, target=gateway)
+        gateway.delete()
 
 
 def resource_create(*, actor, **fields) -> Resource:
     """Register a MongoDB deployment or Atlas project."""
     with transaction.atomic():
         resource = Resource()
-        changed = _apply(resource, fields)
+        changed = changes_apply(resource, fields)
         resource.full_clean()
         resource.save()
-        audit_record(action=AuditAction.RESOURCE_CREATE, actor=actor, target=resource, data=_changes(resource, changed))
+        audit_record(
+            action=AuditAction.RESOURCE_CREATE, actor=actor, target=resource, data=changes_audit_data(resource, changed)
+        )
     return resource
 
 
 def resource_update(*, actor, resource: Resource, **fields) -> Resource:
+    """Change a resource; pointing it at another deployment (kind, URI, auth database) ends its open sessions."""
     with transaction.atomic():
-        changed = _apply(resource, fields)
+        changed = changes_apply(resource, fields)
         resource.full_clean()
         resource.save()
-        audit_record(action=AuditAction.RESOURCE_UPDATE, actor=actor, target=resource, data=_changes(resource, changed))
+        audit_record(
+            action=AuditAction.RESOURCE_UPDATE, actor=actor, target=resource, data=changes_audit_data(resource, changed)
+        )
+        if RESOURCE_TARGET_FIELDS.intersection(changed):
+            session_end_many(
+                sessions=Session.objects.filter(Q(account__resource=resource) | Q(lease__resource=resource)),
+                reason=SessionEndReason.ACCOUNT_REVOKED,
+                actor=actor,
+            )
     return resource
 
 
@@ -85,19 +99,26 @@ def account_create(*, actor, **fields) -> Account:
     """Store credentials for one database user; the password is encrypted and never shown again."""
     with transaction.atomic():
         account = Account()
-        changed = _apply(account, fields)
+        changed = changes_apply(account, fields)
         account.full_clean()
         account.save()
-        audit_record(action=AuditAction.ACCOUNT_CREATE, actor=actor, target=account, data=_changes(account, changed))
+        audit_record(
+            action=AuditAction.ACCOUNT_CREATE, actor=actor, target=account, data=changes_audit_data(account, changed)
+        )
     return account
 
 
 def account_update(*, actor, account: Account, **fields) -> Account:
+    """Change an account; naming another database user or resource ends its open sessions (granted for the old)."""
     with transaction.atomic():
-        changed = _apply(account, fields)
+        changed = changes_apply(account, fields)
         account.full_clean()
         account.save()
-        audit_record(action=AuditAction.ACCOUNT_UPDATE, actor=actor, target=account, data=_changes(account, changed))
+        audit_record(
+            action=AuditAction.ACCOUNT_UPDATE, actor=actor, target=account, data=changes_audit_data(account, changed)
+        )
+        if ACCOUNT_IDENTITY_FIELDS.intersection(changed):
+            session_end_for_account(account=account, reason=SessionEndReason.ACCOUNT_REVOKED, actor=actor)
     return account
 
 

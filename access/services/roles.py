@@ -25,6 +25,7 @@ ROLE_FIELDS = (
     "username_template",
     "password_length",
     "description",
+    "require_mfa",
 )
 _TRUE = {"true", "1", "yes"}
 _HANDLED_OPTIONS = {"authsource", "tls", "ssl", "tlsinsecure", "tlsallowinvalidcertificates"}
@@ -37,7 +38,9 @@ class RoleInUseError(Exception):
 def dynamic_role_save(*, actor, resource: Resource, name: str, **fields: Any) -> tuple[DynamicRole, bool]:
     """Create or update the role `name` on `resource` (Vault's write to roles/NAME); return it and whether it is new.
 
-    `roles` may be a list or a JSON string of one. Validation is the model's own (roles shape, TTL within max).
+    The API and the admin both write roles here. `roles` may be a list or a JSON string of one. Validation is the
+    model's own (roles shape, TTL within max, an Atlas role's users in admin). A role is named by its resource and
+    name (the API's path): neither changes after creation.
     """
     unknown = set(fields) - set(ROLE_FIELDS)
     if unknown:

@@ -1,0 +1,42 @@
+"""Applying field values to a configuration record and describing the change for its audit row.
+
+The services that create and update gateways, resources, accounts and access policies take their fields as a
+dict (from an API serializer or an admin form) and use these two helpers, so that every door records a change
+the same way: a secret is stored wrapped in `Secret` and a blank secret keeps the stored one; the audit row
+carries the new values of plain fields (a related record by its primary key) and only the names of secrets.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from access.crypto import Secret
+
+SECRET_FIELDS = frozenset({"admin_password", "atlas_private_key", "password"})
+
+
+def changes_apply(instance, fields: dict[str, Any]) -> list[str]:
+    """Set `fields` on `instance`; return the names that changed (every given name on a new instance)."""
+    changed = []
+    for name, value in fields.items():
+        if name in SECRET_FIELDS:
+            if value in (None, ""):
+                continue  # blank secret: keep the stored one
+            setattr(instance, name, Secret.of(value))
+            changed.append(name)
+        elif instance._state.adding or getattr(instance, name) != value:
+            setattr(instance, name, value)
+            changed.append(name)
+    return changed
+
+
+def changes_audit_data(instance, changed: list[str]) -> dict:
+    """What changed, for the audit row: values of plain fields, only the names of secret ones."""
+    return {
+        "changed": {name: _plain(getattr(instance, name)) for name in changed if name not in SECRET_FIELDS},
+        "write_only_changed": sorted(name for name in changed if name in SECRET_FIELDS),
+    }
+
+
+def _plain(value):
+    return value.pk if hasattr(value, "pk") else value

@@ -1,0 +1,83 @@
+"""Creating, changing and deleting access policies (who may reach which account or role), each audited.
+
+The admin is today's only door to policies; it writes through these functions like the API writes resources.
+What a policy may say is the model's own validation (one subject, one target); when it was last used is a
+recorded fact kept by the grant services (`access_policy_mark_used`), not a field any door sets.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+
+from access.models import AccessPolicy, AuditAction
+from access.services.audit import audit_record
+from access.services.changes import changes_apply, changes_audit_data
+
+POLICY_FIELDS = frozenset(
+    {
+        "name",
+        "user",
+        "group",
+        "account",
+        "role",
+        "max_duration",
+        "approval_required",
+        "mfa_required",
+        "break_glass_allowed",
+        "read_only",
+        "is_enabled",
+    }
+)
+
+
+def _refuse_unknown(fields: dict[str, Any]) -> None:
+    unknown = set(fields) - POLICY_FIELDS
+    if unknown:
+        raise ValidationError({sorted(unknown)[0]: "This field is not set on a policy."})
+
+
+def access_policy_create(*, actor, **fields: Any) -> AccessPolicy:
+    """Let a user or a group reach an account (gateway sessions) or a dynamic role (leases), on the given terms."""
+    _refuse_unknown(fields)
+    with transaction.atomic():
+        policy = AccessPolicy()
+        changed = changes_apply(policy, fields)
+        policy.full_clean()
+        policy.save()
+        audit_record(
+            action=AuditAction.ACCESSPOLICY_CREATE, actor=actor, target=policy, data=changes_audit_data(policy, changed)
+        )
+    return policy
+
+
+def access_policy_update(*, actor, policy: AccessPolicy, **fields: Any) -> AccessPolicy:
+    """Change a policy's subject, target or terms; the row names what changed."""
+    _refuse_unknown(fields)
+    with transaction.atomic():
+        changed = changes_apply(policy, fields)
+        policy.full_clean()
+        policy.save(update_fields=changed)  # never writes back a stale last_used_at
+        audit_record(
+            action=AuditAction.ACCESSPOLICY_UPDATE, actor=actor, target=policy, data=changes_audit_data(policy, changed)
+        )
+    return policy
+
+
+def access_policy_delete(*, actor, policy: AccessPolicy) -> None:
+    """Delete a policy (its requests go with it); the audit row keeps its name, subject and target."""
+    with transaction.atomic():
+        audit_record(
+            action=AuditAction.ACCESSPOLICY_DELETE,
+            actor=actor,
+            target=policy,
+            data={
+                "user": policy.user_id,
+                "group": policy.group_id,
+                "account": policy.account_id,
+                "role": policy.role_id,
+            },
+        )
+        policy.delete()
