@@ -11,6 +11,7 @@ from __future__ import annotations
 from rest_framework import serializers
 
 from access.api.serializers import DurationField, ValidatedListField
+from access.models.leases import ATLAS_USERS_DB_MESSAGE
 from access.validators import validate_atlas_roles, validate_atlas_scopes
 
 
@@ -28,7 +29,5 @@ class AtlasRoleSerializer(serializers.Serializer):
     def validate(self, attrs):
         unknown = set(self.initial_data) - set(self.fields)
         if "db" in unknown:
-            raise serializers.ValidationError(
-                {"db": "Atlas users always authenticate against admin: name databases in the roles instead."}
-            )
+            raise serializers.ValidationError({"db": ATLAS_USERS_DB_MESSAGE})
         return {"db": "admin", **attrs}

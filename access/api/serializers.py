@@ -140,8 +140,5 @@ class AccountSerializer(serializers.ModelSerializer):
             "updated_at",
         ]
         read_only_fields = ["id", "last_rotated_at", "created_at", "updated_at"]
-
-    def validate(self, attrs):
-        if self.instance is None and not attrs.get("password"):
-            raise serializers.ValidationError({"password": "An account needs the database user's password."})
-        return attrs
+        # An account without a password is refused by the model's own validation (Account.clean), which the
+        # service runs: the API and the admin give the same answer.

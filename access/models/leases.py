@@ -14,6 +14,7 @@ from access.fields import EncryptedTextField, HumanDurationField
 from access.models.resources import Resource
 
 DEFAULT_USERNAME_TEMPLATE = "v-{holder}-{role}-{random}-{unix}"
+ATLAS_USERS_DB_MESSAGE = "Atlas users always authenticate against admin: name databases in the roles instead."
 
 
 class DynamicRole(models.Model):
@@ -69,6 +70,10 @@ class DynamicRole(models.Model):
                     validate_atlas_scopes(self.scopes)
                 except ValidationError as exc:
                     errors["scopes"] = exc.messages
+                if self.db != "admin":
+                    errors["db"] = ATLAS_USERS_DB_MESSAGE
+            elif self.scopes:
+                errors["scopes"] = "Scopes choose Atlas clusters: a MongoDB role has none."
         if self.effective_default_ttl > self.effective_max_ttl:
             errors["default_ttl"] = "The TTL cannot be longer than the max TTL."
         if not 16 <= self.password_length <= 128:

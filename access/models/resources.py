@@ -184,3 +184,9 @@ class Account(models.Model):
 
     def __str__(self) -> str:
         return f"{self.resource.name}/{self.name}"
+
+    def clean(self) -> None:
+        # Without its password an account cannot log in upstream: every door refuses one (a blank input on an
+        # existing account keeps the stored password, so this bites only on creation).
+        if not self.password:
+            raise ValidationError({"password": "An account needs the database user's password."})
