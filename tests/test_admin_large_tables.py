@@ -81,7 +81,7 @@ def test_the_changelist_page_renders_the_links(otp_admin_client, leases):
 
 
 def test_indexed_values_filter_lists_what_select_distinct_lists(db, staff_user):
-    from access.admin_scale import indexed_distinct_values
+    from access.admin.scale import indexed_distinct_values
     from access.services.audit import audit_record
 
     for action in ("lease.issue", "session.open", "lease.issue", "api_token.create"):

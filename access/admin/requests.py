@@ -1,39 +1,19 @@
-"""Admin pieces for access requests and policies: approve/deny/post-review actions, the break-glass filter,
-and the access review (who holds which standing policy and when they last used it, exportable as CSV).
+"""Access requests in the admin: read-only records with approve, deny and post-review actions, and a filter for
+break-glass grants nobody has reviewed yet.
 
 The actions ask for a comment on an intermediate page, then call the request services one request at a time;
-refusals (one's own request, already decided, no permission) are reported per request.
+refusals (one's own request, already decided, no permission) are reported per request. A request is the record
+of a decision: it is not edited or deleted here.
 """
 
 from __future__ import annotations
 
-import csv
-
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.http import HttpResponse
 from django.template.response import TemplateResponse
-from django.urls import path
-from django.utils import timezone
 
-from access.durations import format_duration
-from access.selectors.requests import access_review_rows
+from access.admin.base import RecordAdmin
 from access.services import requests as request_services
-
-CSV_COLUMNS = [
-    "user",
-    "email",
-    "policy",
-    "via",
-    "target_kind",
-    "target",
-    "approval_required",
-    "mfa_required",
-    "break_glass_allowed",
-    "max_duration",
-    "user_last_used_at",
-    "policy_last_used_at",
-]
 
 
 class AwaitingPostReviewFilter(admin.SimpleListFilter):
@@ -123,61 +103,25 @@ def post_review_requests(modeladmin, request, queryset):
     )
 
 
-class ApproveRequestsAdminMixin:
-    """`has_approve_permission` for the actions above: the `access.approve_accessrequest` permission."""
+class AccessRequestAdmin(RecordAdmin):
+    """Requests with their decisions; approvers act on them through the actions above."""
+
+    list_display = [
+        "id",
+        "requester",
+        "target",
+        "state",
+        "break_glass",
+        "duration",
+        "created_at",
+        "approver",
+        "expires_at",
+    ]
+    list_filter = ["state", "break_glass", AwaitingPostReviewFilter]
+    search_fields = ["requester__username", "reason"]
+    actions = [approve_requests, deny_requests, post_review_requests]
+    date_hierarchy = "created_at"
 
     def has_approve_permission(self, request):
+        """The `access.approve_accessrequest` permission, for the actions above."""
         return request_services.user_may_approve(request.user)
-
-
-class AccessReviewAdminMixin:
-    """Adds `review/` to the AccessPolicy admin: every holder of every enabled policy, as a page or a CSV file."""
-
-    def get_urls(self):
-        review = path(
-            "review/",
-            self.admin_site.admin_view(self.access_review_view),
-            name="access_accesspolicy_review",
-        )
-        return [review, *super().get_urls()]
-
-    def access_review_view(self, request):
-        if not self.has_view_permission(request):
-            raise PermissionDenied
-        rows = access_review_rows()
-        if request.GET.get("format") == "csv":
-            return _review_csv(rows)
-        context = {
-            **self.admin_site.each_context(request),
-            "title": "Access review",
-            "rows": rows,
-            "opts": self.model._meta,
-        }
-        return TemplateResponse(request, "admin/access/accesspolicy/review.html", context)
-
-
-def _review_csv(rows) -> HttpResponse:
-    response = HttpResponse(content_type="text/csv; charset=utf-8")
-    stamp = timezone.now().strftime("%Y%m%d-%H%M")
-    response["Content-Disposition"] = f'attachment; filename="access-review-{stamp}.csv"'
-    writer = csv.writer(response)
-    writer.writerow(CSV_COLUMNS)
-    for row in rows:
-        policy = row.policy
-        writer.writerow(
-            [
-                row.username,
-                row.email,
-                policy.name,
-                row.via,
-                "account" if policy.account_id else "role",
-                str(policy.target),
-                policy.approval_required,
-                policy.mfa_required,
-                policy.break_glass_allowed,
-                format_duration(policy.max_duration),
-                row.user_last_used_at.isoformat() if row.user_last_used_at else "",
-                policy.last_used_at.isoformat() if policy.last_used_at else "",
-            ]
-        )
-    return response

@@ -1,7 +1,8 @@
-"""Admin actions for leases and root rotation: thin wrappers that call the lease and rotation services.
+"""Leases in the admin: read-only records of generated credentials, with "Revoke now" and "Retry revocation".
 
-"Revoke now" and "Retry revocation" on leases; "Rotate root password" on resources. Results and problems
-are reported as admin messages in words (never with a secret); each service writes its own audit rows.
+A lease is what the lease services recorded (issue, renewal, revocation attempts); nothing here edits or deletes
+one. The actions call `lease_revoke`, need `access.change_lease` (as the API's revoke-prefix does) and report in
+words, never with a secret; the service writes the audit rows.
 """
 
 from __future__ import annotations
@@ -10,9 +11,11 @@ from django.contrib import admin, messages
 from django.utils import timezone
 from django.utils.html import format_html
 
+from access.admin.base import RecordAdmin, may
 from access.models.leases import LIVE_LEASE_STATES, LeaseState
 from access.services.leases import lease_revoke
-from access.services.root_rotation import RootRotationError, resource_rotate_root
+
+REVOKE_PERMISSION = "access.change_lease"
 
 
 def _revoke_each(request, leases) -> tuple[int, list[str]]:
@@ -37,31 +40,16 @@ def _report_revocations(modeladmin, request, done: int, failed: list[str]) -> No
         modeladmin.message_user(request, "Nothing to revoke: the selected leases were already ended.", messages.INFO)
 
 
-@admin.action(description="Revoke now (drop the user, end its connections, confirm)", permissions=["change"])
+@admin.action(description="Revoke now (drop the user, end its connections, confirm)", permissions=["revoke"])
 def revoke_leases_now(modeladmin, request, queryset):
     done, failed = _revoke_each(request, queryset.filter(state__in=LIVE_LEASE_STATES).select_related("resource"))
     _report_revocations(modeladmin, request, done, failed)
 
 
-@admin.action(description="Retry revocation of failed leases now", permissions=["change"])
+@admin.action(description="Retry revocation of failed leases now", permissions=["revoke"])
 def retry_lease_revocation(modeladmin, request, queryset):
     done, failed = _revoke_each(request, queryset.filter(state=LeaseState.REVOKE_FAILED).select_related("resource"))
     _report_revocations(modeladmin, request, done, failed)
-
-
-@admin.action(description="Rotate root password (change, verify by logging in, then store)", permissions=["change"])
-def rotate_root_password(modeladmin, request, queryset):
-    for resource in queryset:
-        try:
-            resource_rotate_root(resource=resource, actor=request.user)
-        except RootRotationError as exc:
-            modeladmin.message_user(request, f"{resource.name}: {exc}", messages.ERROR)
-        else:
-            modeladmin.message_user(request, f"{resource.name}: admin password rotated and verified.", messages.SUCCESS)
-
-
-LEASE_ACTIONS = [revoke_leases_now, retry_lease_revocation]
-ROOT_ROTATION_ACTIONS = [rotate_root_password]
 
 
 def revocation_status(lease) -> str:
@@ -81,9 +69,34 @@ def revocation_status(lease) -> str:
     return ""
 
 
-def pending_root_password(resource) -> str:
-    """Whether a rotated admin password awaits verification (both passwords are then kept)."""
-    pending = resource.pending_admin_password
-    if pending is not None and pending.token:
-        return "A new admin password was set but not verified: both the old and the new one are kept."
-    return "—"
+class LeaseAdmin(RecordAdmin):
+    list_display = [
+        "lease_id",
+        "username",
+        "holder_name",
+        "role",
+        "state",
+        "issued_at",
+        "expires_at",
+        "attempts",
+        "revocation",
+    ]
+    list_filter = ["state", "resource", "role"]
+    actions = [revoke_leases_now, retry_lease_revocation]
+    search_fields = ["lease_id", "username", "holder_name"]
+    date_hierarchy = "issued_at"
+    list_select_related = ["role__resource", "resource"]
+    show_full_result_count = False
+    # The password is never shown: it is not in these fields (a lease page is view-only, so these are all it shows).
+    fieldsets = [
+        (None, {"fields": ["lease_id", "role", "resource", "holder", "holder_name", "db", "username", "revealed_at"]}),
+        ("Lifetime", {"fields": ["state", "issued_at", "expires_at", "max_expires_at", "revoked_at", "revoke_reason"]}),
+        ("Revocation attempts", {"fields": ["attempts", "next_attempt_at", "last_error"]}),
+    ]
+
+    def has_revoke_permission(self, request):
+        return may(request, REVOKE_PERMISSION)
+
+    @admin.display(description="revocation")
+    def revocation(self, obj):
+        return revocation_status(obj)

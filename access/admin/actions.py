@@ -3,7 +3,8 @@ revoke a role or create a read-only user, and admin actions on accounts (rotate 
 user) and resources (verify connection).
 
 Everything here validates input and calls `access.services.actions`; messages name what happened and never
-show a password. Loaded by `access/admin.py`, which attaches the account and resource actions.
+show a password. The account actions are offered on the account list (access.admin.accounts), the connection
+check on the resource list (access.admin.resources). Action records are read-only: no add, no save, no delete.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
+from access.admin.base import RecordAdmin, may
 from access.models import ConnectorAction, Resource
 from access.models.actions import ActionKind, ActionState
 from access.services.actions import action_rollback, action_run, resource_verify_connection
@@ -33,7 +35,7 @@ FORM_KINDS = [
 
 
 def _may_run(request) -> bool:
-    return request.user.is_active and request.user.is_staff and request.user.has_perm(RUN_PERMISSION)
+    return may(request, RUN_PERMISSION)
 
 
 def _action_link(action: ConnectorAction) -> str:
@@ -185,9 +187,6 @@ def verify_resource_connection(modeladmin, request, queryset):
         )
 
 
-RESOURCE_ACTIONS = [verify_resource_connection]
-
-
 # -- the run form --------------------------------------------------------------------------------------
 class ConnectorActionRunForm(forms.Form):
     """Grant or revoke roles, or create a read-only user: what the admin form asks for."""
@@ -226,8 +225,7 @@ class ConnectorActionRunForm(forms.Form):
 
 
 # -- the records -------------------------------------------------------------------------------------------
-@admin.register(ConnectorAction)
-class ConnectorActionAdmin(admin.ModelAdmin):
+class ConnectorActionAdmin(RecordAdmin):
     """Connector actions, read-only, with "Roll back" on the record and "Run an action" on the list."""
 
     list_display = ["id", "created_at", "kind", "resource", "username", "db", "state", "actor_name", "rolled_back_at"]
@@ -238,15 +236,6 @@ class ConnectorActionAdmin(admin.ModelAdmin):
     readonly_fields = [f.name for f in ConnectorAction._meta.fields]
     change_form_template = "admin/access/connectoraction/change_form.html"
     change_list_template = "admin/access/connectoraction/change_list.html"
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     def get_urls(self):
         view = self.admin_site.admin_view

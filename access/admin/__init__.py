@@ -1,0 +1,49 @@
+"""The security team's admin (behind OTP, see portal.admin_site): one module per area, every model registered here.
+
+Configuration (gateways, resources, accounts, dynamic roles, access policies) is saved and deleted through the
+same services as the API (access.services.*): the same validation, the same audit row, the same side effects.
+Records (leases, sessions, session commands, audit events, connector actions, access requests, API tokens) are
+read-only: no add, no save, no delete; the actions on them (revoke, kill, roll back, approve) call services.
+"""
+
+from django.contrib.admin import site as admin_site
+
+from access.admin.accounts import AccountAdmin
+from access.admin.actions import ConnectorActionAdmin
+from access.admin.audit import AuditEventAdmin
+from access.admin.gateways import GatewayAdmin
+from access.admin.leases import LeaseAdmin
+from access.admin.policies import AccessPolicyAdmin
+from access.admin.requests import AccessRequestAdmin
+from access.admin.resources import ResourceAdmin
+from access.admin.roles import DynamicRoleAdmin
+from access.admin.sessions import SessionAdmin, SessionCommandAdmin
+from access.admin.tokens import ApiTokenAdmin
+from access.models import (
+    AccessPolicy,
+    AccessRequest,
+    Account,
+    ApiToken,
+    AuditEvent,
+    ConnectorAction,
+    DynamicRole,
+    Gateway,
+    Lease,
+    Resource,
+    Session,
+    SessionCommand,
+)
+
+# `admin.site` is the OTP admin site (portal.apps.PamAdminConfig.default_site).
+admin_site.register(Gateway, GatewayAdmin)
+admin_site.register(Resource, ResourceAdmin)
+admin_site.register(Account, AccountAdmin)
+admin_site.register(DynamicRole, DynamicRoleAdmin)
+admin_site.register(AccessPolicy, AccessPolicyAdmin)
+admin_site.register(AccessRequest, AccessRequestAdmin)
+admin_site.register(Lease, LeaseAdmin)
+admin_site.register(Session, SessionAdmin)
+admin_site.register(SessionCommand, SessionCommandAdmin)
+admin_site.register(AuditEvent, AuditEventAdmin)
+admin_site.register(ConnectorAction, ConnectorActionAdmin)
+admin_site.register(ApiToken, ApiTokenAdmin)

@@ -1,0 +1,147 @@
+"""Gateway sessions in the admin: watch them live, read their command logs, kill them.
+
+Sessions and their commands are what the session services and the gateway recorded: read-only here (no add, no
+save, no delete). Killing calls `session_end` (the gateway drops the connections within 2 s) and needs
+`access.change_session`; the session's SCRAM verifiers are never shown.
+"""
+
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.http import Http404
+from django.shortcuts import redirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html
+
+from access.admin.base import RecordAdmin, may
+from access.models import Session, SessionCommand
+from access.models.sessions import SessionEndReason, SessionState
+from access.services import sessions as session_services
+
+KILL_PERMISSION = "access.change_session"
+
+
+class SessionCommandInline(admin.TabularInline):
+    model = SessionCommand
+    fields = ["at", "database", "collection", "command", "ok", "error_code", "n", "latency_us", "refused"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    max_num = 0
+    show_change_link = True
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+class LiveSessionFilter(admin.SimpleListFilter):
+    """Sessions whose credentials still log in (open and not expired), or the rest."""
+
+    title = "live"
+    parameter_name = "live"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "Live"), ("no", "Not live")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "yes":
+            return queryset.live()
+        if self.value() == "no":
+            return queryset.exclude(pk__in=Session.objects.live().values("pk"))
+        return queryset
+
+
+@admin.action(description="Kill selected sessions", permissions=["kill"])
+def kill_sessions(modeladmin, request, queryset):
+    killed = session_services.session_end_many(sessions=queryset, reason=SessionEndReason.KILLED, actor=request.user)
+    modeladmin.message_user(request, f"Killed {killed} session(s); their connections close within 2 seconds.")
+
+
+class SessionAdmin(RecordAdmin):
+    list_display = [
+        "username",
+        "user_name",
+        "account",
+        "gateway",
+        "state",
+        "read_only",
+        "started_at",
+        "expires_at",
+        "ended_at",
+        "end_reason",
+        "commands_count",
+        "live_view_link",
+    ]
+    list_filter = [LiveSessionFilter, "state", "end_reason", "read_only", "gateway"]
+    list_select_related = ["account__resource", "gateway"]
+    search_fields = ["username", "user_name", "client_address"]
+    date_hierarchy = "started_at"
+    exclude = ["verifiers"]
+    inlines = [SessionCommandInline]
+    actions = [kill_sessions]
+    change_form_template = "admin/access/session/change_form.html"
+
+    def has_kill_permission(self, request, obj=None):
+        return may(request, KILL_PERMISSION)
+
+    def get_urls(self):
+        view = self.admin_site.admin_view
+        return [
+            path("<path:object_id>/kill/", view(self.kill_view), name="access_session_kill"),
+            path("<path:object_id>/live/", view(self.live_view), name="access_session_live"),
+            *super().get_urls(),
+        ]
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        context = {**(extra_context or {}), "can_kill": self.has_kill_permission(request)}
+        return super().change_view(request, object_id, form_url, context)
+
+    @admin.display(description="live view")
+    def live_view_link(self, obj):
+        return format_html('<a href="{}">watch</a>', reverse("admin:access_session_live", args=[obj.pk]))
+
+    def kill_view(self, request, object_id):
+        session = self.get_object(request, object_id)
+        if session is None:
+            raise Http404
+        if request.method != "POST" or not self.has_kill_permission(request, session):
+            raise PermissionDenied
+        if session.state == SessionState.OPEN:
+            session_services.session_end(session=session, reason=SessionEndReason.KILLED, actor=request.user)
+            self.message_user(request, f"Killed session {session.username}.")
+        else:
+            self.message_user(request, f"Session {session.username} had already ended.", messages.WARNING)
+        return redirect("admin:access_session_change", session.pk)
+
+    def live_view(self, request, object_id):
+        session = self.get_object(request, object_id)
+        if session is None:
+            raise Http404
+        if not self.has_view_permission(request, session):
+            raise PermissionDenied
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": f"Live: {session.username}",
+            "session_obj": session,
+            "ws_path": f"/ws/sessions/{session.public_id}/",
+            "can_kill": session.state == SessionState.OPEN and self.has_kill_permission(request, session),
+        }
+        return TemplateResponse(request, "admin/access/session/live.html", context)
+
+
+class SessionCommandAdmin(RecordAdmin):
+    list_display = ["at", "session", "database", "collection", "command", "ok", "error_code", "latency_us"]
+    list_filter = ["command", "ok", "refused"]
+    search_fields = ["session__username", "database", "collection", "command"]
+    date_hierarchy = "at"
+    list_select_related = ["session"]
+    show_full_result_count = False
