@@ -6,7 +6,6 @@ from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import serializers, status
-from rest_framework.exceptions import PermissionDenied
 from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -14,17 +13,13 @@ from rest_framework.views import APIView
 from access.api.serializers import DurationField
 from access.events import COMMAND_FIELDS, command_event_fields
 from access.models import Account, Session, SessionCommand
-from access.models.sessions import SessionEndReason
 from access.selectors.sessions import (
     session_commands,
     session_connection_info,
     session_gateway_address,
-    session_visible_to,
+    sessions_visible,
 )
-from access.services.sessions import session_end
-from access.services.usage import access_session_open
-
-END_OTHERS_PERMISSION = "access.change_session"
+from access.services.usage import access_session_end, access_session_open
 
 
 class SessionOpenSerializer(serializers.Serializer):
@@ -113,7 +108,7 @@ class SessionListCreateApi(APIView):
     @extend_schema(operation_id="sessions_list", responses=SessionSerializer(many=True), parameters=_PAGING)
     def get(self, request):
         paginator = LimitOffsetPagination()
-        page = paginator.paginate_queryset(session_visible_to(request.user), request, view=self)
+        page = paginator.paginate_queryset(sessions_visible(user=request.user), request, view=self)
         return paginator.get_paginated_response(SessionSerializer(page, many=True).data)
 
     @extend_schema(
@@ -138,7 +133,7 @@ class SessionListCreateApi(APIView):
 
 
 def _visible_session(request, public_id) -> Session:
-    return get_object_or_404(session_visible_to(request.user), public_id=public_id)
+    return get_object_or_404(sessions_visible(user=request.user), public_id=public_id)
 
 
 class SessionDetailApi(APIView):
@@ -154,14 +149,7 @@ class SessionEndApi(APIView):
 
     @extend_schema(operation_id="sessions_end", request=None, responses=SessionSerializer)
     def post(self, request, public_id):
-        session = _visible_session(request, public_id)
-        if session.user_id == request.user.pk:
-            reason = SessionEndReason.ENDED_BY_USER
-        elif request.user.is_staff and request.user.has_perm(END_OTHERS_PERMISSION):
-            reason = SessionEndReason.KILLED
-        else:
-            raise PermissionDenied("You may only end your own sessions.")
-        session_end(session=session, reason=reason, actor=request.user)
+        session = access_session_end(user=request.user, session=_visible_session(request, public_id))
         return Response(SessionSerializer(session).data)
 
 

@@ -18,14 +18,13 @@ from rest_framework.views import APIView
 
 from access.api.atlas import AtlasRoleSerializer
 from access.api.serializers import DurationField, ValidatedListField
-from access.models import Lease, Resource
+from access.models import DynamicRole, Lease, Resource
 from access.models.leases import LeaseState
-from access.selectors.leases import lease_may_manage, lease_visible_to, role_visible_to
-from access.selectors.policies import access_grant_for
+from access.models.visibility import user_sees_every
 from access.services import leases as lease_services
 from access.services import roles as role_services
-from access.services.requests import access_policy_mark_used
 from access.services.resources import resource_update
+from access.services.usage import access_lease_issue, access_lease_renew, access_lease_revoke
 from access.validators import validate_mongodb_roles
 
 
@@ -188,7 +187,10 @@ class RoleListApi(APIView):
     def get(self, request, resource: str):
         target = _resource(resource, atlas=True)
         names = list(
-            role_visible_to(request.user).filter(resource=target).order_by("name").values_list("name", flat=True)
+            DynamicRole.objects.visible_to(request.user)
+            .filter(resource=target)
+            .order_by("name")
+            .values_list("name", flat=True)
         )
         return Response(_vault_body({"keys": names}))
 
@@ -197,9 +199,7 @@ class RoleApi(APIView):
     """`mongodb/{resource}/roles/{name}`: read, write (create or update) and delete one role."""
 
     def _visible_role(self, request, resource: str, name: str):
-        return get_object_or_404(
-            role_visible_to(request.user).select_related("resource"), resource__name=resource, name=name
-        )
+        return _visible_role(request, resource, name)
 
     def get(self, request, resource: str, name: str):
         return Response(_vault_body(_role_data(self._visible_role(request, resource, name))))
@@ -227,6 +227,13 @@ class RoleApi(APIView):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
+def _visible_role(request, resource: str, name: str) -> DynamicRole:
+    """The role `resource`/`name` if the caller may see it, else 404."""
+    return get_object_or_404(
+        DynamicRole.objects.visible_to(request.user).select_related("resource"), resource__name=resource, name=name
+    )
+
+
 # -- creds -------------------------------------------------------------------------------------------------
 class CredsSerializer(serializers.Serializer):
     ttl = DurationField(required=False)
@@ -236,28 +243,20 @@ class CredsApi(APIView):
     """`mongodb/{resource}/creds/{role}`: issue a lease — a new database user and its password, shown once."""
 
     def get(self, request, resource: str, role: str):
-        target = get_object_or_404(
-            role_visible_to(request.user).select_related("resource"), resource__name=resource, name=role
-        )
-        grant = access_grant_for(user=request.user, role=target)
-        if grant is None:
-            raise exceptions.PermissionDenied(
-                "No access policy lets you use this role now: ask for access (and approval) in the portal."
-            )
-        if grant.mfa_required and not _mfa_verified(request):
-            raise exceptions.PermissionDenied("This role requires MFA: get its credentials from the portal.")
+        target = _visible_role(request, resource, role)
         source = request.data if request.method == "POST" else request.query_params
         serializer = CredsSerializer(data=source)
         serializer.is_valid(raise_exception=True)
-        ttl = grant.cap(serializer.validated_data.get("ttl") or target.effective_default_ttl)
-        max_ttl = grant.cap(target.effective_max_ttl)
         try:
-            lease, password = lease_services.lease_issue(
-                role=target, holder=request.user, ttl=ttl, max_ttl=max_ttl, actor=request.user, mark_revealed=True
+            lease, password = access_lease_issue(
+                user=request.user,
+                role=target,
+                ttl=serializer.validated_data.get("ttl"),
+                mfa_verified=_mfa_verified(request),
+                mark_revealed=True,
             )
         except lease_services.LeaseError as exc:
             raise (Unavailable if exc.code == "unavailable" else exceptions.ValidationError)(exc.message) from None
-        access_policy_mark_used(policy=grant.policy, at=lease.issued_at)
         return Response(
             _vault_body(
                 {"db": lease.db, "username": lease.username, "password": password},
@@ -286,16 +285,10 @@ class RenewSerializer(LeaseIdSerializer):
 
 
 def _lease_for(request, lease_id: str) -> Lease:
+    """The lease `lease_id` if the caller may see it, else 404 (whether they may change it is the service's call)."""
     return get_object_or_404(
-        lease_visible_to(request.user).select_related("role__resource", "resource"), lease_id=lease_id
+        Lease.objects.visible_to(request.user).select_related("role__resource", "resource"), lease_id=lease_id
     )
-
-
-def _managed_lease_for(request, lease_id: str) -> Lease:
-    lease = _lease_for(request, lease_id)
-    if not lease_may_manage(request.user, lease):
-        raise exceptions.PermissionDenied("Only the lease's holder or the security team may change it.")
-    return lease
 
 
 def _lease_summary(lease: Lease) -> dict:
@@ -313,15 +306,11 @@ class LeaseRenewApi(APIView):
         data = {"lease_id": lease_id, **request.data} if lease_id else request.data
         serializer = RenewSerializer(data=data)
         serializer.is_valid(raise_exception=True)
-        lease = _managed_lease_for(request, serializer.validated_data["lease_id"])
-        increment = serializer.validated_data.get("increment")
-        if lease.holder_id == request.user.pk and not request.user.is_superuser:
-            grant = access_grant_for(user=request.user, role=lease.role)
-            if grant is None:
-                raise exceptions.PermissionDenied("Your access to this role has ended: the lease cannot be renewed.")
-            increment = grant.cap(increment or lease.role.effective_default_ttl)
+        lease = _lease_for(request, serializer.validated_data["lease_id"])
         try:
-            lease = lease_services.lease_renew(lease=lease, increment=increment, actor=request.user)
+            lease = access_lease_renew(
+                user=request.user, lease=lease, increment=serializer.validated_data.get("increment")
+            )
         except lease_services.LeaseError as exc:
             if exc.code == "unavailable":  # the target (e.g. the Atlas API) refused or did not answer
                 raise Unavailable(exc.message) from None
@@ -337,8 +326,8 @@ class LeaseRevokeApi(APIView):
     def put(self, request, lease_id: str | None = None):
         serializer = LeaseIdSerializer(data={"lease_id": lease_id} if lease_id else request.data)
         serializer.is_valid(raise_exception=True)
-        lease = _managed_lease_for(request, serializer.validated_data["lease_id"])
-        lease = lease_services.lease_revoke(lease=lease, actor=request.user, reason="revoked")
+        lease = _lease_for(request, serializer.validated_data["lease_id"])
+        lease = access_lease_revoke(user=request.user, lease=lease, reason="revoked")
         if lease.state in (LeaseState.REVOKED, LeaseState.EXPIRED):
             return Response(status=status.HTTP_204_NO_CONTENT)
         return Response(
@@ -359,10 +348,10 @@ class LeaseRevokePrefixApi(APIView):
     """`sys/leases/revoke-prefix/{prefix}`: revoke every live lease whose id starts with the prefix."""
 
     def put(self, request, prefix: str):
-        if not (request.user.is_superuser or request.user.has_perm("access.change_lease")):
+        if not user_sees_every(request.user, Lease, "change"):
             raise exceptions.PermissionDenied("Revoking by prefix needs the access.change_lease permission.")
         leases = lease_services.lease_revoke_prefix(
-            prefix=prefix, actor=request.user, queryset=lease_visible_to(request.user)
+            prefix=prefix, actor=request.user, queryset=Lease.objects.visible_to(request.user, "change")
         )
         failed = [lease.lease_id for lease in leases if lease.state == LeaseState.REVOKE_FAILED]
         return Response(

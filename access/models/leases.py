@@ -12,9 +12,26 @@ from django.utils import timezone
 
 from access.fields import EncryptedTextField, HumanDurationField
 from access.models.resources import Resource
+from access.models.visibility import VisibleToQuerySet, user_is_active, user_sees_every
 
 DEFAULT_USERNAME_TEMPLATE = "v-{holder}-{role}-{random}-{unix}"
 ATLAS_USERS_DB_MESSAGE = "Atlas users always authenticate against admin: name databases in the roles instead."
+
+
+class DynamicRoleQuerySet(models.QuerySet):
+    def granted_to(self, user):
+        """Roles an enabled policy names for `user` (directly or through a group): what they may ask to use."""
+        from access.models.policies import AccessPolicy  # policies refer to roles: imported when asked
+
+        return self.filter(pk__in=AccessPolicy.objects.granted_to(user).filter(role__isnull=False).values("role_id"))
+
+    def visible_to(self, user, action: str = "view"):
+        """Roles `user` may see: those granted to them, or every role for active staff holding the permission."""
+        if not user_is_active(user):
+            return self.none()
+        if user_sees_every(user, self.model, action):
+            return self
+        return self.granted_to(user)
 
 
 class DynamicRole(models.Model):
@@ -37,6 +54,8 @@ class DynamicRole(models.Model):
     require_mfa = models.BooleanField("require MFA", default=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+
+    objects = DynamicRoleQuerySet.as_manager()
 
     class Meta:
         ordering = ["resource__name", "name"]
@@ -101,7 +120,9 @@ class LeaseState(models.TextChoices):
 LIVE_LEASE_STATES = (LeaseState.ACTIVE, LeaseState.REVOKING, LeaseState.REVOKE_FAILED)
 
 
-class LeaseQuerySet(models.QuerySet):
+class LeaseQuerySet(VisibleToQuerySet):
+    owner_field = "holder"  # visible_to(user, action): the holder's own leases, or all for staff with the permission
+
     def active(self, now=None):
         """Leases whose credentials still work and have not expired."""
         now = now or timezone.now()
@@ -120,9 +141,6 @@ class LeaseQuerySet(models.QuerySet):
             | Q(state=LeaseState.REVOKE_FAILED, next_attempt_at__lte=now)
             | Q(state=LeaseState.REVOKING, next_attempt_at__lte=now)
         )
-
-    def for_user(self, user):
-        return self.filter(holder=user)
 
 
 class Lease(models.Model):

@@ -14,15 +14,27 @@ from django.utils import timezone
 from access.fields import HumanDurationField
 from access.models.leases import DynamicRole
 from access.models.resources import Account
+from access.models.visibility import user_is_active
+
+APPROVE_PERMISSION = "access.approve_accessrequest"
+
+
+def user_may_approve(user) -> bool:
+    """Whether `user` may approve or deny other people's requests (and so read them)."""
+    return user_is_active(user) and user.has_perm(APPROVE_PERMISSION)
 
 
 class AccessPolicyQuerySet(models.QuerySet):
     def enabled(self):
         return self.filter(is_enabled=True)
 
-    def for_user(self, user):
-        """Policies that name the user directly or through one of the user's groups."""
-        if not user or not user.is_authenticated:
+    def granted_to(self, user):
+        """Enabled policies that name `user` directly or through one of their groups (none for inactive users).
+
+        This is where grants come from (access.selectors.policies.access_grant_for) and what the portal's
+        catalogue lists; it is not a visibility rule (the admin shows policies to staff by model permission).
+        """
+        if not user_is_active(user):
             return self.none()
         return self.enabled().filter(Q(user=user) | Q(group__in=user.groups.all())).distinct()
 
@@ -97,7 +109,12 @@ class AccessRequestQuerySet(models.QuerySet):
     def pending(self):
         return self.filter(state=RequestState.PENDING)
 
-    def for_user(self, user):
+    def visible_to(self, user):
+        """Requests `user` may open: their own, and everyone's for approvers (who need not be staff)."""
+        if not user_is_active(user):
+            return self.none()
+        if user_may_approve(user):
+            return self
         return self.filter(requester=user)
 
     def usable(self, now=None):

@@ -158,6 +158,14 @@ class AccountQuerySet(models.QuerySet):
     def for_resource(self, resource):
         return self.filter(resource=resource)
 
+    def granted_to(self, user):
+        """Accounts an enabled policy names for `user` (directly or through a group): what they may ask to use."""
+        from access.models.policies import AccessPolicy  # policies refer to accounts: imported when asked
+
+        return self.filter(
+            pk__in=AccessPolicy.objects.granted_to(user).filter(account__isnull=False).values("account_id")
+        )
+
 
 class Account(models.Model):
     """Stored credentials for one database user on a resource (a PAM account); users never see the password."""

@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from access.models.leases import Lease
 from access.models.resources import Account, Gateway
+from access.models.visibility import VisibleToQuerySet
 
 
 class SessionState(models.TextChoices):
@@ -27,7 +28,9 @@ class SessionEndReason(models.TextChoices):
     GATEWAY_LOST = "gateway_lost", "Gateway lost"
 
 
-class SessionQuerySet(models.QuerySet):
+class SessionQuerySet(VisibleToQuerySet):
+    owner_field = "user"  # visible_to(user, action): the user's own sessions, or all for staff with the permission
+
     def open(self):
         return self.filter(state=SessionState.OPEN)
 
@@ -40,9 +43,6 @@ class SessionQuerySet(models.QuerySet):
         """Open sessions past their expiry, to be ended."""
         now = now or timezone.now()
         return self.open().filter(expires_at__lte=now)
-
-    def for_user(self, user):
-        return self.filter(user=user)
 
 
 class Session(models.Model):

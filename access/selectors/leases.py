@@ -4,34 +4,28 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
-from django.db.models import Q, QuerySet
+from django.db.models import QuerySet
 
-from access.models import AccessPolicy, DynamicRole, Lease
+from access.models import DynamicRole, Lease
 from access.validators import split_mongodb_uri
 
-
-def lease_visible_to(user) -> QuerySet:
-    """Leases `user` may see: their own, or every lease for superusers and holders of `access.view_lease`."""
-    if not user or not user.is_authenticated or not user.is_active:
-        return Lease.objects.none()
-    if user.is_superuser or user.has_perm("access.view_lease"):
-        return Lease.objects.all()
-    return Lease.objects.for_user(user)
+# Who may see or change a lease or a role is `Lease.objects.visible_to(user, action)` and
+# `DynamicRole.objects.visible_to(user)` (access/models/visibility.py): the only spelling of that rule.
 
 
-def lease_may_manage(user, lease: Lease) -> bool:
-    """Whether `user` may renew or revoke `lease`: its holder, or staff with `access.change_lease`."""
-    return bool(user.is_superuser or lease.holder_id == user.pk or user.has_perm("access.change_lease"))
+def lease_may_change(*, user, lease: Lease) -> bool:
+    """Whether `user` may renew or revoke `lease`: its holder, or active staff holding `access.change_lease`."""
+    return Lease.objects.visible_to(user, "change").filter(pk=lease.pk).exists()
 
 
-def role_visible_to(user) -> QuerySet:
-    """Dynamic roles `user` may see: those an enabled policy names for them, or all with `access.view_dynamicrole`."""
-    if not user or not user.is_authenticated or not user.is_active:
-        return DynamicRole.objects.none()
-    if user.is_superuser or user.has_perm("access.view_dynamicrole"):
-        return DynamicRole.objects.all()
-    role_ids = AccessPolicy.objects.for_user(user).filter(role__isnull=False).values("role_id")
-    return DynamicRole.objects.filter(Q(pk__in=role_ids))
+def leases_held_by(user) -> QuerySet:
+    """The user's own leases, newest first: the portal shows nobody else's, not even to staff (they use the admin)."""
+    return Lease.objects.visible_to(user).filter(holder=user).select_related("role", "resource").order_by("-issued_at")
+
+
+def roles_granted_to(user) -> QuerySet:
+    """Roles a policy names for `user`: the ones the portal lets them use (staff included: no policy, no use)."""
+    return DynamicRole.objects.granted_to(user).select_related("resource")
 
 
 def lease_connection_string(lease: Lease, password: str) -> str:

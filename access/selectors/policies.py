@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from django.core.exceptions import PermissionDenied
 from django.utils import timezone
 
 from access.models import AccessPolicy, AccessRequest, Account, DynamicRole
@@ -34,9 +35,14 @@ class AccessGrant:
         return capped
 
 
+def policies_granted_to(user):
+    """The enabled policies naming `user` (directly or through a group), with their targets: what they may ask for."""
+    return AccessPolicy.objects.granted_to(user).select_related("account__resource", "role__resource")
+
+
 def policies_for_target(*, user, account: Account | None = None, role: DynamicRole | None = None):
     target = {"account": account} if account is not None else {"role": role}
-    return AccessPolicy.objects.for_user(user).filter(**target)
+    return AccessPolicy.objects.granted_to(user).filter(**target)
 
 
 def access_grant_for(*, user, account: Account | None = None, role: DynamicRole | None = None) -> AccessGrant | None:
@@ -76,3 +82,36 @@ def access_grant_for(*, user, account: Account | None = None, role: DynamicRole 
         max_duration = account.resource.max_ttl if account else role.effective_max_ttl
         return AccessGrant(None, None, max_duration, None, False, target.require_mfa)
     return None
+
+
+class NoGrant(PermissionDenied):
+    """The user holds no grant for the target now (no policy, or no approved request whose window is open)."""
+
+
+class GrantNeedsMfa(PermissionDenied):
+    """The grant requires a fresh one-time code and the caller did not verify one."""
+
+
+def access_grant_require(
+    *, user, account: Account | None = None, role: DynamicRole | None = None, mfa_verified: bool
+) -> AccessGrant:
+    """The grant that lets `user` use `account` or `role` now, with its MFA condition met; else PermissionDenied.
+
+    The one place a grant is decided for issuing a lease or opening a session (the API, the portal and the CLI
+    reach it through access.services.usage and access.services.sessions): NoGrant without a grant, GrantNeedsMfa
+    when the grant (policy or target) requires MFA and `mfa_verified` is False.
+    """
+    grant = access_grant_for(user=user, account=account, role=role)
+    if account is not None:
+        if grant is None:
+            raise NoGrant(f"You have no access to the account {account} now.")
+        if grant.mfa_required and not mfa_verified:
+            raise GrantNeedsMfa(f"The account {account} requires MFA: sign in with your one-time code first.")
+    else:
+        if grant is None:
+            raise NoGrant(
+                f"No access policy lets you use the role {role} now: ask for access (and approval) in the portal."
+            )
+        if grant.mfa_required and not mfa_verified:
+            raise GrantNeedsMfa(f"The role {role} requires MFA: use it from the portal with your one-time code.")
+    return grant

@@ -6,13 +6,12 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.contrib.auth import get_user_model
-from django.db.models import Max, QuerySet
+from django.db.models import Max, Q, QuerySet
 from django.utils import timezone
 
 from access.models import AccessPolicy, AccessRequest, Lease, Session
-from access.models.policies import RequestState
+from access.models.policies import RequestState, user_may_approve
 from access.selectors.policies import access_grant_for
-from access.services.requests import user_may_approve
 
 
 @dataclass(frozen=True)
@@ -32,7 +31,7 @@ class CatalogueEntry:
 
 def catalogue_for(user) -> list[CatalogueEntry]:
     """The enabled policies naming `user` (directly or through a group), with whether each is usable now."""
-    policies = AccessPolicy.objects.for_user(user).select_related("account__resource", "role__resource", "group")
+    policies = AccessPolicy.objects.granted_to(user).select_related("account__resource", "role__resource", "group")
     pending = {
         request.policy_id: request
         for request in AccessRequest.objects.filter(requester=user, state=RequestState.PENDING).order_by("created_at")
@@ -55,15 +54,27 @@ def catalogue_for(user) -> list[CatalogueEntry]:
 
 def requests_of(user) -> QuerySet:
     """A user's own requests, newest first."""
-    return AccessRequest.objects.filter(requester=user).select_related("policy", "account", "role", "approver")
+    return (
+        AccessRequest.objects.visible_to(user)
+        .filter(requester=user)
+        .select_related("policy", "account", "role", "approver")
+    )
 
 
-def request_visible_to(user) -> QuerySet:
-    """Requests `user` may open: their own, and everyone's for approvers."""
-    requests = AccessRequest.objects.select_related("requester", "policy", "account", "role", "approver")
-    if user_may_approve(user):
-        return requests
-    return requests.filter(requester=user)
+def requests_visible(*, user) -> QuerySet:
+    """Requests `user` may open (`AccessRequest.objects.visible_to`: their own, everyone's for approvers)."""
+    return AccessRequest.objects.visible_to(user).select_related("requester", "policy", "account", "role", "approver")
+
+
+def approvals_recent(user, *, limit: int = 20) -> list[AccessRequest]:
+    """Other people's requests `user` decided, and every break-glass request, newest first (the approvers' page)."""
+    return list(
+        AccessRequest.objects.visible_to(user)
+        .exclude(requester=user)
+        .filter(Q(approver=user) | Q(break_glass=True))
+        .select_related("requester", "account", "role")
+        .order_by("-created_at")[:limit]
+    )
 
 
 def approval_queue(user) -> QuerySet:

@@ -9,27 +9,31 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 
 from access.events import COMMAND_FIELDS, command_event_fields
-from access.models import Session, SessionCommand
+from access.models import Account, Session, SessionCommand
 
-VIEW_ALL_PERMISSION = "access.view_session"
 EVENTS_BATCH = 200
 
-
-def session_visible_to(user):
-    """Sessions `user` may see: their own, or every session for staff holding the `view_session` permission."""
-    sessions = Session.objects.select_related("account__resource", "lease", "gateway", "user")
-    if not user or not user.is_authenticated or not user.is_active:
-        return sessions.none()
-    if user.is_staff and user.has_perm(VIEW_ALL_PERMISSION):
-        return sessions
-    return sessions.filter(user=user)
+# Who may see or end a session is `Session.objects.visible_to(user, action)` (access/models/visibility.py):
+# the owner, or active staff holding `access.view_session` / `access.change_session`. Nothing else spells it.
 
 
-def session_may_view(*, user, session: Session) -> bool:
-    """Whether `user` may watch `session` (its owner, or staff with `view_session`)."""
-    if not user or not user.is_authenticated or not user.is_active:
-        return False
-    return session.user_id == user.pk or (user.is_staff and user.has_perm(VIEW_ALL_PERMISSION))
+def sessions_visible(*, user, action: str = "view"):
+    """Sessions `user` may see (or, with action="change", end), with what a listing shows, newest first."""
+    return (
+        Session.objects.visible_to(user, action)
+        .select_related("account__resource", "lease", "gateway", "user")
+        .order_by("-started_at")
+    )
+
+
+def sessions_of(user):
+    """The user's own sessions, newest first: the portal shows nobody else's, not even to staff (they use the admin)."""
+    return sessions_visible(user=user).filter(user=user)
+
+
+def accounts_granted_to(user):
+    """Accounts a policy names for `user`: the ones the portal lets them open sessions on."""
+    return Account.objects.granted_to(user).select_related("resource")
 
 
 def session_gateway_address(session: Session) -> str:
@@ -60,13 +64,12 @@ def session_for_viewer(*, user, public_id, otp_verified: bool) -> Session | None
     Its owner and staff with `view_session` may, and only from a browser session that passed the OTP
     check (`otp_verified`), as the portal and the admin require for every page.
     """
+    if not otp_verified:
+        return None
     try:
-        session = Session.objects.select_related("account__resource", "gateway").get(public_id=public_id)
+        return Session.objects.visible_to(user).select_related("account__resource", "gateway").get(public_id=public_id)
     except (Session.DoesNotExist, ValueError, ValidationError):
         return None
-    if not session_may_view(user=user, session=session):
-        return None
-    return session if otp_verified else None
 
 
 def browser_session_otp_verified(*, user, browser_session) -> bool:

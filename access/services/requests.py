@@ -25,12 +25,11 @@ from django.utils import timezone
 
 from access.durations import format_duration
 from access.models import AccessPolicy, AccessRequest, AuditAction
-from access.models.policies import RequestState
+from access.models.policies import RequestState, user_may_approve
 from access.services.audit import audit_record
 
 log = logging.getLogger(__name__)
 
-APPROVE_PERMISSION = "access.approve_accessrequest"
 REASON_MAX_LENGTH = 2000
 
 
@@ -49,11 +48,6 @@ def approvers_for(request: AccessRequest | None = None):
     if request is not None:
         users = users.exclude(pk=request.requester_id)
     return users
-
-
-def user_may_approve(user) -> bool:
-    """Whether `user` may approve or deny other people's requests."""
-    return bool(user and user.is_authenticated and user.is_active and user.has_perm(APPROVE_PERMISSION))
 
 
 def _notify(*, request: AccessRequest, subject: str, body: str, to_requester: bool = True) -> None:
@@ -92,7 +86,7 @@ def access_request_create(
     Raises PermissionDenied when the policy does not name the requester (or forbids break-glass) and
     ValidationError for an empty reason or a duration outside (0, policy.max_duration].
     """
-    if not AccessPolicy.objects.for_user(requester).filter(pk=policy.pk).exists():
+    if not AccessPolicy.objects.granted_to(requester).filter(pk=policy.pk).exists():
         raise PermissionDenied("No enabled access policy lets you request this.")
     if break_glass and not policy.break_glass_allowed:
         raise PermissionDenied("This policy does not allow break-glass access.")

@@ -23,7 +23,7 @@ from access.events import publish_session_event
 from access.generators import new_token
 from access.models import Account, AuditAction, Gateway, Lease, Session
 from access.models.sessions import SessionEndReason, SessionState
-from access.selectors.policies import access_grant_for
+from access.selectors.policies import AccessGrant, access_grant_require
 from access.services.audit import audit_record
 from gatewayproxy.wire.scram import derive_credentials
 
@@ -65,19 +65,18 @@ def session_open(
     gateway: Gateway | None = None,
     actor=None,
     mfa_verified: bool = False,
+    grant: AccessGrant | None = None,
 ) -> tuple[Session, str]:
     """Open a session on `account` for `user`; return it with its one-time secret (shown once, never stored).
 
     Raises PermissionDenied when the user has no grant for the account now, or when the grant requires
-    MFA and the caller did not verify it (`mfa_verified`: the request passed an OTP check). The
-    duration is capped by the grant (policy maximum, approved window); a read-only grant forces a
+    MFA and the caller did not verify it (`mfa_verified`: the request passed an OTP check); `grant` is the
+    one access.services.usage.access_session_open already decided (else it is decided here, the same way).
+    The duration is capped by the grant (policy maximum, approved window); a read-only grant forces a
     read-only session.
     """
-    grant = access_grant_for(user=user, account=account)
     if grant is None:
-        raise PermissionDenied(f"You have no access to the account {account} now.")
-    if grant.mfa_required and not mfa_verified:
-        raise PermissionDenied(f"The account {account} requires MFA: sign in with your one-time code first.")
+        grant = access_grant_require(user=user, account=account, mfa_verified=mfa_verified)
     if duration <= timedelta(0):
         raise ValidationError({"duration": "A duration must be positive."})
     now = timezone.now()

@@ -3,10 +3,10 @@
 from django.shortcuts import render
 from django.utils import timezone
 
-from access.models import Lease, Session
-from access.models.policies import RequestState
+from access.models.policies import RequestState, user_may_approve
+from access.selectors.leases import leases_held_by
 from access.selectors.requests import approval_queue, requests_of
-from access.services.requests import user_may_approve
+from access.selectors.sessions import sessions_of
 from portal.guards import portal_view
 
 
@@ -15,8 +15,8 @@ def dashboard(request):
     user = request.user
     now = timezone.now()
     context = {
-        "leases": Lease.objects.for_user(user).active(now).select_related("role", "resource").order_by("expires_at"),
-        "sessions": Session.objects.for_user(user).live(now).select_related("account__resource").order_by("expires_at"),
+        "leases": leases_held_by(user).active(now).order_by("expires_at"),
+        "sessions": sessions_of(user).live(now).order_by("expires_at"),
         "pending": requests_of(user).filter(state=RequestState.PENDING),
         "approved": requests_of(user).usable(now),
         "is_approver": user_may_approve(user),

@@ -9,33 +9,33 @@ from django.urls import reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
-from access.models import AccessPolicy, DynamicRole, Lease
+from access.models import Lease
 from access.models.leases import LeaseState
-from access.selectors.leases import lease_connection_string
-from access.selectors.policies import access_grant_for
-from access.services.leases import LeaseError, lease_renew, lease_reveal_password, lease_revoke
-from access.services.usage import access_lease_issue
+from access.selectors.leases import lease_connection_string, leases_held_by, roles_granted_to
+from access.selectors.policies import GrantNeedsMfa, NoGrant, access_grant_require
+from access.services.leases import LeaseError, lease_reveal_password
+from access.services.usage import access_lease_issue, access_lease_renew, access_lease_revoke
 from portal.forms import LeaseForm, RenewForm
 from portal.guards import mfa_fresh, portal_view, step_up_redirect
 
 
 def _own_lease(request, pk: int) -> Lease:
     """The user's own lease, or 404: the portal never shows anyone else's (staff use the admin)."""
-    return get_object_or_404(Lease.objects.for_user(request.user).select_related("role", "resource"), pk=pk)
+    return get_object_or_404(leases_held_by(request.user), pk=pk)
 
 
 @never_cache
 @portal_view
 def role_use(request, role_id: int):
     """Ask for credentials on a role the user holds a policy for; a fresh code first when the grant requires MFA."""
-    role_ids = AccessPolicy.objects.for_user(request.user).filter(role__isnull=False).values("role_id")
-    role = get_object_or_404(DynamicRole.objects.select_related("resource").filter(pk__in=role_ids), pk=role_id)
-    grant = access_grant_for(user=request.user, role=role)
-    if grant is None:
+    role = get_object_or_404(roles_granted_to(request.user), pk=role_id)
+    try:
+        grant = access_grant_require(user=request.user, role=role, mfa_verified=mfa_fresh(request))
+    except GrantNeedsMfa:
+        return step_up_redirect(request, request.get_full_path())
+    except NoGrant:
         messages.info(request, f"You need an approved request before using {role}.")
         return redirect("portal:catalogue")
-    if grant.mfa_required and not mfa_fresh(request):
-        return step_up_redirect(request, request.get_full_path())
     form = LeaseForm(request.POST or None, initial={"ttl": grant.cap(role.effective_default_ttl)})
     if request.method == "POST" and form.is_valid():
         try:
@@ -52,7 +52,7 @@ def role_use(request, role_id: int):
 
 @portal_view
 def lease_list(request):
-    leases = Lease.objects.for_user(request.user).select_related("role", "resource").order_by("-issued_at")[:200]
+    leases = leases_held_by(request.user)[:200]
     return render(request, "portal/lease_list.html", {"leases": leases})
 
 
@@ -88,15 +88,12 @@ def lease_renew_view(request, pk: int):
     if not form.is_valid():
         messages.error(request, " ".join(form.errors.get("increment", ["Enter a duration such as 30m."])))
         return redirect("portal:lease-detail", pk=pk)
-    grant = access_grant_for(user=request.user, role=lease.role)
-    if grant is None:
-        messages.error(request, "Your access to this role has ended: the lease cannot be renewed.")
-        return redirect("portal:lease-detail", pk=pk)
-    increment = grant.cap(form.cleaned_data.get("increment") or lease.role.effective_default_ttl)
     try:
-        renewed = lease_renew(lease=lease, increment=increment, actor=request.user)
+        renewed = access_lease_renew(user=request.user, lease=lease, increment=form.cleaned_data.get("increment"))
     except LeaseError as exc:
         messages.error(request, exc.message)
+    except PermissionDenied as exc:
+        messages.error(request, str(exc))
     else:
         capped = " (capped at the lease's maximum)" if renewed.expires_at >= renewed.max_expires_at else ""
         messages.success(request, f"Renewed until {renewed.expires_at:%H:%M:%S} UTC{capped}.")
@@ -108,7 +105,7 @@ def lease_renew_view(request, pk: int):
 def lease_revoke_view(request, pk: int):
     """Drop the database user now."""
     lease = _own_lease(request, pk)
-    revoked = lease_revoke(lease=lease, actor=request.user, reason="revoked by holder")
+    revoked = access_lease_revoke(user=request.user, lease=lease, reason="revoked by holder")
     if revoked.state == LeaseState.REVOKED:
         messages.success(request, f"Revoked: the database user {revoked.username} is gone.")
     else:

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db.models import Q
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
-from access.models import AccessPolicy, AccessRequest
-from access.selectors.requests import approval_queue, catalogue_for, request_visible_to, requests_of
+from access.models.policies import user_may_approve
+from access.selectors.policies import policies_granted_to
+from access.selectors.requests import (
+    approval_queue,
+    approvals_recent,
+    catalogue_for,
+    requests_of,
+    requests_visible,
+)
 from access.services import requests as request_services
-from access.services.requests import user_may_approve
 from portal.forms import AccessRequestForm, DecisionForm
 from portal.guards import approver_view, portal_view
 
@@ -31,10 +36,7 @@ def catalogue(request):
 @portal_view
 def request_new(request, policy_id: int):
     """Ask for access under one of the user's policies (404 for a policy that does not name them)."""
-    policy = get_object_or_404(
-        AccessPolicy.objects.for_user(request.user).select_related("account__resource", "role__resource"),
-        pk=policy_id,
-    )
+    policy = get_object_or_404(policies_granted_to(request.user), pk=policy_id)
     form = AccessRequestForm(request.POST or None, policy=policy)
     if request.method == "POST" and form.is_valid():
         try:
@@ -67,7 +69,7 @@ def request_list(request):
 @portal_view
 def request_detail(request, pk: int):
     """One request: its requester, or any approver, may read it; others get 404."""
-    access_request = get_object_or_404(request_visible_to(request.user), pk=pk)
+    access_request = get_object_or_404(requests_visible(user=request.user), pk=pk)
     can_decide = (
         user_may_approve(request.user)
         and access_request.requester_id != request.user.pk
@@ -95,16 +97,10 @@ def request_cancel(request, pk: int):
 @approver_view
 def approvals(request):
     """The approvers' queue: pending requests from other people, oldest first."""
-    recent = (
-        AccessRequest.objects.exclude(requester=request.user)
-        .filter(Q(approver=request.user) | Q(break_glass=True))
-        .select_related("requester", "account", "role")
-        .order_by("-created_at")[:20]
-    )
     return render(
         request,
         "portal/approvals.html",
-        {"queue": approval_queue(request.user), "recent": recent, "form": DecisionForm()},
+        {"queue": approval_queue(request.user), "recent": approvals_recent(request.user), "form": DecisionForm()},
     )
 
 
@@ -112,7 +108,7 @@ def approvals(request):
 @approver_view
 def approval_decide(request, pk: int):
     """Approve or deny one request with a comment (403 without the permission; one's own request is refused)."""
-    access_request = get_object_or_404(AccessRequest, pk=pk)
+    access_request = get_object_or_404(requests_visible(user=request.user), pk=pk)
     form = DecisionForm(request.POST)
     if not form.is_valid():
         messages.error(request, "Choose approve or deny.")

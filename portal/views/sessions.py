@@ -10,12 +10,17 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
-from access.models import AccessPolicy, Account, Session
-from access.models.sessions import SessionEndReason, SessionState
-from access.selectors.policies import access_grant_for
-from access.selectors.sessions import session_commands, session_connection_info, session_gateway_address
-from access.services.sessions import session_end
-from access.services.usage import access_session_open
+from access.models import Session
+from access.models.sessions import SessionState
+from access.selectors.policies import GrantNeedsMfa, NoGrant, access_grant_require
+from access.selectors.sessions import (
+    accounts_granted_to,
+    session_commands,
+    session_connection_info,
+    session_gateway_address,
+    sessions_of,
+)
+from access.services.usage import access_session_end, access_session_open
 from portal.forms import SessionForm
 from portal.guards import mfa_fresh, portal_view, step_up_redirect
 
@@ -24,23 +29,21 @@ RECENT_COMMANDS = 100
 
 def _own_session(request, public_id) -> Session:
     """The user's own session, or 404 (the portal never shows anyone else's; staff watch in the admin)."""
-    return get_object_or_404(
-        Session.objects.for_user(request.user).select_related("account__resource", "gateway"), public_id=public_id
-    )
+    return get_object_or_404(sessions_of(request.user), public_id=public_id)
 
 
 @never_cache
 @portal_view
 def account_use(request, account_id: int):
     """Open a gateway session on an account the user holds a policy for; a fresh code first when MFA is required."""
-    account_ids = AccessPolicy.objects.for_user(request.user).filter(account__isnull=False).values("account_id")
-    account = get_object_or_404(Account.objects.select_related("resource").filter(pk__in=account_ids), pk=account_id)
-    grant = access_grant_for(user=request.user, account=account)
-    if grant is None:
+    account = get_object_or_404(accounts_granted_to(request.user), pk=account_id)
+    try:
+        grant = access_grant_require(user=request.user, account=account, mfa_verified=mfa_fresh(request))
+    except GrantNeedsMfa:
+        return step_up_redirect(request, request.get_full_path())
+    except NoGrant:
         messages.info(request, f"You need an approved request before using {account}.")
         return redirect("portal:catalogue")
-    if grant.mfa_required and not mfa_fresh(request):
-        return step_up_redirect(request, request.get_full_path())
     form = SessionForm(
         request.POST or None,
         initial={"duration": grant.cap(min(grant.max_duration, timedelta(hours=1))), "read_only": grant.read_only},
@@ -81,8 +84,7 @@ def _session_page(request, session: Session, *, secret: str | None = None):
 
 @portal_view
 def session_list(request):
-    sessions = Session.objects.for_user(request.user).select_related("account__resource").order_by("-started_at")
-    return render(request, "portal/session_list.html", {"sessions": sessions[:200]})
+    return render(request, "portal/session_list.html", {"sessions": sessions_of(request.user)[:200]})
 
 
 @never_cache
@@ -96,6 +98,6 @@ def session_detail(request, public_id):
 @portal_view
 def session_end_view(request, public_id):
     session = _own_session(request, public_id)
-    session_end(session=session, reason=SessionEndReason.ENDED_BY_USER, actor=request.user)
+    access_session_end(user=request.user, session=session)
     messages.success(request, "The session has ended; the gateway closes its connections within seconds.")
     return redirect("portal:session-detail", public_id=public_id)
