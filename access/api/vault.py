@@ -21,6 +21,7 @@ from access.api.serializers import DurationField, ValidatedListField
 from access.models import DynamicRole, Lease, Resource
 from access.models.leases import LeaseState
 from access.models.visibility import user_sees_every
+from access.selectors.leases import leases_visible, roles_visible
 from access.services import leases as lease_services
 from access.services import roles as role_services
 from access.services.resources import resource_update
@@ -187,10 +188,7 @@ class RoleListApi(APIView):
     def get(self, request, resource: str):
         target = _resource(resource, atlas=True)
         names = list(
-            DynamicRole.objects.visible_to(request.user)
-            .filter(resource=target)
-            .order_by("name")
-            .values_list("name", flat=True)
+            roles_visible(user=request.user).filter(resource=target).order_by("name").values_list("name", flat=True)
         )
         return Response(_vault_body({"keys": names}))
 
@@ -229,9 +227,7 @@ class RoleApi(APIView):
 
 def _visible_role(request, resource: str, name: str) -> DynamicRole:
     """The role `resource`/`name` if the caller may see it, else 404."""
-    return get_object_or_404(
-        DynamicRole.objects.visible_to(request.user).select_related("resource"), resource__name=resource, name=name
-    )
+    return get_object_or_404(roles_visible(user=request.user), resource__name=resource, name=name)
 
 
 # -- creds -------------------------------------------------------------------------------------------------
@@ -286,9 +282,7 @@ class RenewSerializer(LeaseIdSerializer):
 
 def _lease_for(request, lease_id: str) -> Lease:
     """The lease `lease_id` if the caller may see it, else 404 (whether they may change it is the service's call)."""
-    return get_object_or_404(
-        Lease.objects.visible_to(request.user).select_related("role__resource", "resource"), lease_id=lease_id
-    )
+    return get_object_or_404(leases_visible(user=request.user), lease_id=lease_id)
 
 
 def _lease_summary(lease: Lease) -> dict:
@@ -351,7 +345,7 @@ class LeaseRevokePrefixApi(APIView):
         if not user_sees_every(request.user, Lease, "change"):
             raise exceptions.PermissionDenied("Revoking by prefix needs the access.change_lease permission.")
         leases = lease_services.lease_revoke_prefix(
-            prefix=prefix, actor=request.user, queryset=Lease.objects.visible_to(request.user, "change")
+            prefix=prefix, actor=request.user, queryset=leases_visible(user=request.user, action="change")
         )
         failed = [lease.lease_id for lease in leases if lease.state == LeaseState.REVOKE_FAILED]
         return Response(

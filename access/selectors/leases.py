@@ -13,6 +13,16 @@ from access.validators import split_mongodb_uri
 # `DynamicRole.objects.visible_to(user)` (access/models/visibility.py): the only spelling of that rule.
 
 
+def leases_visible(*, user, action: str = "view") -> QuerySet:
+    """Leases `user` may see (or, with action="change", renew and revoke), with their role and resource."""
+    return Lease.objects.visible_to(user, action).select_related("role__resource", "resource")
+
+
+def roles_visible(*, user) -> QuerySet:
+    """Roles `user` may see (the API's role list and reads): granted ones, or all for staff with the permission."""
+    return DynamicRole.objects.visible_to(user).select_related("resource")
+
+
 def lease_may_change(*, user, lease: Lease) -> bool:
     """Whether `user` may renew or revoke `lease`: its holder, or active staff holding `access.change_lease`."""
     return Lease.objects.visible_to(user, "change").filter(pk=lease.pk).exists()
