@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from gatewayproxy.wire import redact
+from gatewayproxy.wire import codec, redact
 
 log = logging.getLogger("gatewayproxy.commandlog")
 
@@ -37,7 +37,7 @@ class PendingCommand:
     session_id: int
     connection_id: int
     at: datetime.datetime
-    request: bytes | None  # the raw request, or None when ``summary`` was made on the spot
+    request: codec.Request | None  # the request as the relay read it, or None when ``summary`` was made on the spot
     command: str
     database: str
     outcome: redact.Outcome

@@ -3,13 +3,15 @@
 After login a connection stops using streams and coroutines per message: both sockets get a protocol whose
 ``data_received`` cuts the byte stream into messages (16-byte header, declared length checked against the
 limit before the body is awaited) and hands each client request to the connection's ``on_request``, which
-either forwards it or answers it locally. Replies from upstream are forwarded as their bytes arrive — a
+reads it once into a :class:`~gatewayproxy.wire.codec.Request` and either returns it to be forwarded or
+answers it locally. Replies from upstream are forwarded as their bytes arrive — a
 16 MB batch starts reaching the client before its end has left the server — while a copy is kept to read
 the outcome once the message is complete. Replies are matched to requests in order; exhaust replies
 (``moreToCome``) all belong to the request before them; a reply to a ``moreToCome`` request, which some
 servers send anyway, is dropped. Each side pauses the other's reading while its own write buffer is full.
 
-Nothing here decodes BSON or knows about sessions: see :mod:`gatewayproxy.relay`.
+Nothing here decodes BSON or knows about sessions: see :mod:`gatewayproxy.relay`. Replies are only framed
+(their header and OP_MSG flag bits are read); the relay reads their outcome once they are complete.
 """
 
 from __future__ import annotations
@@ -33,11 +35,8 @@ WRITE_BUFFER_HIGH = 4 * 1024 * 1024
 class InFlight:
     """A request sent upstream, waiting for its reply (or the last reply of an exhaust stream)."""
 
-    request_id: int
-    raw: bytes
-    name: str
-    database: str
-    started: float
+    request: codec.Request
+    started: float = 0.0
     reply: bytes | None = None
     bytes_out: int = 0
 
@@ -45,9 +44,10 @@ class InFlight:
 class Pipe:
     """Moves messages between ``client`` and ``upstream`` transports until either closes.
 
-    ``on_request(frame)`` returns an :class:`InFlight` to forward the frame upstream, or None when it
-    answered (or dropped) the frame itself; ``on_reply(in_flight)`` runs when a request's last reply has
-    been forwarded; ``on_close(reason)`` runs once when the pipe stops.
+    ``on_request(frame)`` returns an :class:`InFlight` to forward the frame upstream (a ``moreToCome``
+    request expects no reply), or None when it answered (or dropped) the frame itself;
+    ``on_reply(in_flight)`` runs when a request's last reply has been forwarded; ``on_close(reason)`` runs
+    once when the pipe stops.
     """
 
     def __init__(
@@ -57,7 +57,7 @@ class Pipe:
         upstream: asyncio.Transport,
         max_request: int,
         max_reply: int,
-        on_request: Callable[[bytes, bool], InFlight | None],
+        on_request: Callable[[bytes], InFlight | None],
         on_reply: Callable[[InFlight], None],
         on_close: Callable[[str], None],
     ) -> None:
@@ -127,12 +127,8 @@ class Pipe:
             self._request(frame, time.perf_counter())
 
     def _request(self, frame: bytes, started: float) -> None:
-        more_to_come = (
-            codec.HEADER.unpack_from(frame)[3] == codec.OP_MSG
-            and codec.UINT32.unpack_from(frame, 16)[0] & codec.MORE_TO_COME
-        )
         try:
-            in_flight = self.on_request(frame, bool(more_to_come))
+            in_flight = self.on_request(frame)
         except codec.WireError as exc:
             self.close(f"bad message: {exc}")
             return
@@ -144,8 +140,8 @@ class Pipe:
             return
         in_flight.started = started
         self.upstream.write(frame)
-        if more_to_come:
-            self.unacknowledged.append(in_flight.request_id)
+        if in_flight.request.more_to_come:
+            self.unacknowledged.append(in_flight.request.request_id)
             self.on_reply(in_flight)
         else:
             self.in_flight.append(in_flight)
@@ -190,7 +186,9 @@ class Pipe:
                 self._reply_chunks = []
 
     def _is_stray(self, response_to: int) -> bool:
-        if response_to in self.unacknowledged and not (self.in_flight and self.in_flight[0].request_id == response_to):
+        if response_to in self.unacknowledged and not (
+            self.in_flight and self.in_flight[0].request.request_id == response_to
+        ):
             self.unacknowledged.remove(response_to)
             return True
         return False

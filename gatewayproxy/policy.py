@@ -1,7 +1,8 @@
 """The session's policy at the wire: which commands a session may send, and where.
 
-Three rules, checked in this order on every command after login, from the command name and database
-alone (no BSON decoding, except an ``aggregate`` in a read-only session, whose pipeline decides):
+Three rules, checked in this order on every command after login, from the command name and database the
+relay's :class:`~gatewayproxy.wire.codec.Request` already read (no BSON decoding, except an ``aggregate``
+or ``explain`` in a read-only session, whose body decides):
 
 1. the resource's deny list (``Resource.command_deny_list``), for every session;
 2. read-only sessions may only run commands that read: an allow-list, so an unknown or new write
@@ -17,6 +18,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from gatewayproxy.wire.codec import Request
 
 UNAUTHORIZED = 13
 
@@ -143,8 +146,12 @@ class SessionPolicy:
             return Refusal(UNAUTHORIZED, f"{command} on database {database!r} is outside this session's databases")
         return None
 
-    def needs_body(self, command: str) -> bool:
-        """Whether :meth:`check` needs the decoded body for ``command``."""
+    def check_request(self, request: Request) -> Refusal | None:
+        """:meth:`check` a client's request, decoding its body only when a rule needs it."""
+        body = request.body if self._needs_body(request.command) else None
+        return self.check(request.command, request.database, body)
+
+    def _needs_body(self, command: str) -> bool:
         return self.read_only and command in ("aggregate", "explain")
 
 

@@ -7,8 +7,10 @@ soon as the session was known) logs in with the account, and from then on every 
 for byte to that one upstream connection (1:1): ``moreToCome`` requests get no reply, exhaust replies are
 forwarded until the last one, checksums stay as the sender made them. The gateway still answers hellos
 itself, refuses a second login (``saslStart``/``authenticate``/``logout``) and whatever the session's
-policy forbids, in the request's own opcode, and never decodes more than the command name and database on
-the way (:func:`gatewayproxy.wire.codec.peek_command`).
+policy forbids, in the request's own opcode. Each message is read once into a
+:class:`~gatewayproxy.wire.codec.Request` (opcode, requestID, flags, command name, database, collection,
+without decoding BSON), which the policy, the pipe and the command log share; its body is decoded only
+where the policy needs it, and otherwise by the command log's writer, off the relay's path.
 
 A malformed, oversized, truncated or compressed message closes only its own connection, with the reason
 logged. Nothing here imports Django: the domain is reached through the :class:`ConnectionHost` the server
@@ -177,13 +179,13 @@ class ClientConnection:
         self._request_ids += 1
         return self._request_ids
 
-    async def _reply(self, request: codec.OpMsg | codec.OpQuery, document: Mapping[str, Any]) -> None:
-        if isinstance(request, codec.OpMsg) and request.more_to_come:
+    async def _reply(self, request: codec.Request, document: Mapping[str, Any]) -> None:
+        if request.more_to_come:
             return  # the client waits for no reply
         await self._send(codec.reply_for(request, document, request_id=self._next_request_id()))
 
-    async def _error(self, request: codec.OpMsg | codec.OpQuery, code: int, message: str, code_name: str = "") -> None:
-        if isinstance(request, codec.OpMsg) and request.more_to_come:
+    async def _error(self, request: codec.Request, code: int, message: str, code_name: str = "") -> None:
+        if request.more_to_come:
             return
         self.host.metrics.errors += 1
         data = codec.error_reply(
@@ -239,7 +241,8 @@ class ClientConnection:
                 return upstream.limits
         return self.host.limits_hint(self.client_ip)
 
-    async def _answer_hello(self, request: codec.OpMsg | codec.OpQuery, command: Mapping[str, Any]) -> None:
+    async def _answer_hello(self, request: codec.Request) -> None:
+        command = request.body
         mechs = None
         asked = hello.sasl_supported_mechs_user(command)
         if asked is not None and self.login is None:
@@ -263,24 +266,31 @@ class ClientConnection:
         )
         await self._reply(request, reply)
 
-    async def _before_login(self, raw: bytes) -> None:
-        if codec.HEADER.unpack_from(raw)[3] == codec.OP_COMPRESSED:
+    def _read(self, raw: bytes) -> codec.Request | None:
+        """Read a client message once; None when it closed the connection (compression is not offered)."""
+        request = codec.Request.read(raw, max_size=self._max_request)
+        if request.op_code == codec.OP_COMPRESSED:
             self.close("compressed message although the gateway offers no compression")
-            return
-        request = codec.parse_message(raw, max_size=self._max_request)
-        if isinstance(request, codec.OpReply):
+            return None
+        if request.op_code == codec.OP_REPLY:
             raise codec.WireError("clients may not send OP_REPLY", 12)
-        if isinstance(request, codec.OpQuery):
-            command = dict(codec.unwrap_query(request.query))
-            if request.collection != "$cmd" or next(iter(command), "") not in hello.HELLO_COMMANDS:
+        return request
+
+    async def _before_login(self, raw: bytes) -> None:
+        request = self._read(raw)
+        if request is None:
+            return
+        command = request.body  # before login every message is a small handshake command: decode it whole
+        if request.op_code == codec.OP_QUERY:
+            namespace = request.message
+            assert isinstance(namespace, codec.OpQuery)
+            if namespace.collection != "$cmd" or request.command not in hello.HELLO_COMMANDS:
                 await self._error(request, 352, "Unsupported OP_QUERY command: only hello/isMaster are accepted")
                 return
-        else:
-            command = request.body
-        name = next(iter(command), "")
+        name = request.command
         try:
             if name in hello.HELLO_COMMANDS:
-                await self._answer_hello(request, command)
+                await self._answer_hello(request)
             elif name == "saslStart":
                 await self._reply(request, await self._login_flow.sasl_start(command))
             elif name == "saslContinue":
@@ -330,52 +340,51 @@ class ClientConnection:
 
     def _record(
         self,
-        raw: bytes | None,
-        name: str,
-        database: str,
+        request: codec.Request,
         outcome: redact.Outcome,
         started: float,
         *,
         refused: bool = False,
-        summary: dict | None = None,
-        bytes_in: int = 0,
         bytes_out: int = 0,
     ) -> None:
+        """Count a command in the metrics and queue it for the command log (summarised later, off this path)."""
         latency_us = int((time.perf_counter() - started) * 1_000_000)
         metrics = self.host.metrics
         metrics.commands += 1
         metrics.observe_latency(latency_us)
         if not outcome.ok:
             metrics.errors += 1
-        if raw is not None and len(raw) > redact.FULL_DECODE_LIMIT:
+        carried: codec.Request | None = request
+        summary = None
+        if redact.is_sensitive(request.command):
+            carried, summary = None, {}  # never carry credentials to the writer: the log keeps {}
+        elif len(request.raw) > redact.FULL_DECODE_LIMIT:
+            carried = None  # summarise a large request now, rather than queue its bytes
             try:
-                name, database, collection, summary = redact.summarize_request(raw, full=self._full_logging)
+                summary = redact.summarize_request(request, full=self._full_logging)[3]
             except Exception:
-                collection, summary = "", {"unreadable": True}
-            raw = None
-        else:
-            collection = ""
+                summary = {"unreadable": True}
         self.host.command_log.add(
             PendingCommand(
                 session_id=self._session_id,
                 connection_id=self.id,
                 at=_now(),
-                request=raw,
-                command=name,
-                database=database,
+                request=carried,
+                command=request.command,
+                database=request.database,
                 outcome=outcome,
                 latency_us=latency_us,
                 full=self._full_logging,
                 refused=refused,
                 summary=summary,
-                collection=collection,
-                bytes_in=bytes_in,
+                collection=request.collection,
+                bytes_in=len(request.raw),
                 bytes_out=bytes_out,
             )
         )
 
-    def _local_reply(self, request: codec.OpMsg | codec.OpQuery, document: Mapping[str, Any]) -> None:
-        if isinstance(request, codec.OpMsg) and request.more_to_come:
+    def _local_reply(self, request: codec.Request, document: Mapping[str, Any]) -> None:
+        if request.more_to_come:
             return
         self._pipe_send(codec.reply_for(request, document, request_id=self._next_request_id()))
 
@@ -384,27 +393,19 @@ class ClientConnection:
         assert self.pipe is not None
         self.pipe.send_to_client(data)
 
-    def _refuse(self, raw: bytes, name: str, database: str, code: int, message: str, code_name: str) -> None:
+    def _refuse(self, request: codec.Request, code: int, message: str, code_name: str) -> None:
         started = time.perf_counter()
-        request = codec.parse_message(raw, max_size=self._max_request)
-        if isinstance(request, codec.OpReply):
-            raise codec.WireError("clients may not send OP_REPLY", 12)
         self.host.metrics.errors += 1
-        if not (isinstance(request, codec.OpMsg) and request.more_to_come):
+        if not request.more_to_come:
             reply = codec.error_reply(
                 request, code=code, errmsg=message, code_name=code_name, request_id=self._next_request_id()
             )
             self._pipe_send(reply)
         outcome = redact.Outcome(ok=False, error_code=code, error_message=message)
-        summary = {} if name in redact.SENSITIVE_COMMANDS else None
-        request_bytes = None if summary is not None else raw
-        self._record(request_bytes, name, database, outcome, started, refused=True, summary=summary, bytes_in=len(raw))
+        self._record(request, outcome, started, refused=True)
 
-    def _hello_after_login(self, raw: bytes) -> None:
-        request = codec.parse_message(raw, max_size=self._max_request)
-        if isinstance(request, codec.OpReply):
-            raise codec.WireError("clients may not send OP_REPLY", 12)
-        command = request.body if isinstance(request, codec.OpMsg) else dict(codec.unwrap_query(request.query))
+    def _hello_after_login(self, request: codec.Request) -> None:
+        command = request.body
         asked = hello.sasl_supported_mechs_user(command)
         mechs = None
         if asked is not None and asked[1] == self._username:
@@ -415,46 +416,31 @@ class ClientConnection:
         )
         self._local_reply(request, reply)
 
-    def _on_request(self, raw: bytes, more_to_come: bool) -> InFlight | None:
+    def _on_request(self, raw: bytes) -> InFlight | None:
         """Decide what happens to one client message after login: forward it (return it) or answer it here."""
-        header = codec.HEADER.unpack_from(raw)
-        if header[3] == codec.OP_COMPRESSED:
-            self.close("compressed message although the gateway offers no compression")
+        request = self._read(raw)
+        if request is None:
             return None
-        if header[3] == codec.OP_REPLY:
-            raise codec.WireError("clients may not send OP_REPLY", 12)
-        _op, name, database = codec.peek_command(raw, max_size=self._max_request)
         self.host.metrics.bytes_in += len(raw)
+        name = request.command
         if name in hello.HELLO_COMMANDS:
-            self._hello_after_login(raw)
+            self._hello_after_login(request)
             return None
         if name in REFUSED_AFTER_LOGIN:
             message = f"{name} is not allowed after login: this gateway connection is already logged in as its session"
-            self._refuse(raw, name, database, 20, message, "IllegalOperation")
+            self._refuse(request, 20, message, "IllegalOperation")
             return None
-        body = None
-        if self.policy.needs_body(name):
-            parsed = codec.parse_message(raw, max_size=self._max_request)
-            body = parsed.body if isinstance(parsed, codec.OpMsg) else None
-        refusal = self.policy.check(name, database, body)
+        refusal = self.policy.check_request(request)
         if refusal is not None:
-            self._refuse(raw, name, database, refusal.code, refusal.message, "Unauthorized")
+            self._refuse(request, refusal.code, refusal.message, "Unauthorized")
             return None
-        return InFlight(header[1], raw, name, database, 0.0)
+        return InFlight(request)
 
     def _on_reply(self, in_flight: InFlight) -> None:
         """Log a request whose (last) reply went to the client, or that expects none."""
         outcome = redact.reply_outcome(in_flight.reply) if in_flight.reply is not None else redact.Outcome(ok=True)
         self.host.metrics.bytes_out += in_flight.bytes_out
-        self._record(
-            in_flight.raw,
-            in_flight.name,
-            in_flight.database,
-            outcome,
-            in_flight.started,
-            bytes_in=len(in_flight.raw),
-            bytes_out=in_flight.bytes_out,
-        )
+        self._record(in_flight.request, outcome, in_flight.started, bytes_out=in_flight.bytes_out)
 
     def _on_pipe_close(self, reason: str) -> None:
         self.close(reason)

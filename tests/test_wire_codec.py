@@ -564,6 +564,67 @@ def test_peek_without_db_gives_empty_database():
 
 
 # --------------------------------------------------------------------------------------------------------
+# Request: read once, decoded on demand.
+# --------------------------------------------------------------------------------------------------------
+
+
+@FAST
+@given(documents, st.text(st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",)), max_size=10))
+def test_request_read_agrees_with_full_parse(body, database):
+    message = wire.build_op_msg({**body, "$db": database}, request_id=9)
+    parsed = wire.parse_op_msg(message)
+    request = wire.Request.read(message)
+    assert (request.op_code, request.request_id, request.command, request.database) == (
+        OP_MSG,
+        9,
+        parsed.command_name,
+        parsed.database,
+    )
+    assert request.collection == wire.collection_name(parsed.command_name, parsed.body)
+    assert request.body == parsed.body
+
+
+def test_request_names_the_collection_of_crud_commands_and_get_more():
+    find = wire.Request.read(wire.build_op_msg({"find": "orders", "filter": {}, "$db": "shop"}))
+    assert (find.command, find.database, find.collection) == ("find", "shop", "orders")
+    more = wire.Request.read(wire.build_op_msg({"getMore": Int64(5), "$db": "shop", "collection": "orders"}))
+    assert (more.command, more.database, more.collection) == ("getMore", "shop", "orders")
+    listing = wire.Request.read(wire.build_op_msg({"listCollections": 1, "$db": "shop"}))
+    assert (listing.command, listing.collection) == ("listCollections", "")
+
+
+def test_request_body_is_decoded_on_first_use_and_kept():
+    request = wire.Request.read(wire.build_op_msg({"insert": "c", "$db": "d"}, sequences=[("documents", [{"a": 1}])]))
+    assert request._message is None
+    assert request.message.sequences == [("documents", [{"a": 1}])]
+    assert request.message is request.message
+    assert request.body == {"insert": "c", "$db": "d"}
+
+
+def test_request_flags_and_legacy_opcodes():
+    quiet = wire.Request.read(wire.build_op_msg({"insert": "c", "$db": "d"}, flags=MORE_TO_COME))
+    assert quiet.more_to_come and not wire.Request.read(wire.build_op_msg({"ping": 1})).more_to_come
+    query = wire.build_op_query("admin.$cmd", {"$query": {"isMaster": 1}}, request_id=4)
+    legacy = wire.Request.read(query)
+    assert (legacy.op_code, legacy.request_id, legacy.command, legacy.database) == (OP_QUERY, 4, "isMaster", "admin")
+    assert legacy.body == {"isMaster": 1} and not legacy.more_to_come
+    compressed = wire.Request.read(wire.compress_message(wire.build_op_msg({"ping": 1}), "zlib"))
+    assert (compressed.op_code, compressed.command) == (OP_COMPRESSED, "")
+    reply = wire.Request.read(wire.build_op_reply([{"ok": 1}]))
+    assert (reply.op_code, reply.command) == (OP_REPLY, "")
+    with pytest.raises(WireError):
+        _ = reply.body
+
+
+def test_replies_to_a_request_use_its_opcode_and_request_id():
+    msg = wire.Request.read(wire.build_op_msg({"ping": 1}, request_id=31))
+    query = wire.Request.read(wire.build_op_query("admin.$cmd", {"isMaster": 1}, request_id=32))
+    assert wire.parse_message(wire.reply_for(msg, {"ok": 1.0})).response_to == 31
+    failure = wire.parse_message(wire.error_reply(query, code=13, errmsg="no"))
+    assert isinstance(failure, OpReply) and failure.response_to == 32 and failure.response_flags & QUERY_FAILURE
+
+
+# --------------------------------------------------------------------------------------------------------
 # Replies made by the proxy.
 # --------------------------------------------------------------------------------------------------------
 

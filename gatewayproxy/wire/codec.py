@@ -15,8 +15,9 @@ BSON goes through pymongo's ``bson`` with codec options that keep field order an
 stays ``Int64``, out-of-range dates stay ``DatetimeMS``), so re-encoding an ordinary decoded document
 gives the same bytes. Cost (benchmarks/wire_codec.py): a 1 MB OP_MSG parses at roughly ``bson.decode``
 speed (document sequences go through one ``bson.decode_all`` call) and builds at about 0.8x
-``bson.encode``; small messages pay a fixed ~2-3 µs. :func:`peek_command` reads only the command name
-and ``$db`` without decoding (microseconds at any size), for the hot path of a relay. The CRC-32C is
+``bson.encode``; small messages pay a fixed ~2-3 µs. :meth:`Request.read` reads only the command name,
+``$db`` and collection without decoding (microseconds at any size), for the hot path of a relay, and
+decodes the rest on demand. The CRC-32C is
 pure Python (~20 MB/s), so only messages that carry a checksum pay for it.
 """
 
@@ -28,7 +29,7 @@ import struct
 import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import bson
 import crc32c as _crc32c
@@ -107,6 +108,7 @@ class Header:
 class OpMsg:
     """An OP_MSG: flag bits, the kind-0 body and the kind-1 document sequences (identifier, documents)."""
 
+    op_code: ClassVar[int] = OP_MSG
     flags: int
     body: dict
     sequences: list[tuple[str, list[dict]]] = field(default_factory=list)
@@ -154,6 +156,7 @@ class OpMsg:
 class OpQuery:
     """A legacy OP_QUERY (today only the first ``hello``/``isMaster`` on ``admin.$cmd``)."""
 
+    op_code: ClassVar[int] = OP_QUERY
     flags: int
     full_collection_name: str
     number_to_skip: int
@@ -196,6 +199,7 @@ class OpQuery:
 class OpReply:
     """A legacy OP_REPLY: the answer to an OP_QUERY."""
 
+    op_code: ClassVar[int] = OP_REPLY
     response_flags: int
     cursor_id: int
     starting_from: int
@@ -739,19 +743,44 @@ def read_string(data: bytes, offset: int, end: int, what: str) -> str:
     return data[offset + 4 : offset + 3 + size].decode("utf-8", "replace")
 
 
-def _peek_body(data: bytes, start: int, end: int) -> tuple[str, str]:
-    """Return (first key, ``$db`` string) of the BSON document at ``start`` without decoding it."""
-    first, database = None, ""
-    for type_byte, name, at, value_end in elements(data, start, end):
-        if first is None:
-            first = name
-        if name == "$db" and type_byte == 0x02:
-            database = read_string(data, at, value_end, "the $db string")
-            break
-    return first or "", database
+def collection_name(command: str, body: Mapping[str, Any]) -> str:
+    """The collection a decoded command names: its first value, or ``collection`` for ``getMore``; else ""."""
+    value = body.get("collection") if command == "getMore" else body.get(command)
+    return value if isinstance(value, str) else ""
 
 
-def _peek_op_msg(message: bytes, end: int) -> tuple[str, str]:
+def _peek_body(data: bytes, start: int, end: int) -> tuple[str, str, str]:
+    """(command, ``$db``, collection) of the BSON document at ``start``, without decoding it.
+
+    The collection follows :func:`collection_name`'s rule. Element names other than the first are compared
+    as bytes, not decoded: this runs for every message a relay forwards.
+    """
+    stop = _doc_span(data, start, end, "the command document") - 1
+    pos, command, database, collection, wanted = start + 4, None, "", "", b""
+    while pos < stop:
+        type_byte = data[pos]
+        nul = data.find(b"\x00", pos + 1, stop)
+        if nul < 0:
+            raise WireError("an element name is not NUL-terminated", pos + 1)
+        name = data[pos + 1 : nul]
+        if command is None:
+            command = read_cstring(data, pos + 1, stop, "the command name")[0]
+            wanted = b"collection" if command == "getMore" else name
+        value_end = skip_value(data, type_byte, nul + 1, stop)
+        if value_end > stop:
+            raise WireError("a BSON element runs past the end of its document", value_end)
+        if type_byte == 0x02:
+            if name == wanted and not collection:
+                collection = read_string(data, nul + 1, value_end, "the collection name")
+            if name == b"$db":
+                database = read_string(data, nul + 1, value_end, "the $db string")
+                if collection or command != "getMore":
+                    break
+        pos = value_end
+    return command or "", database, collection
+
+
+def _peek_op_msg(message: bytes, end: int) -> tuple[str, str, str]:
     pos = HEADER_SIZE + 4
     while pos < end:
         kind = message[pos]
@@ -766,39 +795,97 @@ def _peek_op_msg(message: bytes, end: int) -> tuple[str, str]:
     raise WireError("OP_MSG has no kind-0 body section", HEADER_SIZE + 4)
 
 
-def peek_command(message: bytes, *, max_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> tuple[int, str, str]:
-    """Return (opcode, command name, database) of a request cheaply.
+def _msg_flags_and_sections_end(message: bytes, header: Header) -> tuple[int, int]:
+    """An OP_MSG's flag bits and where its sections end, without checking either (see :func:`parse_op_msg`)."""
+    if header.length < HEADER_SIZE + 4:
+        raise WireError("OP_MSG too short for its flag bits", HEADER_SIZE)
+    flags = UINT32.unpack_from(message, HEADER_SIZE)[0]
+    return flags, header.length - (4 if flags & CHECKSUM_PRESENT else 0)
 
-    For OP_MSG this walks the body's element headers only (no BSON decoding, no checksum check), so it
-    costs microseconds even for a 16 MB insert. OP_QUERY is decoded (it only carries small handshake
-    commands), OP_COMPRESSED is decompressed first and reports the inner opcode, and OP_REPLY gives
-    empty name and database. Structural problems it meets still raise :class:`WireError`; full
-    validation is :func:`parse_message`'s job.
+
+@dataclass(slots=True, eq=False)
+class Request:
+    """A client's request as a proxy reads it, once, for every later step: policy, forwarding, logging.
+
+    :meth:`read` costs what a peek costs: for OP_MSG it reads the flag bits and walks the body's element
+    headers only (the command name, ``$db`` and the collection the command names, see
+    :func:`collection_name`), without decoding BSON or verifying the checksum, so it takes microseconds even
+    for a 16 MB insert; OP_QUERY, which only carries small handshake commands, is decoded at once. The whole
+    message is decoded on first use of :attr:`message` or :attr:`body` and then kept. ``raw`` is the message
+    as it arrived, for forwarding unchanged.
+
+    OP_COMPRESSED and OP_REPLY are reported with their opcode and an empty command, not opened: a reader that
+    accepts compression unwraps with :func:`decompress_message` first.
+    """
+
+    raw: bytes
+    op_code: int
+    request_id: int
+    flags: int = 0
+    command: str = ""
+    database: str = ""
+    collection: str = ""
+    _message: OpMsg | OpQuery | None = field(default=None, repr=False)
+
+    @classmethod
+    def read(cls, raw: bytes, *, max_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> Request:
+        """Read the header and the command of ``raw`` (a whole message); structural problems raise WireError."""
+        header = _whole_header(raw, None, max_size)
+        if header.op_code == OP_MSG:
+            flags, end = _msg_flags_and_sections_end(raw, header)
+            return cls(raw, OP_MSG, header.request_id, flags, *_peek_op_msg(raw, end))
+        if header.op_code == OP_QUERY:
+            query = parse_op_query(raw, max_size=max_size)
+            command = dict(unwrap_query(query.query))
+            name = _first_key(command)
+            collection = collection_name(name, command)
+            return cls(raw, OP_QUERY, header.request_id, query.flags, name, query.database, collection, query)
+        if header.op_code in (OP_COMPRESSED, OP_REPLY):
+            return cls(raw, header.op_code, header.request_id)
+        raise WireError(f"unsupported opcode {header.op_code}", 12)
+
+    @property
+    def more_to_come(self) -> bool:
+        """True for an OP_MSG whose sender waits for no reply."""
+        return self.op_code == OP_MSG and bool(self.flags & MORE_TO_COME)
+
+    @property
+    def message(self) -> OpMsg | OpQuery:
+        """The whole message, decoded (and its checksum verified) on first use."""
+        if self._message is None:
+            if self.op_code != OP_MSG:
+                raise WireError(f"a request with opcode {self.op_code} carries no command", 12)
+            self._message = parse_op_msg(self.raw, max_size=len(self.raw))
+        return self._message
+
+    @property
+    def body(self) -> dict[str, Any]:
+        """The command document: OP_MSG's body, or OP_QUERY's query without its ``$query`` envelope."""
+        message = self.message
+        if isinstance(message, OpQuery):
+            return dict(unwrap_query(message.query))
+        return message.body
+
+
+def peek_command(message: bytes, *, max_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> tuple[int, str, str]:
+    """Return (opcode, command name, database) of a request cheaply (see :meth:`Request.read`).
+
+    OP_COMPRESSED is decompressed first and reports the inner opcode; OP_REPLY gives empty name and
+    database. Structural problems it meets still raise :class:`WireError`; full validation is
+    :func:`parse_message`'s job.
     """
     header = _whole_header(message, None, max_size)
     if header.op_code == OP_COMPRESSED:
         message = decompress_message(message, max_size=max_size)
-        header = parse_header(message, max_size=max_size)
-    if header.op_code == OP_MSG:
-        end = _msg_sections_end(message, header)
-        return (OP_MSG, *_peek_op_msg(message, end))
-    if header.op_code == OP_QUERY:
-        query = parse_op_query(message, max_size=max_size)
-        return (OP_QUERY, query.command_name, query.database)
-    if header.op_code == OP_REPLY:
-        return (OP_REPLY, "", "")
-    raise WireError(f"unsupported opcode {header.op_code}", 12)
+    request = Request.read(message, max_size=max_size)
+    return request.op_code, request.command, request.database
 
 
-def _msg_sections_end(message: bytes, header: Header) -> int:
-    """Where an OP_MSG's sections end, without verifying the checksum."""
-    if header.length < HEADER_SIZE + 4:
-        raise WireError("OP_MSG too short for its flag bits", HEADER_SIZE)
-    flags = UINT32.unpack_from(message, HEADER_SIZE)[0]
-    return header.length - (4 if flags & CHECKSUM_PRESENT else 0)
+#: What a reply is made for: a parsed request or a :class:`Request` (its opcode and requestID are used).
+Answerable = OpMsg | OpQuery | Request
 
 
-def error_reply(request: OpMsg | OpQuery, *, code: int, errmsg: str, code_name: str = "", request_id: int = 0) -> bytes:
+def error_reply(request: Answerable, *, code: int, errmsg: str, code_name: str = "", request_id: int = 0) -> bytes:
     """Build the error reply a MongoDB server would send to ``request``, in the request's opcode.
 
     OP_MSG gets ``{ok: 0, errmsg, code, codeName}``; OP_QUERY gets an OP_REPLY with the QueryFailure
@@ -806,7 +893,7 @@ def error_reply(request: OpMsg | OpQuery, *, code: int, errmsg: str, code_name: 
     the server's name for a common code is used (18 gives "AuthenticationFailed").
     """
     code_name = code_name or CODE_NAMES.get(code, "")
-    if isinstance(request, OpQuery):
+    if request.op_code == OP_QUERY:
         doc = {"$err": errmsg, "code": code, "ok": 0.0}
         if code_name:
             doc["codeName"] = code_name
@@ -817,8 +904,8 @@ def error_reply(request: OpMsg | OpQuery, *, code: int, errmsg: str, code_name: 
     return build_op_msg(doc, request_id=request_id, response_to=request.request_id)
 
 
-def reply_for(request: OpMsg | OpQuery, document: Mapping[str, Any] | bytes, *, request_id: int = 0) -> bytes:
+def reply_for(request: Answerable, document: Mapping[str, Any] | bytes, *, request_id: int = 0) -> bytes:
     """Build a success reply to ``request`` in its opcode: OP_MSG, or OP_REPLY with one document."""
-    if isinstance(request, OpQuery):
+    if request.op_code == OP_QUERY:
         return build_op_reply([document], request_id=request_id, response_to=request.request_id)
     return build_op_msg(document, request_id=request_id, response_to=request.request_id)

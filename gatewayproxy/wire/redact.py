@@ -190,10 +190,9 @@ def reply_outcome(message: bytes) -> Outcome:
 # --------------------------------------------------------------------------------------------------------
 
 
-def collection_of(command: str, body: Mapping[str, Any]) -> str:
-    """The collection a command works on, when it names one."""
-    value = body.get("collection") if command == "getMore" else body.get(command)
-    return value if isinstance(value, str) else ""
+def is_sensitive(command: str) -> bool:
+    """Whether a command's body and reply are never logged (the spec's list, in any letter case)."""
+    return command in SENSITIVE_COMMANDS or command.lower() in SENSITIVE_COMMANDS
 
 
 def _json_safe(value: Any) -> Any:
@@ -261,7 +260,7 @@ def _redacted_field(key: str, value: Any) -> Any:
 
 def summarize(command: str, body: Mapping[str, Any], *, full: bool) -> dict[str, Any]:
     """The logged summary of a decoded command (sequences already folded into ``body``)."""
-    if command in SENSITIVE_COMMANDS or command.lower() in SENSITIVE_COMMANDS:
+    if is_sensitive(command):
         return {}
     summary: dict[str, Any] = {}
     for index, (key, value) in enumerate(body.items()):
@@ -295,27 +294,29 @@ def _shallow_body(data: bytes, start: int, stop: int) -> dict[str, Any]:
     return body
 
 
-def summarize_request(message: bytes, *, full: bool) -> tuple[str, str, str, dict[str, Any]]:
-    """(command, database, collection, summary) of a request message (OP_MSG or OP_QUERY)."""
-    op_code = codec.INT32.unpack_from(message, 12)[0]
-    if op_code == codec.OP_MSG and len(message) > FULL_DECODE_LIMIT:
-        return _summarize_large_msg(message, full=full)
-    parsed = codec.parse_message(message)
-    if isinstance(parsed, codec.OpQuery):
-        body = dict(codec.unwrap_query(parsed.query))
-        database = parsed.database
-    elif isinstance(parsed, codec.OpMsg):
-        body = dict(parsed.body)
-        for identifier, documents in parsed.sequences:
-            body[identifier] = documents
-        database = body.get("$db") or ""
-    else:
+def summarize_request(request: codec.Request | bytes, *, full: bool) -> tuple[str, str, str, dict[str, Any]]:
+    """(command, database, collection, summary) of a request (OP_MSG or OP_QUERY); bytes are read first.
+
+    The command, database and collection are the ones :meth:`codec.Request.read` found; the body is decoded
+    now unless it already was (a policy may have needed it). A request larger than ``FULL_DECODE_LIMIT`` is
+    summarised from its top-level elements, its documents counted, not decoded.
+    """
+    if not isinstance(request, codec.Request):
+        request = codec.Request.read(request)
+    command, database, collection = request.command, request.database, request.collection
+    if request.op_code not in (codec.OP_MSG, codec.OP_QUERY):
         return "", "", "", {}
-    command = next(iter(body), "")
-    return command, database, collection_of(command, body), summarize(command, body, full=full)
+    if request.op_code == codec.OP_MSG and len(request.raw) > FULL_DECODE_LIMIT:
+        return command, database, collection, _summarize_large_msg(request.raw, command, full=full)
+    message = request.message
+    body = dict(request.body)
+    if isinstance(message, codec.OpMsg):
+        for identifier, documents in message.sequences:
+            body[identifier] = documents
+    return command, database, collection, summarize(command, body, full=full)
 
 
-def _summarize_large_msg(message: bytes, *, full: bool) -> tuple[str, str, str, dict[str, Any]]:
+def _summarize_large_msg(message: bytes, command: str, *, full: bool) -> dict[str, Any]:
     flags = codec.UINT32.unpack_from(message, codec.HEADER_SIZE)[0]
     end = len(message) - (4 if flags & codec.CHECKSUM_PRESENT else 0)
     body: dict[str, Any] = {}
@@ -337,12 +338,10 @@ def _summarize_large_msg(message: bytes, *, full: bool) -> tuple[str, str, str, 
         pos += 1 + size
     for identifier, docs in counts.items():
         body[identifier] = docs
-    command = next(iter(body), "")
-    database = body.get("$db") if isinstance(body.get("$db"), str) else ""
     summary = summarize(command, body, full=False)
     if full:
         summary["truncated"] = True  # too large to log whole
-    return command, database, collection_of(command, body), summary
+    return summary
 
 
 def redact_error_message(message: str, *, full: bool) -> str:
