@@ -13,6 +13,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.template.response import TemplateResponse
 
 from access.admin.base import RecordAdmin
+from access.models.policies import user_may_approve
 from access.services import requests as request_services
 
 
@@ -124,4 +125,4 @@ class AccessRequestAdmin(RecordAdmin):
 
     def has_approve_permission(self, request):
         """The `access.approve_accessrequest` permission, for the actions above."""
-        return request_services.user_may_approve(request.user)
+        return user_may_approve(request.user)
