@@ -198,13 +198,13 @@ def kill_op(server, conn, db: str, cmd: dict) -> dict:
     opid = cmd.get("op")
     if isinstance(opid, bool) or not isinstance(opid, int | float):
         raise type_mismatch('Did not provide "op" field')
-    may_kill_any = conn.grants().allows(CLUSTER_RESOURCE, ["killop"])
-    for other in list(server.connections.values()):
-        if other.opid == int(opid) and other is not conn:
-            if not may_kill_any and not set(other.users) & set(conn.users):
-                # mongod: without killop, only one's own operations
-                raise CommandError(13, f"not authorized on admin to execute command {conn.render(cmd)}")
-            other.close(f"killed by killOp {int(opid)} from connection {conn.id}")
+    targets = [o for o in list(server.connections.values()) if o.opid == int(opid) and o is not conn]
+    own = bool(targets) and all(set(o.users) & set(conn.users) for o in targets)
+    if not own and not conn.grants().allows(CLUSTER_RESOURCE, ["killop"]):
+        # mongod: without killop, only an operation of one's own (an unknown one is refused too)
+        raise CommandError(13, "Unauthorized")
+    for other in targets:
+        other.close(f"killed by killOp {int(opid)} from connection {conn.id}")
     return {"info": "attempting to kill op", "ok": 1.0}
 
 

@@ -239,7 +239,10 @@ def _get_more(req: Request) -> list[Need]:
     if isinstance(cursor_id, bool) or not isinstance(cursor_id, int):
         return []
     cursor = req.server.engine.cursors.get(int(cursor_id))
-    return list(cursor.meta.get("needs", [])) if cursor is not None else []
+    if cursor is None or (cursor.owners and not cursor.owners & set(req.conn.users)):
+        return []  # the handler answers CursorNotFound, or "not created by the authenticated user"
+    message = f"not authorized for getMore with cursor id {int(cursor_id)}"
+    return [Need(n.target, n.actions, message) for n in cursor.meta.get("needs", [])]
 
 
 def _kill_cursors(req: Request) -> list[Need]:
