@@ -22,7 +22,7 @@ from mongomock.filtering import filter_applies
 from .engine import Caller
 from .errors import CommandError, bad_value, type_mismatch
 from .faults import REFUSE_MODES, CommandFailure
-from .roles import is_authorized
+from .privileges import CLUSTER_RESOURCE
 
 VERSION = "7.0.0"
 _OPTION_KEYS = frozenset(
@@ -79,13 +79,13 @@ def get_parameter(server, conn, db: str, cmd: dict) -> dict:
 
 
 def connection_status(server, conn, db: str, cmd: dict) -> dict:
-    return {
-        "authInfo": {
-            "authenticatedUsers": [{"user": u, "db": d} for u, d in conn.users],
-            "authenticatedUserRoles": conn.effective_roles(),
-        },
-        "ok": 1.0,
+    auth_info: dict[str, Any] = {
+        "authenticatedUsers": [{"user": u, "db": d} for u, d in conn.users],
+        "authenticatedUserRoles": conn.effective_roles(),
     }
+    if cmd.get("showPrivileges") is True:
+        auth_info["authenticatedUserPrivileges"] = [p.to_document() for p in conn.grants().privileges]
+    return {"authInfo": auth_info, "ok": 1.0}
 
 
 def server_status(server, conn, db: str, cmd: dict) -> dict:
@@ -147,7 +147,7 @@ def _op_entry(server, other, now: float) -> dict:
 def current_op_entries(server, conn, options: Mapping[str, Any]) -> list[dict]:
     """In-progress operations visible to ``conn``; idle connections too with ``$all``/``idleConnections``."""
     own_only = bool(options.get("$ownOps"))
-    if not own_only and not is_authorized(conn.effective_roles(), "clusterMonitor", "admin"):
+    if not own_only and not conn.grants().allows(CLUSTER_RESOURCE, ["inprog"]):
         raise CommandError(13, f"not authorized on admin to execute command {conn.render(dict(options))}")
     include_idle = bool(options.get("$all") or options.get("idleConnections"))
     now = time.monotonic()
@@ -179,8 +179,7 @@ def current_op_aggregate(server, conn, db: str, cmd: dict) -> dict:
         raise type_mismatch("$currentOp options must be a document")
     options = {
         "$all": stage.get("idleConnections"),
-        "$ownOps": not stage.get("allUsers", False)
-        and not is_authorized(conn.effective_roles(), "clusterMonitor", "admin"),
+        "$ownOps": not stage.get("allUsers", False) and not conn.grants().allows(CLUSTER_RESOURCE, ["inprog"]),
     }
     docs = current_op_entries(server, conn, options)
     if len(pipeline) > 1:
@@ -199,9 +198,13 @@ def kill_op(server, conn, db: str, cmd: dict) -> dict:
     opid = cmd.get("op")
     if isinstance(opid, bool) or not isinstance(opid, int | float):
         raise type_mismatch('Did not provide "op" field')
-    for other in list(server.connections.values()):
-        if other.opid == int(opid) and other is not conn:
-            other.close(f"killed by killOp {int(opid)} from connection {conn.id}")
+    targets = [o for o in list(server.connections.values()) if o.opid == int(opid) and o is not conn]
+    own = bool(targets) and all(set(o.users) & set(conn.users) for o in targets)
+    if not own and not conn.grants().allows(CLUSTER_RESOURCE, ["killop"]):
+        # mongod: without killop, only an operation of one's own (an unknown one is refused too)
+        raise CommandError(13, "Unauthorized")
+    for other in targets:
+        other.close(f"killed by killOp {int(opid)} from connection {conn.id}")
     return {"info": "attempting to kill op", "ok": 1.0}
 
 

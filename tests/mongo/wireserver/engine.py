@@ -29,6 +29,7 @@ class Caller:
     connection_id: int
     users: frozenset[tuple[str, str]]
     readable_dbs: frozenset[str] | None = None  # None: every database
+    visible_collection: Callable[[str], bool] | None = None  # listCollections filter; None: every collection
 
 
 def _collection_name(cmd: Mapping, name: str) -> str:
@@ -368,6 +369,8 @@ class Engine:
     def list_collections(self, db: str, cmd: dict, caller: Caller) -> dict:
         entries = []
         for name in sorted(self.client[db].list_collection_names()):
+            if caller.visible_collection is not None and not caller.visible_collection(name):
+                continue
             coll_uuid = bson.Binary.from_uuid(uuid.uuid5(uuid.NAMESPACE_URL, f"{db}.{name}"))
             entries.append(
                 {

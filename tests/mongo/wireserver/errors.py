@@ -7,6 +7,7 @@ CODE_NAMES = {
     2: "BadValue",
     6: "HostUnreachable",
     7: "HostNotFound",
+    9: "FailedToParse",
     11: "UserNotFound",
     13: "Unauthorized",
     14: "TypeMismatch",
@@ -16,6 +17,7 @@ CODE_NAMES = {
     40: "ConflictingUpdateOperators",
     43: "CursorNotFound",
     48: "NamespaceExists",
+    49: "InvalidRoleModification",
     50: "MaxTimeMSExpired",
     59: "CommandNotFound",
     72: "InvalidOptions",
@@ -31,6 +33,7 @@ CODE_NAMES = {
     11600: "InterruptedAtShutdown",
     11602: "InterruptedDueToReplStateChange",
     11000: "DuplicateKey",
+    51002: "Location51002",
     51003: "Location51003",
 }
 

@@ -32,7 +32,9 @@ from .engine import Engine
 from .errors import CommandError
 from .faults import UNCOUNTED, CommandFailure, Faults
 from .handshake import MAX_MESSAGE_SIZE, Conversation
+from .privileges import Grants, parse_privileges
 from .render import render
+from .roles import RoleStore
 from .users import UserStore
 
 log = logging.getLogger("tests.mongo.wireserver")
@@ -96,6 +98,10 @@ class Connection:
         for name, db in self.users:
             roles.extend(self.server.users.roles_of(name, db))
         return roles
+
+    def grants(self) -> Grants:
+        """What the logged-in user may do now: its roles' privileges, built-in and user-defined."""
+        return self.server.roles.grants_for(self.effective_roles())
 
     @staticmethod
     def render(cmd: dict) -> str:
@@ -245,7 +251,8 @@ class WireServer:
         self.admin_user = admin_user
         self.admin_password = admin_password or secrets.token_hex(12)
         self.max_message_size = max_message_size
-        self.users = UserStore()
+        self.roles = RoleStore()
+        self.users = UserStore(roles=self.roles)
         self.users.create(admin_user, "admin", self.admin_password, [{"role": "root", "db": "admin"}])
         self.engine = Engine()
         self.faults = Faults()
@@ -454,6 +461,10 @@ class WireServer:
     def create_user(self, name: str, password: str, roles: list, db: str = "admin", **options) -> None:
         """Create a user directly (same rules as the createUser command)."""
         self.users.create(name, db, password, roles, **options)
+
+    def create_role(self, name: str, privileges: list[dict], roles: list | None = None, db: str = "admin") -> None:
+        """Create a user-defined role directly (same rules as the createRole command)."""
+        self.roles.create(name, db, parse_privileges(privileges, "createRole"), roles or [])
 
     def kill_connections(self, user: str | None = None, db: str = "admin") -> int:
         """Close every connection (of ``user``@``db`` when given); returns how many."""

@@ -2,10 +2,10 @@
 grantRolesToUser, revokeRolesFromUser and usersInfo, over the server's :class:`UserStore`.
 
 Handlers take ``(server, conn, db, cmd)`` and return the reply document or raise
-:class:`CommandError`; authorization (``userAdmin`` on the database) is checked by the dispatcher,
-except for usersInfo (with its ``filter``, ``showCredentials``, ``showCustomData`` and
-``showAuthenticationRestrictions`` options), whose rule ("your own user, or userAdmin on every database you ask about")
-lives here.
+:class:`CommandError`; authorization (createUser, grantRole, viewUser, ... on the database, one's own
+user for usersInfo) is checked by the dispatcher (see ``authz.py``). usersInfo takes ``filter``,
+``showCredentials``, ``showCustomData`` and ``showAuthenticationRestrictions``. A user may hold
+built-in roles and user-defined ones (see ``rolecmds.py``), resolved in the role's database.
 """
 
 from __future__ import annotations
@@ -16,19 +16,16 @@ from typing import Any
 from mongomock.filtering import filter_applies
 
 from .errors import CommandError, bad_value, type_mismatch
-from .roles import is_authorized
-
-FOR_ALL_DBS = "\0every database"
 
 
-def _name(cmd: dict, field: str) -> str:
+def name_field(cmd: dict, field: str) -> str:
     value = cmd.get(field)
     if not isinstance(value, str):
         raise type_mismatch(f"BSON field '{field}.{field}' is the wrong type, expected type 'string'")
     return value
 
 
-def _roles_field(cmd: dict, command: str, *, required: bool) -> list | None:
+def roles_field(cmd: dict, command: str, *, required: bool) -> list | None:
     if "roles" not in cmd:
         if required:
             raise CommandError(40414, f"BSON field '{command}.roles' is missing but a required field", "Location40414")
@@ -57,13 +54,13 @@ def _custom_data(cmd: dict, command: str) -> dict | None:
 
 
 def create_user(server, conn, db: str, cmd: dict) -> dict:
-    name = _name(cmd, "createUser")
+    name = name_field(cmd, "createUser")
     password = _password(cmd, "createUser")
     server.users.create(
         name,
         db,
         password or "",
-        _roles_field(cmd, "createUser", required=True) or [],
+        roles_field(cmd, "createUser", required=True) or [],
         custom_data=_custom_data(cmd, "createUser"),
         mechanisms=cmd.get("mechanisms"),
         restrictions=cmd.get("authenticationRestrictions"),
@@ -72,7 +69,7 @@ def create_user(server, conn, db: str, cmd: dict) -> dict:
 
 
 def update_user(server, conn, db: str, cmd: dict) -> dict:
-    name = _name(cmd, "updateUser")
+    name = name_field(cmd, "updateUser")
     fields = ("pwd", "roles", "customData", "mechanisms", "authenticationRestrictions")
     if not any(f in cmd for f in fields):
         raise bad_value("Must specify at least one field to update in updateUser")
@@ -80,7 +77,7 @@ def update_user(server, conn, db: str, cmd: dict) -> dict:
         name,
         db,
         password=_password(cmd, "updateUser"),
-        roles=_roles_field(cmd, "updateUser", required=False),
+        roles=roles_field(cmd, "updateUser", required=False),
         custom_data=_custom_data(cmd, "updateUser"),
         mechanisms=cmd.get("mechanisms"),
         restrictions=cmd.get("authenticationRestrictions"),
@@ -89,7 +86,7 @@ def update_user(server, conn, db: str, cmd: dict) -> dict:
 
 
 def drop_user(server, conn, db: str, cmd: dict) -> dict:
-    server.users.drop(_name(cmd, "dropUser"), db)
+    server.users.drop(name_field(cmd, "dropUser"), db)
     return {"ok": 1.0}
 
 
@@ -98,14 +95,14 @@ def drop_all_users(server, conn, db: str, cmd: dict) -> dict:
 
 
 def grant_roles(server, conn, db: str, cmd: dict) -> dict:
-    name = _name(cmd, "grantRolesToUser")
-    server.users.grant(name, db, _roles_field(cmd, "grantRolesToUser", required=True) or [])
+    name = name_field(cmd, "grantRolesToUser")
+    server.users.grant(name, db, roles_field(cmd, "grantRolesToUser", required=True) or [])
     return {"ok": 1.0}
 
 
 def revoke_roles(server, conn, db: str, cmd: dict) -> dict:
-    name = _name(cmd, "revokeRolesFromUser")
-    server.users.revoke(name, db, _roles_field(cmd, "revokeRolesFromUser", required=True) or [])
+    name = name_field(cmd, "revokeRolesFromUser")
+    server.users.revoke(name, db, roles_field(cmd, "revokeRolesFromUser", required=True) or [])
     return {"ok": 1.0}
 
 
@@ -138,16 +135,6 @@ def _targets(value: Any, db: str) -> list[tuple[str, str]] | str | None:
 
 def users_info(server, conn, db: str, cmd: dict) -> dict:
     targets = _targets(cmd.get("usersInfo"), db)
-    roles = conn.effective_roles()
-    if targets is None:
-        databases: set[str] = {FOR_ALL_DBS}
-    elif isinstance(targets, str):
-        databases = {targets}
-    else:
-        databases = {d for _, d in targets}
-    own = isinstance(targets, list) and all(t in conn.users for t in targets)
-    if not own and not all(is_authorized(roles, "userAdmin", d) for d in databases):
-        raise CommandError(13, f"not authorized on {db} to execute command {conn.render(cmd)}")
     if targets is None:
         users = server.users.in_db(None)
     elif isinstance(targets, str):

@@ -20,7 +20,7 @@ from bson.binary import Binary
 from gatewayproxy.wire import scram
 
 from .errors import CommandError, bad_value
-from .roles import RoleNotFound, normalize_roles
+from .roles import RoleNotFound, RoleStore, normalize_roles
 
 ALL_MECHANISMS = ("SCRAM-SHA-1", "SCRAM-SHA-256")
 
@@ -128,8 +128,10 @@ def restrictions_allow(restrictions: list[dict], client_ip: str, server_ip: str)
 class UserStore:
     """In-memory users with SCRAM credentials. Safe to use from the server loop and test threads."""
 
-    def __init__(self, *, iterations: dict[str, int] | None = None) -> None:
+    def __init__(self, *, iterations: dict[str, int] | None = None, roles: RoleStore | None = None) -> None:
         self._users: dict[tuple[str, str], User] = {}
+        #: User-defined roles a user may be given (built-in roles are always there).
+        self.roles = roles if roles is not None else RoleStore()
         self._lock = threading.RLock()
         # Lower iteration counts keep tests fast; mongod's defaults are 10000 / 15000.
         self._iterations = iterations or {"SCRAM-SHA-1": 10000, "SCRAM-SHA-256": 15000}
@@ -198,7 +200,7 @@ class UserStore:
                 " '$external' as the user's source db"
             )
         try:
-            checked_roles = normalize_roles(roles, db)
+            checked_roles = normalize_roles(roles, db, self.roles)
         except RoleNotFound as exc:
             raise CommandError(31, str(exc)) from None
         mechs = self._mechanisms(mechanisms)
@@ -236,7 +238,7 @@ class UserStore:
             new_roles = user.roles
             if roles is not None:
                 try:
-                    new_roles = normalize_roles(roles, db)
+                    new_roles = normalize_roles(roles, db, self.roles)
                 except RoleNotFound as exc:
                     raise CommandError(31, str(exc)) from None
             new_restrictions = check_restrictions(restrictions) if restrictions is not None else None
@@ -269,16 +271,29 @@ class UserStore:
         with self._lock:
             user = self.require(name, db)
             try:
-                extra = normalize_roles(roles, db)
+                extra = normalize_roles(roles, db, self.roles)
             except RoleNotFound as exc:
                 raise CommandError(31, str(exc)) from None
             user.roles = user.roles + [r for r in extra if r not in user.roles]
+
+    def remove_role(self, role: str, db: str) -> None:
+        """Take ``role@db`` from every user (dropRole)."""
+        gone = {"role": role, "db": db}
+        with self._lock:
+            for user in self._users.values():
+                user.roles = [r for r in user.roles if r != gone]
+
+    def remove_roles_of_db(self, db: str) -> None:
+        """Take every user-defined role of ``db`` from every user (dropAllRolesFromDatabase)."""
+        with self._lock:
+            for user in self._users.values():
+                user.roles = [r for r in user.roles if r["db"] != db or self.roles.exists(r["role"], r["db"])]
 
     def revoke(self, name: str, db: str, roles: Iterable[Any]) -> None:
         with self._lock:
             user = self.require(name, db)
             try:
-                gone = normalize_roles(roles, db)
+                gone = normalize_roles(roles, db, self.roles)
             except RoleNotFound as exc:
                 raise CommandError(31, str(exc)) from None
             user.roles = [r for r in user.roles if r not in gone]
