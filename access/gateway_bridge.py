@@ -26,6 +26,7 @@ from access.services.gateway import (
     session_login_lookup,
     sessions_to_close,
 )
+from gatewayproxy.commandlog import CommandRecord
 from gatewayproxy.host import SessionLogin
 
 LOST_GATEWAY_GRACE = timedelta(seconds=30)
@@ -79,7 +80,7 @@ class GatewayBridge:
     async def end_sessions(self, reason: str) -> int:
         return await _in_thread(gateway_sessions_end, gateway_id=self.gateway_id, reason=reason)
 
-    def record_commands(self, records: list[dict[str, Any]]) -> None:
+    def record_commands(self, records: list[CommandRecord]) -> None:
         """Store a batch in the command log's own thread or process, keeping its database connection.
 
         A failed batch drops the connection, so the next one reconnects.

@@ -1,12 +1,14 @@
 """The command log: every relayed or refused command, queued on the hot path and written in batches.
 
-The relay calls :meth:`CommandLog.add` with what it already has (the raw request when it is small, the
-outcome it read from the reply, the latency); nothing is decoded there. A background task flushes the
-queue every ``interval`` seconds or as soon as ``batch_size`` records wait: in a worker thread it
-decodes and redacts each request (:mod:`gatewayproxy.wire.redact`) and hands the resulting dicts to
-``write`` (``access.services.gateway.session_commands_record``). It is one long-lived thread, not
-``sync_to_async``'s per-call context, so its database connection is kept from batch to batch. A failed
-write is logged and dropped, so a database outage never stalls the relay or grows memory without bound.
+A command has one shape from the relay to the table, :class:`CommandRecord`. The relay makes it with what it
+already has (the request it read, the outcome it read from the reply, the latency, the traffic) and calls
+:meth:`CommandLog.add`; nothing is decoded there. A background task flushes the queue every ``interval``
+seconds or as soon as ``batch_size`` records wait, to a writer (a child process under ``manage.py
+runproxy``, else one long-lived thread, so its database connection is kept from batch to batch) that
+:meth:`completes <CommandRecord.complete>` each record — decodes and redacts its request
+(:mod:`gatewayproxy.wire.redact`) — and hands the batch to ``write`` (the domain's ``record_commands``,
+which maps records to SessionCommand rows). A failed write is logged and dropped, so a database outage
+never stalls the relay or grows memory without bound.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import multiprocessing
 import os
 import signal
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from gatewayproxy.wire import codec, redact
@@ -30,51 +32,54 @@ log = logging.getLogger("gatewayproxy.commandlog")
 MAX_QUEUED = 50_000
 
 
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
 @dataclass(slots=True)
-class PendingCommand:
-    """A command as the relay saw it, before decoding and redaction."""
+class CommandRecord:
+    """One command the gateway relayed or refused, as a SessionCommand row will hold it.
+
+    The relay fills the row's fields it knows and carries the ``request`` it read (with ``full``, whether
+    the resource allows values in the log) to the writer, where :meth:`complete` turns it into the redacted
+    ``summary``. ``bytes_in``/``bytes_out`` add to the session's counters, not to the row. The Django side
+    maps a record to SessionCommand in one place (``access.services.gateway.session_commands_record``),
+    which is also where values are cut to the columns' widths.
+    """
 
     session_id: int
-    connection_id: int
-    at: datetime.datetime
-    request: codec.Request | None  # the request as the relay read it, or None when ``summary`` was made on the spot
     command: str
-    database: str
-    outcome: redact.Outcome
-    latency_us: int
-    full: bool
-    refused: bool = False
-    summary: dict | None = None
+    connection_id: int = 0
+    at: datetime.datetime = field(default_factory=_now)
+    database: str = ""
     collection: str = ""
+    summary: dict[str, Any] | None = None
+    ok: bool = True
+    n: int | None = None
+    error_code: int | None = None
+    error_message: str = ""
+    refused: bool = False
+    latency_us: int = 0
     bytes_in: int = 0
     bytes_out: int = 0
+    request: codec.Request | None = field(default=None, repr=False)
+    full: bool = False
 
+    def complete(self) -> CommandRecord:
+        """Redact what the relay carried: the summary from the request (then dropped), the error message.
 
-def build_record(pending: PendingCommand) -> dict[str, Any]:
-    """The dict handed to ``session_commands_record``: SessionCommand's fields plus ``session_id``."""
-    command, database, collection, summary = pending.command, pending.database, pending.collection, pending.summary
-    if pending.request is not None:
-        try:
-            command, database, collection, summary = redact.summarize_request(pending.request, full=pending.full)
-        except Exception:  # a request the upstream accepted but we cannot read: keep what we know
-            summary = {"unreadable": True}
-    return {
-        "session_id": pending.session_id,
-        "connection_id": pending.connection_id,
-        "at": pending.at,
-        "database": (database or pending.database)[:128],
-        "collection": (collection or "")[:255],
-        "command": (command or pending.command)[:64],
-        "summary": summary or {},
-        "ok": pending.outcome.ok,
-        "n": pending.outcome.n,
-        "error_code": pending.outcome.error_code,
-        "error_message": redact.redact_error_message(pending.outcome.error_message or "", full=pending.full),
-        "refused": pending.refused,
-        "latency_us": max(0, min(pending.latency_us, 2**31 - 1)),
-        "bytes_in": pending.bytes_in,
-        "bytes_out": pending.bytes_out,
-    }
+        Idempotent: the relay completes a large request at once, and the writer completes every record.
+        """
+        if self.request is not None:
+            try:
+                self.summary = redact.summarize_request(self.request, full=self.full)[3]
+            except Exception:  # a request the upstream accepted but we cannot read: keep what we know
+                self.summary = {"unreadable": True}
+            self.request = None
+        if self.summary is None:
+            self.summary = {}
+        self.error_message = redact.redact_error_message(self.error_message, full=self.full)
+        return self
 
 
 class WriterProcess:
@@ -88,7 +93,7 @@ class WriterProcess:
     parent goes away.
     """
 
-    def __init__(self, write: Callable[[list[dict[str, Any]]], None]) -> None:
+    def __init__(self, write: Callable[[list[CommandRecord]], None]) -> None:
         self._write = write
         self._context = multiprocessing.get_context("fork")
         self._queue = self._context.Queue()
@@ -105,7 +110,7 @@ class WriterProcess:
     def alive(self) -> bool:
         return self._process is not None and self._process.is_alive()
 
-    def submit(self, batch: list[PendingCommand]) -> None:
+    def submit(self, batch: list[CommandRecord]) -> None:
         """Queue a batch for the child (pickled by the queue's feeder thread)."""
         if not self.alive:
             raise RuntimeError("the command log writer process is not running")
@@ -126,7 +131,7 @@ class WriterProcess:
         self._process = None
 
 
-def _writer_main(queue, write: Callable[[list[dict[str, Any]]], None]) -> None:
+def _writer_main(queue, write: Callable[[list[CommandRecord]], None]) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     parent = os.getppid()
@@ -140,13 +145,13 @@ def _writer_main(queue, write: Callable[[list[dict[str, Any]]], None]) -> None:
         if batch is None:
             return
         try:
-            write([build_record(pending) for pending in batch])
+            write([record.complete() for record in batch])
         except Exception as exc:
             log.warning("event=commandlog_write_failed records=%d error=%s", len(batch), type(exc).__name__)
 
 
 class CommandLog:
-    """A queue of pending commands with a flusher task.
+    """A queue of command records with a flusher task.
 
     Batches go to ``process`` (a started :class:`WriterProcess`) when there is one, else ``write(records)``
     runs in a worker thread of this process.
@@ -154,7 +159,7 @@ class CommandLog:
 
     def __init__(
         self,
-        write: Callable[[list[dict[str, Any]]], None],
+        write: Callable[[list[CommandRecord]], None],
         *,
         interval: float = 0.2,
         batch_size: int = 100,
@@ -164,7 +169,7 @@ class CommandLog:
         self._process = process
         self.interval = interval
         self.batch_size = batch_size
-        self._pending: list[PendingCommand] = []
+        self._pending: list[CommandRecord] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
         self.dropped = 0
@@ -172,12 +177,12 @@ class CommandLog:
         # One long-lived writer thread: its database connection is reused from batch to batch.
         self._writer = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="commandlog")
 
-    def add(self, pending: PendingCommand) -> None:
-        """Queue one command (never blocks; drops the oldest-beyond-limit when the database is stuck)."""
+    def add(self, record: CommandRecord) -> None:
+        """Queue one command (never blocks; drops the newest beyond the limit when the database is stuck)."""
         if len(self._pending) >= MAX_QUEUED:
             self.dropped += 1
             return
-        self._pending.append(pending)
+        self._pending.append(record)
         if len(self._pending) >= self.batch_size:
             self._wake.set()
 
@@ -200,13 +205,13 @@ class CommandLog:
                 if self._process is not None and self._process.alive:
                     self._process.submit(batch)
                 else:
-                    await asyncio.get_running_loop().run_in_executor(self._writer, self._convert_and_write, batch)
+                    await asyncio.get_running_loop().run_in_executor(self._writer, self._complete_and_write, batch)
                 self.written += len(batch)
             except Exception as exc:
                 log.warning("event=commandlog_write_failed records=%d error=%s", len(batch), type(exc).__name__)
 
-    def _convert_and_write(self, batch: list[PendingCommand]) -> None:
-        self._write([build_record(pending) for pending in batch])
+    def _complete_and_write(self, batch: list[CommandRecord]) -> None:
+        self._write([record.complete() for record in batch])
 
     async def close(self) -> None:
         """Stop the flusher and write what is left."""

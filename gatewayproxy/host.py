@@ -13,6 +13,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from gatewayproxy.commandlog import CommandRecord
+
 
 class Password:
     """A password the gateway holds until its upstream login uses it.
@@ -93,6 +95,6 @@ class Domain(Protocol):
         """End every open session of this gateway (it is stopping); return how many ended."""
         ...
 
-    def record_commands(self, records: list[dict[str, Any]]) -> None:
-        """Store a batch of logged commands (called from the command log's writer, never on the event loop)."""
+    def record_commands(self, records: list[CommandRecord]) -> None:
+        """Store a batch of completed command records (called by the command log's writer, off the event loop)."""
         ...

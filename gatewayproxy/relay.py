@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from gatewayproxy.auth import ALLOWED_BEFORE_LOGIN, REFUSED_AFTER_LOGIN, ClientLogin, LoginError, username_of
-from gatewayproxy.commandlog import CommandLog, PendingCommand
+from gatewayproxy.commandlog import CommandLog, CommandRecord
 from gatewayproxy.host import SessionLogin
 from gatewayproxy.metrics import GatewayMetrics
 from gatewayproxy.pipe import InFlight, Pipe
@@ -354,34 +354,29 @@ class ClientConnection:
         metrics.observe_latency(latency_us)
         if not outcome.ok:
             metrics.errors += 1
-        carried: codec.Request | None = request
-        summary = None
-        if redact.is_sensitive(request.command):
-            carried, summary = None, {}  # never carry credentials to the writer: the log keeps {}
-        elif len(request.raw) > redact.FULL_DECODE_LIMIT:
-            carried = None  # summarise a large request now, rather than queue its bytes
-            try:
-                summary = redact.summarize_request(request, full=self._full_logging)[3]
-            except Exception:
-                summary = {"unreadable": True}
-        self.host.command_log.add(
-            PendingCommand(
-                session_id=self._session_id,
-                connection_id=self.id,
-                at=_now(),
-                request=carried,
-                command=request.command,
-                database=request.database,
-                outcome=outcome,
-                latency_us=latency_us,
-                full=self._full_logging,
-                refused=refused,
-                summary=summary,
-                collection=request.collection,
-                bytes_in=len(request.raw),
-                bytes_out=bytes_out,
-            )
+        record = CommandRecord(
+            session_id=self._session_id,
+            command=request.command,
+            connection_id=self.id,
+            at=_now(),
+            database=request.database,
+            collection=request.collection,
+            ok=outcome.ok,
+            n=outcome.n,
+            error_code=outcome.error_code,
+            error_message=outcome.error_message,
+            refused=refused,
+            latency_us=latency_us,
+            bytes_in=len(request.raw),
+            bytes_out=bytes_out,
+            request=request,
+            full=self._full_logging,
         )
+        if redact.is_sensitive(request.command):
+            record.request, record.summary = None, {}  # never carry credentials to the writer: the log keeps {}
+        elif len(request.raw) > redact.FULL_DECODE_LIMIT:
+            record.complete()  # summarise a large request now, rather than queue its bytes
+        self.host.command_log.add(record)
 
     def _local_reply(self, request: codec.Request, document: Mapping[str, Any]) -> None:
         if request.more_to_come:

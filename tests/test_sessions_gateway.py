@@ -21,6 +21,8 @@ from access.services.gateway import (
     sessions_to_close,
 )
 from access.services.sessions import session_end, session_open
+from gatewayproxy.commandlog import CommandRecord
+from gatewayproxy.wire import codec
 from gatewayproxy.wire.scram import ScramClient, ScramCredentials, ScramServer
 from tests.factories import AccessPolicyFactory, GatewayFactory, LeaseFactory, SessionFactory
 
@@ -211,3 +213,30 @@ def test_commands_keep_their_time_and_store_non_json_values_as_text(opened):
     row = SessionCommand.objects.get(session=session)
     assert abs((row.at - at).total_seconds()) < 0.001
     assert row.summary == {"filter": {"_id": str(object_id), "when": "2026-01-02 00:00:00+00:00"}}
+
+
+def test_a_gateway_record_is_redacted_by_its_writer_and_cut_once_to_the_columns(opened):
+    session, _ = opened
+    request = codec.Request.read(codec.build_op_msg({"find": "c" * 300, "filter": {"ssn": "123-45"}, "$db": "d" * 200}))
+    record = CommandRecord(
+        session_id=session.pk,
+        command=request.command,
+        database=request.database,
+        collection=request.collection,
+        ok=False,
+        error_code=11000,
+        error_message='E11000 duplicate key error dup key: { ssn: "123-45" } ' + "x" * 600,
+        latency_us=2**40,
+        bytes_in=len(request.raw),
+        request=request,
+    )
+
+    session_commands_record(commands=[record.complete()])
+
+    row = SessionCommand.objects.get(session=session)
+    assert (row.command, row.database, row.collection) == ("find", "d" * 128, "c" * 255)
+    assert row.summary == {"find": "c" * 300, "filter": {"ssn": "?"}}
+    assert "123-45" not in row.error_message and len(row.error_message) == 500
+    assert row.latency_us == 2**31 - 1
+    session.refresh_from_db()
+    assert (session.commands_count, session.bytes_in) == (1, len(request.raw))

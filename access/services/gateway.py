@@ -9,6 +9,7 @@ to call from the proxy's event loop through a thread, and never on the per-messa
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -28,6 +29,7 @@ from access.models.leases import LeaseState
 from access.models.sessions import SessionEndReason, SessionState
 from access.services.audit import audit_record
 from access.services.sessions import _session_end_if_open, session_end_many
+from gatewayproxy.commandlog import CommandRecord
 from gatewayproxy.host import Password, SessionLogin, UpstreamTarget
 
 
@@ -125,7 +127,6 @@ def session_connected(*, session_id: int, gateway_id: int | None, client_address
             )
 
 
-_LIMITS = {"database": 128, "collection": 255, "command": 64, "error_message": 500}
 _SECRET_SUMMARY_KEYS = {"pwd", "password", "payload", "speculativeauthenticate", "secret"}
 
 
@@ -154,95 +155,82 @@ def _as_datetime(value: Any) -> datetime:
     return parsed if parsed is not None else timezone.now()
 
 
-_COLUMNS = (
-    "session_id",
-    "at",
-    "connection_id",
-    "database",
-    "collection",
-    "command",
-    "summary",
-    "ok",
-    "n",
-    "error_code",
-    "error_message",
-    "refused",
-    "latency_us",
-)
-
-
-def _command_values(item: dict) -> dict[str, Any]:
-    """One command dict from the gateway, bounded and scrubbed, as SessionCommand field values."""
-    return {
-        "session_id": int(item["session_id"]),
-        "at": _as_datetime(item.get("at")),
-        "connection_id": max(int(item.get("connection_id") or 0), 0),
-        "database": str(item.get("database") or "")[: _LIMITS["database"]],
-        "collection": str(item.get("collection") or "")[: _LIMITS["collection"]],
-        "command": str(item.get("command") or "")[: _LIMITS["command"]],
-        "summary": _scrub_summary(item.get("summary") or {}),
-        "ok": bool(item.get("ok", True)),
-        "n": _int_or_none(item.get("n")),
-        "error_code": _int_or_none(item.get("error_code")),
-        "error_message": str(item.get("error_message") or "")[: _LIMITS["error_message"]],
-        "refused": bool(item.get("refused", False)),
-        "latency_us": max(int(item.get("latency_us") or 0), 0),
-    }
-
-
 def _int_or_none(value: Any) -> int | None:
     return None if value is None else int(value)
 
 
-def _insert_commands(values: list[dict[str, Any]]) -> None:
+def _cut(value: str | None, column: str) -> str:
+    """`value` cut to the width of SessionCommand's `column` (the only place a logged value is shortened)."""
+    return str(value or "")[: SessionCommand._meta.get_field(column).max_length]
+
+
+def _command_row(record: CommandRecord) -> dict[str, Any]:
+    """The one place a gateway command becomes SessionCommand column values: bounded, scrubbed, typed."""
+    return {
+        "session_id": int(record.session_id),
+        "at": _as_datetime(record.at),
+        "connection_id": max(int(record.connection_id or 0), 0),
+        "database": _cut(record.database, "database"),
+        "collection": _cut(record.collection, "collection"),
+        "command": _cut(record.command, "command"),
+        "summary": _scrub_summary(record.summary or {}),
+        "ok": bool(record.ok),
+        "n": _int_or_none(record.n),
+        "error_code": _int_or_none(record.error_code),
+        "error_message": _cut(record.error_message, "error_message"),
+        "refused": bool(record.refused),
+        "latency_us": min(max(int(record.latency_us or 0), 0), 2**31 - 1),
+    }
+
+
+def _insert_commands(rows: list[dict[str, Any]]) -> None:
     """Insert command rows with one executemany: about ten times faster than bulk_create, and the gateway's
-    flusher thread shares the CPU with the relay. Values are adapted by the fields, as the ORM would."""
-    fields = [SessionCommand._meta.get_field(name) for name in _COLUMNS]
-    at_field, summary_field = SessionCommand._meta.get_field("at"), SessionCommand._meta.get_field("summary")
+    flusher shares the CPU with the relay. Values are adapted by the fields, as the ORM would."""
+    names = list(rows[0])  # the columns are _command_row's keys
+    fields = [SessionCommand._meta.get_field(name) for name in names]
     quote = connection.ops.quote_name
     # Only the model's own table and column names are interpolated; every value is a bound parameter.
     table, columns = quote(SessionCommand._meta.db_table), ", ".join(quote(f.column) for f in fields)
     sql = f"INSERT INTO {table} ({columns}) VALUES ({', '.join(['%s'] * len(fields))})"  # noqa: S608
-    params = []
-    for row in values:
-        row = {
-            **row,
-            "at": at_field.get_db_prep_save(row["at"], connection),
-            "summary": summary_field.get_db_prep_save(row["summary"], connection),
-        }
-        params.append([row[name] for name in _COLUMNS])
+    # The datetime and the JSON need their fields' adaptation; the other values are plain str/int/bool/None.
+    adapt = {name: field for name, field in zip(names, fields, strict=True) if name in ("at", "summary")}
+    params = [
+        [adapt[name].get_db_prep_save(row[name], connection) if name in adapt else row[name] for name in names]
+        for row in rows
+    ]
     with connection.cursor() as cursor:
         cursor.executemany(sql, params)
 
 
-def session_commands_record(*, commands: list[dict]) -> None:
-    """Store a batch of redacted commands, add them to the sessions' counters, and publish them live.
+def session_commands_record(*, commands: Sequence[CommandRecord | Mapping[str, Any]]) -> None:
+    """Store a batch of commands the gateway logged, add them to the sessions' counters, and publish them live.
 
-    Each dict has `session_id` and `command`, optionally `at` (datetime, ISO text or epoch seconds),
-    `connection_id`, `database`, `collection`, `summary`, `ok`, `n`, `error_code`, `error_message`,
-    `refused`, `latency_us`, and the connection's traffic since the last batch, `bytes_in`/`bytes_out`.
-    A dict without `command` only adds its bytes. Commands of sessions that no longer exist are dropped.
-    Rows are inserted with one executemany; only when events travel through a channel layer (which
-    needs the new rows' ids) are they created with bulk_create.
+    Each item is a completed `gatewayproxy.commandlog.CommandRecord` (the gateway's writer sends those); a
+    mapping with the same field names (`session_id` and `command` required) is read as one, for scripts and
+    tests. A record without `command` only adds its `bytes_in`/`bytes_out`. Commands of sessions that no
+    longer exist are dropped. Rows are inserted with one executemany; only when events travel through a
+    channel layer (which needs the new rows' ids) are they created with bulk_create.
     """
     if not commands:
         return
-    session_ids = {int(item["session_id"]) for item in commands}
+    records = [item if isinstance(item, CommandRecord) else CommandRecord(**item) for item in commands]
     with transaction.atomic():
-        known = set(Session.objects.filter(pk__in=session_ids).values_list("pk", flat=True))
-        items = [item for item in commands if int(item["session_id"]) in known]
-        values = [_command_values(item) for item in items if item.get("command")]
-        if values and session_events_use_channel_layer():
-            rows = SessionCommand.objects.bulk_create([SessionCommand(**row) for row in values])
-            transaction.on_commit(lambda: _publish_commands(rows))
-        elif values:
-            _insert_commands(values)
+        known = set(
+            Session.objects.filter(pk__in={int(record.session_id) for record in records}).values_list("pk", flat=True)
+        )
+        records = [record for record in records if int(record.session_id) in known]
+        rows = [_command_row(record) for record in records if record.command]
+        if rows and session_events_use_channel_layer():
+            created = SessionCommand.objects.bulk_create([SessionCommand(**row) for row in rows])
+            transaction.on_commit(lambda: _publish_commands(created))
+        elif rows:
+            _insert_commands(rows)
         totals: dict[int, list[int]] = {}
-        for item in items:
-            total = totals.setdefault(int(item["session_id"]), [0, 0, 0])
-            total[0] += 1 if item.get("command") else 0
-            total[1] += int(item.get("bytes_in") or 0)
-            total[2] += int(item.get("bytes_out") or 0)
+        for record in records:
+            total = totals.setdefault(int(record.session_id), [0, 0, 0])
+            total[0] += 1 if record.command else 0
+            total[1] += int(record.bytes_in or 0)
+            total[2] += int(record.bytes_out or 0)
         for session_id, (count, bytes_in, bytes_out) in totals.items():
             Session.objects.filter(pk=session_id).update(
                 commands_count=F("commands_count") + count,

@@ -345,7 +345,7 @@ def _summarize_large_msg(message: bytes, command: str, *, full: bool) -> dict[st
 
 
 def redact_error_message(message: str, *, full: bool) -> str:
-    """Cut an upstream error message to 500 characters, without quoted document values unless ``full``."""
+    """An upstream error message without the document values it quotes, unless ``full`` (idempotent)."""
     if not full:
         message = _QUOTED_VALUES.sub(" { ... }", message)
-    return message[:500]
+    return message
