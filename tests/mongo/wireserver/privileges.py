@@ -8,10 +8,11 @@ every database), ``{db: "", collection: ""}`` (every database and non-system col
 the cluster) and the actions it needs there; :meth:`Grants.allows` answers whether the privileges of a
 user's roles cover all of them, with mongod's matching rules.
 
-The built-in roles are expressed here as privileges (:func:`builtin_privileges`), transcribed from
-mongod's ``src/mongo/db/auth/builtin_roles.yml`` (7.x) without the sharded/serverless-only patterns, so
-that built-in and user-defined roles share one authorization path. The action names are mongod's
-``action_type.idl`` list; an unknown one is refused when a role is defined, as mongod does.
+The built-in roles are expressed here as privileges (:func:`builtin_privileges`), written from the
+manual's "Built-In Roles" page (7.x) and checked against the server's behaviour, without the
+sharded/serverless-only patterns, so that built-in and user-defined roles share one authorization path.
+The action names are the manual's "Privilege Actions" list; an unknown one is refused when a role is
+defined, as mongod does.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ def _actions(text: str) -> frozenset[str]:
     return frozenset(text.split())
 
 
-# mongod's action types (src/mongo/db/auth/action_type.idl), the ones a role may name.
+# The privilege actions a role may name (the manual's "Privilege Actions").
 ACTIONS = _actions(
     """
     addShard advanceClusterTime allCollectionStats analyze analyzeShardKey anyAction appendOplogNote
