@@ -242,3 +242,11 @@ PAM_ATLAS_APPLY_TIMEOUT = env.float("PAM_ATLAS_APPLY_TIMEOUT", default=600.0)
 PAM_ATLAS_POLL_INTERVAL = env.float("PAM_ATLAS_POLL_INTERVAL", default=2.0)
 PAM_ATLAS_MAX_RETRIES = env.int("PAM_ATLAS_MAX_RETRIES", default=5)
 PAM_ATLAS_BACKOFF_BASE = env.float("PAM_ATLAS_BACKOFF_BASE", default=0.5)
+# Integrations (README, Integrations). The portal's address, for links in emails and chat notifications.
+PAM_PORTAL_URL = env.str("PAM_PORTAL_URL", default="http://localhost:8000").rstrip("/")
+# JSON-lines sinks write only inside this directory.
+PAM_SINK_FILE_DIR = env.str("PAM_SINK_FILE_DIR", default=str(VAR_DIR / "sinks"))
+# A sink is stuck when records have waited this many minutes and its cursor has not moved for as long.
+PAM_SINK_STUCK_MINUTES = env.int("PAM_SINK_STUCK_MINUTES", default=10)
+# GET /metrics (Prometheus) needs `Authorization: Bearer <this>`; unset, only loopback clients not behind a proxy.
+PAM_METRICS_TOKEN = env.str("PAM_METRICS_TOKEN", default="")

@@ -4,7 +4,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from portal.views import auth, dashboard, health, leases, mfa, requests, sessions
+from portal.views import auth, dashboard, health, leases, metrics, mfa, requests, sessions
 
 portal_patterns = [
     path("", dashboard.dashboard, name="dashboard"),
@@ -40,5 +40,6 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("healthz", health.healthz, name="healthz"),
+    path("metrics", metrics.metrics, name="metrics"),
     path("", include((portal_patterns, "portal"))),
 ]

@@ -1,9 +1,10 @@
 """The security team's admin (behind OTP, see portal.admin_site): one module per area, every model registered here.
 
-Configuration (gateways, resources, accounts, dynamic roles, access policies) is saved and deleted through the
-same services as the API (access.services.*): the same validation, the same audit row, the same side effects.
-Records (leases, sessions, session commands, audit events, connector actions, access requests, API tokens) are
-read-only: no add, no save, no delete; the actions on them (revoke, kill, roll back, approve) call services.
+Configuration (gateways, resources, accounts, dynamic roles, access policies, sinks, notification targets) is
+saved and deleted through the same services as the API (access.services.*): the same validation, the same audit
+row, the same side effects. Records (leases, sessions, session commands, audit events, connector actions, access
+requests, API tokens, notifications sent) are read-only: no add, no save, no delete; the actions on them (revoke,
+kill, roll back, approve) call services.
 """
 
 from django.contrib.admin import site as admin_site
@@ -18,6 +19,7 @@ from access.admin.requests import AccessRequestAdmin
 from access.admin.resources import ResourceAdmin
 from access.admin.roles import DynamicRoleAdmin
 from access.admin.sessions import SessionAdmin, SessionCommandAdmin
+from access.admin.sinks import NotificationAdmin, NotificationTargetAdmin, SinkAdmin
 from access.admin.tokens import ApiTokenAdmin
 from access.models import (
     AccessPolicy,
@@ -29,9 +31,12 @@ from access.models import (
     DynamicRole,
     Gateway,
     Lease,
+    Notification,
+    NotificationTarget,
     Resource,
     Session,
     SessionCommand,
+    Sink,
 )
 
 # `admin.site` is the OTP admin site (portal.apps.PamAdminConfig.default_site).
@@ -47,3 +52,6 @@ admin_site.register(SessionCommand, SessionCommandAdmin)
 admin_site.register(AuditEvent, AuditEventAdmin)
 admin_site.register(ConnectorAction, ConnectorActionAdmin)
 admin_site.register(ApiToken, ApiTokenAdmin)
+admin_site.register(Sink, SinkAdmin)
+admin_site.register(NotificationTarget, NotificationTargetAdmin)
+admin_site.register(Notification, NotificationAdmin)

@@ -25,8 +25,10 @@ from django.utils import timezone
 
 from access.durations import format_duration
 from access.models import AccessPolicy, AccessRequest, AuditAction
+from access.models.notifications import NotificationEvent
 from access.models.policies import RequestState, user_may_approve
 from access.services.audit import audit_record
+from access.services.notifications import notifications_dispatch, request_links, request_message
 
 log = logging.getLogger(__name__)
 
@@ -50,14 +52,33 @@ def approvers_for(request: AccessRequest | None = None):
     return users
 
 
-def _notify(*, request: AccessRequest, subject: str, body: str, to_requester: bool = True) -> None:
-    """Email the requester and the approvers once the transaction commits (a mail failure is logged, not raised)."""
+def _notify(
+    *,
+    request: AccessRequest,
+    subject: str,
+    body: str,
+    to_requester: bool = True,
+    event: NotificationEvent | None = None,
+    actor_name: str = "",
+) -> None:
+    """Email the requester and the approvers once the transaction commits (a mail failure is logged, not raised);
+    for `event`, also post to the chat and webhook targets of the request's policy or resource (queued on commit).
+    The email carries the same links into the portal as the chat message."""
+    if event is not None:
+        notifications_dispatch(
+            message=request_message(
+                request=request, event=event, actor_name=actor_name, comment=request.decision_comment
+            ),
+            policy=request.policy,
+            resource=(request.account or request.role).resource if (request.account or request.role) else None,
+        )
     recipients = {user.email for user in approvers_for(request) if user.email}
     if to_requester and request.requester.email:
         recipients.add(request.requester.email)
     if not recipients:
         return
-    text = f"{body}\n\nRequest #{request.pk}: {request.target} for {format_duration(request.duration)}.\n"
+    links = "".join(f"{label}: {url}\n" for label, url in request_links(request, event=event or ""))
+    text = f"{body}\n\nRequest #{request.pk}: {request.target} for {format_duration(request.duration)}.\n{links}"
 
     def send():
         try:
@@ -133,6 +154,7 @@ def access_request_create(
                 subject=f"BREAK-GLASS access by {requester.get_username()} to {request.target}",
                 body=f"{requester.get_username()} used break-glass access without approval.\nReason: {reason}\n"
                 "Record a post-review in the admin.",
+                event=NotificationEvent.BREAK_GLASS,
             )
         else:
             _notify(
@@ -140,6 +162,7 @@ def access_request_create(
                 subject=f"{requester.get_username()} asks for access to {request.target}",
                 body=f"{requester.get_username()} asks for access.\nReason: {reason}\n"
                 "Approve or deny it in the portal.",
+                event=NotificationEvent.REQUEST_CREATE,
             )
     return request
 
@@ -173,6 +196,8 @@ def _decide(*, request: AccessRequest, approver, comment: str, approve: bool) ->
             subject=f"Request #{current.pk} {outcome} by {approver.get_username()}",
             body=f"{approver.get_username()} {outcome} the request of {current.requester.get_username()}{until}."
             + (f"\nComment: {current.decision_comment}" if current.decision_comment else ""),
+            event=NotificationEvent.REQUEST_APPROVE if approve else NotificationEvent.REQUEST_DENY,
+            actor_name=approver.get_username(),
         )
     request.refresh_from_db()
     return current
