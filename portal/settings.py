@@ -248,5 +248,7 @@ PAM_PORTAL_URL = env.str("PAM_PORTAL_URL", default="http://localhost:8000").rstr
 PAM_SINK_FILE_DIR = env.str("PAM_SINK_FILE_DIR", default=str(VAR_DIR / "sinks"))
 # A sink is stuck when records have waited this many minutes and its cursor has not moved for as long.
 PAM_SINK_STUCK_MINUTES = env.int("PAM_SINK_STUCK_MINUTES", default=10)
+# Seconds a delivery worker's hold on a sink lasts unless renewed: after a crash, another takes over this much later.
+PAM_SINK_LOCK_SECONDS = env.int("PAM_SINK_LOCK_SECONDS", default=30)
 # GET /metrics (Prometheus) needs `Authorization: Bearer <this>`; unset, only loopback clients not behind a proxy.
 PAM_METRICS_TOKEN = env.str("PAM_METRICS_TOKEN", default="")

@@ -11,6 +11,7 @@ from __future__ import annotations
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import models
 from django.shortcuts import redirect
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
@@ -44,6 +45,7 @@ class SinkAdmin(ServiceAdmin):
         ("Delivery", {"fields": ["batch_size", "timeout_seconds", "stream_status", "created_at", "updated_at"]}),
     ]
     change_form_template = "admin/access/sink/change_form.html"
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
 
     @admin.display(description="streams")
     def streams_sent(self, obj):

@@ -408,7 +408,8 @@ def _lock_name(sink_id: int) -> str:
 
 
 def _lock_ttl(sink: Sink) -> timedelta:
-    return timedelta(seconds=max(30, 3 * sink.timeout_seconds + ROUND_BUDGET_SECONDS))
+    """Longer than a round can take (a send may wait `timeout_seconds` on each of its steps)."""
+    return timedelta(seconds=max(settings.PAM_SINK_LOCK_SECONDS, 3 * sink.timeout_seconds + ROUND_BUDGET_SECONDS))
 
 
 def sinks_deliver_run(
