@@ -44,7 +44,7 @@ COUNTED_ACTIONS = (
     "request.break_glass",
 )
 
-REGISTRY = CollectorRegistry(auto_describe=True)
+REGISTRY = CollectorRegistry()  # no auto-describe: that would query the database at import
 """The registry /metrics exposes: the database collector below and this process's own histograms."""
 
 LEASE_ISSUE_SECONDS = Histogram(

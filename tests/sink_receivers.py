@@ -242,6 +242,15 @@ class HttpReceiver:
                 receiver._accept(self.path, dict(self.headers), body)
                 self._answer(200, {"text": "Success", "code": 0})
 
+            def do_GET(self):  # the counts, for a receiver run in a process of its own (benchmarks/sinks.py)
+                with receiver.lock:
+                    counts = {
+                        "ids": len(receiver.ids),
+                        "unique": len(set(receiver.ids)),
+                        "rejected": len(receiver.rejected),
+                    }
+                self._answer(200, counts)
+
             def _answer(self, status, payload):
                 data = json.dumps(payload).encode()
                 self.send_response(status)
