@@ -152,6 +152,7 @@ def test_every_record_reaches_every_sink_across_receiver_and_worker_restarts(tmp
         webhook.fail_with = 503  # up, but refusing for a while
         webhook.start()
         _produce(session, 1.0, counter)
+        assert wait_for(lambda: webhook.rejected, timeout=60), worker.text()[-2000:]  # retried, and refused
         webhook.fail_with = None
         worker.stop(signal.SIGKILL)  # a crash: locks held, a batch maybe sent and not recorded
         _produce(session, 1.5, counter)
@@ -347,3 +348,17 @@ def test_notification_targets_are_configured_in_the_admin(otp_admin_client):
     assert created.data["changed"]["events"] == ["request.create", "request.break_glass"]
     listing = otp_admin_client.get("/admin/access/notificationtarget/").content.decode()
     assert "secops" in listing and "everything" in listing and url not in listing
+
+
+def test_the_delivery_task_frees_its_worker_without_sinks_and_chains_itself_with_them(monkeypatch, sink_dir):
+    from access import tasks_sinks
+
+    queued = []
+    monkeypatch.setattr(tasks_sinks, "async_task", lambda *args, **kwargs: queued.append(args))
+    started = time.monotonic()
+    assert tasks_sinks.deliver_sinks(run_for=5)["sinks"] == []
+    assert time.monotonic() - started < 1 and queued == []  # no sink: the qcluster worker is free at once
+    sink = sink_create(actor="test", name="shipper", kind=SinkKind.FILE, path="t.jsonl")
+    result = tasks_sinks.deliver_sinks(run_for=0.5)
+    assert result["sinks"] == [sink.pk] and result["delivered"] >= 1
+    assert queued == [(tasks_sinks.DELIVER_TASK, 0.5)]  # its successor, so delivery never waits for the schedule

@@ -419,11 +419,14 @@ def sinks_deliver_run(
     holder: str | None = None,
     sink_ids: list[int] | None = None,
     stop=None,
+    exit_when_idle: bool = True,
 ) -> DeliveryRunReport:
     """Deliver to every enabled sink whose lock is free, for `run_for` seconds (0: until `stop()` says so).
 
-    Each round takes the free sinks' locks, renews those held, and serves each held sink's streams batch after
-    batch until it is caught up or its round budget is spent; an idle round sleeps `interval`.
+        Each round takes the free sinks' locks, renews those held, and serves each held sink's streams batch after
+        batch until it is caught up or its round budget is spent; an idle round sleeps `interval`. The run ends at
+        once when it holds no sink (none enabled, or other workers hold them all), unless `exit_when_idle` is False
+    (a dedicated worker waits for sinks instead); `completed` is then True.
     """
     holder = holder or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
     report = DeliveryRunReport(holder=holder)
@@ -454,6 +457,8 @@ def sinks_deliver_run(
                     continue
                 held[sink_id] = sink
             report.sinks |= set(held)
+            if not held and exit_when_idle:
+                break  # no enabled sink, or another worker serves them all: leave the qcluster worker free
             busy = False
             for sink in held.values():
                 transport = _transport_for(transports, sink)

@@ -35,7 +35,9 @@ class Command(BaseCommand):
         stopping = []
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: stopping.append(True))
-        report = sinks_deliver_run(run_for=run_for, interval=interval, sink_ids=sink_ids, stop=lambda: bool(stopping))
+        report = sinks_deliver_run(
+            run_for=run_for, interval=interval, sink_ids=sink_ids, stop=lambda: bool(stopping), exit_when_idle=False
+        )
         self.stdout.write(
             f"delivered {report.delivered} record(s) to {len(report.sinks)} sink(s) in {report.rounds} round(s); "
             f"{report.failures} failed attempt(s)"
