@@ -49,30 +49,3 @@ def api_client(staff_user):
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
     client.raw_token = raw
     return client
-
-
-def _retry_flush_on_deadlock() -> None:
-    """Transactional tests end with a flush (TRUNCATE). On PostgreSQL it can deadlock with a gateway or qcluster
-    subprocess that is still writing its heartbeat or command log; the server then aborts one side. The flush is
-    retried a few times instead of failing a test whose behaviour was already checked."""
-    import time
-
-    from django.db import OperationalError
-    from django.test import testcases
-
-    original = testcases.TransactionTestCase._fixture_teardown
-
-    def teardown(self):
-        for attempt in range(4):
-            try:
-                return original(self)
-            except Exception as exc:  # flush wraps the database error in a CommandError
-                cause = exc.__cause__ or exc.__context__
-                if attempt == 3 or not isinstance(cause, OperationalError) or "deadlock" not in str(cause):
-                    raise
-                time.sleep(0.2 * (attempt + 1))
-
-    testcases.TransactionTestCase._fixture_teardown = teardown
-
-
-_retry_flush_on_deadlock()

@@ -116,8 +116,8 @@ def chromium_path() -> Path:
 
 
 @pytest.fixture(scope="module")
-def portal_server(django_db_setup, django_db_blocker, gateway_proxy, tmp_path_factory) -> Iterator[PortalServer]:
-    server = PortalServer(tmp_path_factory.mktemp("daphne") / "daphne.log", gateway_proxy.address)
+def portal_server(django_db_setup, django_db_blocker, gateway_process, tmp_path_factory) -> Iterator[PortalServer]:
+    server = PortalServer(tmp_path_factory.mktemp("daphne") / "daphne.log", gateway_process.address)
     with django_db_blocker.unblock():
         server.start()
     yield server
