@@ -115,7 +115,11 @@ class LeaseState(models.TextChoices):
     REVOKED = "revoked", "Revoked"
     EXPIRED = "expired", "Expired"
     REVOKE_FAILED = "revoke_failed", "Revoke failed (retrying)"
+    FAILED = "failed", "Issue failed"
 
+
+ISSUE_FAILED_REASON = "issue_failed"
+"""`revoke_reason` of a lease whose database user could not be created: it was never handed to anyone."""
 
 LIVE_LEASE_STATES = (LeaseState.ACTIVE, LeaseState.REVOKING, LeaseState.REVOKE_FAILED)
 
@@ -189,6 +193,21 @@ class Lease(models.Model):
 
     def __str__(self) -> str:
         return self.lease_id
+
+    @property
+    def issue_failed(self) -> bool:
+        """The database user was never created for its holder: a failed attempt, never a credential they held."""
+        return self.revoke_reason == ISSUE_FAILED_REASON
+
+    @property
+    def display_state(self) -> str:
+        """The state a person reads: a failed issue stays `failed` while the sweeper makes sure no user is left."""
+        return LeaseState.FAILED if self.issue_failed else self.state
+
+    def get_display_state_display(self) -> str:
+        if self.issue_failed and self.state != LeaseState.FAILED:
+            return "Issue failed (cleaning up)"
+        return LeaseState(self.display_state).label
 
     @property
     def renewable(self) -> bool:
