@@ -1,8 +1,11 @@
-"""Shared fixtures: users, OTP-verified admin clients, API clients, and the MongoDB test servers."""
+"""Shared fixtures: users, OTP-verified admin clients, API clients, Resources on the MongoDB test servers, and the
+plugins with the test servers and the gateway. Plain helpers are in tests/helpers.py."""
 
 import importlib.util
 
 import pytest
+
+from tests.helpers import otp_login, token_client
 
 pytest_plugins = [
     name
@@ -25,27 +28,27 @@ def staff_user(db, django_user_model):
 @pytest.fixture
 def otp_admin_client(client, staff_user):
     """A browser session logged into the admin with a verified TOTP device."""
-    from django_otp import DEVICE_ID_SESSION_KEY
-
-    from access.otp import totp_device_create
-
-    device = totp_device_create(user=staff_user)
-    client.force_login(staff_user)
-    session = client.session
-    session[DEVICE_ID_SESSION_KEY] = device.persistent_id
-    session.save()
+    otp_login(client, staff_user)
     return client
 
 
 @pytest.fixture
 def api_client(staff_user):
-    """A DRF client authenticated with a real bearer token of the staff user."""
-    from rest_framework.test import APIClient
+    """A DRF client authenticated with a real bearer token of the staff user (`.raw_token`)."""
+    return token_client(staff_user)
 
-    from access.services.tokens import api_token_create
 
-    _token, raw = api_token_create(user=staff_user)
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
-    client.raw_token = raw
-    return client
+@pytest.fixture
+def wire_resource(db, wire_server):
+    """A Resource on the session's in-repo wire server, administered with its admin user."""
+    from tests.factories import resource_on
+
+    return resource_on(wire_server)
+
+
+@pytest.fixture
+def ferret_resource(db, ferretdb_server):
+    """A Resource on the session's FerretDB, administered with its admin user."""
+    from tests.factories import resource_on
+
+    return resource_on(ferretdb_server)
