@@ -235,8 +235,13 @@ def start_python_upstream(kind: str) -> Upstream:
     admin_uri = match.group(1)
     address = admin_uri.split("@", 1)[1].split("/", 1)[0]
     password = secrets.token_hex(16)
-    with MongoClient(admin_uri) as admin:
-        admin.admin.command("createUser", BENCH_USER, pwd=password, roles=[{"role": "root", "db": "admin"}])
+    roles = [{"role": "root", "db": "admin"}] if kind == "wire" else []  # FerretDB v1 has no roles
+    try:
+        with MongoClient(admin_uri) as admin:
+            admin.admin.command("createUser", BENCH_USER, pwd=password, roles=roles)
+    except BaseException:
+        stop(process)
+        raise
     return Upstream(process, address, password, admin_uri, populate=True)
 
 
@@ -375,11 +380,12 @@ def measure(
             spy = subprocess.Popen(
                 [*record, *options, "-o", str(profile)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
             )
-        ours = [*proxy_pids, upstream_pid, *process_tree(driver.pid)]
-        proxy_before, upstream_before = cpu_seconds(proxy_pids), cpu_seconds([upstream_pid])
+        upstream_pids = process_tree(upstream_pid)
+        ours = [*proxy_pids, *upstream_pids, *process_tree(driver.pid)]
+        proxy_before, upstream_before = cpu_seconds(proxy_pids), cpu_seconds(upstream_pids)
         ours_before, busy_before = cpu_seconds(ours), machine_busy_seconds()
         time.sleep(max(0.0, start_at + duration - time.time()))
-        proxy_after, upstream_after = cpu_seconds(proxy_pids), cpu_seconds([upstream_pid])
+        proxy_after, upstream_after = cpu_seconds(proxy_pids), cpu_seconds(upstream_pids)
         ours_after, busy_after = cpu_seconds(ours), machine_busy_seconds()
         report = json.loads(driver.stdout.readline())
         if spy is not None:
@@ -571,8 +577,8 @@ def main() -> int:
     upstream = start_fast_upstream(fastmongo) if fastmongo else start_python_upstream(args.upstream)
     gateway = mb = None
     statsd_sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # mongobetween's metrics land here, unread
-    statsd_sink.bind(("127.0.0.1", 0))
     try:
+        statsd_sink.bind(("127.0.0.1", 0))
         direct_uri = f"mongodb://{BENCH_USER}:{upstream.password}@{upstream.address}/?authSource=admin"
         if upstream.populate:
             subprocess.run(
