@@ -57,11 +57,12 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_otp",
-    "django_otp.plugins.otp_totp",
-    "django_otp.plugins.otp_static",
-    "django_otp.plugins.otp_email",
+    "portal.apps.OtpTotpConfig",  # django_otp's plugins, with readable names in the admin
+    "portal.apps.OtpStaticConfig",
+    "portal.apps.OtpEmailConfig",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI and ReDoc served from the package: no third-party script
     "django_q",
     "channels",
     "access",
@@ -197,6 +198,14 @@ EMAIL_PORT = env.int("DJANGO_EMAIL_PORT", default=25)
 DEFAULT_FROM_EMAIL = env.str("DJANGO_DEFAULT_FROM_EMAIL", default="pam@localhost")
 
 OTP_TOTP_ISSUER = env.str("PAM_TOTP_ISSUER", default="MongoDB PAM")
+# Where people reach the portal, for the links in emails (make run sets it from its HTTP address).
+PAM_PORTAL_URL = env.str("PAM_PORTAL_URL", default="http://127.0.0.1:8000").rstrip("/")
+OTP_EMAIL_SUBJECT = "Your sign-in code for the MongoDB access portal"
+OTP_EMAIL_BODY_TEMPLATE = (
+    "Your one-time sign-in code is {{ token }}\n\n"
+    f"Enter it on the page that asked for it ({PAM_PORTAL_URL}/mfa/). It works once and only for a few minutes.\n"
+    "If you did not try to sign in, tell your security team.\n"
+)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -214,6 +223,9 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Resources, accounts, Vault-style dynamic credentials and gateway sessions.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 LOGGING = {

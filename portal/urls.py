@@ -1,10 +1,12 @@
 """URL map: the requester portal at /, the OTP admin at /admin/, the API at /api/v1/ with its schema and docs."""
 
 from django.contrib import admin
+from django.templatetags.static import static
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from django.views.generic import RedirectView
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
-from portal.views import auth, dashboard, health, leases, mfa, requests, sessions
+from portal.views import auth, dashboard, health, leases, mfa, requests, sessions, tokens
 
 portal_patterns = [
     path("", dashboard.dashboard, name="dashboard"),
@@ -32,13 +34,18 @@ portal_patterns = [
     path("sessions/", sessions.session_list, name="session-list"),
     path("sessions/<uuid:public_id>/", sessions.session_detail, name="session-detail"),
     path("sessions/<uuid:public_id>/end/", sessions.session_end_view, name="session-end"),
+    path("tokens/", tokens.token_list, name="token-list"),
+    path("tokens/<int:pk>/revoke/", tokens.token_revoke_view, name="token-revoke"),
 ]
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include("access.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    # Swagger UI and ReDoc come from drf-spectacular-sidecar's static files: the portal loads no third-party script.
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("api/redoc/", SpectacularRedocView.as_view(url_name="api-schema"), name="api-redoc"),
     path("healthz", health.healthz, name="healthz"),
+    path("favicon.ico", RedirectView.as_view(url=static("portal/favicon.svg"), permanent=True)),
     path("", include((portal_patterns, "portal"))),
 ]
