@@ -363,6 +363,7 @@ def test_unlocking_a_user_without_previous_restrictions_clears_them(wire, wire_s
     assert wire.lock_user(db="app", username=name) == []
     assert wire.can_login(db="app", username=name, password=password) is False
     wire.unlock_user(db="app", username=name, restrictions=[])
+        wire_resource.verified_fingerprint = wire_resource.connection_fingerprint()  # as a verification records it
     assert wire.can_login(db="app", username=name, password=password) is True
     wire.drop_user(db="app", username=name)
 
