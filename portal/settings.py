@@ -9,6 +9,7 @@ module creates no directory: the embedded secrets' file is made by `portal.secre
 rest of `PAM_VAR_DIR` by `PortalConfig.ready` in embedded mode.
 """
 
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -52,6 +53,7 @@ INSTALLED_APPS = [
     "daphne",
     "portal.apps.PamAdminConfig",
     "django.contrib.auth",
+    "axes",  # password throttling and lockout per user and per address (portal and admin)
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
@@ -80,6 +82,7 @@ MIDDLEWARE = [
     "access.middleware.RequestContextMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",  # last, as django-axes requires: answers a locked-out sign-in
 ]
 
 ROOT_URLCONF = "portal.urls"
@@ -178,6 +181,20 @@ STORAGES = {
 }
 WHITENOISE_USE_FINDERS = True
 
+# Password sign-in (portal and admin) is throttled by django-axes: PAM_LOGIN_FAILURE_LIMIT failures for one user
+# name, or from one address, lock that name or address out for PAM_LOGIN_LOCKOUT_MINUTES (the admin lists lockouts
+# under "Access attempts" and clears them there). A success does not reset the count, so a known password cannot
+# be used to keep an address under the limit while guessing others.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_FAILURE_LIMIT = env.int("PAM_LOGIN_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.float("PAM_LOGIN_LOCKOUT_MINUTES", default=15.0))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = False
+AXES_LOCKOUT_TEMPLATE = "portal/locked_out.html"
+AXES_CLIENT_IP_CALLABLE = "access.receivers.client_address"  # REMOTE_ADDR, as the audit trail records it
+AXES_VERBOSE = False
+AXES_SENSITIVE_PARAMETERS = ["otp_token", "token", "csrfmiddlewaretoken"]  # never kept with the attempt (nor password)
+
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/"
 
@@ -210,7 +227,7 @@ OTP_EMAIL_BODY_TEMPLATE = (
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "access.api.authentication.ApiTokenAuthentication",
-        "rest_framework.authentication.SessionAuthentication",
+        "access.api.authentication.OtpSessionAuthentication",  # browser sessions past the second factor only
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
@@ -240,6 +257,8 @@ LOGGING = {
 # The portal's own settings (README, Configuration).
 # Which installation created a database user (customData.pam.system), so two portals never drop each other's users.
 PAM_SYSTEM_ID = env.str("PAM_SYSTEM_ID", default="mongo-pam")
+# API tokens expire after 90 days by default; no token may live longer than this many days.
+PAM_API_TOKEN_MAX_DAYS = env.int("PAM_API_TOKEN_MAX_DAYS", default=365)
 # `host:port` shown in connection strings when a resource has no gateway of its own.
 PAM_GATEWAY_HOST = env.str("PAM_GATEWAY_HOST", default="127.0.0.1:27018")
 # The second factor every portal user must use ("totp" or "email"); empty lets each user choose (default email).

@@ -236,7 +236,12 @@ class CredsSerializer(serializers.Serializer):
 
 
 class CredsApi(APIView):
-    """`mongodb/{resource}/creds/{role}`: issue a lease — a new database user and its password, shown once."""
+    """`mongodb/{resource}/creds/{role}`: issue a lease — a new database user and its password, shown once.
+
+    Vault's clients read it with GET (token calls); a browser session must POST it with the CSRF token.
+    """
+
+    session_get_refused = True  # access.api.authentication.OtpSessionAuthentication: GET changes state here
 
     def get(self, request, resource: str, role: str):
         target = _visible_role(request, resource, role)
