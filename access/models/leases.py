@@ -45,7 +45,11 @@ class DynamicRole(models.Model):
     name = models.SlugField(max_length=64)
     description = models.TextField(blank=True)
     db = models.CharField("database", max_length=64, default="admin", help_text="Database the user is created in.")
-    roles = models.JSONField(default=list, help_text='e.g. ["readWrite", {"role": "read", "db": "reports"}]')
+    roles = models.JSONField(
+        default=list,
+        blank=True,  # none: a server without authorization (FerretDB, the demo's) refuses any role
+        help_text='e.g. ["readWrite", {"role": "read", "db": "reports"}]; empty on servers without authorization.',
+    )
     scopes = models.JSONField(default=list, blank=True, help_text='Atlas only: [{"name", "type"}].')
     default_ttl = HumanDurationField(null=True, blank=True, help_text="Blank: the resource's default TTL.")
     max_ttl = HumanDurationField(null=True, blank=True, help_text="Blank: the resource's max TTL.")
