@@ -68,7 +68,7 @@ def test_every_api_route_refuses_a_session_that_skipped_the_second_factor(engine
     session = Session.objects.create(
         user=engineer, account=AccountFactory(), username="s-2faattack", expires_at=_in(hours=1)
     )
-    paths = _api_paths() + [f"/api/v1/sessions/{session.public_id}/", f"/api/v1/sessions/{session.public_id}/end/"]
+    paths = [*_api_paths(), f"/api/v1/sessions/{session.public_id}/", f"/api/v1/sessions/{session.public_id}/end/"]
     assert len(paths) >= 20
     for path in paths:
         for method in ("get", "post", "put", "patch", "delete"):
@@ -87,7 +87,8 @@ def test_a_session_that_passed_the_second_factor_reads_the_api(engineer):
 
 @pytest.fixture
 def lease_setup(db, wire_server):
-    role = DynamicRoleFactory(resource=resource_on(wire_server, name="wire"), name="reader", db="reports", roles=["read"])
+    resource = resource_on(wire_server, name="wire")
+    role = DynamicRoleFactory(resource=resource, name="reader", db="reports", roles=["read"])
     user = UserFactory(username="browser-user")
     AccessPolicyFactory(user=user, account=None, role=role, approval_required=False, max_duration=timedelta(hours=1))
     return role, user
