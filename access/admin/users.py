@@ -38,6 +38,13 @@ class PamUserAdmin(UserAdmin):
                     messages.WARNING,
                 )
 
+    def get_deleted_objects(self, objs, request):
+        # A person's records (API tokens, access requests) are read-only in their own admins, which would make every
+        # person who ever held one undeletable; they go with the person through `user_delete`, which this admin's
+        # delete permission governs (audit events stay: they keep the person's name).
+        deleted, model_count, _perms_needed, protected = super().get_deleted_objects(objs, request)
+        return deleted, model_count, set(), protected
+
     def delete_model(self, request, obj):
         user_delete(user=obj, actor=request.user)
 
