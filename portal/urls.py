@@ -1,10 +1,12 @@
 """URL map: the requester portal at /, the OTP admin at /admin/, the API at /api/v1/ with its schema and docs."""
 
 from django.contrib import admin
+from django.templatetags.static import static
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from django.views.generic import RedirectView
+from drf_spectacular.views import SpectacularAPIView
 
-from portal.views import auth, dashboard, health, leases, metrics, mfa, requests, sessions
+from portal.views import apidocs, auth, dashboard, health, leases, metrics, mfa, requests, sessions, tokens
 
 portal_patterns = [
     path("", dashboard.dashboard, name="dashboard"),
@@ -32,14 +34,19 @@ portal_patterns = [
     path("sessions/", sessions.session_list, name="session-list"),
     path("sessions/<uuid:public_id>/", sessions.session_detail, name="session-detail"),
     path("sessions/<uuid:public_id>/end/", sessions.session_end_view, name="session-end"),
+    path("tokens/", tokens.token_list, name="token-list"),
+    path("tokens/<int:pk>/revoke/", tokens.token_revoke_view, name="token-revoke"),
 ]
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include("access.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    # Swagger UI and ReDoc come from drf-spectacular-sidecar's static files: the portal loads no third-party script.
+    path("api/docs/", apidocs.swagger_ui, name="api-docs"),
+    path("api/redoc/", apidocs.redoc, name="api-redoc"),
     path("healthz", health.healthz, name="healthz"),
+    path("favicon.ico", RedirectView.as_view(url=static("portal/favicon.svg"), permanent=True)),
     path("metrics", metrics.metrics, name="metrics"),
     path("", include((portal_patterns, "portal"))),
 ]

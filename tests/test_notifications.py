@@ -110,7 +110,7 @@ def test_an_access_request_is_posted_to_slack_teams_and_a_signed_webhook_with_po
     [(_path, headers, body)] = hook.requests
     assert hook.rejected == [] and headers["X-PAM-Signature"].startswith("sha256=")  # the signature verified
     assert body["event"] == "request.create" and body["data"]["request"] == request.pk
-    assert {"label": "Approve or deny in the portal", "url": approvals} in body["links"]
+    assert body["links"] == [{"label": "Approve or deny it", "url": approvals}, {"label": "Open it", "url": detail}]
     assert set(Notification.objects.values_list("state", flat=True)) == {NotificationState.SENT}
 
     [email] = mail.outbox
@@ -136,8 +136,9 @@ def test_approval_denial_and_break_glass_are_posted(targets, receivers, django_c
     assert any(f"Request #{first.pk} approved by approver" in text for text in slack_texts)
     assert any(f"Request #{second.pk} denied by approver" in text for text in slack_texts)
     [glass_post] = [body for _path, _headers, body in hook.requests if body["event"] == "request.break_glass"]
-    review = f"{PORTAL}/admin/access/accessrequest/{glass.pk}/change/"
-    assert glass_post["title"].startswith("BREAK-GLASS") and review in [link["url"] for link in glass_post["links"]]
+    review = f"{PORTAL}/admin/access/accessrequest/?post_review=awaiting"
+    assert glass_post["title"].startswith("BREAK-GLASS") and glass_post["data"]["request"] == glass.pk
+    assert review in [link["url"] for link in glass_post["links"]]
 
 
 class _FailingConnector:

@@ -7,7 +7,10 @@ requests, API tokens, notifications sent) are read-only: no add, no save, no del
 kill, roll back, approve) call services.
 """
 
+from axes.models import AccessAttempt
 from django.contrib.admin import site as admin_site
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
 
 from access.admin.accounts import AccountAdmin
 from access.admin.actions import ConnectorActionAdmin
@@ -21,6 +24,7 @@ from access.admin.roles import DynamicRoleAdmin
 from access.admin.sessions import SessionAdmin, SessionCommandAdmin
 from access.admin.sinks import NotificationAdmin, NotificationTargetAdmin, SinkAdmin
 from access.admin.tokens import ApiTokenAdmin
+from access.admin.users import LockoutAdmin, PamGroupAdmin, PamUserAdmin
 from access.models import (
     AccessPolicy,
     AccessRequest,
@@ -55,3 +59,10 @@ admin_site.register(ApiToken, ApiTokenAdmin)
 admin_site.register(Sink, SinkAdmin)
 admin_site.register(NotificationTarget, NotificationTargetAdmin)
 admin_site.register(Notification, NotificationAdmin)
+
+# People, groups and lockouts replace the admins Django and django-axes register, so that deactivating or deleting
+# a person, deleting a group and clearing a lockout go through the services (access/admin/users.py).
+for model, model_admin in ((get_user_model(), PamUserAdmin), (Group, PamGroupAdmin), (AccessAttempt, LockoutAdmin)):
+    if admin_site.is_registered(model):
+        admin_site.unregister(model)
+    admin_site.register(model, model_admin)

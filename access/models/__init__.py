@@ -8,7 +8,7 @@ from access.models.notifications import Notification, NotificationTarget
 from access.models.policies import AccessPolicy, AccessRequest
 from access.models.profiles import UserProfile
 from access.models.resources import Account, Gateway, Resource
-from access.models.sessions import Session, SessionCommand
+from access.models.sessions import Session, SessionCommand, SessionRevocation
 from access.models.sinks import Sink, SinkCursor
 from access.models.tokens import ApiToken
 
@@ -29,6 +29,7 @@ __all__ = [
     "Resource",
     "Session",
     "SessionCommand",
+    "SessionRevocation",
     "Sink",
     "SinkCursor",
     "UserProfile",

@@ -113,21 +113,11 @@ class Message:
     data: dict[str, Any] = field(default_factory=dict)
 
 
-def request_links(request, *, event: str) -> list[tuple[str, str]]:
-    """The links an access request's notification carries (the same in emails and in chat)."""
-    links = []
-    if event == NotificationEvent.REQUEST_CREATE:
-        links.append(("Approve or deny in the portal", portal_url(reverse("portal:approvals"))))
-    if event == NotificationEvent.BREAK_GLASS:
-        links.append(
-            ("Post-review in the admin", portal_url(reverse("admin:access_accessrequest_change", args=[request.pk])))
-        )
-    links.append((f"Request #{request.pk}", portal_url(reverse("portal:request-detail", args=[request.pk]))))
-    return links
-
-
-def request_message(*, request, event: str, actor_name: str = "", comment: str = "") -> Message:
-    """The message for an access request event (created, approved, denied, break-glass)."""
+def request_message(
+    *, request, event: str, links: list[tuple[str, str]], actor_name: str = "", comment: str = ""
+) -> Message:
+    """The message for an access request event (created, approved, denied, break-glass), with the links its email
+    carries (access.services.requests: the next step's page first, then the request's own page)."""
     requester = request.requester.get_username()
     target = str(request.target)
     facts = [
@@ -156,7 +146,7 @@ def request_message(*, request, event: str, actor_name: str = "", comment: str =
         title=title,
         text=text,
         facts=facts,
-        links=request_links(request, event=event),
+        links=links,
         tone=tone,
         data={"request": request.pk, "requester": requester, "target": target, "state": request.state},
     )

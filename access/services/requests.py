@@ -21,6 +21,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.mail import send_mail
 from django.db import transaction
 from django.db.models import Q
+from django.urls import reverse
 from django.utils import timezone
 
 from access.durations import format_duration
@@ -28,7 +29,7 @@ from access.models import AccessPolicy, AccessRequest, AuditAction
 from access.models.notifications import NotificationEvent
 from access.models.policies import RequestState, user_may_approve
 from access.services.audit import audit_record
-from access.services.notifications import notifications_dispatch, request_links, request_message
+from access.services.notifications import notifications_dispatch, request_message
 
 log = logging.getLogger(__name__)
 
@@ -52,33 +53,46 @@ def approvers_for(request: AccessRequest | None = None):
     return users
 
 
+def portal_link(path: str) -> str:
+    """An absolute link into the portal (settings.PAM_PORTAL_URL) for emails: the page where the action happens."""
+    return f"{settings.PAM_PORTAL_URL}{path}"
+
+
 def _notify(
     *,
     request: AccessRequest,
     subject: str,
     body: str,
     to_requester: bool = True,
+    action_path: tuple[str, str] | None = None,
     event: NotificationEvent | None = None,
     actor_name: str = "",
 ) -> None:
     """Email the requester and the approvers once the transaction commits (a mail failure is logged, not raised);
     for `event`, also post to the chat and webhook targets of the request's policy or resource (queued on commit).
-    The email carries the same links into the portal as the chat message."""
+
+    Every email links to the request's page; `action_path` adds the page where the next step is taken (the
+    approval queue, the admin's post-review list). The chat message carries the same links.
+    """
+    links = [("Open it", portal_link(reverse("portal:request-detail", args=[request.pk])))]
+    if action_path:
+        links.insert(0, (action_path[0], portal_link(action_path[1])))
     if event is not None:
+        target = request.account or request.role
         notifications_dispatch(
             message=request_message(
-                request=request, event=event, actor_name=actor_name, comment=request.decision_comment
+                request=request, event=event, links=links, actor_name=actor_name, comment=request.decision_comment
             ),
             policy=request.policy,
-            resource=(request.account or request.role).resource if (request.account or request.role) else None,
+            resource=target.resource if target is not None else None,
         )
     recipients = {user.email for user in approvers_for(request) if user.email}
     if to_requester and request.requester.email:
         recipients.add(request.requester.email)
     if not recipients:
         return
-    links = "".join(f"{label}: {url}\n" for label, url in request_links(request, event=event or ""))
-    text = f"{body}\n\nRequest #{request.pk}: {request.target} for {format_duration(request.duration)}.\n{links}"
+    text = f"{body}\n\nRequest #{request.pk}: {request.target} for {format_duration(request.duration)}.\n"
+    text += "".join(f"{label}: {url}\n" for label, url in reversed(links))
 
     def send():
         try:
@@ -93,6 +107,13 @@ def _notify(
             log.warning("access request #%s: notification email failed", request.pk, exc_info=True)
 
     transaction.on_commit(send)
+
+
+def _use_path(request: AccessRequest) -> tuple[str, str]:
+    """Where the requester uses approved access: open a session on the account, or get credentials for the role."""
+    if request.account_id:
+        return "Open a session", reverse("portal:account-use", args=[request.account_id])
+    return "Get credentials", reverse("portal:role-use", args=[request.role_id])
 
 
 def _locked(request: AccessRequest) -> AccessRequest:
@@ -154,6 +175,10 @@ def access_request_create(
                 subject=f"BREAK-GLASS access by {requester.get_username()} to {request.target}",
                 body=f"{requester.get_username()} used break-glass access without approval.\nReason: {reason}\n"
                 "Record a post-review in the admin.",
+                action_path=(
+                    "Review it",
+                    reverse("admin:access_accessrequest_changelist") + "?post_review=awaiting",
+                ),
                 event=NotificationEvent.BREAK_GLASS,
             )
         else:
@@ -162,6 +187,7 @@ def access_request_create(
                 subject=f"{requester.get_username()} asks for access to {request.target}",
                 body=f"{requester.get_username()} asks for access.\nReason: {reason}\n"
                 "Approve or deny it in the portal.",
+                action_path=("Approve or deny it", reverse("portal:approvals")),
                 event=NotificationEvent.REQUEST_CREATE,
             )
     return request
@@ -190,12 +216,13 @@ def _decide(*, request: AccessRequest, approver, comment: str, approve: bool) ->
             data={"requester": current.requester.get_username(), "comment": current.decision_comment},
         )
         outcome = "approved" if approve else "denied"
-        until = f" until {current.expires_at:%Y-%m-%d %H:%M} UTC" if approve else ""
+        until = f" until {current.expires_at:%Y-%m-%d %H:%M:%S} UTC" if approve else ""
         _notify(
             request=current,
             subject=f"Request #{current.pk} {outcome} by {approver.get_username()}",
             body=f"{approver.get_username()} {outcome} the request of {current.requester.get_username()}{until}."
             + (f"\nComment: {current.decision_comment}" if current.decision_comment else ""),
+            action_path=_use_path(current) if approve else None,
             event=NotificationEvent.REQUEST_APPROVE if approve else NotificationEvent.REQUEST_DENY,
             actor_name=approver.get_username(),
         )
