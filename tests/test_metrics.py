@@ -87,7 +87,7 @@ def test_metrics_report_leases_sweeper_lag_sessions_queue_and_sink_lag(client, s
 
     metrics = _families(client.get("/metrics").content.decode())
     leases = {dict(labels)["state"]: value for labels, value in metrics["pam_leases"].items()}
-    assert leases == {"active": 3, "revoking": 0, "revoked": 0, "expired": 1, "revoke_failed": 1}
+    assert leases == {"active": 3, "revoking": 0, "revoked": 0, "expired": 1, "revoke_failed": 1, "failed": 0}
     assert 89 <= metrics["pam_sweeper_lag_seconds"][()] < 120
     assert metrics["pam_lease_revoke_retries_total"][()] == 2
     assert metrics["pam_lease_revoke_failures_total"][()] == 1 and metrics["pam_lease_revocations_total"][()] == 3
