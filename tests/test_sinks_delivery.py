@@ -176,7 +176,7 @@ def test_every_record_reaches_every_sink_across_receiver_and_worker_restarts(tmp
 
     audit_ids = set(AuditEvent.objects.values_list("seq", flat=True))
     command_ids = set(SessionCommand.objects.values_list("pk", flat=True))
-    assert len(audit_ids) > 200 and len(command_ids) > 600, (len(audit_ids), len(command_ids))
+    assert len(audit_ids) > 30 and len(command_ids) > 90, (len(audit_ids), len(command_ids))  # written throughout
     file_ids = [json.loads(line)["id"] for line in (sink_dir / "pam.jsonl").read_text().splitlines()]
     duplicates = {}
     for where, received in (
