@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format tools browser redis clean
+.PHONY: run test lint format tools browser redis oidc clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,7 +21,7 @@ run: $(STAMP)
 	$(PY) manage.py demo
 
 ## test: install everything the suite needs, then run the whole suite
-test: $(STAMP) tools browser redis
+test: $(STAMP) tools browser redis oidc
 	$(PY) -m ruff check .
 	$(PY) -m pytest $(PYTEST_ARGS)
 
@@ -33,6 +33,9 @@ browser:
 
 redis:
 	@tests/install-redis.sh
+
+oidc:
+	@tests/install-oidc.sh
 
 lint: $(STAMP)
 	$(PY) -m ruff check . && $(PY) -m ruff format --check .

@@ -109,7 +109,9 @@ class SsoCallbackView(View):
         step_up_user = entry.get("step_up_user") if entry else None
         signed_in = request.user if request.user.is_authenticated else None
         if entry is None:
-            return _refused(request, "this sign-in's state is unknown or already used (a replayed or forged answer)")
+            return _refused(
+                request, "this sign-in's state is unknown or already used (a replayed or forged answer)", user=signed_in
+            )
         if request.GET.get("error"):
             error = request.GET.get("error", "")[:64]
             return _refused(
@@ -120,6 +122,9 @@ class SsoCallbackView(View):
                 request, nonce=entry.get("nonce") or "", code_verifier=entry.get("code_verifier")
             )
             issuer = oidc_discovery()["issuer"]
+            if request.GET.get("iss", issuer) != issuer:
+                # RFC 9207: an answer naming another issuer was meant for another identity provider (mix-up).
+                raise SsoError("the answer names another identity provider (iss)")
             if step_up_user is not None:
                 _check_step_up_identity(request, step_up_user, issuer, claims)
             result = sso_services.sso_user_sign_in(issuer=issuer, claims=claims)
