@@ -317,6 +317,26 @@ def test_a_replayed_or_forged_callback_is_refused(client, sso):
     assert "refused the authorization code" in last_event("auth.sso_failed").data["reason"]
 
 
+def test_an_answer_naming_another_issuer_is_refused(client, sso):
+    sso.set_user("lena", password=IDP_PASSWORD)
+    back = sso.authorize(start_sign_in(client, sso), "lena", IDP_PASSWORD)
+    assert parse_qs(urlsplit(back).query)["iss"] == [sso.issuer]  # RFC 9207: the provider names itself
+    response = callback(client, back.replace("iss=", "iss=http%3A%2F%2Fidp.evil.example&was="))
+    assert response["Location"] == "/accounts/login/" and signed_in_user(client) is None
+    assert last_event("auth.sso_failed").data["reason"] == "the answer names another identity provider (iss)"
+
+
+def test_an_unreachable_identity_provider_is_said_so(client, sso, settings):
+    from tests.gateway_fixtures import free_port
+
+    settings.PAM_OIDC_ISSUER = f"http://127.0.0.1:{free_port()}"
+    response = client.get("/sso/login/")
+    assert response["Location"] == "/accounts/login/"
+    page = follow_messages(client, response)
+    assert "Single sign-on is unavailable: the identity provider could not be reached" in page
+    assert last_event("auth.sso_failed").data["reason"].startswith("the identity provider could not be reached")
+
+
 def test_an_error_from_the_identity_provider_is_refused_and_spends_the_state(client, sso):
     state = parse_qs(urlsplit(start_sign_in(client, sso)).query)["state"][0]
     response = client.get("/sso/callback/", {"error": "access_denied", "state": state})
