@@ -58,7 +58,11 @@ class SsoSignIn:
 
 
 def _claim_groups(claims: dict) -> list[str]:
-    """The groups claim as a list of strings (a single string counts as one group; anything else as none)."""
+    """The groups claim as a list of strings (a single string counts as one group; anything else as none).
+
+    A missing claim counts as no group: many providers leave it out for people in none, and a person whose groups
+    cannot be read must not keep what the groups granted (the sign-in row says whether the claim was there).
+    """
     value = claims.get(settings.PAM_OIDC_GROUPS_CLAIM)
     if isinstance(value, str):
         return [value]
@@ -148,6 +152,7 @@ def sso_user_sign_in(*, issuer: str, claims: dict) -> SsoSignIn:
                 "created": created,
                 "profile_changed": changed,
                 "claim_groups": claim_groups,
+                "groups_claim_present": settings.PAM_OIDC_GROUPS_CLAIM in claims,
                 "amr": claims.get("amr") if isinstance(claims.get("amr"), list) else [],
                 "acr": claims.get("acr") if isinstance(claims.get("acr"), str) else "",
                 "idp_mfa": mfa_asserted,
