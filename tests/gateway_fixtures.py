@@ -25,7 +25,6 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -51,9 +50,10 @@ def wait_for(predicate, timeout: float = 5.0, interval: float = 0.05):
 def account_on(server, *, roles=None, **resource_fields):
     """An Account stored for a new user of the wire server ``server`` (root unless ``roles``)."""
     from tests.factories import AccountFactory, ResourceFactory
+    from tests.helpers import unique_name, unique_password
     from tests.secret_scan import remember
 
-    username, password = f"acct_{uuid.uuid4().hex[:8]}", f"acct-{uuid.uuid4().hex}"
+    username, password = unique_name("acct"), unique_password()
     remember(password)
     server.create_user(username, password, roles or [{"role": "root", "db": "admin"}])
     uri = f"mongodb://{server.host_port}" + (f"/?replicaSet={server.replica_set}" if server.replica_set else "")

