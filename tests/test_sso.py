@@ -206,9 +206,10 @@ def test_a_group_removed_at_the_idp_is_lost_at_next_sign_in_with_the_sessions_an
     erin.groups.add(oncall)  # a group no mapping names: the identity provider does not manage it
     AccessPolicyFactory(user=erin, account=direct, approval_required=False)
     assert set(erin.groups.values_list("name", flat=True)) == {"dba-team", "oncall"}
-    group_session, _ = access_session_open(user=erin, account=via_group, duration=timedelta(minutes=30))
-    own_session, _ = access_session_open(user=erin, account=direct, duration=timedelta(minutes=30))
-    lease, lease_password = access_lease_issue(user=erin, role=role)
+    group_session = access_session_open(user=erin, account=via_group, duration=timedelta(minutes=30)).session
+    own_session = access_session_open(user=erin, account=direct, duration=timedelta(minutes=30)).session
+    issued = access_lease_issue(user=erin, role=role)
+    lease, lease_password = issued.lease, issued.password
     assert logs_in(wire_server.host_port, "app", lease.username, lease_password)
 
     sso.set_user("erin", password=IDP_PASSWORD, groups=[])  # removed from "dba" at the identity provider

@@ -152,7 +152,7 @@ def test_sign_in_through_the_identity_provider_with_groups_mapped_then_removed(
 
     iris = get_user_model().objects.get(username="iris")
     assert list(iris.groups.values_list("name", flat=True)) == ["dba-team"]
-    session, _ = access_session_open(user=iris, account=account, duration=timedelta(minutes=30))
+    session = access_session_open(user=iris, account=account, duration=timedelta(minutes=30)).session
     page.goto(portal.url + "/")
     assert "orders-rw" in page.inner_text("main")
     context.close()
