@@ -304,6 +304,15 @@ PAM_SYSTEM_ID = env.str("PAM_SYSTEM_ID", default="mongo-pam")
 PAM_API_TOKEN_MAX_DAYS = env.int("PAM_API_TOKEN_MAX_DAYS", default=365)
 # `host:port` shown in connection strings when a resource has no gateway of its own.
 PAM_GATEWAY_HOST = env.str("PAM_GATEWAY_HOST", default="127.0.0.1:27018")
+# Before login a gateway client costs almost nothing (gatewayproxy/prelogin.py): seconds to finish the login, the
+# largest message before it (bytes), unauthenticated connections per client address and in all, and failed logins
+# from one address within the window (seconds) before its logins are refused until the window passes.
+PAM_GATEWAY_LOGIN_TIMEOUT = env.float("PAM_GATEWAY_LOGIN_TIMEOUT", default=10.0)
+PAM_GATEWAY_PRELOGIN_MAX_MESSAGE = env.int("PAM_GATEWAY_PRELOGIN_MAX_MESSAGE", default=8192)
+PAM_GATEWAY_UNAUTHENTICATED_PER_ADDRESS = env.int("PAM_GATEWAY_UNAUTHENTICATED_PER_ADDRESS", default=512)
+PAM_GATEWAY_UNAUTHENTICATED_TOTAL = env.int("PAM_GATEWAY_UNAUTHENTICATED_TOTAL", default=4096)
+PAM_GATEWAY_LOGIN_FAILURES = env.int("PAM_GATEWAY_LOGIN_FAILURES", default=10)
+PAM_GATEWAY_LOGIN_FAILURE_WINDOW = env.float("PAM_GATEWAY_LOGIN_FAILURE_WINDOW", default=60.0)
 # The second factor every portal user must use ("totp" or "email"); empty lets each user choose (default email).
 PAM_MFA_METHOD = env.str("PAM_MFA_METHOD", default="")
 # How live session events travel: "channel_layer" or "database"; empty: the channel layer when it crosses
