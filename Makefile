@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format tools browser redis rsyslog clean
+.PHONY: run test lint format tools browser redis rsyslog oidc clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,7 +24,7 @@ run: $(STAMP)
 	$(PY) manage.py demo --http $(HTTP) --gateway $(GATEWAY)
 
 ## test: install everything the suite needs, then run the whole suite
-test: $(STAMP) tools browser redis rsyslog
+test: $(STAMP) tools browser redis rsyslog oidc
 	$(PY) -m ruff check .
 	$(PY) -m pytest $(PYTEST_ARGS)
 
@@ -39,6 +39,9 @@ redis:
 
 rsyslog:
 	@tests/install-rsyslog.sh
+
+oidc:
+	@tests/install-oidc.sh
 
 lint: $(STAMP)
 	$(PY) -m ruff check . && $(PY) -m ruff format --check .

@@ -23,6 +23,7 @@ from access.admin.resources import ResourceAdmin
 from access.admin.roles import DynamicRoleAdmin
 from access.admin.sessions import SessionAdmin, SessionCommandAdmin
 from access.admin.sinks import NotificationAdmin, NotificationTargetAdmin, SinkAdmin
+from access.admin.sso import SsoGroupMappingAdmin, SsoIdentityAdmin
 from access.admin.tokens import ApiTokenAdmin
 from access.admin.users import LockoutAdmin, PamGroupAdmin, PamUserAdmin
 from access.models import (
@@ -41,6 +42,8 @@ from access.models import (
     Session,
     SessionCommand,
     Sink,
+    SsoGroupMapping,
+    SsoIdentity,
 )
 
 # `admin.site` is the OTP admin site (portal.apps.PamAdminConfig.default_site).
@@ -59,6 +62,8 @@ admin_site.register(ApiToken, ApiTokenAdmin)
 admin_site.register(Sink, SinkAdmin)
 admin_site.register(NotificationTarget, NotificationTargetAdmin)
 admin_site.register(Notification, NotificationAdmin)
+admin_site.register(SsoGroupMapping, SsoGroupMappingAdmin)
+admin_site.register(SsoIdentity, SsoIdentityAdmin)
 
 # People, groups and lockouts replace the admins Django and django-axes register, so that deactivating or deleting
 # a person, deleting a group and clearing a lockout go through the services (access/admin/users.py).

@@ -10,6 +10,7 @@ from access.models.profiles import UserProfile
 from access.models.resources import Account, Gateway, Resource
 from access.models.sessions import Session, SessionCommand, SessionRevocation
 from access.models.sinks import Sink, SinkCursor
+from access.models.sso import IdpMfaDevice, SsoGroupMapping, SsoIdentity
 from access.models.tokens import ApiToken
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "ConnectorAction",
     "DynamicRole",
     "Gateway",
+    "IdpMfaDevice",
     "Lease",
     "Notification",
     "NotificationTarget",
@@ -32,5 +34,7 @@ __all__ = [
     "SessionRevocation",
     "Sink",
     "SinkCursor",
+    "SsoGroupMapping",
+    "SsoIdentity",
     "UserProfile",
 ]

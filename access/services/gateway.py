@@ -26,9 +26,10 @@ from access.events import (
 )
 from access.models import AuditAction, Gateway, Session, SessionCommand
 from access.models.leases import LeaseState
-from access.models.sessions import SessionEndReason, SessionState
+from access.models.sessions import SessionEndReason, SessionState, session_end_words
 from access.services.audit import audit_record
 from access.services.connections import resource_credentials_may_go
+from access.services.offboarding import session_access_problem
 from access.services.sessions import _session_end_if_open, session_end_many
 from gatewayproxy.commandlog import CommandRecord
 from gatewayproxy.host import Password, SessionLogin, UpstreamTarget
@@ -62,17 +63,21 @@ def gateway_heartbeat(*, gateway_id: int) -> None:
 
 
 def session_login_lookup(*, username: str) -> SessionLogin | None:
-    """The live session logging in as `username`, or None (unknown, ended, expired, or its target is gone).
+    """The session logging in as `username`, or None when no session has that name.
 
-    The account's (or lease's) password is decrypted here, in the caller's worker thread, and handed to the
-    gateway as a `gatewayproxy.host.Password`, which keeps it out of every repr.
+    A session that may no longer log in (ended, expired, its account, lease or verified settings gone) is still
+    returned, with its verifiers and `refusal` saying why in words and no upstream target (no password is
+    decrypted for it), so that a client who proves the secret learns why ("the session was killed by alice").
+    Otherwise the account's (or lease's) password is decrypted here, in the caller's worker thread, and handed to
+    the gateway as a `gatewayproxy.host.Password`, which keeps it out of every repr.
     """
-    session = (
-        Session.objects.live().select_related("account__resource", "lease__resource").filter(username=username).first()
-    )
+    session = Session.objects.select_related("account__resource", "lease__resource").filter(username=username).first()
     if session is None:
         return None
-    if session.account is not None:
+    refusal, upstream, resource = "", None, None
+    if session.state != SessionState.OPEN or session.expires_at <= timezone.now():
+        refusal = session_access_problem(session_id=session.pk) or session_end_words(SessionEndReason.EXPIRED)
+    elif session.account is not None:
         resource = session.account.resource
         username_upstream, password, auth_database = (
             session.account.username,
@@ -83,9 +88,23 @@ def session_login_lookup(*, username: str) -> SessionLogin | None:
         resource = session.lease.resource
         username_upstream, password, auth_database = session.lease.username, session.lease.password, session.lease.db
     else:
-        return None
-    if password is None or not resource_credentials_may_go(resource):
-        return None  # settings changed since verified: the stored password is not sent (access.services.connections)
+        refusal = "the session's account or lease was revoked"
+    if resource is not None:
+        if password is None:
+            refusal = "the account has no stored password"
+        elif not resource_credentials_may_go(resource):
+            # settings changed since verified: the stored password is not sent (access.services.connections)
+            refusal = "the resource's address or TLS settings changed and were not verified since"
+        else:
+            upstream = UpstreamTarget(
+                uri=resource.uri,
+                auth_database=auth_database,
+                tls=resource.tls,
+                tls_verify=resource.tls_verify,
+                ca_certificate=resource.ca_certificate,
+                username=username_upstream,
+                password=Password(password.reveal()),
+            )
     return SessionLogin(
         session_id=session.pk,
         public_id=session.public_id,
@@ -94,17 +113,11 @@ def session_login_lookup(*, username: str) -> SessionLogin | None:
         expires_at=session.expires_at,
         read_only=session.read_only,
         database_allow_list=list(session.database_allow_list or []),
-        command_deny_list=list(resource.command_deny_list or []),
-        full_command_logging=resource.full_command_logging,
-        upstream=UpstreamTarget(
-            uri=resource.uri,
-            auth_database=auth_database,
-            tls=resource.tls,
-            tls_verify=resource.tls_verify,
-            ca_certificate=resource.ca_certificate,
-            username=username_upstream,
-            password=Password(password.reveal()),
-        ),
+        command_deny_list=list(resource.command_deny_list or []) if resource is not None else [],
+        full_command_logging=resource.full_command_logging if resource is not None else False,
+        upstream=upstream,
+        privileged_commands=list(session.privileged_commands or []),
+        refusal=refusal,
     )
 
 

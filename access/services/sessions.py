@@ -74,7 +74,8 @@ def session_open(
     MFA and the caller did not verify it (`mfa_verified`: the request passed an OTP check); `grant` is the
     one access.services.usage.access_session_open already decided (else it is decided here, the same way).
     The duration is capped by the grant (policy maximum, approved window); a read-only grant forces a
-    read-only session.
+    read-only session; the session takes the grant's databases (the policy's, narrowed by the request's) and
+    privileged command families, which the gateway enforces.
     """
     if grant is None:
         grant = access_grant_require(user=user, account=account, mfa_verified=mfa_verified)
@@ -102,6 +103,8 @@ def session_open(
                     username=username,
                     verifiers=verifiers,
                     read_only=read_only,
+                    database_allow_list=list(grant.databases),
+                    privileged_commands=list(grant.privileged_commands),
                     started_at=now,
                     expires_at=now + capped,
                 )
@@ -117,6 +120,8 @@ def session_open(
                         "duration_seconds": int(capped.total_seconds()),
                         "requested_seconds": int(duration.total_seconds()),
                         "read_only": read_only,
+                        "databases": list(grant.databases),
+                        "privileged_commands": list(grant.privileged_commands),
                         "policy": grant.policy.name if grant.policy else None,
                         "request_id": grant.request.pk if grant.request else None,
                     },
