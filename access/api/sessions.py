@@ -26,6 +26,12 @@ class SessionOpenSerializer(serializers.Serializer):
     account = serializers.PrimaryKeyRelatedField(queryset=Account.objects.select_related("resource"))
     duration = DurationField()
     read_only = serializers.BooleanField(default=False)
+    databases = serializers.ListField(
+        child=serializers.CharField(max_length=63),
+        required=False,
+        default=list,
+        help_text="Narrow the session to these databases (within what your access policy allows).",
+    )
 
 
 class SessionSerializer(serializers.ModelSerializer):
@@ -35,6 +41,17 @@ class SessionSerializer(serializers.ModelSerializer):
     user = serializers.CharField(source="user_name", read_only=True)
     account = serializers.SerializerMethodField()
     gateway = serializers.SerializerMethodField()
+    databases = serializers.ListField(
+        source="database_allow_list",
+        child=serializers.CharField(),
+        read_only=True,
+        help_text="The databases the gateway lets the session use (empty: every database).",
+    )
+    privileged_commands = serializers.ListField(
+        child=serializers.CharField(),
+        read_only=True,
+        help_text="Privileged command families the gateway lets the session run (none by default).",
+    )
 
     class Meta:
         model = Session
@@ -45,6 +62,8 @@ class SessionSerializer(serializers.ModelSerializer):
             "account",
             "gateway",
             "read_only",
+            "databases",
+            "privileged_commands",
             "state",
             "started_at",
             "expires_at",
@@ -127,6 +146,7 @@ class SessionListCreateApi(APIView):
             duration=data["duration"],
             read_only=data["read_only"],
             mfa_verified=_is_mfa_verified(request),
+            databases=data["databases"],
         )
         session, secret = opened.session, opened.secret
         body = {

@@ -27,7 +27,7 @@ from django.utils import timezone
 from access.durations import format_duration
 from access.models import AccessPolicy, AccessRequest, AuditAction
 from access.models.notifications import NotificationEvent
-from access.models.policies import RequestState, user_may_approve
+from access.models.policies import RequestState, database_list_errors, user_may_approve
 from access.services.audit import audit_record
 from access.services.notifications import notifications_dispatch, request_message
 
@@ -121,12 +121,20 @@ def _locked(request: AccessRequest) -> AccessRequest:
 
 
 def access_request_create(
-    *, requester, policy: AccessPolicy, reason: str, duration: timedelta, break_glass: bool = False
+    *,
+    requester,
+    policy: AccessPolicy,
+    reason: str,
+    duration: timedelta,
+    break_glass: bool = False,
+    databases: list[str] | None = None,
 ) -> AccessRequest:
     """Ask for access to `policy`'s target for `duration`; break-glass approves it at once and tells the approvers.
 
-    Raises PermissionDenied when the policy does not name the requester (or forbids break-glass) and
-    ValidationError for an empty reason or a duration outside (0, policy.max_duration].
+    `databases` narrows the gateway sessions the request will allow to some of the policy's databases (any, when
+    the policy names none). Raises PermissionDenied when the policy does not name the requester (or forbids
+    break-glass) and ValidationError for an empty reason, a duration outside (0, policy.max_duration] or a
+    database the policy does not allow.
     """
     if not AccessPolicy.objects.granted_to(requester).filter(pk=policy.pk).exists():
         raise PermissionDenied("No enabled access policy lets you request this.")
@@ -142,6 +150,15 @@ def access_request_create(
         errors["duration"] = "The duration must be positive."
     elif duration > policy.max_duration:
         errors["duration"] = f"At most {format_duration(policy.max_duration)} under this policy."
+    databases = list(databases or [])
+    if databases:
+        allowed = policy.database_allow_list or []
+        if policy.role_id:
+            errors["databases"] = "Databases narrow gateway sessions; this policy gives credentials for a role."
+        elif problem := database_list_errors(databases):
+            errors["databases"] = problem
+        elif allowed and (outside := [name for name in databases if name not in allowed]):
+            errors["databases"] = f"Outside this policy's databases ({', '.join(allowed)}): {', '.join(outside)}."
     if errors:
         raise ValidationError(errors)
     now = timezone.now()
@@ -153,6 +170,7 @@ def access_request_create(
             role=policy.role,
             reason=reason,
             duration=duration,
+            database_allow_list=databases,
             break_glass=break_glass,
             state=RequestState.APPROVED if break_glass else RequestState.PENDING,
             decided_at=now if break_glass else None,
@@ -167,6 +185,7 @@ def access_request_create(
                 "target": str(policy.target),
                 "duration_seconds": int(duration.total_seconds()),
                 "reason": reason,
+                "databases": databases,
             },
         )
         if break_glass:

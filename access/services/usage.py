@@ -163,17 +163,24 @@ def access_lease_revoke(*, user, lease: Lease, reason: str = "revoked") -> Lease
 
 
 def access_session_open(
-    *, user, account: Account, duration: timedelta, read_only: bool = False, mfa_verified: bool = False
+    *,
+    user,
+    account: Account,
+    duration: timedelta,
+    read_only: bool = False,
+    mfa_verified: bool = False,
+    databases: list[str] | None = None,
 ) -> SessionOpened:
     """Open a gateway session on `account` for `user` under their grant (decided once, here); records its use.
 
-    A duration longer than the grant allows is capped, with a warning in the result. NoGrant / GrantNeedsMfa
-    (PermissionDenied) without a usable grant; see session_open for the rest.
+    A duration longer than the grant allows is capped, with a warning in the result; `databases` narrows the
+    grant's databases for this session. NoGrant / GrantNeedsMfa (PermissionDenied) without a usable grant; see
+    session_open for the rest.
     """
     grant = access_grant_require(user=user, account=account, mfa_verified=mfa_verified)
     now = timezone.now()
     session, secret = session_open(
-        user=user, account=account, duration=duration, read_only=read_only, actor=user, grant=grant
+        user=user, account=account, duration=duration, read_only=read_only, actor=user, grant=grant, databases=databases
     )
     access_policy_mark_used(policy=grant.policy, at=session.started_at)
     warnings = _cap_warning(
