@@ -9,6 +9,7 @@ to call from the proxy's event loop through a thread, and never on the per-messa
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -144,15 +145,25 @@ def session_connected(*, session_id: int, gateway_id: int | None, client_address
 _SECRET_SUMMARY_KEYS = {"pwd", "password", "payload", "speculativeauthenticate", "secret"}
 
 
-def _scrub_summary(value: Any) -> Any:
-    """A last guard behind the proxy's redaction: drop values of keys that may carry credentials."""
-    if isinstance(value, dict):
-        return {
-            key: "[redacted]" if str(key).lower() in _SECRET_SUMMARY_KEYS else _scrub_summary(item)
-            for key, item in value.items()
-        }
-    if isinstance(value, list | tuple):
-        return [_scrub_summary(item) for item in value]
+def _scrub_summary(value: Any, memo: dict[int, tuple[Any, Any]] | None = None) -> Any:
+    """A last guard behind the proxy's redaction: drop values of keys that may carry credentials.
+
+    With `memo` (id -> (value, result)), a batch scrubs a document that many summaries share (the gateway's
+    summary cache hands out shared ones) once.
+    """
+    if isinstance(value, dict | list | tuple):
+        if memo is not None and (found := memo.get(id(value))) is not None:
+            return found[1]
+        if isinstance(value, dict):
+            result: Any = {
+                key: "[redacted]" if str(key).lower() in _SECRET_SUMMARY_KEYS else _scrub_summary(item, memo)
+                for key, item in value.items()
+            }
+        else:
+            result = [_scrub_summary(item, memo) for item in value]
+        if memo is not None:
+            memo[id(value)] = (value, result)  # the value is kept so that its id is not reused within the batch
+        return result
     if value is None or isinstance(value, str | int | float | bool):
         return value
     return str(value)  # an ObjectId, a datetime, bytes...: the log stores JSON
@@ -173,13 +184,20 @@ def _int_or_none(value: Any) -> int | None:
     return None if value is None else int(value)
 
 
+@functools.cache
+def _width(column: str) -> int | None:
+    return SessionCommand._meta.get_field(column).max_length
+
+
 def _cut(value: str | None, column: str) -> str:
     """`value` cut to the width of SessionCommand's `column` (the only place a logged value is shortened)."""
-    return str(value or "")[: SessionCommand._meta.get_field(column).max_length]
+    return str(value or "")[: _width(column)]
 
 
-def _command_row(record: CommandRecord) -> dict[str, Any]:
-    """The one place a gateway command becomes SessionCommand column values: bounded, scrubbed, typed."""
+def _command_row(record: CommandRecord, memo: dict[int, tuple[Any, Any]] | None = None) -> dict[str, Any]:
+    """The one place a gateway command becomes SessionCommand column values: bounded, scrubbed, typed.
+
+    `memo` is a batch's (see `_scrub_summary`)."""
     return {
         "session_id": int(record.session_id),
         "at": _as_datetime(record.at),
@@ -187,7 +205,7 @@ def _command_row(record: CommandRecord) -> dict[str, Any]:
         "database": _cut(record.database, "database"),
         "collection": _cut(record.collection, "collection"),
         "command": _cut(record.command, "command"),
-        "summary": _scrub_summary(record.summary or {}),
+        "summary": _scrub_summary(record.summary or {}, memo),
         "ok": bool(record.ok),
         "n": _int_or_none(record.n),
         "error_code": _int_or_none(record.error_code),
@@ -206,12 +224,20 @@ def _insert_commands(rows: list[dict[str, Any]]) -> None:
     # Only the model's own table and column names are interpolated; every value is a bound parameter.
     table, columns = quote(SessionCommand._meta.db_table), ", ".join(quote(f.column) for f in fields)
     sql = f"INSERT INTO {table} ({columns}) VALUES ({', '.join(['%s'] * len(fields))})"  # noqa: S608
-    # The datetime and the JSON need their fields' adaptation; the other values are plain str/int/bool/None.
-    adapt = {name: field for name, field in zip(names, fields, strict=True) if name in ("at", "summary")}
-    params = [
-        [adapt[name].get_db_prep_save(row[name], connection) if name in adapt else row[name] for name in names]
-        for row in rows
-    ]
+    # The datetime and the JSON need their fields' adaptation (aware datetimes: the backend's own; a summary
+    # shared by many rows is encoded once); the other values are plain str/int/bool/None.
+    adapt_datetime, summary_field = connection.ops.adapt_datetimefield_value, SessionCommand._meta.get_field("summary")
+    at, summary = names.index("at"), names.index("summary")
+    encoded: dict[int, Any] = {}
+    params = []
+    for row in rows:
+        values = list(row.values())
+        values[at] = adapt_datetime(values[at])
+        key = id(values[summary])
+        if key not in encoded:
+            encoded[key] = summary_field.get_db_prep_save(values[summary], connection)
+        values[summary] = encoded[key]
+        params.append(values)
     with connection.cursor() as cursor:
         cursor.executemany(sql, params)
 
@@ -233,7 +259,8 @@ def session_commands_record(*, commands: Sequence[CommandRecord | Mapping[str, A
             Session.objects.filter(pk__in={int(record.session_id) for record in records}).values_list("pk", flat=True)
         )
         records = [record for record in records if int(record.session_id) in known]
-        rows = [_command_row(record) for record in records if record.command]
+        memo: dict[int, tuple[Any, Any]] = {}
+        rows = [_command_row(record, memo) for record in records if record.command]
         if rows and session_events_use_channel_layer():
             created = SessionCommand.objects.bulk_create([SessionCommand(**row) for row in rows])
             transaction.on_commit(lambda: _publish_commands(created))
