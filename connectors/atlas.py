@@ -57,6 +57,67 @@ DESCRIPTION_PREFIX = "pam:"
 PAGE_SIZE = 500
 """Items per page when listing users and clusters (Atlas's maximum)."""
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+CUSTOM_ROLES_VERSION = "2023-01-01"
+"""Resource version of customDBRoles/roles."""
+CUSTOM_ROLE_ACTIONS = {
+    action: action_name
+    for action, action_name in (
+        ("find", "FIND"),
+        ("insert", "INSERT"),
+        ("remove", "REMOVE"),
+        ("update", "UPDATE"),
+        ("bypassDocumentValidation", "BYPASS_DOCUMENT_VALIDATION"),
+        ("useUUID", "USE_UUID"),
+        ("killop", "KILL_OP"),
+        ("createCollection", "CREATE_COLLECTION"),
+        ("createIndex", "CREATE_INDEX"),
+        ("dropCollection", "DROP_COLLECTION"),
+        ("enableProfiler", "ENABLE_PROFILER"),
+        ("changeStream", "CHANGE_STREAM"),
+        ("collMod", "COLL_MOD"),
+        ("compact", "COMPACT"),
+        ("convertToCapped", "CONVERT_TO_CAPPED"),
+        ("dropDatabase", "DROP_DATABASE"),
+        ("dropIndex", "DROP_INDEX"),
+        ("reIndex", "RE_INDEX"),
+        ("renameCollectionSameDB", "RENAME_COLLECTION_SAME_DB"),
+        ("listSessions", "LIST_SESSIONS"),
+        ("killAnySession", "KILL_ANY_SESSION"),
+        ("collStats", "COLL_STATS"),
+        ("connPoolStats", "CONN_POOL_STATS"),
+        ("dbHash", "DB_HASH"),
+        ("dbStats", "DB_STATS"),
+        ("getCmdLineOpts", "GET_CMD_LINE_OPTS"),
+        ("getLog", "GET_LOG"),
+        ("getParameter", "GET_PARAMETER"),
+        ("getShardMap", "GET_SHARD_MAP"),
+        ("hostInfo", "HOST_INFO"),
+        ("inprog", "IN_PROG"),
+        ("listDatabases", "LIST_DATABASES"),
+        ("listCollections", "LIST_COLLECTIONS"),
+        ("listIndexes", "LIST_INDEXES"),
+        ("listShards", "LIST_SHARDS"),
+        ("netstat", "NETSTAT"),
+        ("replSetGetConfig", "REPL_SET_GET_CONFIG"),
+        ("replSetGetStatus", "REPL_SET_GET_STATUS"),
+        ("serverStatus", "SERVER_STATUS"),
+        ("validate", "VALIDATE"),
+        ("shardingState", "SHARDING_STATE"),
+        ("top", "TOP"),
+        ("killCursors", "KILL_CURSORS"),
+        ("planCacheRead", "PLAN_CACHE_READ"),
+        ("planCacheWrite", "PLAN_CACHE_WRITE"),
+        ("planCacheIndexFilter", "PLAN_CACHE_INDEX_FILTER"),
+        ("storageDetails", "STORAGE_DETAILS"),
+        ("flushRouterConfig", "FLUSH_ROUTER_CONFIG"),
+        ("listSearchIndexes", "LIST_SEARCH_INDEXES"),
+        ("createSearchIndexes", "CREATE_SEARCH_INDEXES"),
+        ("dropSearchIndex", "DROP_SEARCH_INDEX"),
+        ("updateSearchIndex", "UPDATE_SEARCH_INDEX"),
+    )
+}
+"""MongoDB privilege actions that Atlas custom roles accept, with Atlas's name for each (a subset: Atlas's
+custom-role API supports fewer actions than mongod)."""
 
 
 def media_type(version: str) -> str:
@@ -539,6 +600,68 @@ class AtlasConnector:
         """
         return self.get_user(db=db, username=username) is not None
 
+    # -- custom database roles (scoped access) ------------------------------------------------------------------
+    def _role_path(self, name: str = "") -> str:
+        return "/customDBRoles/roles" + (f"/{quote(name, safe='')}" if name else "")
+
+    def list_custom_roles(self) -> list[dict]:
+        """The project's custom database roles, as Atlas returns them ({roleName, actions, inheritedRoles})."""
+        response = self._request(
+            "GET", self._role_path(), version=CUSTOM_ROLES_VERSION, what="listing custom database roles"
+        )
+        if response.status_code == 404:
+            raise self._error(response, what="listing custom database roles", secrets=())
+        doc = response.json()
+        return list(doc.get("results") or []) if isinstance(doc, dict) else list(doc or [])
+
+    def get_custom_role(self, name: str) -> dict | None:
+        """One custom database role, or None when the project has none of that name."""
+        response = self._request(
+            "GET", self._role_path(name), version=CUSTOM_ROLES_VERSION, what=f"reading custom role {name}"
+        )
+        return None if response.status_code == 404 else response.json()
+
+    def create_custom_role(
+        self, *, name: str, actions: list[dict], inherited_roles: list[dict] | None = None, wait: bool = True
+    ) -> dict:
+        """Create a custom database role and (with `wait`) return once every cluster applied it.
+
+        `actions` are Atlas's [{action: "FIND", resources: [{db, collection}]}]. A role of that name left by an
+        earlier attempt whose answer was lost (409) counts as done when it is identical.
+        """
+        body = {"roleName": name, "actions": actions, "inheritedRoles": list(inherited_roles or [])}
+        try:
+            self._request(
+                "POST", self._role_path(), version=CUSTOM_ROLES_VERSION, body=body, what=f"creating custom role {name}"
+            )
+        except ConnectorError as exc:
+            existing = self.get_custom_role(name) if exc.kind == "conflict" else None
+            if existing is None or custom_role_key(existing) != custom_role_key(body):
+                raise
+        if wait:
+            self.wait_until_applied()
+        created = self.get_custom_role(name)
+        if created is None:
+            raise ConnectorError(f"Atlas does not list custom role {name} after creating it.", kind="server")
+        return created
+
+    def delete_custom_role(self, name: str, *, wait: bool = True) -> bool:
+        """Delete a custom database role (waiting until applied); False when it was already gone."""
+        response = self._request(
+            "DELETE", self._role_path(name), version=CUSTOM_ROLES_VERSION, what=f"deleting custom role {name}"
+        )
+        if response.status_code == 404:
+            return False
+        if wait:
+            self.wait_until_applied()
+        return True
+
+    def custom_role_users(self, name: str) -> list[str]:
+        """The database users holding custom role `name` (a role in use must not be deleted)."""
+        return sorted(
+            user["user"] for user in self.list_users() if any(role.get("role") == name for role in user["roles"])
+        )
+
     def close(self) -> None:
         with self._sessions_lock:
             for session in self._sessions:
@@ -554,6 +677,31 @@ class AtlasConnector:
 
     def __repr__(self) -> str:
         return f"AtlasConnector(resource={self.resource_name!r}, group_id={self.group_id!r})"
+
+
+def custom_role_key(role: dict) -> tuple:
+    """What a custom role grants, independent of its name and of the order Atlas lists things in: two roles with
+    the same key are identical (so one may be reused instead of making another)."""
+    actions = tuple(
+        sorted(
+            (
+                str(item.get("action", "")),
+                tuple(
+                    sorted(
+                        (
+                            bool(resource.get("cluster", False)),
+                            str(resource.get("db", "")),
+                            str(resource.get("collection", "")),
+                        )
+                        for resource in item.get("resources") or []
+                    )
+                ),
+            )
+            for item in role.get("actions") or []
+        )
+    )
+    inherited = tuple(sorted((str(r.get("db", "")), str(r.get("role", ""))) for r in role.get("inheritedRoles") or []))
+    return actions, inherited
 
 
 def _description(*, system: str, lease_id: str) -> str:

@@ -594,3 +594,54 @@ class MongoDBConnector:
             self._command("admin", SON([("killOp", 1), ("op", opid)]), doing)
             killed += 1
         return killed
+
+    # -- roles (scoped access) -------------------------------------------------------------------
+    def create_role(self, *, db: str, name: str, privileges: list[dict], roles: list | None = None) -> None:
+        """Create user-defined role `name` in `db` with `privileges` ([{resource: {db, collection}, actions}])."""
+        doing = f"Could not create role {name!r} in {db!r} on {self._name}"
+        command = SON([("createRole", name), ("privileges", list(privileges)), ("roles", list(roles or []))])
+        self._write(db, command, doing)
+
+    def drop_role(self, *, db: str, name: str) -> bool:
+        """Drop role `name` from `db`; False when it was already gone (which counts as done)."""
+        try:
+            self._write(db, SON([("dropRole", name)]), f"Could not drop role {name!r} on {self._name}")
+        except ConnectorError as error:
+            if error.code == ROLE_NOT_FOUND:
+                return False
+            raise
+        return True
+
+    def get_role(self, *, db: str, name: str) -> dict | None:
+        """The role's definition with its privileges (rolesInfo), or None when it does not exist."""
+        reply = self._command(
+            db,
+            SON([("rolesInfo", {"role": name, "db": db}), ("showPrivileges", True)]),
+            f"Could not read role {name!r} on {self._name}",
+        )
+        roles = reply.get("roles") or []
+        return _plain(roles[0]) if roles else None
+
+    def list_roles(self, *, db: str) -> list[dict]:
+        """The user-defined roles of `db` (names and databases, without privileges)."""
+        reply = self._command(db, SON([("rolesInfo", 1)]), f"Could not list the roles of {db!r} on {self._name}")
+        return [_plain(role) for role in reply.get("roles") or []]
+
+    # -- what is on the server -------------------------------------------------------------------
+    def list_database_names(self) -> list[str]:
+        """The names of the deployment's databases (listDatabases, names only), sorted."""
+        reply = self._command(
+            "admin",
+            SON([("listDatabases", 1), ("nameOnly", True)]),
+            f"Could not list the databases of {self._name}",
+        )
+        return sorted(str(doc.get("name", "")) for doc in reply.get("databases") or [] if doc.get("name"))
+
+    def list_collection_names(self, *, db: str) -> list[str]:
+        """The names of the collections and views of `db` (listCollections, names only), sorted."""
+        doing = f"Could not list the collections of {db!r} on {self._name}"
+        try:
+            names = self.client[db].list_collection_names()
+        except PyMongoError as exc:
+            raise self._translate(exc, doing) from None
+        return sorted(names)

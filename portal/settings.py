@@ -334,3 +334,9 @@ PAM_SINK_STUCK_MINUTES = env.int("PAM_SINK_STUCK_MINUTES", default=10)
 PAM_SINK_LOCK_SECONDS = env.int("PAM_SINK_LOCK_SECONDS", default=30)
 # GET /metrics (Prometheus) needs `Authorization: Bearer <this>`; unset, only loopback clients not behind a proxy.
 PAM_METRICS_TOKEN = env.str("PAM_METRICS_TOKEN", default="")
+# Scoped access on Atlas: custom database roles a project may hold (Atlas's default limit; raise it with the
+# project's limit), and how many of them the portal leaves free for the project's administrators.
+PAM_ATLAS_CUSTOM_ROLE_LIMIT = env.int("PAM_ATLAS_CUSTOM_ROLE_LIMIT", default=100)
+PAM_ATLAS_CUSTOM_ROLE_HEADROOM = env.int("PAM_ATLAS_CUSTOM_ROLE_HEADROOM", default=5)
+# Scoped access: seconds the databases and collections read from a resource are cached for the request form.
+PAM_SCOPE_LIST_CACHE_SECONDS = env.int("PAM_SCOPE_LIST_CACHE_SECONDS", default=60)

@@ -8,6 +8,7 @@ from access.models.notifications import Notification, NotificationTarget
 from access.models.policies import AccessPolicy, AccessRequest
 from access.models.profiles import UserProfile
 from access.models.resources import Account, Gateway, Resource
+from access.models.scoped import PermissionLevel
 from access.models.sessions import Session, SessionCommand, SessionRevocation
 from access.models.sinks import Sink, SinkCursor
 from access.models.sso import IdpMfaDevice, SsoGroupMapping, SsoIdentity
@@ -28,6 +29,7 @@ __all__ = [
     "Lease",
     "Notification",
     "NotificationTarget",
+    "PermissionLevel",
     "Resource",
     "Session",
     "SessionCommand",

@@ -33,6 +33,11 @@ class AuditAction(models.TextChoices):
     ACCESSPOLICY_CREATE = "accesspolicy.create", "policy created"
     ACCESSPOLICY_UPDATE = "accesspolicy.update", "policy updated"
     ACCESSPOLICY_DELETE = "accesspolicy.delete", "policy deleted"
+    PERMISSIONLEVEL_CREATE = "permissionlevel.create", "permission level created"
+    PERMISSIONLEVEL_UPDATE = "permissionlevel.update", "permission level updated"
+    PERMISSIONLEVEL_DELETE = "permissionlevel.delete", "permission level deleted"
+    SCOPED_GRANT = "scoped.grant", "scoped grant made"
+    SCOPED_GRANT_FAILED = "scoped.grant_failed", "scoped grant failed"
     # leases
     LEASE_ISSUE = "lease.issue", "lease issued"
     LEASE_ISSUE_FAILED = "lease.issue_failed", "lease issue failed"
@@ -65,6 +70,7 @@ class AuditAction(models.TextChoices):
     DYNAMICROLE_UPDATE = "dynamicrole.update", "role updated"
     DYNAMICROLE_DELETE = "dynamicrole.delete", "role deleted"
     RECONCILE_DROP_USER = "reconcile.drop_user", "orphan user dropped"
+    RECONCILE_DROP_ROLE = "reconcile.drop_role", "orphan role dropped"
     # connector actions
     CONNECTOR_ACTION_RUN = "connector_action.run", "connector action started"
     CONNECTOR_ACTION_SUCCEEDED = "connector_action.succeeded", "connector action succeeded"

@@ -160,8 +160,31 @@ class Lease(models.Model):
     """
 
     lease_id = models.CharField(max_length=200, unique=True)
-    role = models.ForeignKey(DynamicRole, on_delete=models.PROTECT, related_name="leases")
+    role = models.ForeignKey(
+        DynamicRole,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="leases",
+        help_text="The dynamic role it was issued for; none for scoped access (see request and scope).",
+    )
     resource = models.ForeignKey(Resource, on_delete=models.PROTECT, related_name="leases")
+    request = models.ForeignKey(
+        "access.AccessRequest",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="scoped_leases",
+        help_text="Scoped access: the request this user was made for.",
+    )
+    scope = models.JSONField(
+        default=dict, blank=True, help_text="Scoped access: what the user may do (resources, level, actions)."
+    )
+    server_role = models.CharField(
+        max_length=200,
+        blank=True,
+        help_text="Scoped access: the role made (or reused, on Atlas) for this user on the server.",
+    )
     holder = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="leases"
     )
@@ -199,6 +222,20 @@ class Lease(models.Model):
         return self.lease_id
 
     @property
+    def is_scoped(self) -> bool:
+        """A user made for one scoped request (no dynamic role): it lasts the request's window."""
+        return self.role_id is None
+
+    @property
+    def target_label(self) -> str:
+        """What the lease is for, in words: its role, or the scope it was made for on its resource."""
+        if self.is_scoped:
+            from access.scopes import scope_text
+
+            return f"{self.resource.name}: {scope_text(self.scope)}"
+        return str(self.role)
+
+    @property
     def issue_failed(self) -> bool:
         """The database user was never created for its holder: a failed attempt, never a credential they held."""
         return self.revoke_reason == ISSUE_FAILED_REASON
@@ -215,7 +252,7 @@ class Lease(models.Model):
 
     @property
     def renewable(self) -> bool:
-        return self.state == LeaseState.ACTIVE and self.expires_at < self.max_expires_at
+        return self.state == LeaseState.ACTIVE and self.expires_at < self.max_expires_at and not self.is_scoped
 
     @property
     def ttl_seconds(self) -> int:

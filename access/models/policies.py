@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from access.fields import HumanDurationField
 from access.models.leases import DynamicRole
-from access.models.resources import Account
+from access.models.resources import Account, Resource
 from access.models.visibility import user_is_active
 from gatewayproxy.policy import PRIVILEGED_FAMILIES
 
@@ -83,6 +83,35 @@ class AccessPolicy(models.Model):
     group = models.ForeignKey(Group, null=True, blank=True, on_delete=models.CASCADE, related_name="access_policies")
     account = models.ForeignKey(Account, null=True, blank=True, on_delete=models.CASCADE, related_name="policies")
     role = models.ForeignKey(DynamicRole, null=True, blank=True, on_delete=models.CASCADE, related_name="policies")
+    scope_resource = models.ForeignKey(
+        Resource,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="scope_policies",
+        verbose_name="scoped access on",
+        help_text="A scope envelope: requesters pick databases, collections and a level inside it, and get a "
+        "database user and role made for their request.",
+    )
+    scope_databases = models.JSONField(
+        "databases",
+        default=list,
+        blank=True,
+        help_text='Names or patterns, e.g. ["shop", "reports_*"] (patterns never match admin, local, config).',
+    )
+    scope_collections = models.JSONField(
+        "collections",
+        default=list,
+        blank=True,
+        help_text='Optional: <database>.<collection> names or patterns, e.g. ["shop.orders", "*.audit_*"]; '
+        "when set, requests must name collections.",
+    )
+    scope_levels = models.JSONField(
+        "permission levels",
+        default=list,
+        blank=True,
+        help_text='e.g. ["read", "readWrite"]: built-in read, readWrite, dbAdmin or custom permission levels.',
+    )
     max_duration = HumanDurationField(default=timedelta(hours=1))
     approval_required = models.BooleanField(default=True)
     mfa_required = models.BooleanField("MFA required", default=False)
@@ -115,9 +144,9 @@ class AccessPolicy(models.Model):
                 name="policy_one_subject",
             ),
             models.CheckConstraint(
-                condition=(Q(account__isnull=False) & Q(role__isnull=True))
-                | (Q(account__isnull=True) & Q(role__isnull=False)),
-                name="policy_one_target",
+                condition=~(Q(account__isnull=False) & Q(role__isnull=False))
+                & (Q(account__isnull=False) | Q(role__isnull=False) | Q(scope_resource__isnull=False)),
+                name="policy_target",
             ),
         ]
 
@@ -128,24 +157,59 @@ class AccessPolicy(models.Model):
         errors = {}
         if bool(self.user_id) == bool(self.group_id):
             errors["user"] = "Choose either a user or a group."
-        if bool(self.account_id) == bool(self.role_id):
-            errors["account"] = "Choose either an account (gateway sessions) or a dynamic role (leases)."
+        if self.account_id and self.role_id:
+            errors["account"] = "Choose either an account (gateway sessions) or a dynamic role (leases), not both."
+        elif not (self.account_id or self.role_id or self.scope_resource_id):
+            errors["account"] = (
+                "Choose an account (gateway sessions), a dynamic role (leases) or a resource for scoped access."
+            )
         if problem := database_list_errors(self.database_allow_list):
             errors["database_allow_list"] = problem
-        elif self.database_allow_list and self.role_id:
+        elif self.database_allow_list and not self.account_id:
             errors["database_allow_list"] = "Databases narrow gateway sessions: choose an account, or leave it empty."
         families = self.privileged_commands
         if not isinstance(families, list) or not set(families) <= set(PRIVILEGED_FAMILIES):
             known = ", ".join(PRIVILEGED_FAMILIES)
             errors["privileged_commands"] = f"Choose among the privileged command families: {known}."
-        elif families and self.role_id:
+        elif families and not self.account_id:
             errors["privileged_commands"] = "Privileged commands are for gateway sessions: choose an account."
+        errors.update(self._envelope_errors())
         if errors:
             raise ValidationError(errors)
 
+    def _envelope_errors(self) -> dict:
+        from access.scopes import (
+            level_names_known,
+            validate_collection_patterns,
+            validate_database_patterns,
+            validate_level_names,
+        )
+
+        errors = {}
+        if not self.scope_resource_id:
+            if self.scope_databases or self.scope_collections or self.scope_levels:
+                errors["scope_resource"] = "Choose the resource the databases and levels are on."
+            return errors
+        checks = (
+            ("scope_databases", lambda: validate_database_patterns(self.scope_databases)),
+            ("scope_collections", lambda: validate_collection_patterns(self.scope_collections)),
+            ("scope_levels", lambda: validate_level_names(self.scope_levels, known=level_names_known())),
+        )
+        for field, check in checks:
+            try:
+                check()
+            except ValidationError as exc:
+                errors[field] = exc.messages
+        return errors
+
     @property
     def target(self):
+        """The account or dynamic role the policy names (None for a policy that only grants a scope envelope)."""
         return self.account or self.role
+
+    @property
+    def has_envelope(self) -> bool:
+        return self.scope_resource_id is not None
 
 
 class RequestState(models.TextChoices):
@@ -184,6 +248,20 @@ class AccessRequest(models.Model):
     policy = models.ForeignKey(AccessPolicy, on_delete=models.CASCADE, related_name="requests")
     account = models.ForeignKey(Account, null=True, blank=True, on_delete=models.CASCADE, related_name="requests")
     role = models.ForeignKey(DynamicRole, null=True, blank=True, on_delete=models.CASCADE, related_name="requests")
+    resource = models.ForeignKey(
+        Resource,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="scoped_requests",
+        help_text="Scoped access: the resource of the policy's envelope (the scope says what on it).",
+    )
+    scope_requested = models.JSONField(
+        default=dict, blank=True, help_text="Scoped access as asked: resources, level, actions, duration_seconds."
+    )
+    scope = models.JSONField(
+        default=dict, blank=True, help_text="Scoped access as granted (an approver may narrow it): resources, level."
+    )
     reason = models.TextField()
     duration = HumanDurationField()
     database_allow_list = models.JSONField(
@@ -223,8 +301,9 @@ class AccessRequest(models.Model):
         constraints = [
             models.CheckConstraint(condition=~Q(approver=F("requester")), name="request_no_self_approval"),
             models.CheckConstraint(
-                condition=(Q(account__isnull=False) & Q(role__isnull=True))
-                | (Q(account__isnull=True) & Q(role__isnull=False)),
+                condition=(Q(account__isnull=False) & Q(role__isnull=True) & Q(resource__isnull=True))
+                | (Q(account__isnull=True) & Q(role__isnull=False) & Q(resource__isnull=True))
+                | (Q(account__isnull=True) & Q(role__isnull=True) & Q(resource__isnull=False)),
                 name="request_one_target",
             ),
         ]
@@ -233,5 +312,27 @@ class AccessRequest(models.Model):
         return f"Request #{self.pk} by {self.requester} for {self.target}"
 
     @property
+    def is_scoped(self) -> bool:
+        """Scoped access: the request says which databases, collections and level, inside its policy's envelope."""
+        return self.resource_id is not None
+
+    @property
     def target(self):
+        """The account or role asked for; for scoped access, the scope in words on its resource."""
+        if self.is_scoped:
+            from access.scopes import scope_text
+
+            return f"{self.resource.name}: {scope_text(self.scope)}"
         return self.account or self.role
+
+    @property
+    def scope_narrowed(self) -> bool:
+        """Whether an approver granted less than was asked (fewer resources, a lesser level or a shorter time)."""
+        if not self.is_scoped or not self.scope_requested:
+            return False
+        asked = self.scope_requested
+        return (
+            asked.get("resources") != self.scope.get("resources")
+            or asked.get("level") != self.scope.get("level")
+            or int(asked.get("duration_seconds") or 0) != int(self.duration.total_seconds())
+        )

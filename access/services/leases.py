@@ -214,7 +214,7 @@ def lease_issue(
     except ConnectorError as exc:
         error = _safe_error(exc, [password])
         user_absent = exc.kind in _NOT_CREATED or exc.code in _REFUSED_CODES
-        _lease_issue_failed(
+        lease_issue_failed_record(
             lease=lease, error=error, actor=actor if actor is not None else holder, user_absent=user_absent
         )
         raise LeaseError(f"The database user could not be created: {error}", code="unavailable") from None
@@ -240,7 +240,7 @@ _REFUSED_CODES = frozenset({2, 9, 13, 14, 238})
 NotImplemented: FerretDB's answer to roles): no user was made, so there is nothing to clean up."""
 
 
-def _lease_issue_failed(*, lease: Lease, error: str, actor, user_absent: bool) -> None:
+def lease_issue_failed_record(*, lease: Lease, error: str, actor, user_absent: bool) -> None:
     """Record a failed issue as a failed attempt (state `failed`), never as a revoked lease its holder never had.
 
     When the user may exist (timeout, network), hand it to the sweeper to drop first (`revoke_failed`, reason
@@ -272,6 +272,12 @@ def lease_renew(*, lease: Lease, increment: timedelta | None = None, actor=None,
     Refuses leases that are no longer active or already expired (LeaseError). For Atlas, the user's
     `deleteAfterDate` is moved first (outside the transaction); if Atlas refuses, nothing changes.
     """
+    if lease.is_scoped:
+        raise LeaseError(
+            f"Lease {lease.lease_id} was made for one scoped request and lasts its approved window: ask again for "
+            "more time.",
+            code="not_renewable",
+        )
     atlas_expiry = _atlas_expiry_move(lease=lease, increment=increment, connector=connector)
     with transaction.atomic():
         current = Lease.objects.select_for_update().select_related("role__resource").get(pk=lease.pk)
@@ -350,6 +356,7 @@ class RevokeOutcome:
     error: str | None
     connections_ended: int = 0
     seconds: float = 0.0
+    role_note: str = ""  # scoped access: what became of the role made for the request
 
 
 def _claimable(now: datetime) -> Q:
@@ -413,6 +420,13 @@ def _revoke_on_server(*, lease: Lease, connector) -> RevokeOutcome:
             return RevokeOutcome(lease, "The user still exists after dropUser.", ended)
         if password and connector.can_login(db=lease.db, username=lease.username, password=password):
             return RevokeOutcome(lease, "The leased password still logs in after the user was dropped.", ended)
+        if lease.is_scoped:
+            from access.services.scoped import scoped_role_release_on_server
+
+            role_error, role_note = scoped_role_release_on_server(lease=lease, connector=connector)
+            if role_error is not None:
+                return RevokeOutcome(lease, role_error, ended)
+            return RevokeOutcome(lease, None, ended, role_note=role_note)
     except ConnectorError as exc:
         return RevokeOutcome(lease, _safe_error(exc, [password, admin_password]))
     except Exception as exc:  # a bug or an unexpected driver error: keep retrying, never leak its text
@@ -473,6 +487,8 @@ def _record_outcomes(outcomes: list[RevokeOutcome], *, actor) -> list[Lease]:
             }
             if outcome.error is None:
                 data["connections_ended"] = outcome.connections_ended
+                if outcome.role_note:
+                    data["role"] = outcome.role_note
             else:
                 data.update(error=outcome.error, next_attempt_at=changes["next_attempt_at"])
             audit_record(action=action, actor=actor, target=lease, data=data)

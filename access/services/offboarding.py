@@ -156,6 +156,10 @@ def _lease_problem(lease: Lease, grants: dict) -> SessionEndReason | None:
         return SessionEndReason.USER_DELETED
     if not holder.is_active:
         return SessionEndReason.USER_DEACTIVATED
+    if lease.is_scoped:  # a user made for one request: explained by that request and its policy
+        from access.services.scoped import scoped_lease_problem
+
+        return SessionEndReason.GRANT_REMOVED if scoped_lease_problem(lease) is not None else None
     key = ("role", holder.pk, lease.role_id)
     if key not in grants:
         grants[key] = access_grant_for(user=holder, role=lease.role)
@@ -172,7 +176,11 @@ def access_grants_reconcile(*, user_ids: Iterable[int] | None = None, actor="sys
     report = AccessEndReport()
     grants: dict = {}
     sessions = Session.objects.open().select_related("user", "account__resource").order_by("pk")
-    leases = Lease.objects.filter(state=LeaseState.ACTIVE).select_related("holder", "role__resource").order_by("pk")
+    leases = (
+        Lease.objects.filter(state=LeaseState.ACTIVE)
+        .select_related("holder", "role__resource", "request__policy")
+        .order_by("pk")
+    )
     if user_ids is not None:
         user_ids = list(user_ids)
         sessions, leases = sessions.filter(user_id__in=user_ids), leases.filter(holder_id__in=user_ids)

@@ -24,6 +24,10 @@ POLICY_FIELDS = frozenset(
         "group",
         "account",
         "role",
+        "scope_resource",
+        "scope_databases",
+        "scope_collections",
+        "scope_levels",
         "max_duration",
         "approval_required",
         "mfa_required",
@@ -93,6 +97,10 @@ def access_policy_delete(*, actor, policy: AccessPolicy, reconcile: bool = True)
                 "group": policy.group_id,
                 "account": policy.account_id,
                 "role": policy.role_id,
+                "scope_resource": policy.scope_resource_id,
+                "scope_databases": policy.scope_databases,
+                "scope_collections": policy.scope_collections,
+                "scope_levels": policy.scope_levels,
             },
         )
         policy.delete()

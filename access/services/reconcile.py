@@ -1,10 +1,15 @@
-"""The reconciler: find database users this system created that no live lease explains, and drop them.
+"""The reconciler: find database users (and request roles) this system created that no live lease explains, and drop
+them.
 
 A user is ours when its `customData.pam.system` (for Atlas: its labels, see connectors.atlas) names this
 installation (see `leases.system_tag`). It is an orphan when no lease on the same resource with its `lease_id`
 is still live (active, revoking or revoke_failed) — for instance a user re-created by hand, a revocation
 recorded as done by an older version, or a lease row deleted. Lease rows are committed before their users are
 created, so a user being issued is never taken for an orphan. Each drop is audited; a dry run only lists.
+
+Roles made for scoped requests (access.services.scoped) are named with `role_prefix()`; one is an orphan when no
+live lease on its resource names it as its `server_role` (on Atlas, also when no user holds it any more, since an
+identical custom role is shared). Servers without roles (FerretDB) are skipped.
 """
 
 from __future__ import annotations
@@ -21,9 +26,11 @@ from access.models.resources import ResourceKind
 from access.services.audit import audit_record
 from access.services.leases import system_tag
 from connectors import ConnectorError, connector_for
-from connectors.mongodb import TAG_KEY
+from connectors.mongodb import COMMAND_NOT_FOUND, COMMAND_NOT_SUPPORTED, NOT_IMPLEMENTED, TAG_KEY
 
 log = logging.getLogger(__name__)
+
+_UNSUPPORTED_CODES = frozenset({COMMAND_NOT_FOUND, COMMAND_NOT_SUPPORTED, NOT_IMPLEMENTED})
 
 
 @dataclass(frozen=True)
@@ -36,6 +43,15 @@ class OrphanUser:
     lease_id: str
 
 
+@dataclass(frozen=True)
+class OrphanRole:
+    """A role made for a scoped request that no live lease explains."""
+
+    resource: str
+    db: str
+    name: str
+
+
 @dataclass
 class ReconcileReport:
     """What a reconciler run found and did: orphans found, dropped, and errors per resource (in words)."""
@@ -44,6 +60,8 @@ class ReconcileReport:
     found: list[OrphanUser] = field(default_factory=list)
     dropped: list[OrphanUser] = field(default_factory=list)
     errors: dict[str, str] = field(default_factory=dict)
+    roles_found: list[OrphanRole] = field(default_factory=list)
+    roles_dropped: list[OrphanRole] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return {
@@ -51,6 +69,8 @@ class ReconcileReport:
             "found": [o.__dict__ for o in self.found],
             "dropped": [o.__dict__ for o in self.dropped],
             "errors": self.errors,
+            "roles_found": [o.__dict__ for o in self.roles_found],
+            "roles_dropped": [o.__dict__ for o in self.roles_dropped],
         }
 
 
@@ -111,11 +131,16 @@ def users_reconcile(*, resource: Resource | None = None, dry_run: bool = False, 
             with connector_for(target) as connector:
                 orphans = orphan_users_find(resource=target, connector=connector)
                 report.found += orphans
-                if dry_run:
-                    continue
-                for orphan in orphans:
+                for orphan in [] if dry_run else orphans:
                     _orphan_drop(orphan=orphan, resource=target, connector=connector, actor=actor)
                     report.dropped.append(orphan)
+                roles = orphan_roles_find(resource=target, connector=connector)
+                report.roles_found += roles
+                if dry_run:
+                    continue
+                for orphan in roles:
+                    _orphan_role_drop(orphan=orphan, resource=target, connector=connector, actor=actor)
+                    report.roles_dropped.append(orphan)
         except ConnectorError as exc:
             report.errors[target.name] = f"{exc.kind_title} error: {exc}"
             log.warning("reconciling %s failed: %s", target.name, exc)
@@ -137,4 +162,48 @@ def _orphan_drop(*, orphan: OrphanUser, resource: Resource, connector, actor) ->
                 "lease_id": orphan.lease_id,
                 "connections_ended": ended,
             },
+        )
+
+
+def orphan_roles_find(*, resource: Resource, connector) -> list[OrphanRole]:
+    """Roles on `resource` made for scoped requests (named with `role_prefix()`) that no live lease explains."""
+    from access.services.scoped import ROLE_DB, role_prefix
+
+    prefix = role_prefix()
+    try:
+        if resource.is_atlas:
+            names = [str(r.get("roleName", "")) for r in connector.list_custom_roles()]
+        else:
+            names = [str(r.get("role", "")) for r in connector.list_roles(db=ROLE_DB)]
+    except ConnectorError as exc:
+        if exc.kind == "server" and exc.code in _UNSUPPORTED_CODES:
+            return []  # a server without roles (FerretDB) has no request roles either
+        raise
+    ours = [name for name in names if name.startswith(prefix)]
+    if not ours:
+        return []
+    live = set(
+        Lease.objects.filter(resource=resource, state__in=LIVE_LEASE_STATES, server_role__in=ours).values_list(
+            "server_role", flat=True
+        )
+    )
+    orphans = [name for name in ours if name not in live]
+    if resource.is_atlas and orphans:
+        held = {role.get("role") for user in connector.list_users() for role in user.get("roles") or []}
+        orphans = [name for name in orphans if name not in held]
+    return [OrphanRole(resource=resource.name, db=ROLE_DB, name=name) for name in orphans]
+
+
+def _orphan_role_drop(*, orphan: OrphanRole, resource: Resource, connector, actor) -> None:
+    """Drop one orphaned request role and audit it (only once the server has done it)."""
+    if resource.is_atlas:
+        connector.delete_custom_role(orphan.name)
+    else:
+        connector.drop_role(db=orphan.db, name=orphan.name)
+    with transaction.atomic():
+        audit_record(
+            action=AuditAction.RECONCILE_DROP_ROLE,
+            actor=actor,
+            target=resource,
+            data={"db": orphan.db, "role": orphan.name},
         )

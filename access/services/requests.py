@@ -26,6 +26,7 @@ from django.utils import timezone
 
 from access.durations import format_duration
 from access.models import AccessPolicy, AccessRequest, AuditAction
+from access.models.leases import LeaseState
 from access.models.notifications import NotificationEvent
 from access.models.policies import RequestState, database_list_errors, user_may_approve
 from access.services.audit import audit_record
@@ -111,6 +112,8 @@ def _notify(
 
 def _use_path(request: AccessRequest) -> tuple[str, str]:
     """Where the requester uses approved access: open a session on the account, or get credentials for the role."""
+    if request.is_scoped:
+        return "Get credentials or open a session", reverse("portal:request-detail", args=[request.pk])
     if request.account_id:
         return "Open a session", reverse("portal:account-use", args=[request.account_id])
     return "Get credentials", reverse("portal:role-use", args=[request.role_id])
@@ -128,13 +131,20 @@ def access_request_create(
     duration: timedelta,
     break_glass: bool = False,
     databases: list[str] | None = None,
+    scope: dict | None = None,
 ) -> AccessRequest:
     """Ask for access to `policy`'s target for `duration`; break-glass approves it at once and tells the approvers.
 
     `databases` narrows the gateway sessions the request will allow to some of the policy's databases (any, when
-    the policy names none). Raises PermissionDenied when the policy does not name the requester (or forbids
-    break-glass) and ValidationError for an empty reason, a duration outside (0, policy.max_duration] or a
-    database the policy does not allow.
+    the policy names none). With `scope` ({"resources": ["shop.orders", ...], "level": "read"}) it asks for scoped
+    access inside the policy's envelope (access.services.scoped.scope_check); a scoped request the policy lets
+    through without approval is approved at once, and either way an approved scoped request gets its database
+    user and role made right after the commit (access.services.scoped.scoped_grant_make; a failure is on the
+    request's lease).
+
+    Raises PermissionDenied when the policy does not name the requester (or forbids break-glass) and
+    ValidationError for an empty reason, a duration outside (0, policy.max_duration], a database the policy does
+    not allow, or a scope outside the envelope (naming the field: resources, level, duration).
     """
     if not AccessPolicy.objects.granted_to(requester).filter(pk=policy.pk).exists():
         raise PermissionDenied("No enabled access policy lets you request this.")
@@ -153,40 +163,71 @@ def access_request_create(
     databases = list(databases or [])
     if databases:
         allowed = policy.database_allow_list or []
-        if policy.role_id:
+        if scope is not None:
+            errors["databases"] = "Scoped access names its databases in the scope (resources)."
+        elif policy.role_id:
             errors["databases"] = "Databases narrow gateway sessions; this policy gives credentials for a role."
         elif problem := database_list_errors(databases):
             errors["databases"] = problem
         elif allowed and (outside := [name for name in databases if name not in allowed]):
             errors["databases"] = f"Outside this policy's databases ({', '.join(allowed)}): {', '.join(outside)}."
+    checked_scope = None
+    if scope is None and policy.target is None:
+        errors["scope"] = "This policy grants scoped access: choose databases or collections and a level."
+    elif scope is not None:
+        from access.services.scoped import scope_check
+
+        if not isinstance(scope, dict):
+            scope = {}
+        try:
+            checked_scope = scope_check(
+                policy=policy, resources=scope.get("resources"), level=scope.get("level") or "", duration=duration
+            )
+            if policy.scope_resource.is_atlas and not errors:
+                from access.services.scoped import atlas_custom_role_precheck
+
+                atlas_custom_role_precheck(policy=policy, scope=checked_scope)
+        except ValidationError as exc:
+            for name, messages in exc.message_dict.items():
+                errors.setdefault(name, messages)
     if errors:
         raise ValidationError(errors)
     now = timezone.now()
+    scoped = checked_scope is not None
+    at_once = break_glass or (scoped and not policy.approval_required)
     with transaction.atomic():
         request = AccessRequest.objects.create(
             requester=requester,
             policy=policy,
-            account=policy.account,
-            role=policy.role,
+            account=None if scoped else policy.account,
+            role=None if scoped else policy.role,
+            resource=policy.scope_resource if scoped else None,
+            scope=checked_scope or {},
+            scope_requested={**checked_scope, "duration_seconds": int(duration.total_seconds())} if scoped else {},
             reason=reason,
             duration=duration,
             database_allow_list=databases,
             break_glass=break_glass,
-            state=RequestState.APPROVED if break_glass else RequestState.PENDING,
-            decided_at=now if break_glass else None,
-            expires_at=now + duration if break_glass else None,
+            state=RequestState.APPROVED if at_once else RequestState.PENDING,
+            decided_at=now if at_once else None,
+            expires_at=now + duration if at_once else None,
         )
+        data = {
+            "policy": policy.name,
+            "target": str(request.target),
+            "duration_seconds": int(duration.total_seconds()),
+            "reason": reason,
+            "databases": databases,
+        }
+        if scoped:
+            from access.services.scoped import envelope_of
+
+            data.update(envelope=envelope_of(policy), scope=checked_scope, approved_at_once=at_once)
         audit_record(
             action=AuditAction.REQUEST_BREAK_GLASS if break_glass else AuditAction.REQUEST_CREATE,
             actor=requester,
             target=request,
-            data={
-                "policy": policy.name,
-                "target": str(policy.target),
-                "duration_seconds": int(duration.total_seconds()),
-                "reason": reason,
-                "databases": databases,
-            },
+            data=data,
         )
         if break_glass:
             _notify(
@@ -200,7 +241,7 @@ def access_request_create(
                 ),
                 event=NotificationEvent.BREAK_GLASS,
             )
-        else:
+        elif not at_once:  # a scoped request its policy lets through without approval asks nobody
             _notify(
                 request=request,
                 subject=f"{requester.get_username()} asks for access to {request.target}",
@@ -209,10 +250,22 @@ def access_request_create(
                 action_path=("Approve or deny it", reverse("portal:approvals")),
                 event=NotificationEvent.REQUEST_CREATE,
             )
+    if scoped and at_once:
+        _scoped_grant_make_now(request, actor=requester)
     return request
 
 
-def _decide(*, request: AccessRequest, approver, comment: str, approve: bool) -> AccessRequest:
+def _scoped_grant_make_now(request: AccessRequest, *, actor) -> None:
+    """Make the user and role of an approved scoped request now, once its approval is committed (the services'
+    own transactions have closed; callers do not wrap them in another)."""
+    from access.services.scoped import scoped_grant_make
+
+    scoped_grant_make(request=request, actor=actor)
+
+
+def _decide(
+    *, request: AccessRequest, approver, comment: str, approve: bool, narrow: dict | None = None
+) -> AccessRequest:
     if not user_may_approve(approver):
         raise PermissionDenied("You may not approve or deny access requests.")
     with transaction.atomic():
@@ -221,18 +274,35 @@ def _decide(*, request: AccessRequest, approver, comment: str, approve: bool) ->
             raise PermissionDenied("Nobody approves or denies their own request.")
         if current.state != RequestState.PENDING:
             raise ValidationError(f"This request is already {current.get_state_display().lower()}.")
+        changed = ["state", "approver", "decision_comment", "decided_at", "expires_at"]
+        if narrow:
+            if not current.is_scoped:
+                raise ValidationError("Only a scoped request can be narrowed.")
+            from access.services.scoped import scope_narrow
+
+            narrowed = scope_narrow(request=current, **narrow)
+            current.scope, current.duration = narrowed["scope"], narrowed["duration"]
+            changed += ["scope", "duration"]
         now = timezone.now()
         current.state = RequestState.APPROVED if approve else RequestState.DENIED
         current.approver = approver
         current.decision_comment = (comment or "").strip()
         current.decided_at = now
         current.expires_at = now + current.duration if approve else None
-        current.save(update_fields=["state", "approver", "decision_comment", "decided_at", "expires_at"])
+        current.save(update_fields=changed)
+        data = {"requester": current.requester.get_username(), "comment": current.decision_comment}
+        if current.is_scoped:
+            data.update(
+                requested=current.scope_requested,
+                granted=current.scope,
+                duration_seconds=int(current.duration.total_seconds()),
+                narrowed=current.scope_narrowed,
+            )
         audit_record(
             action=AuditAction.REQUEST_APPROVE if approve else AuditAction.REQUEST_DENY,
             actor=approver,
             target=current,
-            data={"requester": current.requester.get_username(), "comment": current.decision_comment},
+            data=data,
         )
         outcome = "approved" if approve else "denied"
         until = f" until {current.expires_at:%Y-%m-%d %H:%M:%S} UTC" if approve else ""
@@ -249,9 +319,30 @@ def _decide(*, request: AccessRequest, approver, comment: str, approve: bool) ->
     return current
 
 
-def access_request_approve(*, request: AccessRequest, approver, comment: str = "") -> AccessRequest:
-    """Approve a pending request; its window opens now for its duration. PermissionDenied for self or no permission."""
-    return _decide(request=request, approver=approver, comment=comment, approve=True)
+def access_request_approve(
+    *,
+    request: AccessRequest,
+    approver,
+    comment: str = "",
+    resources=None,
+    level: str | None = None,
+    duration: timedelta | None = None,
+) -> AccessRequest:
+    """Approve a pending request; its window opens now for its duration. PermissionDenied for self or no permission.
+
+    For a scoped request the approver may narrow what was asked (`resources`, `level`, a shorter `duration`; never
+    wider: ValidationError naming the field), and its database user and role are made once this commits
+    (access.services.scoped.scoped_grant_make; a failure is recorded on the request's lease, not raised).
+    """
+    narrow = {
+        name: value
+        for name, value in (("resources", resources), ("level", level), ("duration", duration))
+        if value not in (None, "", [])
+    }
+    decided = _decide(request=request, approver=approver, comment=comment, approve=True, narrow=narrow or None)
+    if decided.is_scoped:
+        _scoped_grant_make_now(decided, actor=approver)
+    return decided
 
 
 def access_request_deny(*, request: AccessRequest, approver, comment: str = "") -> AccessRequest:
@@ -280,6 +371,14 @@ def access_request_cancel(*, request: AccessRequest, user) -> AccessRequest:
             subject=f"Request #{current.pk} cancelled",
             body=f"{user.get_username()} cancelled the request.",
         )
+        if current.is_scoped:  # the user and role made for it go now, not at the end of the window
+            from access.services.offboarding import leases_revoke_now
+
+            lease_ids = list(current.scoped_leases.filter(state=LeaseState.ACTIVE).values_list("pk", flat=True))
+            if lease_ids:
+                transaction.on_commit(
+                    lambda: leases_revoke_now(lease_ids=lease_ids, reason="request cancelled", actor=user)
+                )
     return current
 
 

@@ -46,12 +46,13 @@ def session_verifiers(*, username: str, secret: str) -> dict[str, dict]:
     return {mechanism: derive_credentials(mechanism, username, secret).to_dict() for mechanism in SESSION_MECHANISMS}
 
 
-def _gateway_for(account: Account, gateway: Gateway | None) -> Gateway | None:
+def _gateway_for(account: Account, gateway: Gateway | None, *, resource=None) -> Gateway | None:
     """The gateway a new session uses: the given one, the resource's, else the freshest alive (or any) gateway."""
     if gateway is not None:
         return gateway
-    if account.resource.gateway_id is not None:
-        return account.resource.gateway
+    resource = resource if resource is not None else account.resource
+    if resource.gateway_id is not None:
+        return resource.gateway
     return (
         Gateway.objects.alive().order_by("-last_heartbeat", "name").first()
         or Gateway.objects.order_by("-last_heartbeat", "name").first()
@@ -148,6 +149,67 @@ def _session_databases(grant: AccessGrant, asked: list[str] | None) -> list[str]
     if outside:
         raise ValidationError({"databases": f"Outside the databases your access allows: {', '.join(outside)}."})
     return list(asked)
+
+
+def session_open_on_lease(
+    *,
+    user,
+    lease: Lease,
+    expires_at,
+    requested: timedelta,
+    database_allow_list: list[str] | None = None,
+    actor=None,
+    audit_data: dict | None = None,
+) -> tuple[Session, str]:
+    """Open a session through the database user of `lease` (scoped access) until `expires_at`; secret once.
+
+    The caller (access.services.usage.access_scoped_session_open) has checked the grant and capped the time; the
+    gateway logs in upstream with the lease's user, and `database_allow_list` keeps the session to its databases.
+    """
+    if lease.resource.is_atlas or not lease.resource.uri:
+        raise ValidationError({"lease": "Gateway sessions need a MongoDB resource with a URI (not Atlas)."})
+    now = timezone.now()
+    if expires_at - now < _MIN_DURATION:
+        raise PermissionDenied("Your access has ended.")
+    chosen_gateway = _gateway_for(None, None, resource=lease.resource)
+    secret = new_token(nbytes=SECRET_BYTES)
+    for _attempt in range(5):
+        username = session_username_new()
+        verifiers = session_verifiers(username=username, secret=secret)
+        try:
+            with transaction.atomic():
+                session = Session.objects.create(
+                    user=user,
+                    user_name=user.get_username(),
+                    lease=lease,
+                    gateway=chosen_gateway,
+                    username=username,
+                    verifiers=verifiers,
+                    database_allow_list=list(database_allow_list or []),
+                    started_at=now,
+                    expires_at=expires_at,
+                )
+                audit_record(
+                    action=AuditAction.SESSION_OPEN,
+                    actor=actor or user,
+                    target=session,
+                    data={
+                        "lease": lease.lease_id,
+                        "username": username,
+                        "upstream_user": lease.username,
+                        "gateway": chosen_gateway.name if chosen_gateway else None,
+                        "duration_seconds": int((expires_at - now).total_seconds()),
+                        "requested_seconds": int(requested.total_seconds()),
+                        "databases": list(database_allow_list or []),
+                        **(audit_data or {}),
+                    },
+                )
+            return session, secret
+        except IntegrityError:
+            if Session.objects.filter(username=username).exists():
+                continue
+            raise
+    raise RuntimeError("Could not draw a unique session username.")
 
 
 def session_end(*, session: Session, reason: SessionEndReason | str, actor=None) -> Session:

@@ -15,17 +15,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.utils import timezone
 
 from access.durations import format_duration
-from access.models import Account, DynamicRole, Lease, Session
+from access.models import AccessRequest, Account, DynamicRole, Lease, Session
+from access.models.leases import LeaseState
 from access.models.sessions import SessionEndReason
 from access.selectors.leases import lease_may_change
-from access.selectors.policies import AccessGrant, NoGrant, access_grant_for, access_grant_require
-from access.services.leases import lease_issue, lease_renew, lease_revoke
+from access.selectors.policies import AccessGrant, GrantNeedsMfa, NoGrant, access_grant_for, access_grant_require
+from access.services.leases import LeaseError, lease_issue, lease_renew, lease_reveal_password, lease_revoke
 from access.services.requests import access_policy_mark_used
-from access.services.sessions import session_end, session_open
+from access.services.sessions import session_end, session_open, session_open_on_lease
 
 _MIN_INCREMENT = timedelta(seconds=1)
 _SLACK = timedelta(seconds=1)  # the services read the clock a moment after us: shorter by less is not a cap
@@ -135,6 +136,8 @@ def access_lease_renew(*, user, lease: Lease, increment: timedelta | None = None
     """
     if not lease_may_change(user=user, lease=lease):
         raise PermissionDenied("Only the lease's holder or the security team may change it.")
+    if lease.is_scoped:
+        return LeaseRenewed(lease_renew(lease=lease, increment=increment, actor=user))  # refused: LeaseError
     asked = increment or lease.role.effective_default_ttl
     now = timezone.now()
     limits = [(lease.max_expires_at - now, f"the lease cannot be renewed past {_utc(lease.max_expires_at)}")]
@@ -202,3 +205,62 @@ def access_session_end(*, user, session: Session) -> Session:
     else:
         raise PermissionDenied("You may only end your own sessions.")
     return session_end(session=session, reason=reason, actor=user)
+
+
+# -- scoped access: the user made for one request ------------------------------------------------------------
+def _scoped_lease_require(*, user, lease: Lease, mfa_verified: bool) -> AccessRequest:
+    """The request behind `user`'s own active scoped lease, its grant still standing and MFA met; else refused."""
+    from access.services.scoped import scoped_lease_problem
+
+    if not lease.is_scoped or lease.holder_id != getattr(user, "pk", None):
+        raise PermissionDenied("Only the person the scoped grant was made for may use it.")
+    if lease.state != LeaseState.ACTIVE or lease.issue_failed or lease.expires_at <= timezone.now():
+        raise LeaseError(f"The scoped grant is {lease.get_display_state_display().lower()}: ask again.", code="ended")
+    problem = scoped_lease_problem(lease)
+    if problem is not None:
+        raise NoGrant(f"Your scoped access has ended: {problem}.")
+    request = lease.request
+    if request.policy.mfa_required and not mfa_verified:
+        raise GrantNeedsMfa("This scoped access requires MFA: confirm with your one-time code first.")
+    return request
+
+
+def access_scoped_reveal(*, user, lease: Lease, mfa_verified: bool = False) -> str | None:
+    """The password of `user`'s scoped lease, once (None when it was already shown); refused without a grant."""
+    _scoped_lease_require(user=user, lease=lease, mfa_verified=mfa_verified)
+    return lease_reveal_password(lease=lease, user=user)
+
+
+def access_scoped_session_open(
+    *, user, lease: Lease, duration: timedelta | None = None, mfa_verified: bool = False
+) -> SessionOpened:
+    """Open a gateway session through the user made for `user`'s scoped request, kept to its databases.
+
+    The session ends with the grant at the latest (its window); a longer `duration` is capped with a warning.
+    """
+    from access.scopes import scope_databases
+
+    request = _scoped_lease_require(user=user, lease=lease, mfa_verified=mfa_verified)
+    now = timezone.now()
+    asked = duration or (lease.expires_at - now)
+    if asked <= timedelta(0):
+        raise ValidationError({"duration": "A duration must be positive."})
+    ends = min(now + asked, lease.expires_at)
+    session, secret = session_open_on_lease(
+        user=user,
+        lease=lease,
+        expires_at=ends,
+        requested=asked,
+        database_allow_list=scope_databases(lease.scope),
+        actor=user,
+        audit_data={"request": request.pk, "policy": request.policy.name},
+    )
+    access_policy_mark_used(policy=request.policy, at=session.started_at)
+    warnings = _cap_warning(
+        what="The session's duration",
+        asked=asked,
+        granted=session.expires_at - session.started_at,
+        ends=session.expires_at,
+        limits=[(lease.expires_at - now, f"your scoped grant ends at {_utc(lease.expires_at)}")],
+    )
+    return SessionOpened(session, secret, warnings)

@@ -13,6 +13,11 @@ It speaks the protocol the connector must cope with, not a convenient subset of 
 - Eventual consistency: every user change makes each affected cluster report changeStatus PENDING for
   `pending_polls` status reads before APPLIED; a user is not "usable" until then.
 - deleteAfterDate: users past it disappear, as Atlas deletes them itself.
+- Custom database roles (`customDBRoles/roles`): list, create, read, update, delete, with Atlas's action names
+  (an unknown one is 400 INVALID_CUSTOM_ROLE_ACTION), 409 for a name taken, 409 for deleting a role a user
+  holds, and the project's limit (`custom_role_limit`, 100 by default: 400 CUSTOM_ROLE_LIMIT_EXCEEDED beyond).
+  A role change makes every cluster PENDING like a user change; a user naming a role that is neither built in
+  nor a custom role of the project is refused (400 INVALID_ROLE).
 
 Fault knobs: `fail_next(method, path_fragment, status=..., times=..., retry_after=...)`. Everything it
 received is in `requests_seen` (method, path, status) for assertions. Run it with `AtlasApiServer().start()`.
@@ -37,12 +42,47 @@ VERSIONS = {
     "databaseUsers": {"2023-01-01"},
     "clusterStatus": {"2023-01-01"},
     "clusters": {"2023-02-01", "2024-08-05"},
+    "customDBRoles": {"2023-01-01"},
 }
+BUILTIN_ROLES = frozenset(
+    {
+        "atlasAdmin",
+        "backup",
+        "clusterMonitor",
+        "dbAdmin",
+        "dbAdminAnyDatabase",
+        "enableSharding",
+        "read",
+        "readAnyDatabase",
+        "readWrite",
+        "readWriteAnyDatabase",
+    }
+)
+
+
+def _names(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
+CUSTOM_ROLE_ACTIONS = _names(
+    """
+    FIND INSERT REMOVE UPDATE BYPASS_DOCUMENT_VALIDATION USE_UUID KILL_OP CREATE_COLLECTION CREATE_INDEX
+    DROP_COLLECTION ENABLE_PROFILER CHANGE_STREAM COLL_MOD COMPACT CONVERT_TO_CAPPED DROP_DATABASE DROP_INDEX
+    RE_INDEX RENAME_COLLECTION_SAME_DB LIST_SESSIONS KILL_ANY_SESSION COLL_STATS CONN_POOL_STATS DB_HASH DB_STATS
+    GET_CMD_LINE_OPTS GET_LOG GET_PARAMETER GET_SHARD_MAP HOST_INFO IN_PROG LIST_DATABASES LIST_COLLECTIONS
+    LIST_INDEXES LIST_SHARDS NETSTAT REPL_SET_GET_CONFIG REPL_SET_GET_STATUS SERVER_STATUS VALIDATE SHARDING_STATE
+    TOP KILL_CURSORS PLAN_CACHE_READ PLAN_CACHE_WRITE PLAN_CACHE_INDEX_FILTER STORAGE_DETAILS FLUSH_ROUTER_CONFIG
+    LIST_SEARCH_INDEXES CREATE_SEARCH_INDEXES DROP_SEARCH_INDEX UPDATE_SEARCH_INDEX SQL_GET_SCHEMA SQL_SET_SCHEMA
+    """
+)
+_ROLE_NAME = re.compile(r"^[\w-]{1,64}$")
 _HASHES = {"MD5": hashlib.md5, "SHA-256": hashlib.sha256}
 _USERS = re.compile(r"^/api/atlas/v2/groups/(?P<group>[^/]+)/databaseUsers/?$")
 _USER = re.compile(r"^/api/atlas/v2/groups/(?P<group>[^/]+)/databaseUsers/(?P<db>[^/]+)/(?P<user>[^/]+)/?$")
 _CLUSTERS = re.compile(r"^/api/atlas/v2/groups/(?P<group>[^/]+)/clusters/?$")
 _STATUS = re.compile(r"^/api/atlas/v2/groups/(?P<group>[^/]+)/clusters/(?P<cluster>[^/]+)/status/?$")
+_ROLES = re.compile(r"^/api/atlas/v2/groups/(?P<group>[^/]+)/customDBRoles/roles/?$")
+_ROLE = re.compile(r"^/api/atlas/v2/groups/(?P<group>[^/]+)/customDBRoles/roles/(?P<role>[^/]+)/?$")
 _AUTH_PARAM = re.compile(r'(\w+)=(?:"([^"]*)"|([^\s,]+))')
 
 
@@ -72,6 +112,8 @@ class AtlasState:
     clusters: list[str] = field(default_factory=lambda: ["Cluster0", "Cluster1"])
     pending_polls: int = 2
     users: dict[tuple[str, str], dict] = field(default_factory=dict)
+    custom_roles: dict[str, dict] = field(default_factory=dict)
+    custom_role_limit: int = 100
     pending: dict[str, int] = field(default_factory=dict)
     nonces: dict[str, tuple[float, int]] = field(default_factory=dict)
     faults: list[Fault] = field(default_factory=list)
@@ -171,6 +213,16 @@ class AtlasApiServer:
         """Delete a user behind the portal's back (as Atlas does at deleteAfterDate, or an operator by hand)."""
         with self.state.lock:
             self.state.users.pop((db, username), None)
+
+    def custom_role(self, name: str) -> dict | None:
+        with self.state.lock:
+            found = self.state.custom_roles.get(name)
+            return json.loads(json.dumps(found)) if found else None
+
+    def add_custom_role(self, doc: dict) -> None:
+        """Put a custom role in the project directly (as an Atlas administrator would in the UI)."""
+        with self.state.lock:
+            self.state.custom_roles[doc["roleName"]] = {"actions": [], "inheritedRoles": [], **doc}
 
     def is_applied(self) -> bool:
         with self.state.lock:
@@ -377,6 +429,8 @@ class _Handler(BaseHTTPRequestHandler):
             (_USER, self._user),
             (_CLUSTERS, self._clusters),
             (_STATUS, self._status),
+            (_ROLES, self._roles),
+            (_ROLE, self._role),
         ):
             match = pattern.match(path)
             if match:
@@ -427,6 +481,25 @@ class _Handler(BaseHTTPRequestHandler):
                 ),
             )
             return False
+        return True
+
+    def _roles_ok(self, roles: list) -> bool:
+        """Each role has roleName and databaseName and is built in or a custom role of the project; else 400."""
+        for role in roles:
+            if not isinstance(role, dict) or not role.get("roleName") or not role.get("databaseName"):
+                self._send(
+                    400, _error(400, "INVALID_ROLE", "Each role needs roleName and databaseName.", "Bad Request")
+                )
+                return False
+            name = role["roleName"]
+            with self.atlas.state.lock:
+                known = name in BUILTIN_ROLES or name in self.atlas.state.custom_roles
+            if not known:
+                self._send(
+                    400,
+                    _error(400, "INVALID_ROLE", f"Role {name} is neither built in nor a custom role.", "Bad Request"),
+                )
+                return False
         return True
 
     def _public(self, doc: dict) -> dict:
@@ -487,12 +560,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if "deleteAfterDate" in body and not self._check_delete_after(body["deleteAfterDate"]):
             return
-        for role in body.get("roles") or []:
-            if not role.get("roleName") or not role.get("databaseName"):
-                self._send(
-                    400, _error(400, "INVALID_ROLE", "Each role needs roleName and databaseName.", "Bad Request")
-                )
-                return
+        if not self._roles_ok(body.get("roles") or []):
+            return
         key = (body["databaseName"], body["username"])
         with state.lock:
             self.atlas._sweep_expired()
@@ -566,6 +635,8 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             if "deleteAfterDate" in body and not self._check_delete_after(body["deleteAfterDate"]):
                 return
+            if "roles" in body and not self._roles_ok(body["roles"] or []):
+                return
             with state.lock:
                 for name in ("deleteAfterDate", "roles", "scopes", "labels", "description", "password"):
                     if name in body:
@@ -573,6 +644,107 @@ class _Handler(BaseHTTPRequestHandler):
                 if {"roles", "scopes", "password"} & set(body):
                     self.atlas._touch(doc.get("scopes"))
             self._send(200, self._public(doc), version=version)
+        else:
+            self._send(405, _error(405, "METHOD_NOT_ALLOWED", "Method not allowed.", "Method Not Allowed"))
+
+    def _roles(self, match):
+        version = self._version_ok("customDBRoles")
+        if version is None:
+            return
+        state = self.atlas.state
+        if self.command == "GET":
+            with state.lock:
+                docs = [json.loads(json.dumps(d)) for _, d in sorted(state.custom_roles.items())]
+            self._send(200, docs, version=version)
+            return
+        if self.command != "POST":
+            self._send(405, _error(405, "METHOD_NOT_ALLOWED", "Method not allowed.", "Method Not Allowed"))
+            return
+        body = self._json_body()
+        if body is None:
+            return
+        name = body.get("roleName")
+        if not isinstance(name, str) or not _ROLE_NAME.match(name) or name in BUILTIN_ROLES:
+            self._send(400, _error(400, "INVALID_ATTRIBUTE", f"Invalid roleName {name!r}.", "Bad Request", [name]))
+            return
+        problem = _custom_role_problem(body)
+        if problem is not None:
+            code, _, detail = problem.rpartition(":") if problem.startswith("INVALID_") else ("", "", problem)
+            self._send(400, _error(400, code or "INVALID_ATTRIBUTE", detail, "Bad Request"))
+            return
+        with state.lock:
+            if name in state.custom_roles:
+                outcome = "conflict"
+            elif len(state.custom_roles) >= state.custom_role_limit:
+                outcome = "limit"
+            else:
+                outcome = "created"
+                doc = {"roleName": name, "actions": body["actions"], "inheritedRoles": body.get("inheritedRoles") or []}
+                state.custom_roles[name] = doc
+                self.atlas._touch(None)
+        if outcome == "conflict":
+            self._send(409, _error(409, "DUPLICATE_DATABASE_ROLE", f"A custom role {name} already exists.", "Conflict"))
+        elif outcome == "limit":
+            self._send(
+                400,
+                _error(
+                    400,
+                    "CUSTOM_ROLE_LIMIT_EXCEEDED",
+                    f"The project already has {state.custom_role_limit} custom roles, its limit.",
+                    "Bad Request",
+                ),
+            )
+        else:
+            self._send(200, doc, version=version)
+
+    def _role(self, match):
+        version = self._version_ok("customDBRoles")
+        if version is None:
+            return
+        state = self.atlas.state
+        name = unquote(match.group("role"))
+        with state.lock:
+            doc = state.custom_roles.get(name)
+            holders = [
+                user["username"]
+                for user in state.users.values()
+                if any(role.get("roleName") == name for role in user.get("roles") or [])
+            ]
+        if doc is None:
+            self._send(404, _error(404, "ATLAS_CUSTOM_ROLE_NOT_FOUND", f"No custom role {name} exists.", "Not Found"))
+            return
+        if self.command == "GET":
+            self._send(200, doc, version=version)
+        elif self.command == "DELETE":
+            if holders:
+                self._send(
+                    409,
+                    _error(
+                        409,
+                        "CANNOT_DELETE_ROLE_IN_USE",
+                        f"Custom role {name} is assigned to {len(holders)} database user(s).",
+                        "Conflict",
+                    ),
+                )
+                return
+            with state.lock:
+                state.custom_roles.pop(name, None)
+                self.atlas._touch(None)
+            self._send(204, None, version=version)
+        elif self.command == "PATCH":
+            body = self._json_body()
+            if body is None:
+                return
+            problem = _custom_role_problem({"actions": doc["actions"], **body})
+            if problem is not None:
+                self._send(400, _error(400, "INVALID_ATTRIBUTE", problem, "Bad Request"))
+                return
+            with state.lock:
+                for key in ("actions", "inheritedRoles"):
+                    if key in body:
+                        doc[key] = body[key]
+                self.atlas._touch(None)
+            self._send(200, doc, version=version)
         else:
             self._send(405, _error(405, "METHOD_NOT_ALLOWED", "Method not allowed.", "Method Not Allowed"))
 
@@ -601,3 +773,25 @@ class _Handler(BaseHTTPRequestHandler):
             if left > 0:
                 state.pending[name] = left - 1
         self._send(200, {"changeStatus": "PENDING" if left > 0 else "APPLIED"}, version=version)
+
+
+def _custom_role_problem(body: dict) -> str | None:
+    """Why a custom role document is invalid, or None."""
+    actions = body.get("actions")
+    if not isinstance(actions, list):
+        return "actions must be an array"
+    for item in actions:
+        if not isinstance(item, dict) or item.get("action") not in CUSTOM_ROLE_ACTIONS:
+            action = item.get("action") if isinstance(item, dict) else item
+            return f"INVALID_CUSTOM_ROLE_ACTION:{action} is not an action custom roles support"
+        for resource in item.get("resources") or []:
+            if not isinstance(resource, dict):
+                return "each resource must be an object"
+            if resource.get("cluster") is True:
+                continue
+            if not isinstance(resource.get("db"), str) or not isinstance(resource.get("collection", ""), str):
+                return "each resource needs db and collection"
+    inherited = body.get("inheritedRoles") or []
+    if not isinstance(inherited, list) or not all(isinstance(r, dict) and r.get("role") for r in inherited):
+        return "inheritedRoles must hold {db, role} objects"
+    return None

@@ -1,0 +1,141 @@
+"""Reads for scoped access: the envelopes a user may ask inside, what the server holds inside them (for the
+request form), and the scoped grants made (for the access review)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db.models import QuerySet
+
+from access.models import AccessPolicy, Lease
+from access.scopes import collection_allowed, database_allowed, is_pattern, level_actions
+from connectors import ConnectorError, connector_for
+
+log = logging.getLogger(__name__)
+
+
+def envelopes_granted_to(user) -> QuerySet:
+    """The enabled policies naming `user` that grant a scope envelope, with their resources."""
+    return (
+        AccessPolicy.objects.granted_to(user)
+        .filter(scope_resource__isnull=False)
+        .select_related("scope_resource")
+        .order_by("name")
+    )
+
+
+@dataclass(frozen=True)
+class DatabaseChoice:
+    """A database a requester may pick: whether the whole of it may be asked for, and its collections inside."""
+
+    name: str
+    whole: bool
+    collections: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ScopeChoices:
+    """What the request form offers under one envelope: databases and collections, levels, and where they came
+    from (`listed`: read from the server; otherwise only the envelope's literal names, with `error` in words)."""
+
+    databases: list[DatabaseChoice]
+    levels: list[dict]
+    listed: bool
+    error: str = ""
+
+    def as_dict(self) -> dict:
+        return {
+            "databases": [
+                {"name": d.name, "whole_database": d.whole, "collections": d.collections} for d in self.databases
+            ],
+            "levels": self.levels,
+            "listed_from_server": self.listed,
+            "error": self.error,
+        }
+
+
+def _server_listing(resource, *, refresh: bool) -> dict[str, list[str]]:
+    """{database: [collections]} read through the resource's admin account, cached PAM_SCOPE_LIST_CACHE_SECONDS."""
+    key = f"pam:scope-listing:{resource.pk}:{resource.updated_at.timestamp() if resource.updated_at else 0}"
+    if not refresh:
+        cached = cache.get(key)
+        if cached is not None:
+            return cached
+    listing: dict[str, list[str]] = {}
+    with connector_for(resource) as connector:
+        for db in connector.list_database_names():
+            listing[db] = connector.list_collection_names(db=db)
+    cache.set(key, listing, settings.PAM_SCOPE_LIST_CACHE_SECONDS)
+    return listing
+
+
+def _levels(policy: AccessPolicy) -> list[dict]:
+    levels = []
+    for name in policy.scope_levels or []:
+        actions = level_actions(name)
+        if actions is not None:
+            levels.append({"name": name, "actions": sorted(actions)})
+    return levels
+
+
+def scope_choices(*, policy: AccessPolicy, refresh: bool = False) -> ScopeChoices:
+    """The databases and collections a requester may pick under `policy`'s envelope, filtered by it.
+
+    MongoDB: read from the server (listDatabases, listCollections) through the resource's admin account and
+    cached briefly; `refresh` reads again. Atlas (whose Admin API lists no databases) and a server that cannot be
+    read: the envelope's literal names only, with the reason in `error`; a requester may still type names the
+    envelope's patterns allow.
+    """
+    resource = policy.scope_resource
+    databases_allowed = list(policy.scope_databases or [])
+    collections_allowed = list(policy.scope_collections or [])
+    listing: dict[str, list[str]] | None = None
+    error = ""
+    if resource.is_atlas:
+        error = "Atlas's Admin API does not list databases: type the names you need."
+    else:
+        try:
+            listing = _server_listing(resource, refresh=refresh)
+        except ConnectorError as exc:
+            error = f"The databases could not be read from {resource.name}: {exc}"
+            log.warning("listing databases of %s for a scoped request failed: %s", resource.name, exc)
+    if listing is None:
+        listing = {}
+        for pattern in databases_allowed:
+            if not is_pattern(pattern):
+                listing.setdefault(pattern, [])
+        for item in collections_allowed:
+            db, _, collection = item.partition(".")
+            if not is_pattern(db) and not is_pattern(collection):
+                listing.setdefault(db, []).append(collection)
+    choices = []
+    for db in sorted(listing):
+        if not database_allowed(databases_allowed, db):
+            continue
+        names = sorted(
+            name
+            for name in listing[db]
+            if not name.startswith("system.")
+            and (not collections_allowed or collection_allowed(collections_allowed, db, name))
+        )
+        whole = not collections_allowed
+        if names or whole:
+            choices.append(DatabaseChoice(db, whole, names))
+    return ScopeChoices(choices, _levels(policy), listed=not error, error=error)
+
+
+def scoped_grants(*, limit: int = 500) -> list[Lease]:
+    """The scoped grants made (newest first): who, on what resource, what they covered, and how each ended."""
+    return list(
+        Lease.objects.filter(role__isnull=True)
+        .select_related("resource", "request__policy", "request__approver", "holder")
+        .order_by("-issued_at")[:limit]
+    )
+
+
+def scoped_leases_of(request) -> QuerySet:
+    """The leases made for one scoped request (a failed attempt and its retry are two), newest first."""
+    return request.scoped_leases.select_related("resource").order_by("-issued_at", "-pk")
