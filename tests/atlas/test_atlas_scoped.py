@@ -1,0 +1,237 @@
+"""Scoped access on Atlas, over real HTTP against the local Admin API server: built-in roles with a collection where
+the level is one, a custom database role only when needed (reused when identical, deleted with its last holder,
+refused near the project's limit), and the same life cycle as leases (credentials only once applied, expiry,
+revocation, the reconciler)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.core.exceptions import ValidationError
+from django.utils import timezone
+
+from access.models import AuditEvent, Lease
+from access.models.leases import LeaseState
+from access.models.policies import RequestState
+from access.services.leases import ConnectorCache, leases_revoke_due
+from access.services.policies import access_policy_create
+from access.services.reconcile import users_reconcile
+from access.services.requests import access_request_approve, access_request_create
+from access.services.scoped import permission_level_create, role_prefix, scoped_lease_of
+from access.services.usage import access_lease_revoke, access_scoped_reveal
+from connectors import ConnectorError, connector_for
+from tests.factories import UserFactory
+from tests.helpers import make_approver
+from tests.helpers import unique_name as _name
+
+pytestmark = pytest.mark.usefixtures("fast_atlas")
+
+AUDITOR = ["collStats", "find", "listIndexes"]
+AUDITOR_ATLAS = [
+    {"action": name, "resources": [{"db": "shop", "collection": "orders"}]}
+    for name in ("COLL_STATS", "FIND", "LIST_INDEXES")
+]
+
+
+@pytest.fixture
+def people(db):
+    return UserFactory(username=_name("alice")), make_approver(UserFactory(username=_name("bob")))
+
+
+@pytest.fixture
+def auditor(db):
+    return permission_level_create(actor="test", name="auditor", actions=AUDITOR)
+
+
+def _policy(resource, user, *, levels=("read", "readWrite", "dbAdmin"), approval_required=False):
+    return access_policy_create(
+        actor="test",
+        name=_name("atlas-scoped"),
+        user=user,
+        scope_resource=resource,
+        scope_databases=["shop", "reports_*"],
+        scope_levels=list(levels),
+        max_duration=timedelta(hours=4),
+        approval_required=approval_required,
+    )
+
+
+def _ask(policy, user, resources, level="read"):
+    return access_request_create(
+        requester=user,
+        policy=policy,
+        reason="check the orders",
+        duration=timedelta(hours=1),
+        scope={"resources": resources, "level": level},
+    )
+
+
+def _fill_custom_roles(atlas_api, count: int) -> None:
+    for n in range(count):
+        atlas_api.add_custom_role(
+            {
+                "roleName": f"team-role-{n}",
+                "actions": [{"action": "FIND", "resources": [{"db": f"t{n}", "collection": ""}]}],
+            }
+        )
+
+
+def test_read_on_a_collection_is_the_builtin_role_with_its_collection_and_credentials_wait_for_every_cluster(
+    atlas_api, atlas_resource, people
+):
+    requester, approver = people
+    atlas_api.state.pending_polls = 3
+    policy = _policy(atlas_resource, requester, approval_required=True)
+    request = _ask(policy, requester, ["shop.orders", "reports_2024"])
+    assert request.state == RequestState.PENDING
+    approved = access_request_approve(request=request, approver=approver)
+    lease = scoped_lease_of(approved)
+
+    assert lease.state == LeaseState.ACTIVE
+    assert atlas_api.is_applied(), "credentials were ready while a cluster still said PENDING"
+    user = atlas_api.user(lease.username)
+    assert user["roles"] == [
+        {"roleName": "read", "databaseName": "shop", "collectionName": "orders"},
+        {"roleName": "read", "databaseName": "reports_2024"},
+    ]
+    assert {"key": "pam-lease", "value": lease.lease_id} in user["labels"]
+    assert atlas_api.state.custom_roles == {} and lease.server_role == ""
+    assert access_scoped_reveal(user=requester, lease=lease) == user["password"]
+
+    past = timezone.now() - timedelta(seconds=1)
+    Lease.objects.filter(pk=lease.pk).update(issued_at=past - timedelta(hours=1), expires_at=past)
+    with ConnectorCache() as connectors:
+        assert leases_revoke_due(connectors=connectors) == 1
+    lease.refresh_from_db()
+    assert lease.state == LeaseState.EXPIRED and atlas_api.user(lease.username) is None
+    assert atlas_api.is_applied()
+
+
+def test_db_admin_on_a_whole_database_is_builtin_but_on_a_collection_needs_a_custom_role(
+    atlas_api, atlas_resource, people
+):
+    requester, _approver = people
+    policy = _policy(atlas_resource, requester)
+    whole = scoped_lease_of(_ask(policy, requester, ["shop"], level="dbAdmin"))
+    assert atlas_api.user(whole.username)["roles"] == [{"roleName": "dbAdmin", "databaseName": "shop"}]
+    assert atlas_api.state.custom_roles == {}
+    one = scoped_lease_of(_ask(policy, requester, ["shop.orders"], level="dbAdmin"))
+    assert one.server_role.startswith(role_prefix())
+    role = atlas_api.custom_role(one.server_role)
+    assert {item["action"] for item in role["actions"]} >= {"COLL_MOD", "DROP_COLLECTION", "CREATE_INDEX"}
+    assert all(item["resources"] == [{"db": "shop", "collection": "orders"}] for item in role["actions"])
+    assert atlas_api.user(one.username)["roles"] == [{"roleName": one.server_role, "databaseName": "admin"}]
+    for lease in (whole, one):
+        access_lease_revoke(user=requester, lease=lease)
+    assert atlas_api.state.custom_roles == {}
+
+
+def test_a_custom_level_makes_one_custom_role_shared_by_identical_grants_and_deleted_with_its_last_holder(
+    atlas_api, atlas_resource, people, auditor
+):
+    requester, _approver = people
+    colleague = UserFactory(username=_name("carol"))
+    policy = _policy(atlas_resource, requester, levels=["read", "auditor"])
+    colleague_policy = _policy(atlas_resource, colleague, levels=["auditor"])
+    first = scoped_lease_of(_ask(policy, requester, ["shop.orders"], level="auditor"))
+    second = scoped_lease_of(_ask(colleague_policy, colleague, ["shop.orders"], level="auditor"))
+
+    assert first.state == second.state == LeaseState.ACTIVE
+    assert first.server_role == second.server_role and first.server_role.startswith(role_prefix())
+    assert list(atlas_api.state.custom_roles) == [first.server_role]  # one role, reused
+    role = atlas_api.custom_role(first.server_role)
+    assert sorted(role["actions"], key=lambda a: a["action"]) == AUDITOR_ATLAS
+    for lease in (first, second):
+        assert atlas_api.user(lease.username)["roles"] == [{"roleName": first.server_role, "databaseName": "admin"}]
+
+    access_lease_revoke(user=requester, lease=first)
+    first.refresh_from_db()
+    assert first.state == LeaseState.REVOKED and atlas_api.user(first.username) is None
+    assert atlas_api.custom_role(first.server_role) is not None  # still held by the colleague's user
+    kept = AuditEvent.objects.get(action="lease.revoke", target_id=str(first.pk))
+    assert kept.data["role"] == f"kept {first.server_role} (still held by 1 other user)"
+
+    access_lease_revoke(user=colleague, lease=second)
+    assert atlas_api.custom_role(first.server_role) is None
+    assert atlas_api.is_applied()
+    deleted = AuditEvent.objects.get(action="lease.revoke", target_id=str(second.pk))
+    assert deleted.data["role"] == f"deleted {first.server_role}"
+
+
+def test_an_identical_role_an_administrator_made_is_reused_and_never_deleted(
+    atlas_api, atlas_resource, people, auditor
+):
+    requester, _approver = people
+    atlas_api.add_custom_role({"roleName": "ops-auditor", "actions": list(reversed(AUDITOR_ATLAS))})
+    policy = _policy(atlas_resource, requester, levels=["auditor"])
+    lease = scoped_lease_of(_ask(policy, requester, ["shop.orders"], level="auditor"))
+    assert lease.server_role == "ops-auditor"
+    assert atlas_api.user(lease.username)["roles"] == [{"roleName": "ops-auditor", "databaseName": "admin"}]
+    assert list(atlas_api.state.custom_roles) == ["ops-auditor"]
+    access_lease_revoke(user=requester, lease=lease)
+    assert atlas_api.custom_role("ops-auditor") is not None
+
+
+def test_near_the_custom_role_limit_requests_are_refused_in_words_and_built_in_levels_still_work(
+    atlas_api, atlas_resource, people, auditor, settings
+):
+    requester, approver = people
+    settings.PAM_ATLAS_CUSTOM_ROLE_LIMIT, settings.PAM_ATLAS_CUSTOM_ROLE_HEADROOM = 100, 5
+    _fill_custom_roles(atlas_api, 95)
+    policy = _policy(atlas_resource, requester, levels=["read", "auditor"], approval_required=True)
+    with pytest.raises(ValidationError) as refused:
+        _ask(policy, requester, ["shop.orders"], level="auditor")
+    message = " ".join(refused.value.message_dict["level"])
+    assert "already has 95 custom roles" in message and "allows 100 per project" in message
+    assert "keeps 5 of them free" in message
+    assert len(atlas_api.state.custom_roles) == 95
+
+    built_in = access_request_approve(request=_ask(policy, requester, ["shop.orders"]), approver=approver)
+    assert scoped_lease_of(built_in).state == LeaseState.ACTIVE
+
+    # Room when asked, none by the time it is approved: the grant fails in words, audited, and makes nothing.
+    atlas_api.state.custom_roles.pop("team-role-0")
+    pending = _ask(policy, requester, ["shop.orders"], level="auditor")
+    _fill_custom_roles(atlas_api, 1)
+    approved = access_request_approve(request=pending, approver=approver)
+    failed = scoped_lease_of(approved)
+    assert failed.display_state == LeaseState.FAILED and "already has 95 custom roles" in failed.last_error
+    assert atlas_api.user(failed.username) is None and len(atlas_api.state.custom_roles) == 95
+    event = AuditEvent.objects.get(action="scoped.grant_failed", target_id=str(failed.pk))
+    assert "custom roles" in event.data["error"]
+
+
+def test_the_local_admin_api_enforces_the_project_limit_itself(atlas_api, atlas_resource, fast_atlas):
+    atlas_api.state.custom_role_limit = 3
+    _fill_custom_roles(atlas_api, 3)
+    with connector_for(atlas_resource) as connector, pytest.raises(ConnectorError) as refused:
+        connector.create_custom_role(name="one-too-many", actions=AUDITOR_ATLAS)
+    assert "CUSTOM_ROLE_LIMIT_EXCEEDED" in str(refused.value) and refused.value.kind == "config"
+    with connector_for(atlas_resource) as connector, pytest.raises(ConnectorError) as unknown:
+        connector.create_custom_role(name="x", actions=[{"action": "FIND_EVERYTHING", "resources": []}])
+    assert "FIND_EVERYTHING" in str(unknown.value)
+
+
+def test_an_action_atlas_custom_roles_lack_is_refused_before_anyone_approves(atlas_api, atlas_resource, people):
+    requester, _approver = people
+    permission_level_create(actor="test", name="cursor-killer", actions=["find", "killAnyCursor"])
+    policy = _policy(atlas_resource, requester, levels=["cursor-killer"])
+    with pytest.raises(ValidationError) as refused:
+        _ask(policy, requester, ["shop.orders"], level="cursor-killer")
+    assert "Atlas custom roles do not offer killAnyCursor" in " ".join(refused.value.message_dict["level"])
+
+
+def test_the_reconciler_deletes_orphaned_request_roles_on_atlas(atlas_api, atlas_resource, people, auditor):
+    requester, _approver = people
+    policy = _policy(atlas_resource, requester, levels=["auditor"])
+    live = scoped_lease_of(_ask(policy, requester, ["shop.orders"], level="auditor"))
+    orphan = f"{role_prefix()}leftover"
+    atlas_api.add_custom_role(
+        {"roleName": orphan, "actions": [{"action": "FIND", "resources": [{"db": "x", "collection": ""}]}]}
+    )
+    atlas_api.add_custom_role({"roleName": "team-role", "actions": []})
+    report = users_reconcile(resource=atlas_resource)
+    assert [r.name for r in report.roles_dropped] == [orphan]
+    assert set(atlas_api.state.custom_roles) == {live.server_role, "team-role"}
+    assert AuditEvent.objects.filter(action="reconcile.drop_role", data__role=orphan).exists()
