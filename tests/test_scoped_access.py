@@ -9,6 +9,7 @@ after expiry neither it nor its role exists and its password no longer logs in.
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 
 import pymongo
@@ -41,9 +42,11 @@ from access.services.usage import (
     access_scoped_reveal,
     access_scoped_session_open,
 )
-from tests.factories import ResourceFactory, UserFactory, resource_on
+from tests.factories import ResourceFactory, UserFactory
 from tests.helpers import make_approver
 from tests.helpers import unique_name as _name
+from tests.mongo.fixtures import MongoServer as Target
+from tests.mongo.fixtures import server_kind
 
 pytestmark = pytest.mark.wireserver
 
@@ -51,33 +54,27 @@ pytestmark = pytest.mark.wireserver
 # -- servers ---------------------------------------------------------------------------------------------
 @pytest.fixture(params=["wireserver", "mongodb"])
 def server(request, db):
-    """(resource, admin client, host:port) on the wire server, or on a real MongoDB when one is available."""
+    """(resource, target) on the wire server, or on a real MongoDB when ``MONGODB_URI`` names one."""
     if request.param == "wireserver":
-        wire = request.getfixturevalue("wire_server")
-        resource = resource_on(wire)
-        admin = pymongo.MongoClient(wire.uri, serverSelectionTimeoutMS=5000)
-        host_port = wire.host_port
-        options = "directConnection=true"
+        target = Target(request.getfixturevalue("wire_server").uri, "wireserver")
     else:
-        if request.getfixturevalue("mongo_server_kind") != "mongodb":
-            pytest.skip("no real MongoDB: MONGODB_URI is not set and no Docker engine answers")
-        uri = request.getfixturevalue("mongo_admin_uri")
-        resource = ResourceFactory(**connection_settings_from_uri(uri))
-        admin = pymongo.MongoClient(uri, serverSelectionTimeoutMS=5000)
-        host_port = uri.split("@")[-1].split("/")[0]
-        options = "&".join(
-            part
-            for part in (uri.split("?", 1)[1] if "?" in uri else "").split("&")
-            if part and "authSource" not in part
-        )
-    yield resource, admin, host_port, options
-    admin.close()
+        uri = os.environ.get("MONGODB_URI")
+        if not uri or server_kind(uri) != "mongodb":
+            pytest.skip("no real MongoDB: MONGODB_URI is not set (or is FerretDB, which has no roles)")
+        target = Target(uri, "mongodb")
+    return ResourceFactory(name=_name("res"), **connection_settings_from_uri(target.uri)), target
 
 
 @pytest.fixture
-def shop(server):
+def admin(server):
+    client = server[1].client()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def shop(admin):
     """A fresh "shop" database with orders and customers, dropped afterwards."""
-    _resource, admin, _host, _options = server
     name = _name("shop")
     admin[name].orders.insert_many([{"_id": 1, "item": "book"}, {"_id": 2, "item": "pen"}])
     admin[name].customers.insert_one({"_id": 1, "name": "Ada"})
@@ -106,13 +103,8 @@ def _policy(resource, user, *, databases, collections=(), levels=("read", "readW
 
 
 def _client(server, username: str, password: str) -> pymongo.MongoClient:
-    _resource, _admin, host_port, options = server
-    query = "&".join(part for part in (options, "authSource=admin") if part)
-    return pymongo.MongoClient(
-        f"mongodb://{username}:{password}@{host_port}/?{query}",
-        serverSelectionTimeoutMS=3000,
-        connectTimeoutMS=3000,
-    )
+    target = server[1]
+    return target.client(target.uri_for(username, password, "admin"), serverSelectionTimeoutMS=3000)
 
 
 def _refused(call) -> OperationFailure:
@@ -142,9 +134,9 @@ def _ask(policy, requester, *, resources, level="read", duration=timedelta(hours
 
 # -- the grant, on the server ---------------------------------------------------------------------------
 def test_scoped_user_reads_orders_not_customers_cannot_write_and_is_gone_with_its_role_after_expiry(
-    server, shop, people
+    server, admin, shop, people
 ):
-    resource, admin, _host, _options = server
+    resource = server[0]
     requester, approver = people
     policy = _policy(resource, requester, databases=[shop])
     request = _ask(policy, requester, resources=[f"{shop}.orders"])
@@ -192,8 +184,8 @@ def test_scoped_user_reads_orders_not_customers_cannot_write_and_is_gone_with_it
     assert grant.data["requested"]["level"] == "read"
 
 
-def test_approver_narrows_the_scope_and_widening_is_refused(server, shop, people):
-    resource, admin, _host, _options = server
+def test_approver_narrows_the_scope_and_widening_is_refused(server, admin, shop, people):
+    resource = server[0]
     requester, approver = people
     policy = _policy(resource, requester, databases=[shop], levels=["read", "readWrite", "dbAdmin"])
     request = _ask(
@@ -244,8 +236,10 @@ def test_approver_narrows_the_scope_and_widening_is_refused(server, shop, people
     assert admin.admin.command("rolesInfo", {"role": lease.server_role, "db": "admin"})["roles"] == []
 
 
-def test_a_whole_database_read_write_grant_writes_there_only(server, shop, people, django_capture_on_commit_callbacks):
-    resource, admin, _host, _options = server
+def test_a_whole_database_read_write_grant_writes_there_only(
+    server, admin, shop, people, django_capture_on_commit_callbacks
+):
+    resource = server[0]
     requester, _approver = people
     policy = _policy(resource, requester, databases=[shop, "reports_*"], approval_required=False)
     request = _ask(policy, requester, resources=[shop], level="readWrite")
@@ -269,9 +263,9 @@ def test_a_whole_database_read_write_grant_writes_there_only(server, shop, peopl
 
 
 def test_offboarding_and_a_removed_policy_drop_the_scoped_user_and_role(
-    server, shop, people, django_capture_on_commit_callbacks
+    server, admin, shop, people, django_capture_on_commit_callbacks
 ):
-    resource, admin, _host, _options = server
+    resource = server[0]
     requester, _approver = people
     orders_policy = _policy(resource, requester, databases=[shop], approval_required=False)
     customers_policy = _policy(resource, requester, databases=[shop], approval_required=False)
@@ -295,8 +289,8 @@ def test_offboarding_and_a_removed_policy_drop_the_scoped_user_and_role(
     assert admin.admin.command("rolesInfo", {"role": second.server_role, "db": "admin"})["roles"] == []
 
 
-def test_the_reconciler_drops_orphaned_request_roles_and_keeps_live_ones(server, shop, people):
-    resource, admin, _host, _options = server
+def test_the_reconciler_drops_orphaned_request_roles_and_keeps_live_ones(server, admin, shop, people):
+    resource = server[0]
     requester, _approver = people
     policy = _policy(resource, requester, databases=[shop], approval_required=False)
     live = scoped_lease_of(_ask(policy, requester, resources=[f"{shop}.orders"]))
@@ -318,7 +312,7 @@ def test_the_reconciler_drops_orphaned_request_roles_and_keeps_live_ones(server,
 
 
 def test_a_scoped_lease_cannot_be_renewed_past_its_window(server, shop, people):
-    resource, _admin, _host, _options = server
+    resource = server[0]
     requester, _approver = people
     policy = _policy(resource, requester, databases=[shop], approval_required=False)
     lease = scoped_lease_of(_ask(policy, requester, resources=[f"{shop}.orders"]))
@@ -330,7 +324,7 @@ def test_a_scoped_lease_cannot_be_renewed_past_its_window(server, shop, people):
 
 
 def test_a_gateway_session_through_the_scoped_user_is_kept_to_its_databases(server, shop, people):
-    resource, _admin, _host, _options = server
+    resource = server[0]
     requester, other = people
     policy = _policy(resource, requester, databases=[shop], approval_required=False, mfa_required=True)
     lease = scoped_lease_of(_ask(policy, requester, resources=[f"{shop}.orders"]))
