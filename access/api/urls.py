@@ -4,6 +4,20 @@ from django.urls import include, re_path
 from rest_framework.routers import SimpleRouter
 
 from access.api.actions import ConnectorActionDetailApi, ConnectorActionListCreateApi, ConnectorActionRollbackApi
+from access.api.scoped import (
+    AccessPolicyViewSet,
+    EnvelopeChoicesApi,
+    EnvelopeListApi,
+    PermissionLevelViewSet,
+    ScopedCredentialsApi,
+    ScopedGrantRetryApi,
+    ScopedRequestApproveApi,
+    ScopedRequestCancelApi,
+    ScopedRequestDenyApi,
+    ScopedRequestDetailApi,
+    ScopedRequestListCreateApi,
+    ScopedSessionOpenApi,
+)
 from access.api.sessions import SessionCommandsApi, SessionDetailApi, SessionEndApi, SessionListCreateApi
 from access.api.views import AccountViewSet, ResourceViewSet
 
@@ -19,6 +33,8 @@ class OptionalSlashRouter(SimpleRouter):
 router = OptionalSlashRouter()
 router.register("resources", ResourceViewSet, basename="resource")
 router.register("accounts", AccountViewSet, basename="account")
+router.register("policies", AccessPolicyViewSet, basename="policy")
+router.register("permission-levels", PermissionLevelViewSet, basename="permission-level")
 
 _SESSION = r"^sessions/(?P<public_id>[0-9a-fA-F-]{36})"
 session_urlpatterns = [
@@ -39,8 +55,25 @@ connector_action_urlpatterns = [
     ),
 ]
 
+_SCOPED = r"^scoped/requests/(?P<pk>[0-9]+)"
+scoped_urlpatterns = [
+    re_path(r"^scoped/envelopes/?$", EnvelopeListApi.as_view(), name="scoped-envelope-list"),
+    re_path(
+        r"^scoped/envelopes/(?P<policy>[0-9]+)/choices/?$", EnvelopeChoicesApi.as_view(), name="scoped-envelope-choices"
+    ),
+    re_path(r"^scoped/requests/?$", ScopedRequestListCreateApi.as_view(), name="scoped-request-list"),
+    re_path(_SCOPED + r"/?$", ScopedRequestDetailApi.as_view(), name="scoped-request-detail"),
+    re_path(_SCOPED + r"/approve/?$", ScopedRequestApproveApi.as_view(), name="scoped-request-approve"),
+    re_path(_SCOPED + r"/deny/?$", ScopedRequestDenyApi.as_view(), name="scoped-request-deny"),
+    re_path(_SCOPED + r"/cancel/?$", ScopedRequestCancelApi.as_view(), name="scoped-request-cancel"),
+    re_path(_SCOPED + r"/retry/?$", ScopedGrantRetryApi.as_view(), name="scoped-request-retry"),
+    re_path(_SCOPED + r"/credentials/?$", ScopedCredentialsApi.as_view(), name="scoped-request-credentials"),
+    re_path(_SCOPED + r"/session/?$", ScopedSessionOpenApi.as_view(), name="scoped-request-session"),
+]
+
 urlpatterns = [
     *router.urls,
+    *scoped_urlpatterns,
     *session_urlpatterns,
     *connector_action_urlpatterns,
     re_path(r"^", include("access.api.vault_urls")),

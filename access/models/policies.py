@@ -211,6 +211,22 @@ class AccessPolicy(models.Model):
     def has_envelope(self) -> bool:
         return self.scope_resource_id is not None
 
+    @property
+    def envelope_text(self) -> str:
+        """The scope envelope in words: `scoped on prod: shop, reports_* (collections shop.orders); read, readWrite`."""
+        if not self.has_envelope:
+            return ""
+        collections = f" (collections {', '.join(self.scope_collections)})" if self.scope_collections else ""
+        return (
+            f"scoped on {self.scope_resource.name}: {', '.join(self.scope_databases or [])}{collections}; "
+            f"{', '.join(self.scope_levels or [])}"
+        )
+
+    @property
+    def grants_text(self) -> str:
+        """What the policy grants, in words: its account or role, and/or its scope envelope."""
+        return " + ".join(str(part) for part in (self.target, self.envelope_text) if part)
+
 
 class RequestState(models.TextChoices):
     PENDING = "pending", "Pending"

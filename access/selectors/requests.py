@@ -19,7 +19,7 @@ class CatalogueEntry:
     """One thing a user may ask for or use: the policy, its target, and where the user stands with it."""
 
     policy: AccessPolicy
-    kind: str  # "account" (gateway session) or "role" (lease)
+    kind: str  # "account" (gateway session), "role" (lease) or "scoped" (a user made for a request inside an envelope)
     usable_now: bool
     usable_until: datetime | None
     pending_request: AccessRequest | None
@@ -27,18 +27,36 @@ class CatalogueEntry:
 
     @property
     def target(self):
-        return self.policy.target
+        return self.policy.scope_resource if self.kind == "scoped" else self.policy.target
 
 
 def catalogue_for(user) -> list[CatalogueEntry]:
-    """The enabled policies naming `user` (directly or through a group), with whether each is usable now."""
-    policies = AccessPolicy.objects.granted_to(user).select_related("account__resource", "role__resource", "group")
+    """The enabled policies naming `user` (directly or through a group), with whether each is usable now.
+
+    A policy with a scope envelope is also an entry of kind "scoped" (asked for with databases, collections and a
+    level; never "usable now" by itself: each approved request gets its own user).
+    """
+    policies = AccessPolicy.objects.granted_to(user).select_related(
+        "account__resource", "role__resource", "scope_resource", "group"
+    )
     pending = {
-        request.policy_id: request
+        (request.policy_id, request.resource_id is not None): request
         for request in AccessRequest.objects.filter(requester=user, state=RequestState.PENDING).order_by("created_at")
     }
     entries = []
     for policy in policies:
+        if policy.has_envelope:
+            entries.append(
+                CatalogueEntry(
+                    policy=policy,
+                    kind="scoped",
+                    usable_now=False,
+                    usable_until=None,
+                    pending_request=pending.get((policy.pk, True)),
+                )
+            )
+        if policy.target is None:
+            continue
         kind = "account" if policy.account_id else "role"
         grant = access_grant_for(user=user, **{kind: policy.target})
         entries.append(
@@ -47,7 +65,7 @@ def catalogue_for(user) -> list[CatalogueEntry]:
                 kind=kind,
                 usable_now=grant is not None,
                 usable_until=grant.not_after if grant else None,
-                pending_request=pending.get(policy.pk),
+                pending_request=pending.get((policy.pk, False)),
                 superuser_bypass=grant is not None and grant.superuser_bypass,
             )
         )
@@ -113,7 +131,9 @@ class AccessReviewRow:
 def access_review_rows() -> list[AccessReviewRow]:
     """Every enabled policy expanded to its users (groups resolved), with each user's last lease or session on it."""
     users = get_user_model().objects
-    policies = AccessPolicy.objects.enabled().select_related("user", "group", "account__resource", "role__resource")
+    policies = AccessPolicy.objects.enabled().select_related(
+        "user", "group", "account__resource", "role__resource", "scope_resource"
+    )
     rows: list[AccessReviewRow] = []
     for policy in policies.order_by("name", "pk"):
         if policy.user_id:
@@ -126,7 +146,14 @@ def access_review_rows() -> list[AccessReviewRow]:
                 last = Session.objects.filter(user=holder, account_id=policy.account_id).aggregate(
                     at=Max("started_at")
                 )["at"]
-            else:
+            elif policy.role_id:
                 last = Lease.objects.filter(holder=holder, role_id=policy.role_id).aggregate(at=Max("issued_at"))["at"]
+            else:
+                last = None
+            if policy.has_envelope:
+                scoped_last = Lease.objects.filter(holder=holder, request__policy=policy).aggregate(
+                    at=Max("issued_at")
+                )["at"]
+                last = max(filter(None, (last, scoped_last)), default=None)
             rows.append(AccessReviewRow(holder.get_username(), holder.email, policy, via, last))
     return rows

@@ -72,7 +72,8 @@ def _server_listing(resource, *, refresh: bool) -> dict[str, list[str]]:
     return listing
 
 
-def _levels(policy: AccessPolicy) -> list[dict]:
+def envelope_levels(policy: AccessPolicy) -> list[dict]:
+    """The levels an envelope offers, each with its actions (a custom level deleted since is left out)."""
     levels = []
     for name in policy.scope_levels or []:
         actions = level_actions(name)
@@ -124,7 +125,7 @@ def scope_choices(*, policy: AccessPolicy, refresh: bool = False) -> ScopeChoice
         whole = not collections_allowed
         if names or whole:
             choices.append(DatabaseChoice(db, whole, names))
-    return ScopeChoices(choices, _levels(policy), listed=not error, error=error)
+    return ScopeChoices(choices, envelope_levels(policy), listed=not error, error=error)
 
 
 def scoped_grants(*, limit: int = 500) -> list[Lease]:

@@ -591,3 +591,15 @@ def scoped_lease_problem(lease: Lease, now=None) -> str | None:
     if not AccessPolicy.objects.granted_to(holder).filter(pk=policy.pk, scope_resource=lease.resource_id).exists():
         return "no enabled policy grants this scope any more"
     return None
+
+
+def scoped_grant_retry(*, request: AccessRequest, user) -> ScopedGrant:
+    """Try again to make the grant of an approved scoped request whose last attempt failed (its requester, or an
+    approver); returns the active lease at once when there is one."""
+    from django.core.exceptions import PermissionDenied
+
+    from access.models.policies import user_may_approve
+
+    if request.requester_id != getattr(user, "pk", None) and not user_may_approve(user):
+        raise PermissionDenied("Only the requester or an approver may retry making this grant.")
+    return scoped_grant_make(request=request, actor=user)
