@@ -19,6 +19,7 @@ ADMIN_SECTIONS = [
         [
             ("access", "AccessRequest", "Access requests"),
             ("access", "AccessPolicy", "Access policies"),
+            ("access", "PermissionLevel", "Permission levels (scoped access)"),
             ("auth", "User", "People"),
             ("auth", "Group", "Groups"),
             ("access", "SsoGroupMapping", "Single sign-on group mappings"),

@@ -136,3 +136,74 @@ class ApiTokenForm(forms.Form):
         self.fields["days"].validators.append(MaxValueValidator(max_days))
         self.fields["days"].widget.attrs.update({"min": 1, "max": max_days})
         self.fields["days"].help_text = f"At most {max_days} days."
+
+
+class ScopedRequestForm(forms.Form):
+    """Scoped access: databases and collections (from the server's list, and typed ones the envelope allows), a
+    level, a duration and a reason. What falls outside the envelope is refused by the request service."""
+
+    resources = forms.MultipleChoiceField(
+        label="Databases and collections", required=False, widget=forms.CheckboxSelectMultiple
+    )
+    other = DatabaseNamesField(
+        label="Other databases or collections",
+        required=False,
+        max_length=2000,
+        help_text="Typed as db or db.collection, separated by commas, within what the policy allows.",
+    )
+    level = forms.ChoiceField(label="Permission level", widget=forms.RadioSelect)
+    duration = HumanDurationFormField()
+    reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), max_length=2000)
+    break_glass = forms.BooleanField(
+        required=False,
+        label="Break glass: emergency access now, without approval (approvers are told and will review it)",
+    )
+
+    def __init__(self, *args, policy, choices, **kwargs):
+        super().__init__(*args, **kwargs)
+        groups = []
+        for database in choices.databases:
+            options = [(database.name, f"{database.name} (whole database)")] if database.whole else []
+            options += [(f"{database.name}.{name}", f"{database.name}.{name}") for name in database.collections]
+            if options:
+                groups.append((database.name, options))
+        self.fields["resources"].choices = groups
+        self.fields["level"].choices = [
+            (level["name"], f"{level['name']} — {', '.join(level['actions'])}") for level in choices.levels
+        ]
+        if len(choices.levels) == 1:
+            self.fields["level"].initial = choices.levels[0]["name"]
+        self.fields["duration"].max_value = policy.max_duration
+        self.fields["duration"].help_text = f"Up to {format_duration(policy.max_duration)}, e.g. 30m or 1h."
+        self.fields["duration"].initial = min(policy.max_duration, timedelta(hours=1))
+        if not policy.break_glass_allowed:
+            del self.fields["break_glass"]
+
+    def clean(self):
+        cleaned = super().clean()
+        chosen = list(cleaned.get("resources") or []) + list(cleaned.get("other") or [])
+        if not chosen:
+            self.add_error("resources", "Choose at least one database or collection.")
+        cleaned["chosen"] = chosen
+        return cleaned
+
+
+class ScopedDecisionForm(forms.Form):
+    """An approver's decision on a scoped request: what was asked may be narrowed (fewer resources, a lesser
+    level, less time), never widened — the request service refuses anything wider."""
+
+    resources = forms.MultipleChoiceField(label="Grant these", required=False, widget=forms.CheckboxSelectMultiple)
+    level = forms.ChoiceField(label="Level")
+    duration = HumanDurationFormField(label="For")
+    comment = forms.CharField(required=False, max_length=2000, widget=forms.Textarea(attrs={"rows": 2}))
+    decision = forms.ChoiceField(choices=[("approve", "Approve"), ("deny", "Deny")])
+
+    def __init__(self, *args, access_request, levels, **kwargs):
+        super().__init__(*args, **kwargs)
+        asked = access_request.scope_requested or access_request.scope
+        names = [f"{r['db']}.{r['collection']}" if r.get("collection") else r["db"] for r in asked.get("resources", [])]
+        self.fields["resources"].choices = [(name, name) for name in names]
+        self.fields["resources"].initial = names
+        self.fields["level"].choices = [(name, name) for name in levels]
+        self.fields["level"].initial = asked.get("level")
+        self.fields["duration"].initial = access_request.duration

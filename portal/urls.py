@@ -6,7 +6,20 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView
 
-from portal.views import apidocs, auth, dashboard, health, leases, metrics, mfa, requests, sessions, sso, tokens
+from portal.views import (
+    apidocs,
+    auth,
+    dashboard,
+    health,
+    leases,
+    metrics,
+    mfa,
+    requests,
+    scoped,
+    sessions,
+    sso,
+    tokens,
+)
 
 portal_patterns = [
     path("", dashboard.dashboard, name="dashboard"),
@@ -25,6 +38,10 @@ portal_patterns = [
     path("requests/new/<int:policy_id>/", requests.request_new, name="request-new"),
     path("requests/<int:pk>/", requests.request_detail, name="request-detail"),
     path("requests/<int:pk>/cancel/", requests.request_cancel, name="request-cancel"),
+    path("requests/scoped/<int:policy_id>/", scoped.scoped_request_new, name="scoped-request-new"),
+    path("requests/<int:pk>/scoped/decide/", scoped.scoped_decide, name="scoped-decide"),
+    path("requests/<int:pk>/scoped/session/", scoped.scoped_session_open, name="scoped-session"),
+    path("requests/<int:pk>/scoped/retry/", scoped.scoped_grant_retry_view, name="scoped-retry"),
     path("approvals/", requests.approvals, name="approvals"),
     path("approvals/<int:pk>/decide/", requests.approval_decide, name="approval-decide"),
     path("roles/<int:role_id>/use/", leases.role_use, name="role-use"),

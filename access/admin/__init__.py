@@ -1,8 +1,8 @@
 """The security team's admin (behind OTP, see portal.admin_site): one module per area, every model registered here.
 
-Configuration (gateways, resources, accounts, dynamic roles, access policies, sinks, notification targets) is
-saved and deleted through the same services as the API (access.services.*): the same validation, the same audit
-row, the same side effects. Records (leases, sessions, session commands, audit events, connector actions, access
+Configuration (gateways, resources, accounts, dynamic roles, access policies, permission levels, sinks, notification
+targets) is saved and deleted through the same services as the API (access.services.*): the same validation, the
+same audit row, the same side effects. Records (leases, sessions, session commands, audit events, connector actions, access
 requests, API tokens, notifications sent) are read-only: no add, no save, no delete; the actions on them (revoke,
 kill, roll back, approve) call services.
 """
@@ -21,6 +21,7 @@ from access.admin.policies import AccessPolicyAdmin
 from access.admin.requests import AccessRequestAdmin
 from access.admin.resources import ResourceAdmin
 from access.admin.roles import DynamicRoleAdmin
+from access.admin.scoped import PermissionLevelAdmin
 from access.admin.sessions import SessionAdmin, SessionCommandAdmin
 from access.admin.sinks import NotificationAdmin, NotificationTargetAdmin, SinkAdmin
 from access.admin.sso import SsoGroupMappingAdmin, SsoIdentityAdmin
@@ -38,6 +39,7 @@ from access.models import (
     Lease,
     Notification,
     NotificationTarget,
+    PermissionLevel,
     Resource,
     Session,
     SessionCommand,
@@ -52,6 +54,7 @@ admin_site.register(Resource, ResourceAdmin)
 admin_site.register(Account, AccountAdmin)
 admin_site.register(DynamicRole, DynamicRoleAdmin)
 admin_site.register(AccessPolicy, AccessPolicyAdmin)
+admin_site.register(PermissionLevel, PermissionLevelAdmin)
 admin_site.register(AccessRequest, AccessRequestAdmin)
 admin_site.register(Lease, LeaseAdmin)
 admin_site.register(Session, SessionAdmin)

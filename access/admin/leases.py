@@ -92,6 +92,7 @@ class LeaseAdmin(RecordAdmin):
     # The password is never shown: it is not in these fields (a lease page is view-only, so these are all it shows).
     fieldsets = [
         (None, {"fields": ["lease_id", "role", "resource", "holder", "holder_name", "db", "username", "revealed_at"]}),
+        ("Scoped access", {"fields": ["request", "scope", "server_role"]}),
         ("Lifetime", {"fields": ["state", "issued_at", "expires_at", "max_expires_at", "revoked_at", "revoke_reason"]}),
         ("Revocation attempts", {"fields": ["attempts", "next_attempt_at", "last_error"]}),
     ]

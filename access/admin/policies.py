@@ -3,7 +3,9 @@ the access review (who holds which standing policy and when they last used it, a
 
 Saving calls `access_policy_create`/`access_policy_update` and deleting `access_policy_delete`. When a policy
 was last used is recorded by the grant services and shown, not edited. The databases its gateway sessions may use
-are typed as a list of names; the privileged command families it allows are ticked (none by default).
+are typed as a list of names; the privileged command families it allows are ticked (none by default). A scope
+envelope (scoped access) is a resource, database and collection names or patterns typed as lists, and the
+permission levels ticked. The access review also lists the scoped grants made and what each covered.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from access.durations import format_duration
 from access.models import AccessPolicy
 from access.models.policies import PRIVILEGED_COMMAND_CHOICES
 from access.selectors.requests import access_review_rows
+from access.selectors.scoped import scoped_grants
 from access.services import policies as policy_services
 
 CSV_COLUMNS = [
@@ -68,6 +71,35 @@ class AccessPolicyForm(forms.ModelForm):
         help_text="Privileged command families its gateway sessions may run; none unless ticked.",
     )
 
+    scope_databases = DatabaseListField(
+        label="Databases",
+        required=False,
+        help_text="Scoped access: database names or patterns (shop, reports_*), separated by commas.",
+    )
+    scope_collections = DatabaseListField(
+        label="Collections",
+        required=False,
+        help_text="Optional: <database>.<collection> names or patterns (shop.orders, *.audit_*); when set, "
+        "requests must name collections.",
+    )
+    scope_levels = forms.MultipleChoiceField(
+        label="Permission levels",
+        choices=(),
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="The levels a requester may pick: built in, or custom permission levels.",
+    )
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        from access.scopes import level_names_known
+
+        known = level_names_known()
+        current = list(getattr(self.instance, "scope_levels", None) or [])
+        self.fields["scope_levels"].choices = [
+            (name, name) for name in [*known, *(n for n in current if n not in known)]
+        ]
+
     class Meta:
         model = AccessPolicy
         fields = [
@@ -76,6 +108,10 @@ class AccessPolicyForm(forms.ModelForm):
             "group",
             "account",
             "role",
+            "scope_resource",
+            "scope_databases",
+            "scope_collections",
+            "scope_levels",
             "max_duration",
             "approval_required",
             "mfa_required",
@@ -95,6 +131,7 @@ class AccessPolicyAdmin(ServiceAdmin):
         "group",
         "account",
         "role",
+        "scope_resource",
         "max_duration",
         "approval_required",
         "mfa_required",
@@ -106,6 +143,33 @@ class AccessPolicyAdmin(ServiceAdmin):
     search_fields = ["name", "user__username", "group__name"]
     autocomplete_fields = ["user", "group"]
     readonly_fields = ["last_used_at", "created_at"]
+    fieldsets = [
+        (None, {"fields": ["name", "user", "group", "is_enabled"]}),
+        ("What it grants", {"fields": ["account", "role"]}),
+        (
+            "Scoped access (a scope envelope)",
+            {
+                "fields": ["scope_resource", "scope_databases", "scope_collections", "scope_levels"],
+                "description": "Instead of (or besides) an account or role: requesters pick databases, collections "
+                "and a level inside this envelope, and get a database user and role made for their request.",
+            },
+        ),
+        (
+            "Terms",
+            {
+                "fields": [
+                    "max_duration",
+                    "approval_required",
+                    "mfa_required",
+                    "break_glass_allowed",
+                    "read_only",
+                    "database_allow_list",
+                    "privileged_commands",
+                ]
+            },
+        ),
+        ("Use", {"fields": ["last_used_at", "created_at"]}),
+    ]
 
     def service_create(self, request, fields):
         return policy_services.access_policy_create(actor=request.user, **fields)
@@ -135,6 +199,7 @@ class AccessPolicyAdmin(ServiceAdmin):
             **self.admin_site.each_context(request),
             "title": "Access review",
             "rows": rows,
+            "scoped": scoped_grants(),
             "opts": self.model._meta,
         }
         return TemplateResponse(request, "admin/access/accesspolicy/review.html", context)
@@ -154,8 +219,8 @@ def _review_csv(rows) -> HttpResponse:
                 row.email,
                 policy.name,
                 row.via,
-                "account" if policy.account_id else "role",
-                str(policy.target),
+                "account" if policy.account_id else "role" if policy.role_id else "scoped",
+                policy.grants_text,
                 policy.approval_required,
                 policy.mfa_required,
                 policy.break_glass_allowed,

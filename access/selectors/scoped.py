@@ -140,3 +140,16 @@ def scoped_grants(*, limit: int = 500) -> list[Lease]:
 def scoped_leases_of(request) -> QuerySet:
     """The leases made for one scoped request (a failed attempt and its retry are two), newest first."""
     return request.scoped_leases.select_related("resource").order_by("-issued_at", "-pk")
+
+
+def narrower_levels(access_request) -> list[str]:
+    """The levels an approver may grant instead of the one asked: those of the envelope whose actions are all
+    among the asked level's (the asked one first)."""
+    asked = access_request.scope_requested or access_request.scope
+    asked_actions = frozenset(asked.get("actions") or [])
+    names = [asked.get("level")]
+    for name in access_request.policy.scope_levels or []:
+        actions = level_actions(name)
+        if name not in names and actions is not None and actions <= asked_actions:
+            names.append(name)
+    return [name for name in names if name]

@@ -15,7 +15,7 @@ from access.models.leases import ISSUE_FAILED_REASON, LeaseState
 from access.selectors.leases import lease_connection_string, leases_held_by, roles_granted_to
 from access.selectors.policies import GrantNeedsMfa, NoGrant, access_grant_require
 from access.services.leases import LeaseError, lease_reveal_password
-from access.services.usage import access_lease_issue, access_lease_renew, access_lease_revoke
+from access.services.usage import access_lease_issue, access_lease_renew, access_lease_revoke, access_scoped_reveal
 from portal.forms import LeaseForm, RenewForm
 from portal.guards import mfa_fresh, portal_view, step_up_redirect
 from portal.listing import listing
@@ -81,7 +81,16 @@ def lease_list(request):
 def lease_detail(request, pk: int):
     """The lease; on the first visit after issue, its password and connection string (then only the username)."""
     lease = _own_lease(request, pk)
-    password = lease_reveal_password(lease=lease, user=request.user) if lease.revealed_at is None else None
+    password = None
+    if lease.revealed_at is None and lease.is_scoped:
+        try:  # scoped access: shown once to its requester while the grant stands, with a fresh code if it says so
+            password = access_scoped_reveal(user=request.user, lease=lease, mfa_verified=mfa_fresh(request))
+        except GrantNeedsMfa:
+            return step_up_redirect(request, request.get_full_path())
+        except (LeaseError, PermissionDenied):
+            password = None
+    elif lease.revealed_at is None:
+        password = lease_reveal_password(lease=lease, user=request.user)
     if password is not None:
         lease.refresh_from_db()
     context = {
@@ -90,7 +99,7 @@ def lease_detail(request, pk: int):
         "connection_string": lease_connection_string(lease, password) if password else "",
         "connection_template": lease_connection_string(lease, "<password>").replace("%3Cpassword%3E", "<password>"),
         "is_active": lease.state == LeaseState.ACTIVE,
-        "renew_form": RenewForm(initial={"increment": lease.role.effective_default_ttl}),
+        "renew_form": RenewForm(initial={"increment": lease.role.effective_default_ttl if lease.role else None}),
     }
     response = render(request, "portal/lease_detail.html", context)
     response["Cache-Control"] = "no-store"

@@ -18,6 +18,7 @@ from access.selectors.requests import (
     requests_of,
     requests_visible,
 )
+from access.selectors.scoped import scoped_leases_of
 from access.services import requests as request_services
 from portal.forms import AccessRequestForm, DecisionForm
 from portal.guards import approver_view, portal_view
@@ -97,11 +98,15 @@ def request_detail(request, pk: int):
         and access_request.requester_id != request.user.pk
         and access_request.state == "pending"
     )
-    return render(
-        request,
-        "portal/request_detail.html",
-        {"req": access_request, "can_decide": can_decide, "decision_form": DecisionForm() if can_decide else None},
-    )
+    context = {"req": access_request, "can_decide": can_decide, "decision_form": DecisionForm() if can_decide else None}
+    if access_request.is_scoped:
+        from portal.views.scoped import scoped_decision_form
+
+        context.update(
+            grant=scoped_leases_of(access_request).first(),
+            scoped_form=scoped_decision_form(access_request) if can_decide else None,
+        )
+    return render(request, "portal/request_detail.html", context)
 
 
 @require_POST
