@@ -444,3 +444,31 @@ def test_custom_levels_are_validated_against_mongodb_privilege_actions(plain_res
     request = _ask(policy, requester, resources=["shop.orders"], level="auditor")
     assert request.scope["actions"] == ["collStats", "find", "listIndexes"]
     assert PermissionLevel.objects.filter(name="auditor").exists()
+
+
+def test_patterns_never_reach_the_servers_own_databases_or_system_collections():
+    from access.scopes import ScopeResource, collection_allowed, database_allowed, parse_resources
+
+    assert database_allowed(["*"], "shop") and database_allowed(["rep?rts_*"], "reports_2024")
+    assert not any(database_allowed(["*"], name) for name in ("admin", "local", "config"))
+    assert database_allowed(["admin"], "admin")  # named literally, it is allowed
+    assert collection_allowed(["*.orders*"], "shop", "orders_2024")
+    assert not collection_allowed(["*.*"], "shop", "system.users")
+    assert parse_resources(["shop.orders", "shop", {"db": "shop", "collection": "x"}, "shop"]) == [
+        ScopeResource("shop")
+    ]
+    assert parse_resources(["shop.orders.archive"]) == [ScopeResource("shop", "orders.archive")]
+
+
+def test_an_approver_may_narrow_a_whole_database_to_one_of_its_collections(plain_resource, people):
+    requester, _approver = people
+    policy = _policy(plain_resource, requester, databases=["shop"], levels=["read", "readWrite"])
+    request = _ask(policy, requester, resources=["shop"], level="readWrite")
+    from access.services.scoped import scope_narrow
+
+    narrowed = scope_narrow(request=request, resources=["shop.orders"], level="read")
+    assert narrowed["scope"]["resources"] == [{"db": "shop", "collection": "orders"}]
+    assert narrowed["scope"]["actions"] == sorted(READ)
+    with pytest.raises(ValidationError) as other_db:
+        scope_narrow(request=request, resources=["shopping.orders"])
+    assert "was not asked for" in other_db.value.message_dict["resources"][0]

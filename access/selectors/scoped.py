@@ -57,18 +57,27 @@ class ScopeChoices:
         }
 
 
-def _server_listing(resource, *, refresh: bool) -> dict[str, list[str]]:
-    """{database: [collections]} read through the resource's admin account, cached PAM_SCOPE_LIST_CACHE_SECONDS."""
-    key = f"pam:scope-listing:{resource.pk}:{resource.updated_at.timestamp() if resource.updated_at else 0}"
-    if not refresh:
-        cached = cache.get(key)
-        if cached is not None:
-            return cached
+def _server_listing(resource, *, allowed, refresh: bool) -> dict[str, list[str]]:
+    """{database: [collections]} of the databases `allowed(db)` lets through, read through the resource's admin
+    account; each answer is cached PAM_SCOPE_LIST_CACHE_SECONDS (collections only of the databases asked about)."""
+    stamp = resource.updated_at.timestamp() if resource.updated_at else 0
+    prefix = f"pam:scope-listing:{resource.pk}:{stamp}"
+    ttl = settings.PAM_SCOPE_LIST_CACHE_SECONDS
     listing: dict[str, list[str]] = {}
     with connector_for(resource) as connector:
-        for db in connector.list_database_names():
-            listing[db] = connector.list_collection_names(db=db)
-    cache.set(key, listing, settings.PAM_SCOPE_LIST_CACHE_SECONDS)
+        names = None if refresh else cache.get(f"{prefix}:databases")
+        if names is None:
+            names = connector.list_database_names()
+            cache.set(f"{prefix}:databases", names, ttl)
+        for db in names:
+            if not allowed(db):
+                continue
+            key = f"{prefix}:collections:{db}"
+            collections = None if refresh else cache.get(key)
+            if collections is None:
+                collections = connector.list_collection_names(db=db)
+                cache.set(key, collections, ttl)
+            listing[db] = collections
     return listing
 
 
@@ -99,7 +108,9 @@ def scope_choices(*, policy: AccessPolicy, refresh: bool = False) -> ScopeChoice
         error = "Atlas's Admin API does not list databases: type the names you need."
     else:
         try:
-            listing = _server_listing(resource, refresh=refresh)
+            listing = _server_listing(
+                resource, allowed=lambda db: database_allowed(databases_allowed, db), refresh=refresh
+            )
         except ConnectorError as exc:
             error = f"The databases could not be read from {resource.name}: {exc}"
             log.warning("listing databases of %s for a scoped request failed: %s", resource.name, exc)
