@@ -64,6 +64,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "django_q",
     "channels",
+    "oauth2_provider",
     "access",
     "portal",
 ]
@@ -200,6 +201,7 @@ OTP_TOTP_ISSUER = env.str("PAM_TOTP_ISSUER", default="MongoDB PAM")
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
+        "access.api.authentication.CliTokenAuthentication",
         "access.api.authentication.ApiTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
@@ -222,7 +224,13 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env.str("PAM_LOG_LEVEL", default="INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}, "daphne": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        "daphne": {"level": "WARNING"},
+        # oauthlib logs tokens at DEBUG: keep both OAuth libraries at WARNING whatever the root level.
+        "oauthlib": {"level": "WARNING"},
+        "oauth2_provider": {"level": "WARNING"},
+    },
 }
 
 # The portal's own settings (README, Configuration).
@@ -242,3 +250,29 @@ PAM_ATLAS_APPLY_TIMEOUT = env.float("PAM_ATLAS_APPLY_TIMEOUT", default=600.0)
 PAM_ATLAS_POLL_INTERVAL = env.float("PAM_ATLAS_POLL_INTERVAL", default=2.0)
 PAM_ATLAS_MAX_RETRIES = env.int("PAM_ATLAS_MAX_RETRIES", default=5)
 PAM_ATLAS_BACKOFF_BASE = env.float("PAM_ATLAS_BACKOFF_BASE", default=0.5)
+
+# The CLI's login (`pam login`): the OAuth 2.0 device authorization grant (RFC 8628), django-oauth-toolkit as the
+# authorization server. Access tokens live minutes and are refreshed (the refresh token rotates and is single use);
+# a device code lives `PAM_CLI_DEVICE_CODE_SECONDS` and is exchanged once.
+PAM_CLI_DEVICE_CODE_SECONDS = env.int("PAM_CLI_DEVICE_CODE_SECONDS", default=600)
+OAUTH2_PROVIDER = {
+    "ACCESS_TOKEN_EXPIRE_SECONDS": env.int("PAM_CLI_ACCESS_TOKEN_SECONDS", default=900),
+    "REFRESH_TOKEN_EXPIRE_SECONDS": env.int("PAM_CLI_REFRESH_TOKEN_SECONDS", default=12 * 3600),
+    "ROTATE_REFRESH_TOKEN": True,
+    "REFRESH_TOKEN_REUSE_PROTECTION": True,
+    "DEVICE_FLOW_INTERVAL": env.int("PAM_CLI_DEVICE_POLL_SECONDS", default=5),
+    "OAUTH_DEVICE_VERIFICATION_URI": "/device/",
+    "OAUTH2_VALIDATOR_CLASS": "access.cli_oauth.PamOAuth2Validator",
+    "SCOPES": {"cli": "Act as you through the portal's API from the pam command line"},
+    "DEFAULT_SCOPES": ["cli"],
+    "PKCE_REQUIRED": True,
+    "ACCESS_TOKEN_GENERATOR": "access.cli_oauth.new_access_token",
+    "REFRESH_TOKEN_GENERATOR": "access.cli_oauth.new_refresh_token",
+    # RFC 9700 (OAuth 2.0 Security Best Current Practice): tokens stored as digests only, the rest enforced.
+    "COMPLIANT_BCP_RFC9700_TOKEN_STORAGE": True,
+    "COMPLIANT_BCP_RFC9700_IMPLICIT_GRANT": True,
+    "COMPLIANT_BCP_RFC9700_PASSWORD_GRANT": True,
+    "COMPLIANT_BCP_RFC9700_PKCE_METHOD": True,
+    "COMPLIANT_BCP_RFC9700_ACCESS_TOKEN_TRANSPORT": True,
+    "COMPLIANT_BCP_RFC9700_REFRESH_TOKEN": True,
+}

@@ -4,7 +4,8 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from portal.views import auth, dashboard, health, leases, mfa, requests, sessions
+from access import cli_oauth
+from portal.views import auth, cli, dashboard, health, leases, mfa, requests, sessions
 
 portal_patterns = [
     path("", dashboard.dashboard, name="dashboard"),
@@ -32,11 +33,20 @@ portal_patterns = [
     path("sessions/", sessions.session_list, name="session-list"),
     path("sessions/<uuid:public_id>/", sessions.session_detail, name="session-detail"),
     path("sessions/<uuid:public_id>/end/", sessions.session_end_view, name="session-end"),
+    path("device/", cli.device, name="device"),
+    path("cli-logins/", cli.cli_logins, name="cli-logins"),
+    path("cli-logins/<int:pk>/revoke/", cli.cli_login_revoke_view, name="cli-login-revoke"),
+]
+
+oauth_patterns = [
+    path("device-authorization/", cli_oauth.DeviceAuthorizationView.as_view(), name="device-authorization"),
+    path("token/", cli_oauth.TokenView.as_view(), name="token"),
 ]
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include("access.api.urls")),
+    path("oauth/", include((oauth_patterns, "oauth"))),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("healthz", health.healthz, name="healthz"),

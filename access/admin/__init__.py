@@ -7,10 +7,12 @@ read-only: no add, no save, no delete; the actions on them (revoke, kill, roll b
 """
 
 from django.contrib.admin import site as admin_site
+from oauth2_provider.models import get_refresh_token_model
 
 from access.admin.accounts import AccountAdmin
 from access.admin.actions import ConnectorActionAdmin
 from access.admin.audit import AuditEventAdmin
+from access.admin.cli import CliLoginAdmin, unregister_toolkit_token_admins
 from access.admin.gateways import GatewayAdmin
 from access.admin.leases import LeaseAdmin
 from access.admin.policies import AccessPolicyAdmin
@@ -47,3 +49,7 @@ admin_site.register(SessionCommand, SessionCommandAdmin)
 admin_site.register(AuditEvent, AuditEventAdmin)
 admin_site.register(ConnectorAction, ConnectorActionAdmin)
 admin_site.register(ApiToken, ApiTokenAdmin)
+unregister_toolkit_token_admins(admin_site)
+if admin_site.is_registered(get_refresh_token_model()):
+    admin_site.unregister(get_refresh_token_model())
+admin_site.register(get_refresh_token_model(), CliLoginAdmin)

@@ -18,10 +18,12 @@ from rest_framework.views import APIView
 
 from access.api.atlas import AtlasRoleSerializer
 from access.api.serializers import DurationField, ValidatedListField
+from access.api.sessions import mfa_needed, mfa_verified_for
 from access.models import DynamicRole, Lease, Resource
 from access.models.leases import LeaseState
 from access.models.visibility import user_sees_every
-from access.selectors.leases import leases_visible, roles_visible
+from access.selectors.leases import lease_connection_string, leases_visible, roles_visible
+from access.selectors.policies import GrantNeedsMfa
 from access.services import leases as lease_services
 from access.services import roles as role_services
 from access.services.resources import resource_update
@@ -233,6 +235,7 @@ def _visible_role(request, resource: str, name: str) -> DynamicRole:
 # -- creds -------------------------------------------------------------------------------------------------
 class CredsSerializer(serializers.Serializer):
     ttl = DurationField(required=False)
+    otp = serializers.CharField(required=False, allow_blank=True, write_only=True)
 
 
 class CredsApi(APIView):
@@ -248,14 +251,22 @@ class CredsApi(APIView):
                 user=request.user,
                 role=target,
                 ttl=serializer.validated_data.get("ttl"),
-                mfa_verified=_mfa_verified(request),
+                mfa_verified=mfa_verified_for(request, serializer.validated_data.get("otp", "")),
                 mark_revealed=True,
             )
+        except GrantNeedsMfa as exc:
+            return mfa_needed(exc)
         except lease_services.LeaseError as exc:
             raise (Unavailable if exc.code == "unavailable" else exceptions.ValidationError)(exc.message) from None
         return Response(
             _vault_body(
-                {"db": lease.db, "username": lease.username, "password": password},
+                {
+                    "db": lease.db,
+                    "username": lease.username,
+                    "password": password,
+                    "connection_string": lease_connection_string(lease, password),
+                    "expires_at": lease.expires_at,
+                },
                 lease_id=lease.lease_id,
                 renewable=lease.renewable,
                 lease_duration=int((lease.expires_at - lease.issued_at).total_seconds()),
@@ -264,11 +275,6 @@ class CredsApi(APIView):
         )
 
     post = get
-
-
-def _mfa_verified(request) -> bool:
-    verified = getattr(request.user, "is_verified", None)
-    return bool(callable(verified) and verified())
 
 
 # -- sys/leases --------------------------------------------------------------------------------------------

@@ -75,6 +75,12 @@ class AuditAction(models.TextChoices):
     # people, tokens, MFA
     API_TOKEN_CREATE = "api_token.create", "API token created"
     API_TOKEN_REVOKE = "api_token.revoke", "API token revoked"
+    CLI_DEVICE_REQUEST = "cli.device_request", "CLI login requested"
+    CLI_DEVICE_CONFIRM = "cli.device_confirm", "CLI device code confirmed"
+    CLI_DEVICE_DENY = "cli.device_deny", "CLI device code denied"
+    CLI_LOGIN = "cli.login", "CLI login"
+    CLI_TOKEN_REVOKE = "cli.token_revoke", "CLI login revoked"
+    MFA_CODE_REFUSED = "mfa.code_refused", "one-time code refused (API)"
     MFA_TOTP_ENROL = "mfa.totp_enrol", "authenticator enrolled"
     MFA_BACKUP_CODES = "mfa.backup_codes", "backup codes made"
     MFA_METHOD = "mfa.method", "MFA method chosen"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import secrets
 import string
+from collections.abc import Sequence
 from datetime import timedelta
 
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -66,6 +67,7 @@ def session_open(
     actor=None,
     mfa_verified: bool = False,
     grant: AccessGrant | None = None,
+    database_allow_list: Sequence[str] = (),
 ) -> tuple[Session, str]:
     """Open a session on `account` for `user`; return it with its one-time secret (shown once, never stored).
 
@@ -73,7 +75,7 @@ def session_open(
     MFA and the caller did not verify it (`mfa_verified`: the request passed an OTP check); `grant` is the
     one access.services.usage.access_session_open already decided (else it is decided here, the same way).
     The duration is capped by the grant (policy maximum, approved window); a read-only grant forces a
-    read-only session.
+    read-only session; `database_allow_list` (empty: every database) limits the databases the gateway lets through.
     """
     if grant is None:
         grant = access_grant_require(user=user, account=account, mfa_verified=mfa_verified)
@@ -101,6 +103,7 @@ def session_open(
                     username=username,
                     verifiers=verifiers,
                     read_only=read_only,
+                    database_allow_list=list(database_allow_list),
                     started_at=now,
                     expires_at=now + capped,
                 )
@@ -116,6 +119,7 @@ def session_open(
                         "duration_seconds": int(capped.total_seconds()),
                         "requested_seconds": int(duration.total_seconds()),
                         "read_only": read_only,
+                        **({"databases": list(database_allow_list)} if database_allow_list else {}),
                         "policy": grant.policy.name if grant.policy else None,
                         "request_id": grant.request.pk if grant.request else None,
                     },

@@ -8,6 +8,7 @@ records the policy's last use for the access review. Views parse their input, ca
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
 
 from django.core.exceptions import PermissionDenied
@@ -77,7 +78,13 @@ def access_lease_revoke(*, user, lease: Lease, reason: str = "revoked") -> Lease
 
 
 def access_session_open(
-    *, user, account: Account, duration: timedelta, read_only: bool = False, mfa_verified: bool = False
+    *,
+    user,
+    account: Account,
+    duration: timedelta,
+    read_only: bool = False,
+    mfa_verified: bool = False,
+    database_allow_list: Sequence[str] = (),
 ) -> tuple[Session, str]:
     """Open a gateway session on `account` for `user` under their grant (decided once, here); records its use.
 
@@ -85,7 +92,13 @@ def access_session_open(
     """
     grant = access_grant_require(user=user, account=account, mfa_verified=mfa_verified)
     session, secret = session_open(
-        user=user, account=account, duration=duration, read_only=read_only, actor=user, grant=grant
+        user=user,
+        account=account,
+        duration=duration,
+        read_only=read_only,
+        actor=user,
+        grant=grant,
+        database_allow_list=database_allow_list,
     )
     access_policy_mark_used(policy=grant.policy, at=session.started_at)
     return session, secret
