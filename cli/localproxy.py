@@ -125,12 +125,11 @@ class LocalProxy:
         return len(connections)
 
     async def stop(self, reason: str = "pam stopped") -> None:
+        """Stop listening and close every connection (their handlers end on their own, at once)."""
         if self.server is not None:
             self.server.close()
         self.close_all(reason)
-        if self.server is not None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.server.wait_closed(), 1.0)
+        await asyncio.sleep(0)
 
     async def lookup(self, username: str) -> SessionLogin | None:
         return self._login if username == LOCAL_USER else None

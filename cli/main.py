@@ -203,7 +203,7 @@ def creds(ctx, role, resource, ttl, reason, fmt, json_out):
             click.echo(f"export {name}={_shell_quote(value)}")
 
 
-@cli.command("exec", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@cli.command("exec", context_settings={"ignore_unknown_options": True})
 @click.argument("role")
 @click.option("--resource", "-r", required=True, help="The resource the role belongs to.")
 @click.option("--ttl", default="2m", show_default=True, help="The lease's TTL, renewed while the command runs.")
