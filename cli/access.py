@@ -131,6 +131,7 @@ class AccessOptions:
     json_out: bool = False
     connect: bool = False
     mongosh: str = ""
+    mongosh_args: tuple[str, ...] = ()
 
 
 def open_session(api: Api, options: AccessOptions) -> tuple[dict, str]:
@@ -250,7 +251,7 @@ async def _serve(api: Api, session: dict, secret: str, options: AccessOptions) -
             await proxy.stop()
             await asyncio.to_thread(_end_session, api, session_id)
             raise CliError("mongosh is not on PATH: install it, or use `pam db access` with any client.", EXIT_ERROR)
-        child = await asyncio.create_subprocess_exec(mongosh, uri)
+        child = await asyncio.create_subprocess_exec(mongosh, uri, *options.mongosh_args)
         waiters[asyncio.ensure_future(child.wait())] = "child"
     done, pending = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
     which = waiters[next(iter(done))]

@@ -146,12 +146,18 @@ def db_access(ctx, resource, account, duration, reason, read_only, databases, po
     ctx.exit(run_access(Api.from_environment(), options))
 
 
-@db.command("connect")
+@db.command("connect", context_settings={"ignore_unknown_options": True})
 @_access_options
 @click.option("--mongosh", "mongosh", default="", help="The mongosh to run (default: mongosh on PATH).")
+@click.argument("mongosh_args", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
-def db_connect(ctx, resource, account, duration, reason, read_only, databases, port, listen, json_out, mongosh):
-    """The same, then run mongosh on it in the foreground; the session ends when mongosh exits."""
+def db_connect(
+    ctx, resource, account, duration, reason, read_only, databases, port, listen, json_out, mongosh, mongosh_args
+):
+    """The same, then run mongosh on it in the foreground; the session ends when mongosh exits.
+
+    Arguments after `--` go to mongosh, e.g. `pam db connect -r R -a A -- --eval 'db.stats()'`.
+    """
     options = AccessOptions(
         resource,
         account,
@@ -164,6 +170,7 @@ def db_connect(ctx, resource, account, duration, reason, read_only, databases, p
         _json(ctx, json_out),
         connect=True,
         mongosh=mongosh,
+        mongosh_args=tuple(mongosh_args),
     )
     ctx.exit(run_access(Api.from_environment(), options))
 

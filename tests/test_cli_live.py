@@ -566,6 +566,49 @@ def test_a_killed_pam_exec_leaves_a_lease_that_expires_within_its_ttl(stack, log
     assert time.monotonic() - killed < 20
 
 
+def test_db_connect_runs_mongosh_in_the_foreground_and_ends_the_session_when_it_exits(stack, logged_in, orm):
+    from access.models import Session
+    from tests.mongo.clients import _client_env
+
+    mongosh_env = {key: _client_env()[key] for key in ("HOME", "MONGOSH_FORCE_DISABLE_TELEMETRY_FOR_TESTING")}
+    script = f"print('count=' + db.getSiblingDB('shop').orders.countDocuments({{sku: '{DOCUMENT}'}}))"
+    arguments = ["db", "connect", "-r", "ferret", "-a", "app-rw", "--", "--quiet", "--norc", "--eval", script]
+    result = stack.pam(*arguments, env=stack.env(**mongosh_env), timeout=90)
+    (stack.tmp / "pam-db-connect.log").write_text(result.stdout + result.stderr)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "count=1" in result.stdout
+    public_id = re.search(r"Session ([0-9a-f-]{36}) on", result.stdout).group(1)
+    session = Session.objects.get(public_id=public_id)
+    assert session.state == "ended" and session.end_reason == "ended_by_user"
+    assert session.commands.filter(command__in=["count", "aggregate"]).exists()
+
+
+def test_listening_beyond_loopback_demands_the_local_password_printed_once(stack, logged_in, orm):
+    access = stack.start("db-listen", "db", "access", "-r", "ferret", "-a", "app-rw", "--listen", "127.0.0.2")
+    try:
+        uri = access.wait_for(r"Local proxy: (mongodb://127\.0\.0\.2:\d+/\?directConnection=true)").group(1)
+        password = access.wait_for(r"this local password \(shown once\): (\S+)").group(1)
+        with pymongo.MongoClient(uri, serverSelectionTimeoutMS=5000) as anonymous:
+            with pytest.raises(pymongo.errors.OperationFailure) as refused:
+                anonymous.shop.orders.find_one({})
+            assert refused.value.code == 13
+        host_port = uri.split("//")[1].split("/")[0]
+        with pymongo.MongoClient(f"mongodb://pam:{password}@{host_port}/?directConnection=true") as client:
+            assert client.shop.orders.find_one({"sku": DOCUMENT})["n"] == 1
+        with (
+            pytest.raises(pymongo.errors.OperationFailure),
+            pymongo.MongoClient(
+                f"mongodb://pam:wrong-{password}@{host_port}/?directConnection=true", serverSelectionTimeoutMS=5000
+            ) as wrong,
+        ):
+            wrong.shop.orders.find_one({})
+        access.process.send_signal(signal.SIGTERM)
+        assert access.finish(timeout=10) == 0
+    finally:
+        if access.process.poll() is None:
+            access.process.kill()
+
+
 def test_logout_revokes_the_token_and_a_stolen_copy_is_refused(stack, logged_in):
     import requests
 

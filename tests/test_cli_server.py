@@ -5,8 +5,10 @@ need a fresh one-time code."""
 
 from __future__ import annotations
 
+import os
 import time
 from datetime import timedelta
+from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
@@ -235,6 +237,21 @@ def test_requests_api_files_a_request_and_an_approver_needs_a_fresh_code():
     assert entry["usable_now"] is True
 
 
+def test_the_cli_package_imports_nothing_of_django():
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, cli.main, cli.localproxy, cli.access, cli.login;"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('django', 'access', 'portal', 'rest_framework'));"
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent)  # without the leak scan's sitecustomize
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_an_mfa_required_session_asks_for_a_code_and_accepts_a_fresh_one():
     user = UserFactory()
     account = AccountFactory(require_mfa=True)
@@ -253,3 +270,5 @@ def test_an_mfa_required_session_asks_for_a_code_and_accepts_a_fresh_one():
     from access.models import Session
 
     assert Session.objects.get().database_allow_list == ["app"]
+    audit = AuditEvent.objects.get(action=AuditAction.SESSION_OPEN)
+    assert audit.data["via"] == "cli" and audit.data["databases"] == ["app"] and audit.ip == "127.0.0.1"

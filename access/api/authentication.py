@@ -9,6 +9,7 @@ from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from oauth2_provider.contrib.rest_framework import OAuth2Authentication
 from rest_framework import authentication, exceptions
 
+from access import context
 from access.models import ApiToken
 from access.models.tokens import token_digest
 
@@ -29,6 +30,7 @@ class CliTokenAuthentication(OAuth2Authentication):
         found = super().authenticate(request)
         if found is None or not found[0].is_active:
             raise exceptions.AuthenticationFailed("Your CLI login has expired or was revoked: run `pam login` again.")
+        context.mark_client("cli")  # audit rows written for this request say it came from the CLI
         return found
 
     def authenticate_header(self, request):

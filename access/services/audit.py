@@ -51,6 +51,8 @@ def audit_record(
     """
     action = AuditAction(action)
     request = context.current()
+    if request.client:
+        data = {**(data or {}), "via": request.client}
     with transaction.atomic():
         _lock_chain()
         last = AuditEvent.objects.order_by("-seq").values_list("seq", "hash").first()
