@@ -92,7 +92,7 @@ def wait_for_request(api: Api, request_id: int) -> dict:
             data = api.get(f"requests/{request_id}")
             state = data["state"]
             if state == "approved":
-                live.update("")
+                live.clear()
                 click.echo(f"Request #{request_id} approved by {data.get('approver') or 'break-glass'}.", err=True)
                 return data
             if state != "pending":

@@ -73,10 +73,15 @@ class Live:
             self.stream.flush()
         self.last = text
 
-    def __exit__(self, *exc) -> None:
+    def clear(self) -> None:
+        """Remove the line on a terminal (elsewhere the lines stay, as a log)."""
         if self.tty and self.last:
             self.stream.write("\r\033[K")
             self.stream.flush()
+        self.last = ""
+
+    def __exit__(self, *exc) -> None:
+        self.clear()
 
 
 def _changed_beyond_clock(before: str, after: str) -> bool:
