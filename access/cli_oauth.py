@@ -33,6 +33,7 @@ from access.services.cli import (
     cli_application,
     cli_device_code_consume,
     cli_device_request_record,
+    cli_login_lapsed,
     cli_login_record,
 )
 
@@ -71,6 +72,16 @@ class PamOAuth2Validator(OAuth2Validator):
         request.scopes = grant.scope.split() if grant.scope else list(oauth_settings_default_scopes())
         request.pam_device_grant = grant
         return "authorized"
+
+    def validate_refresh_token(self, refresh_token, client, request, *args, **kwargs):
+        """The toolkit's checks (revoked, reused, idle too long), and a CLI login's absolute lifetime."""
+        if not super().validate_refresh_token(refresh_token, client, request, *args, **kwargs):
+            return False
+        current = request.refresh_token_instance
+        if cli_login_lapsed(refresh_token=current):
+            get_refresh_token_model().revoke_family(current.token_family)
+            return False
+        return True
 
     def save_bearer_token(self, token, request, *args, **kwargs):
         with transaction.atomic():

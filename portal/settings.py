@@ -255,6 +255,9 @@ PAM_ATLAS_BACKOFF_BASE = env.float("PAM_ATLAS_BACKOFF_BASE", default=0.5)
 # authorization server. Access tokens live minutes and are refreshed (the refresh token rotates and is single use);
 # a device code lives `PAM_CLI_DEVICE_CODE_SECONDS` and is exchanged once.
 PAM_CLI_DEVICE_CODE_SECONDS = env.int("PAM_CLI_DEVICE_CODE_SECONDS", default=600)
+# A CLI login ends this long after `pam login` however often it is refreshed (the refresh token's own lifetime,
+# below, is an idle timeout).
+PAM_CLI_LOGIN_MAX_SECONDS = env.int("PAM_CLI_LOGIN_MAX_SECONDS", default=12 * 3600)
 OAUTH2_PROVIDER = {
     "ACCESS_TOKEN_EXPIRE_SECONDS": env.int("PAM_CLI_ACCESS_TOKEN_SECONDS", default=900),
     "REFRESH_TOKEN_EXPIRE_SECONDS": env.int("PAM_CLI_REFRESH_TOKEN_SECONDS", default=12 * 3600),

@@ -159,6 +159,17 @@ def test_refresh_rotates_and_a_used_refresh_token_is_refused():
     assert _form(Client(), "/oauth/token/", refresh).status_code == 400  # single use (rotation)
 
 
+def test_a_login_ends_after_its_maximum_age_however_often_it_is_refreshed(settings):
+    tokens = _login(UserFactory())
+    refresh = {"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"], "client_id": CLI_CLIENT_ID}
+    rotated = _form(Client(), "/oauth/token/", refresh).json()
+    get_refresh_token_model().objects.update(created=timezone.now() - timedelta(hours=13))
+    settings.PAM_CLI_LOGIN_MAX_SECONDS = 12 * 3600
+    refresh["refresh_token"] = rotated["refresh_token"]
+    assert _form(Client(), "/oauth/token/", refresh).status_code == 400
+    assert not get_refresh_token_model().objects.filter(revoked__isnull=True).exists()
+
+
 def test_the_portal_lists_cli_logins_and_revoking_one_refuses_its_token():
     user = UserFactory()
     browser = verified_client(user)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.db.models import QuerySet
 from django.utils import timezone
 from oauth2_provider.models import get_device_grant_model, get_refresh_token_model
@@ -12,7 +13,7 @@ from oauth2_provider.settings import oauth2_settings
 
 from access.models import AuditAction, AuditEvent
 from access.models.visibility import user_is_active
-from access.services.cli import CLI_CLIENT_ID
+from access.services.cli import CLI_CLIENT_ID, cli_login_started_at
 
 REVOKE_PERMISSION = "oauth2_provider.change_refreshtoken"
 
@@ -85,7 +86,6 @@ def cli_login_tokens_visible(*, user) -> QuerySet:
 def cli_logins_of(user) -> list[CliLogin]:
     """The user's own live CLI logins, newest first, with when each began and where from."""
     tokens = list(cli_login_tokens_visible(user=user).filter(user=user).order_by("-created"))
-    lifetime = _refresh_lifetime()
     families = [str(token.token_family) for token in tokens if token.token_family]
     logins_by_family = {
         event.data.get("token_family"): event
@@ -95,13 +95,14 @@ def cli_logins_of(user) -> list[CliLogin]:
     rows = []
     for token in tokens:
         login = logins_by_family.get(str(token.token_family))
+        started_at = cli_login_started_at(refresh_token=token)
         rows.append(
             CliLogin(
                 refresh_token=token,
                 username=token.user.get_username(),
-                started_at=login.created_at if login else token.created,
+                started_at=started_at,
                 refreshed_at=token.created,
-                expires_at=token.created + lifetime if lifetime else None,
+                expires_at=started_at + timedelta(seconds=settings.PAM_CLI_LOGIN_MAX_SECONDS),
                 ip=login.ip if login else None,
             )
         )

@@ -10,6 +10,9 @@ Each step writes its audit row in the same transaction.
 
 from __future__ import annotations
 
+from datetime import timedelta
+
+from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.utils import timezone
@@ -103,6 +106,21 @@ def cli_login_record(*, user, device_grant, refresh_token) -> None:
             "token_family": str(refresh_token.token_family or ""),
         },
     )
+
+
+def cli_login_started_at(*, refresh_token):
+    """When the login of `refresh_token` began: the first token of its family (rotation keeps the old rows)."""
+    model = get_refresh_token_model()
+    if not refresh_token.token_family:
+        return refresh_token.created
+    first = model.objects.filter(token_family=refresh_token.token_family).order_by("created").first()
+    return first.created if first else refresh_token.created
+
+
+def cli_login_lapsed(*, refresh_token) -> bool:
+    """Whether the login is older than `PAM_CLI_LOGIN_MAX_SECONDS`, however often it was refreshed."""
+    limit = timedelta(seconds=settings.PAM_CLI_LOGIN_MAX_SECONDS)
+    return cli_login_started_at(refresh_token=refresh_token) + limit <= timezone.now()
 
 
 def cli_login_revoke(*, refresh_token, actor) -> bool:
