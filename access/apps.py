@@ -7,3 +7,8 @@ class AccessConfig(AppConfig):
     name = "access"
     verbose_name = "Access"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from access import receivers
+
+        receivers.connect()

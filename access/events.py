@@ -45,6 +45,49 @@ COMMAND_FIELDS = (
 )
 
 
+# What drivers and shells send on their own when they connect or close (the gateway answers hello itself, so it
+# rarely shows): the pages group these apart so that the person's own commands stand out. `ping` is left out: people
+# type it too.
+DRIVER_CHATTER_COMMANDS = frozenset(
+    {
+        "hello",
+        "isMaster",
+        "ismaster",
+        "buildInfo",
+        "buildinfo",
+        "getParameter",
+        "getLog",
+        "getCmdLineOpts",
+        "atlasVersion",
+        "hostInfo",
+        "connectionStatus",
+        "whatsmyuri",
+        "getFreeMonitoringStatus",
+        "endSessions",
+        "saslStart",
+        "saslContinue",
+        "logout",
+    }
+)
+SHELL_CHATTER_NAMESPACES = frozenset({("admin", "atlascli")})
+"""mongosh's own aggregate at start-up (`admin.atlascli`, asking whether the server is an Atlas cluster)."""
+
+
+def command_is_chatter(command: str, database: str = "", collection: str = "") -> bool:
+    """Whether a logged command is a driver's or shell's own handshake chatter rather than something a person ran."""
+    return command in DRIVER_CHATTER_COMMANDS or (database, collection) in SHELL_CHATTER_NAMESPACES
+
+
+def chatter_q():
+    """`command_is_chatter` as a filter on SessionCommand rows."""
+    from django.db.models import Q
+
+    query = Q(command__in=DRIVER_CHATTER_COMMANDS)
+    for database, collection in SHELL_CHATTER_NAMESPACES:
+        query |= Q(database=database, collection=collection)
+    return query
+
+
 def session_events_use_channel_layer() -> bool:
     """True when events travel through the channel layer (it crosses processes), False when the database is the bus."""
     mode = settings.PAM_SESSION_EVENTS
@@ -65,6 +108,7 @@ def command_event_fields(command) -> dict:
     data = {name: row.get(name) for name in COMMAND_FIELDS}
     if data["at"] is not None and hasattr(data["at"], "isoformat"):
         data["at"] = data["at"].isoformat()
+    data["chatter"] = command_is_chatter(data["command"] or "", data["database"] or "", data["collection"] or "")
     return data
 
 

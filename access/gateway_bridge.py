@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 from asgiref.sync import sync_to_async
 from django.db import DatabaseError, connection, connections
 
+from access.services.auth_events import gateway_login_failed
 from access.services.gateway import (
     gateway_heartbeat,
     gateway_sessions_end,
@@ -26,6 +27,8 @@ from access.services.gateway import (
     session_login_lookup,
     sessions_to_close,
 )
+from access.services.offboarding import session_access_problem
+from access.services.revocations import EndedSession, gateway_ended_sessions_since
 from gatewayproxy.commandlog import CommandRecord
 from gatewayproxy.host import SessionLogin
 
@@ -79,6 +82,21 @@ class GatewayBridge:
 
     async def end_sessions(self, reason: str) -> int:
         return await _in_thread(gateway_sessions_end, gateway_id=self.gateway_id, reason=reason)
+
+    async def login_failed(self, username: str, client_address: str, reason: str) -> None:
+        """Audit a client login the gateway refused (unknown name, wrong proof, ended session...); no secret."""
+        await _in_thread(gateway_login_failed, username=username, client_address=client_address, reason=reason)
+
+    async def ended_sessions_since(self, cursor: int | None) -> tuple[list[EndedSession], int]:
+        """Sessions ended after `cursor` (None: the last few seconds), and the next cursor: poll about every 200 ms
+        and close each named session's connections, telling the client `description` (at least once: see
+        access.services.revocations)."""
+        return await _in_thread(gateway_ended_sessions_since, cursor=cursor)
+
+    async def session_access_problem(self, session_id: int) -> str | None:
+        """At each login, after the secret was proved: None if the user and their grant still allow the session,
+        else why not in words ("the user was deactivated")."""
+        return await _in_thread(session_access_problem, session_id=session_id)
 
     def record_commands(self, records: list[CommandRecord]) -> None:
         """Store a batch in the command log's own thread or process, keeping its database connection.

@@ -12,7 +12,9 @@ from django_q.tasks import async_task
 
 from access.models import Lease
 from access.services.leases import lease_revoke
+from access.services.offboarding import access_grants_reconcile
 from access.services.reconcile import users_reconcile
+from access.services.revocations import session_revocations_prune
 from access.services.sweeper import lease_sweeper_run
 
 log = logging.getLogger(__name__)
@@ -45,3 +47,10 @@ def reconcile_users() -> dict:
     """Drop users this system created that no live lease explains, on every MongoDB resource."""
     report = users_reconcile(actor="reconciler")
     return report.as_dict()
+
+
+def reconcile_access() -> dict:
+    """End what no grant explains any more, for everyone (a user deactivated or a membership removed by any code
+    path, a window closed while no sweeper ran); prune the gateways' old session-end rows."""
+    report = access_grants_reconcile(actor="reconciler")
+    return {**report.as_dict(), "revocation_rows_pruned": session_revocations_prune()}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from urllib.parse import unquote
+from urllib.parse import unquote, unquote_plus
 
 from django.core.exceptions import ValidationError
 
@@ -30,9 +30,123 @@ def split_mongodb_uri(uri: str) -> tuple[str, str, str, str, str]:
     return scheme[:-3], userinfo, hosts, unquote(database), options
 
 
+# The URI options the portal understands, by their lower-case name (drivers read option names case-insensitively).
+# Anything else is refused: an option the portal does not know may change where or how the stored credentials
+# are sent (authMechanism=PLAIN sends the password as written; tlsCAFile reads a file of the portal's host).
+URI_OPTIONS = {
+    name.lower(): name
+    for name in (
+        # where: hosts and topology
+        "replicaSet",
+        "directConnection",
+        "loadBalanced",
+        "srvServiceName",
+        "srvMaxHosts",
+        # TLS (the CA comes from the resource's own CA certificate field, never a file path)
+        "tls",
+        "ssl",
+        "tlsInsecure",
+        "tlsAllowInvalidCertificates",
+        "tlsAllowInvalidHostnames",
+        "tlsDisableOCSPEndpointCheck",
+        "tlsDisableCertificateRevocationCheck",
+        # timeouts and pools
+        "connectTimeoutMS",
+        "socketTimeoutMS",
+        "serverSelectionTimeoutMS",
+        "serverSelectionTryOnce",
+        "heartbeatFrequencyMS",
+        "localThresholdMS",
+        "maxIdleTimeMS",
+        "waitQueueTimeoutMS",
+        "timeoutMS",
+        "wTimeoutMS",
+        "maxPoolSize",
+        "minPoolSize",
+        "maxConnecting",
+        # reads and writes
+        "readPreference",
+        "readPreferenceTags",
+        "maxStalenessSeconds",
+        "readConcernLevel",
+        "w",
+        "journal",
+        "retryWrites",
+        "retryReads",
+        # the rest
+        "appName",
+        "compressors",
+        "zlibCompressionLevel",
+        "authSource",
+        "authMechanism",
+    )
+}
+ALLOWED_AUTH_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-1")
+_FILE_OPTIONS = {"tlscafile", "tlscertificatekeyfile", "tlscertificatekeyfilepassword", "tlscrlfile"}
+# TLS options that turn certificate checking off: they must agree with the resource's "verify TLS" setting.
+URI_TLS_INSECURE_OPTIONS = frozenset({"tlsinsecure", "tlsallowinvalidcertificates", "tlsallowinvalidhostnames"})
+_TRUE_VALUES = frozenset({"true", "1", "yes"})
+
+
+def uri_options(options: str) -> list[tuple[str, str]]:
+    """The (lower-case name, value) pairs of a URI's option string, read as drivers read them.
+
+    Drivers separate options with `&` or `;`, read names case-insensitively and without percent-decoding, and
+    percent-decode values (`+` is a space). A pair without exactly one `=` is refused.
+    """
+    pairs = []
+    for item in re.split(r"[&;]", options or ""):
+        if not item:
+            continue
+        if item.count("=") != 1:
+            raise ValidationError("The URI options must read name=value, separated by &.", code="option")
+        key, value = item.split("=")
+        pairs.append((key.lower(), unquote_plus(value)))
+    return pairs
+
+
+def uri_option_is_true(options: str, name: str) -> bool | None:
+    """The boolean value of option `name` (lower case) in an option string, or None when it is absent."""
+    values = [value for key, value in uri_options(options) if key == name]
+    return None if not values else values[-1].strip().lower() in _TRUE_VALUES
+
+
+def validate_uri_options(options: str) -> None:
+    """Only options the portal understands; authMechanism only SCRAM (the password never leaves as written)."""
+    for key, value in uri_options(options):
+        if key == "authmechanism":
+            if value not in ALLOWED_AUTH_MECHANISMS:
+                raise ValidationError(
+                    "authMechanism=%(value)s is not allowed: the portal logs in with SCRAM-SHA-256 or SCRAM-SHA-1 "
+                    "only, which never send the password itself (remove authMechanism, or set one of those).",
+                    code="auth_mechanism",
+                    params={"value": value[:40]},
+                )
+        elif key in _FILE_OPTIONS:
+            raise ValidationError(
+                "%(name)s is not allowed: the portal does not read files of its own host for a resource; paste the "
+                "CA certificate into the resource's CA certificate field.",
+                code="option",
+                params={"name": key},
+            )
+        elif key not in URI_OPTIONS:
+            raise ValidationError(
+                "The URI option %(name)s is not one the portal understands (allowed: host list, replicaSet, "
+                "TLS options, timeouts, directConnection, readPreference, appName, authSource, ...).",
+                code="option",
+                params={"name": key[:40] if re.fullmatch(r"[A-Za-z0-9_]+", key) else "(unreadable name)"},
+            )
+
+
 def validate_resource_uri(uri: str) -> None:
-    """A resource URI names hosts and options only: credentials live in accounts, the database in roles."""
-    scheme, userinfo, hosts, database, _options = split_mongodb_uri(uri)
+    """A resource URI names hosts and options only: credentials live in accounts, the database in roles.
+
+    The one URI rule of the portal: the model's validation (the admin, the API and the services) and every
+    connector check it, so a URI refused at one door is refused at all of them.
+    """
+    if re.search(r"[\s\x00-\x1f\x7f#]", uri or ""):
+        raise ValidationError("A MongoDB URI has no spaces, control characters or #.", code="characters")
+    scheme, userinfo, hosts, database, options = split_mongodb_uri(uri)
     if userinfo:
         raise ValidationError(
             "Remove the username and password from the URI: the portal keeps credentials in accounts, encrypted.",
@@ -56,6 +170,7 @@ def validate_resource_uri(uri: str) -> None:
             raise ValidationError("Port %(port)s is out of range.", code="port", params={"port": match.group(3)})
     if scheme == "mongodb+srv" and (len(host_list) != 1 or ":" in host_list[0]):
         raise ValidationError("A mongodb+srv:// URI names exactly one host name and no port.", code="srv")
+    validate_uri_options(options)
 
 
 def parse_roles(value) -> list:

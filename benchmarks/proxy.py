@@ -1,48 +1,227 @@
-"""Benchmark the gateway against the same server directly: throughput ratio, added latency, memory per connection.
+"""Benchmark the gateway side by side with direct access and with a peer proxy (coinbase/mongobetween).
 
-Run: ``.venv/bin/python benchmarks/proxy.py [--duration 2] [--rounds 3] [--levels 1,16,64] [--idle 1000]``
+Run: ``.venv/bin/python benchmarks/proxy.py [--duration 3] [--rounds 3] [--levels 1,16,64,256]
+[--levels-for find_1kb=1,16,64,256] [--workloads find_1kb,insert_1kb,find_1mb,getmore_16kb]
+[--columns direct,gateway,mongobetween] [--upstream fast|wire|ferretdb] [--idle 1000]``
 
-It starts the in-repo wire server (``python -m tests.mongo wireserver``) and ``manage.py runproxy`` as separate
-processes, on a throw-away SQLite database, opens a session, and runs each workload — find by ``_id`` of 1 KB
-documents, insert of 1 KB documents, find of a 1 MB document — at each concurrency level, once directly and once
-through the gateway, with pymongo clients spread over worker processes. It prints throughput both ways, their
-ratio (medians over alternating rounds) and the added p50/p99 latency in µs; then it opens ``--idle``
-logged-in idle connections through the gateway and reports the gateway's RSS growth per connection.
+Needs Go (it builds two programs into ``var/bench/``) and the Go module proxy (mongobetween's source). Pieces:
 
-Goals (issue 5): ratio ≥ 0.85 at 16 clients on 1 KB finds, added p50 ≤ 150 µs, ≤ 64 KiB per idle connection.
+- **Upstream** (``--upstream``): ``fast`` (default) is ``benchmarks/fastmongo``, a canned-reply server in Go built
+  here with ``go build``; it answers faster than any proxy in front of it, so the proxies' cost shows. ``wire`` is
+  the in-repo wire server, ``ferretdb`` FerretDB on SQLite (both slower than the proxies, so they hide them).
+- **Columns**: ``direct`` (the upstream itself), ``gateway`` (``manage.py runproxy`` on a throw-away SQLite
+  database, logging in with a session's one-time secret, command log on) and ``mongobetween`` v0.1.0, downloaded
+  with ``go mod download`` and built with ``GOFLAGS=-mod=mod`` (``go install`` of it is refused here); its
+  clients do not log in, it holds the upstream login itself; its statsd metrics go to a UDP socket nobody reads.
+- **Clients**: pymongo 4.10.1 (pymongo 4.20 refuses mongobetween v0.1.0) in ``var/bench/driver-venv``, created on
+  first use; ``benchmarks/proxy_load.py`` spreads the clients over up to 4 processes of threads.
+- **Workloads**: ``find_1kb`` (find_one of a 1 KB document by ``_id``), ``insert_1kb`` (insert_one of a 1 KB
+  document), ``find_1mb`` (find_one of a 1 MB document), ``getmore_16kb`` (one operation = reading a cursor of
+  100 batches of one 16 KB document: a find and 99 getMores).
+
+Each workload and client count runs ``--rounds`` alternating rounds (the columns' order rotates each round, so a
+burst of load from elsewhere hits all alike); throughput is the median of the rounds. Latencies are percentiles
+over all rounds' samples; ``+p50``/``+p99`` are a proxy's minus direct's. CPU µs/op is the CPU time (utime+stime
+from /proc/<pid>/stat, summed over the process and all its descendants: the gateway's command-log writer child
+counts) spent during the measured seconds, divided by the operations completed then, summed over the rounds;
+``up`` is the upstream's own CPU per operation in the direct column. ``load`` is the 1-minute load average when
+the row was printed. Before the workloads it opens ``--idle`` connections through each proxy (logged in through
+the gateway; hello and ping through mongobetween) and reports the proxy's RSS growth per connection.
+
+Goals (issue 14): CPU per 1 KB request/reply ≤ 30 µs and ≤ 0.5 x mongobetween's on every workload; throughput
+≥ mongobetween's at every concurrency and ≥ 0.8 x direct at 16 clients; ≤ 16 KiB RSS per idle connection.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import multiprocessing
+import json
 import os
 import re
 import resource
 import secrets
+import shlex
 import signal
+import socket
 import statistics
-import struct
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote_plus
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-WORKLOADS = ("find_1kb", "insert_1kb", "find_1mb")
-DOCS_1KB = 1000
-DOCS_1MB = 8
+WORKLOADS = ("find_1kb", "insert_1kb", "find_1mb", "getmore_16kb")
+COLUMNS = ("direct", "gateway", "mongobetween")
+BENCH_DIR = ROOT / "var" / "bench"
+DRIVER_VENV = BENCH_DIR / "driver-venv"
+DRIVER_PYMONGO = "4.10.1"
+LOAD_SCRIPT = Path(__file__).resolve().parent / "proxy_load.py"
+FASTMONGO_SOURCE = Path(__file__).resolve().parent / "fastmongo"
+MONGOBETWEEN_MODULE = "github.com/coinbase/mongobetween"
+MONGOBETWEEN_VERSION = "v0.1.0"
+BENCH_USER = "bench"
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+PY_SPY = Path(sys.executable).parent / "py-spy"
 
 
-def start_wire_server() -> tuple[subprocess.Popen, str]:
+# --- building and installing -----------------------------------------------------------------------------
+
+
+def go_build_fastmongo() -> Path:
+    binary = BENCH_DIR / "fastmongo"
+    subprocess.run(["go", "build", "-o", str(binary), "."], cwd=FASTMONGO_SOURCE, check=True)
+    return binary
+
+
+def go_build_mongobetween() -> Path:
+    """``go mod download`` the module (checksum-verified by the Go toolchain), then ``go build`` it in place."""
+    found = subprocess.run(
+        ["go", "mod", "download", "-json", f"{MONGOBETWEEN_MODULE}@{MONGOBETWEEN_VERSION}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    module_dir = json.loads(found.stdout)["Dir"]
+    binary = BENCH_DIR / "mongobetween"
+    env = {**os.environ, "GOFLAGS": "-mod=mod"}
+    subprocess.run(["go", "build", "-o", str(binary), "."], cwd=module_dir, env=env, check=True)
+    return binary
+
+
+def driver_python() -> Path:
+    """The interpreter of a venv with pymongo ``DRIVER_PYMONGO``, created on first use."""
+    python = DRIVER_VENV / "bin" / "python"
+    probe = f"import pymongo, sys; sys.exit(pymongo.version != {DRIVER_PYMONGO!r})"
+    if python.exists() and subprocess.run([python, "-c", probe], check=False).returncode == 0:
+        return python
+    subprocess.run([sys.executable, "-m", "venv", "--clear", str(DRIVER_VENV)], check=True)
+    subprocess.run([python, "-m", "pip", "install", "-q", f"pymongo=={DRIVER_PYMONGO}"], check=True)
+    return python
+
+
+# --- /proc -------------------------------------------------------------------------------------------------
+
+
+def _stat(pid: int) -> list[str] | None:
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text[text.rindex(")") + 2 :].split()  # fields from 3 (state) on
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and all its live descendants."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            fields = _stat(int(entry))
+            if fields is not None:
+                children.setdefault(int(fields[1]), []).append(int(entry))
+    tree, queue = [], [pid]
+    while queue:
+        current = queue.pop()
+        tree.append(current)
+        queue.extend(children.get(current, []))
+    return tree
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """utime+stime of the processes, with their waited-for children's (fields 14-17 of /proc/<pid>/stat)."""
+    ticks = 0
+    for pid in pids:
+        fields = _stat(pid)
+        if fields is not None:
+            ticks += sum(int(value) for value in fields[11:15])
+    return ticks / CLOCK_TICKS
+
+
+def rss_kib(pids: list[int]) -> int:
+    total = 0
+    for pid in pids:
+        try:
+            lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+        except OSError:
+            continue
+        total += next((int(line.split()[1]) for line in lines if line.startswith("VmRSS:")), 0)
+    return total
+
+
+def machine_busy_seconds() -> float:
+    """CPU time all CPUs spent on anything but idle and iowait, from the first line of /proc/stat."""
+    fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields[:8]
+    return (user + nice + system + irq + softirq + steal) / CLOCK_TICKS
+
+
+def load_average() -> str:
+    return Path("/proc/loadavg").read_text().split()[0]
+
+
+# --- processes ---------------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_for_port(port: int, process: subprocess.Popen, what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"{what} exited with code {process.returncode}")
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise SystemExit(f"{what} did not listen on {port} within {timeout:.0f} s")
+
+
+def drain(stream) -> None:
+    """Read a child's pipe to its end in a thread, so that the child never blocks on a full pipe."""
+    threading.Thread(target=lambda: stream.read(), daemon=True).start()
+
+
+@dataclass
+class Upstream:
+    process: subprocess.Popen
+    address: str  # host:port
+    password: str
+    admin_uri: str  # a URI that may create users (wire server, FerretDB) or the bench user's (fast)
+    populate: bool
+
+
+def start_fast_upstream(binary: Path) -> Upstream:
+    password = secrets.token_hex(16)
     process = subprocess.Popen(
-        [sys.executable, "-m", "tests.mongo", "wireserver", "--port", "0"],
+        [str(binary), "-listen", "127.0.0.1:0", "-user", BENCH_USER, "-password", password],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    line = process.stdout.readline()
+    if not line.startswith("listening "):
+        process.kill()
+        raise SystemExit(f"fastmongo did not start: {line!r}")
+    address = line.split()[1]
+    uri = f"mongodb://{BENCH_USER}:{password}@{address}/?authSource=admin"
+    return Upstream(process, address, password, uri, populate=False)
+
+
+def start_python_upstream(kind: str) -> Upstream:
+    """The in-repo wire server or FerretDB through ``python -m tests.mongo``; a ``bench`` user is created."""
+    from pymongo import MongoClient
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.mongo", "wireserver" if kind == "wire" else "ferretdb"]
+        + (["--port", "0"] if kind == "wire" else []),
         cwd=ROOT,
         stdout=subprocess.PIPE,
         text=True,
@@ -51,8 +230,19 @@ def start_wire_server() -> tuple[subprocess.Popen, str]:
     match = re.search(r"MONGODB_URI=(\S+)", line)
     if not match:
         process.kill()
-        raise SystemExit(f"the wire server did not start: {line!r}")
-    return process, match.group(1)
+        raise SystemExit(f"the {kind} upstream did not start: {line!r}")
+    drain(process.stdout)
+    admin_uri = match.group(1)
+    address = admin_uri.split("@", 1)[1].split("/", 1)[0]
+    password = secrets.token_hex(16)
+    roles = [{"role": "root", "db": "admin"}] if kind == "wire" else []  # FerretDB v1 has no roles
+    try:
+        with MongoClient(admin_uri) as admin:
+            admin.admin.command("createUser", BENCH_USER, pwd=password, roles=roles)
+    except BaseException:
+        stop(process)
+        raise
+    return Upstream(process, address, password, admin_uri, populate=True)
 
 
 def setup_django(database: Path) -> None:
@@ -72,129 +262,172 @@ def setup_django(database: Path) -> None:
     call_command("migrate", verbosity=0)
 
 
-def open_session(admin_uri: str, server_address: str) -> tuple[str, str]:
-    """Create the upstream user, resource, account and a session; return (session username, secret)."""
+def open_session(upstream: Upstream) -> tuple[str, str]:
+    """Create the resource, the account (the upstream's bench user) and a session; return (username, secret)."""
     from datetime import timedelta
 
     from django.utils import timezone
-    from pymongo import MongoClient
 
     from access.models import Account, Resource, Session
     from access.services.sessions import session_username_new, session_verifiers
 
-    password = secrets.token_hex(16)
-    with MongoClient(admin_uri) as admin:
-        admin.admin.command("createUser", "bench", pwd=password, roles=[{"role": "root", "db": "admin"}])
-    resource_row = Resource.objects.create(name="bench", uri=f"mongodb://{server_address}", tls=False)
-    account = Account.objects.create(resource=resource_row, name="bench", username="bench", password=password)
+    resource_row = Resource.objects.create(name="bench", uri=f"mongodb://{upstream.address}", tls=False)
+    account = Account.objects.create(
+        resource=resource_row, name="bench", username=BENCH_USER, password=upstream.password
+    )
     username, secret = session_username_new(), secrets.token_urlsafe(32)
     Session.objects.create(
         account=account,
         username=username,
         verifiers=session_verifiers(username=username, secret=secret),
-        expires_at=timezone.now() + timedelta(hours=2),
+        expires_at=timezone.now() + timedelta(hours=6),
     )
     return username, secret
 
 
-def start_gateway(port: int) -> subprocess.Popen:
+def start_gateway(port: int, log: Path) -> subprocess.Popen:
+    command = [sys.executable, "manage.py", "runproxy", "--listen", f"127.0.0.1:{port}"]
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "manage.py",
-            "runproxy",
-            "--listen",
-            f"127.0.0.1:{port}",
-            "--gateway",
-            "bench",
-            "--log-level",
-            "WARNING",
-        ],
+        [*command, "--gateway", "bench", "--log-level", "WARNING"],
         cwd=ROOT,
         stdout=subprocess.PIPE,
+        stderr=log.open("ab"),
         text=True,
         env={**os.environ},
     )
     line = process.stdout.readline()
     if "listening" not in line:
         process.kill()
-        raise SystemExit(f"runproxy did not start: {line!r}")
+        raise SystemExit(f"runproxy did not start: {line!r}; see {log}")
+    drain(process.stdout)
     return process
 
 
-def populate(uri: str) -> None:
-    from pymongo import MongoClient
-
-    with MongoClient(uri) as client:
-        database = client.bench
-        database.small.drop()
-        database.big.drop()
-        database.small.insert_many([{"_id": n, "payload": "x" * 1000} for n in range(DOCS_1KB)])
-        database.big.insert_many([{"_id": n, "payload": "y" * (1024 * 1024)} for n in range(DOCS_1MB)])
-
-
-def _worker(uri: str, workload: str, threads: int, duration: float, start_at: float, results) -> None:
-    from pymongo import MongoClient
-
-    client = MongoClient(uri, maxPoolSize=threads, minPoolSize=threads)
-    database = client.bench
-    database.command("ping")
-    samples: list[list[int]] = [[] for _ in range(threads)]
-    counts = [0] * threads
-
-    def run(index: int) -> None:
-        rng = index * 7919
-        small, big, inserts = database.small, database.big, database.inserts
-        while time.time() < start_at:
-            time.sleep(0.001)
-        stop = start_at + duration
-        local, n = samples[index], 0
-        while True:
-            began = time.perf_counter_ns()
-            if time.time() >= stop:
-                break
-            rng = (rng * 1103515245 + 12345) & 0x7FFFFFFF
-            if workload == "find_1kb":
-                small.find_one({"_id": rng % DOCS_1KB})
-            elif workload == "insert_1kb":
-                inserts.insert_one({"payload": "z" * 1000})
-            else:
-                big.find_one({"_id": rng % DOCS_1MB})
-            local.append(time.perf_counter_ns() - began)
-            n += 1
-        counts[index] = n
-
-    pool = [threading.Thread(target=run, args=(i,)) for i in range(threads)]
-    for thread in pool:
-        thread.start()
-    for thread in pool:
-        thread.join()
-    client.close()
-    merged = [value for local in samples for value in local]
-    results.put((sum(counts), merged[:: max(1, len(merged) // 20000)]))
+def start_mongobetween(binary: Path, port: int, upstream: Upstream, statsd_port: int, log: Path) -> subprocess.Popen:
+    uri = f"mongodb://{BENCH_USER}:{upstream.password}@{upstream.address}/?authSource=admin"
+    process = subprocess.Popen(
+        [str(binary), "-loglevel", "warn", "-statsd", f"127.0.0.1:{statsd_port}", "-ping", f"127.0.0.1:{port}={uri}"],
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+    )
+    wait_for_port(port, process, "mongobetween")
+    return process
 
 
-def measure(uri: str, workload: str, clients: int, duration: float) -> tuple[float, list[int]]:
-    """Run ``clients`` concurrent clients for ``duration`` seconds; return (ops/s, latency samples in ns)."""
-    processes = min(clients, 4)
-    per_process = [clients // processes + (1 if i < clients % processes else 0) for i in range(processes)]
-    context = multiprocessing.get_context("fork")
-    results = context.Queue()
-    start_at = time.time() + 1.5 + 0.1 * clients / 16
-    workers = [
-        context.Process(target=_worker, args=(uri, workload, threads, duration, start_at, results))
-        for threads in per_process
-    ]
-    for worker in workers:
-        worker.start()
-    total, samples = 0, []
-    for _ in workers:
-        count, part = results.get(timeout=duration + 120)
-        total += count
-        samples.extend(part)
-    for worker in workers:
-        worker.join()
-    return total / duration, samples
+def stop(process: subprocess.Popen | None) -> None:
+    if process is None or process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(10)
+
+
+# --- measuring ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Column:
+    name: str
+    uri: str
+    pid: int | None  # the proxy's process (None: direct)
+    port: int = 0
+
+
+@dataclass
+class Result:
+    rates: list[float] = field(default_factory=list)
+    samples: list[int] = field(default_factory=list)
+    ops: int = 0
+    proxy_cpu: float = 0.0
+    upstream_cpu: float = 0.0
+    others: list[float] = field(default_factory=list)  # the share of all CPUs busy with other processes
+
+
+def measure(
+    python: Path,
+    column: Column,
+    upstream_pid: int,
+    workload: str,
+    clients: int,
+    duration: float,
+    result: Result,
+    profile: Path | None = None,
+) -> None:
+    """One round of one column: run the clients, read the CPU counters over exactly the measured seconds.
+
+    With ``profile``, py-spy samples the proxy (and its children) during those seconds into that file.
+    """
+    driver = subprocess.Popen(
+        [str(python), str(LOAD_SCRIPT), "run", workload, str(clients), str(duration)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "BENCH_URI": column.uri},
+    )
+    try:
+        line = driver.stdout.readline()
+        if not line.startswith("start "):
+            raise SystemExit(f"the clients did not start ({column.name}, {workload}, {clients}): {line!r}")
+        start_at = float(line.split()[1])
+        proxy_pids = process_tree(column.pid) if column.pid else []
+        time.sleep(max(0.0, start_at - time.time()))
+        spy = None
+        if profile is not None and column.pid:
+            record = [str(PY_SPY), "record", "--pid", str(column.pid), "--subprocesses", "--nonblocking"]
+            options = ["--rate", "200", "--duration", str(max(1, int(duration))), "--format", "raw"]
+            spy = subprocess.Popen(
+                [*record, *options, "-o", str(profile)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+        upstream_pids = process_tree(upstream_pid)
+        ours = [*proxy_pids, *upstream_pids, *process_tree(driver.pid)]
+        proxy_before, upstream_before = cpu_seconds(proxy_pids), cpu_seconds(upstream_pids)
+        ours_before, busy_before = cpu_seconds(ours), machine_busy_seconds()
+        time.sleep(max(0.0, start_at + duration - time.time()))
+        proxy_after, upstream_after = cpu_seconds(proxy_pids), cpu_seconds(upstream_pids)
+        ours_after, busy_after = cpu_seconds(ours), machine_busy_seconds()
+        report = json.loads(driver.stdout.readline())
+        if spy is not None:
+            spy.wait(60)
+    finally:
+        driver.wait(60)
+    if driver.returncode:
+        raise SystemExit(f"the clients failed ({column.name}, {workload}, {clients}): exit {driver.returncode}")
+    result.rates.append(report["ops"] / duration)
+    result.samples += report["samples"]
+    result.ops += report["ops"]
+    result.proxy_cpu += proxy_after - proxy_before
+    result.upstream_cpu += upstream_after - upstream_before
+    others = (busy_after - busy_before) - (ours_after - ours_before)
+    result.others.append(max(0.0, others) / (duration * (os.cpu_count() or 1)))
+
+
+def print_profile(profile: Path, top: int = 15) -> None:
+    """The frames with the most own samples (the innermost frame of each stack), by function and file."""
+    own: dict[str, int] = {}
+    by_process: dict[str, int] = {}
+    total = 0
+    for line in profile.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        frames = stack.split(";")
+        depth = sum(1 for frame in frames if frame.startswith("process "))
+        process = "gateway process" if depth <= 1 else "its child " + frames[depth - 1].split(":", 1)[0][8:]
+        by_process[process] = by_process.get(process, 0) + int(count)
+        leaf = re.sub(r":\d+\)$", ")", frames[-1])
+        leaf = re.sub(r"\(/[^ ]*/(site-packages|lib/python3\.\d+|wt-[^/]+|main)/", "(", leaf)
+        own[leaf] = own.get(leaf, 0) + int(count)
+        total += int(count)
+    if not total:
+        print(f"py-spy: no samples in {profile}")
+        return
+    shares = ", ".join(f"{name} {100 * count / total:.0f}%" for name, count in sorted(by_process.items()))
+    print(f"py-spy: {total} samples of the gateway and its children ({shares}); raw stacks in {profile}")
+    print(f"  top {top} frames by own time:")
+    for leaf, count in sorted(own.items(), key=lambda item: -item[1])[:top]:
+        print(f"  {100 * count / total:5.1f}%  {leaf}")
 
 
 def percentile(values: list[int], fraction: float) -> float:
@@ -202,110 +435,215 @@ def percentile(values: list[int], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] / 1000 if ordered else float("nan")
 
 
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
-
-
-async def _idle_connections(port: int, username: str, secret: str, count: int, pid: int) -> tuple[int, int]:
-    from gatewayproxy.wire import codec as wire
-    from gatewayproxy.wire import scram
-
-    async def login() -> asyncio.StreamWriter:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        request_id = 0
-
-        async def command(document):
-            nonlocal request_id
-            request_id += 1
-            writer.write(wire.build_op_msg(document, request_id=request_id))
-            header = await reader.readexactly(16)
-            body = await reader.readexactly(struct.unpack("<i", header[:4])[0] - 16)
-            return wire.parse_op_msg(header + body).body
-
-        await command({"hello": 1, "$db": "admin"})
-        await scram.authenticate_async(command, mechanism="SCRAM-SHA-256", username=username, password=secret)
-        return writer
-
-    before = rss_kib(pid)
-    writers = []
-    for start in range(0, count, 50):
-        writers += await asyncio.gather(*(login() for _ in range(start, min(count, start + 50))))
-    await asyncio.sleep(1.0)
-    after = rss_kib(pid)
-    for writer in writers:
-        writer.close()
+def idle_rss(python: Path, pid: int, port: int, count: int, credentials: tuple[str, str] | None) -> tuple[int, int]:
+    """Open ``count`` idle connections through a proxy (logging in when given credentials); RSS before and after."""
+    pids = process_tree(pid)
+    before = rss_kib(pids)
+    env = dict(os.environ)
+    if credentials:
+        env["BENCH_USER"], env["BENCH_PASSWORD"] = credentials
+    driver = subprocess.Popen(
+        [str(python), str(LOAD_SCRIPT), "idle", "127.0.0.1", str(port), str(count)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        line = driver.stdout.readline()
+        if line.strip() != "ready":
+            raise SystemExit(f"the idle connections failed: {line!r}")
+        time.sleep(1.0)
+        after = rss_kib(process_tree(pid))
+        driver.stdin.write("close\n")
+        driver.stdin.flush()
+    finally:
+        driver.wait(60)
     return before, after
+
+
+def ratio(numerator: float, denominator: float) -> str:
+    return f"{numerator / denominator:.2f}" if denominator and numerator == numerator else "-"
+
+
+def per_op_us(cpu: float, ops: int) -> float:
+    return cpu / ops * 1e6 if ops else float("nan")
+
+
+SHORT = {"direct": "direct", "gateway": "gw", "mongobetween": "mb"}
+
+
+def number(value: float) -> str:
+    return "-" if value != value else f"{value:.1f}" if abs(value) < 100 else f"{value:.0f}"
+
+
+def row_cells(workload: str, clients: int, columns: list[str], results: dict[str, Result] | None) -> list[tuple]:
+    """(header, value, width) cells of one table row; ``results`` None gives the header's cells only."""
+    proxies = [name for name in columns if name != "direct"]
+    both = {"gateway", "mongobetween"} <= set(columns)
+    has_direct = "direct" in columns
+    cells: list[tuple] = [("workload", workload, -12), ("cl", str(clients), 3), ("|", "|", 1)]
+    if results is None:
+        results = {name: Result(rates=[float("nan")], ops=0) for name in columns}
+    rate = {name: statistics.median(results[name].rates) for name in columns}
+    p50 = {name: percentile(results[name].samples, 0.5) for name in columns}
+    p99 = {name: percentile(results[name].samples, 0.99) for name in columns}
+    cpu = {name: per_op_us(results[name].proxy_cpu, results[name].ops) for name in proxies}
+    cells += [(f"{SHORT[name]}/s", f"{rate[name]:.0f}" if rate[name] == rate[name] else "-", 8) for name in columns]
+    cells.append(("|", "|", 1))
+    if has_direct:
+        cells += [(f"{SHORT[name]}/d", ratio(rate[name], rate["direct"]), 5) for name in proxies]
+    if both:
+        cells.append(("gw/mb", ratio(rate["gateway"], rate["mongobetween"]), 5))
+    for label, values in (("p50", p50), ("p99", p99)):
+        cells.append(("|", "|", 1))
+        base = values.get("direct", 0.0)
+        for name in columns:
+            if name == "direct":
+                cells.append((f"{label} d", f"{values[name]:.0f}" if values[name] == values[name] else "-", 7))
+            else:
+                added = values[name] - base
+                cells.append((f"+{SHORT[name]}", f"{added:+.0f}" if added == added else "-", 7))
+    cells.append(("|", "|", 1))
+    if has_direct:
+        cells.append(("µs up", number(per_op_us(results["direct"].upstream_cpu, results["direct"].ops)), 7))
+    cells += [(f"µs {SHORT[name]}", number(cpu[name]), 7) for name in proxies]
+    if both:
+        cells.append(("gw/mb", ratio(cpu["gateway"], cpu["mongobetween"]), 5))
+    others = [share for name in columns for share in results[name].others]
+    cells.append(("|", "|", 1))
+    cells.append(("load", load_average() if others else "", 5))
+    cells.append(("other", f"{100 * statistics.mean(others):.0f}%" if others else "", 5))
+    return cells
+
+
+def format_cells(cells: list[tuple], index: int) -> str:
+    return " ".join(f"{cell[index]:<{-cell[2]}}" if cell[2] < 0 else f"{cell[index]:>{cell[2]}}" for cell in cells)
+
+
+def print_header(columns: list[str]) -> None:
+    print(format_cells(row_cells("", 0, columns, None), 0), flush=True)
+
+
+def print_row(workload: str, clients: int, columns: list[str], results: dict[str, Result]) -> None:
+    print(format_cells(row_cells(workload, clients, columns, results), 1), flush=True)
+
+
+def parse_plan(args: argparse.Namespace) -> list[tuple[str, list[int]]]:
+    levels = [int(level) for level in args.levels.split(",")]
+    overrides: dict[str, list[int]] = {}
+    for item in args.levels_for:
+        workload, _, values = item.partition("=")
+        overrides[workload] = [int(level) for level in values.split(",")]
+    plan = []
+    for workload in args.workloads.split(","):
+        if workload not in WORKLOADS:
+            raise SystemExit(f"unknown workload {workload!r}; choose from {', '.join(WORKLOADS)}")
+        plan.append((workload, overrides.get(workload, levels)))
+    return plan
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--duration", type=float, default=2.0, help="seconds per measurement")
-    parser.add_argument("--levels", default="1,16,64", help="concurrent clients, comma-separated")
-    parser.add_argument("--workloads", default=",".join(WORKLOADS))
-    parser.add_argument("--rounds", type=int, default=3, help="alternating direct/gateway rounds (median taken)")
-    parser.add_argument("--idle", type=int, default=1000, help="idle connections for the memory figure (0: skip)")
+    parser.add_argument("--duration", type=float, default=3.0, help="seconds per measurement")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per row (median throughput)")
+    parser.add_argument("--levels", default="1,16,64,256", help="concurrent clients, comma-separated")
+    parser.add_argument(
+        "--levels-for", action="append", default=[], metavar="WORKLOAD=N,N", help="levels for one workload"
+    )
+    parser.add_argument("--workloads", default=",".join(WORKLOADS), help=f"from {', '.join(WORKLOADS)}")
+    parser.add_argument("--columns", default=",".join(COLUMNS), help=f"from {', '.join(COLUMNS)} (in this order)")
+    parser.add_argument("--upstream", choices=("fast", "wire", "ferretdb"), default="fast", help="what answers")
+    parser.add_argument(
+        "--py-spy",
+        metavar="WORKLOAD=N",
+        default=None,
+        help="after that row, one more gateway round under py-spy (needs py-spy beside this Python)",
+    )
+    parser.add_argument("--idle", type=int, default=1000, help="idle connections per proxy (0: skip)")
     args = parser.parse_args()
+    plan = parse_plan(args)
+    columns = [name for name in COLUMNS if name in args.columns.split(",")]
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
 
+    BENCH_DIR.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="pam-bench-"))
-    setup_django(workdir / "bench.sqlite3")
-    wire_server, admin_uri = start_wire_server()
-    gateway = None
+    python = driver_python()
+    fastmongo = go_build_fastmongo() if args.upstream == "fast" else None
+    mongobetween = go_build_mongobetween() if "mongobetween" in columns else None
+    go_version = subprocess.run(["go", "env", "GOVERSION"], capture_output=True, text=True, check=True).stdout.strip()
+
+    upstream = start_fast_upstream(fastmongo) if fastmongo else start_python_upstream(args.upstream)
+    gateway = mb = None
+    statsd_sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # mongobetween's metrics land here, unread
     try:
-        address = admin_uri.split("@", 1)[1].split("/", 1)[0]
-        username, secret = open_session(admin_uri, address)
-        import socket
-
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        gateway = start_gateway(port)
-        direct_uri = admin_uri
-        gateway_uri = f"mongodb://{quote_plus(username)}:{quote_plus(secret)}@127.0.0.1:{port}/?authSource=admin&directConnection=true"
-        populate(direct_uri)
-
-        print(f"server: in-repo wire server (separate process); gateway: runproxy on 127.0.0.1:{port}")
-        print(
-            f"{'workload':<11} {'clients':>7} {'direct/s':>10} {'gateway/s':>10} {'ratio':>6} "
-            f"{'p50 direct':>10} {'p50 gw':>8} {'+p50 µs':>8} {'p99 direct':>10} {'p99 gw':>8} {'+p99 µs':>8}"
-        )
-        for workload in args.workloads.split(","):
-            for clients in (int(level) for level in args.levels.split(",")):
-                # Alternate direct and gateway rounds so that a burst of load from elsewhere hits both alike.
-                direct_rates, gateway_rates, direct_samples, gateway_samples = [], [], [], []
-                for _round in range(args.rounds):
-                    rate, samples = measure(direct_uri, workload, clients, args.duration)
-                    direct_rates.append(rate)
-                    direct_samples += samples
-                    rate, samples = measure(gateway_uri, workload, clients, args.duration)
-                    gateway_rates.append(rate)
-                    gateway_samples += samples
-                direct_rate, gateway_rate = statistics.median(direct_rates), statistics.median(gateway_rates)
-                p50d, p50g = percentile(direct_samples, 0.5), percentile(gateway_samples, 0.5)
-                p99d, p99g = percentile(direct_samples, 0.99), percentile(gateway_samples, 0.99)
-                print(
-                    f"{workload:<11} {clients:>7} {direct_rate:>10.0f} {gateway_rate:>10.0f} "
-                    f"{gateway_rate / direct_rate:>6.2f} {p50d:>10.0f} {p50g:>8.0f} {p50g - p50d:>8.0f} "
-                    f"{p99d:>10.0f} {p99g:>8.0f} {p99g - p99d:>8.0f}",
-                    flush=True,
-                )
-        if args.idle:
-            before, after = asyncio.run(_idle_connections(port, username, secret, args.idle, gateway.pid))
-            per = (after - before) / args.idle
-            print(
-                f"idle: {args.idle} logged-in connections, gateway RSS {before} -> {after} KiB, "
-                f"{per:.1f} KiB per connection (includes its upstream connection)"
+        statsd_sink.bind(("127.0.0.1", 0))
+        direct_uri = f"mongodb://{BENCH_USER}:{upstream.password}@{upstream.address}/?authSource=admin"
+        if upstream.populate:
+            subprocess.run(
+                [str(python), str(LOAD_SCRIPT), "populate"], env={**os.environ, "BENCH_URI": direct_uri}, check=True
             )
+        table: dict[str, Column] = {"direct": Column("direct", direct_uri, None)}
+        credentials = None
+        if "gateway" in columns:
+            setup_django(workdir / "bench.sqlite3")
+            username, secret = open_session(upstream)
+            credentials = (username, secret)
+            port = free_port()
+            gateway = start_gateway(port, workdir / "gateway.log")
+            uri = f"mongodb://{quote_plus(username)}:{quote_plus(secret)}@127.0.0.1:{port}/?authSource=admin"
+            table["gateway"] = Column("gateway", uri, gateway.pid, port)
+        if mongobetween is not None:
+            port = free_port()
+            mb = start_mongobetween(mongobetween, port, upstream, statsd_sink.getsockname()[1], workdir / "mb.log")
+            table["mongobetween"] = Column("mongobetween", f"mongodb://127.0.0.1:{port}/", mb.pid, port)
+
+        print(f"command: {' '.join(shlex.quote(part) for part in sys.argv)}")
+        print(
+            f"upstream: {args.upstream}; clients: pymongo {DRIVER_PYMONGO}; mongobetween {MONGOBETWEEN_VERSION} "
+            f"({go_version}); {os.cpu_count()} CPUs; {args.rounds} rounds x {args.duration:g} s; logs in {workdir}"
+        )
+        for name in ("gateway", "mongobetween"):
+            if args.idle and name in table:
+                column = table[name]
+                login = credentials if name == "gateway" else None
+                before, after = idle_rss(python, column.pid, column.port, args.idle, login)
+                how = "logged in, each with its own upstream connection" if name == "gateway" else "hello + ping"
+                print(
+                    f"idle {name}: {args.idle} connections ({how}): RSS {before} -> {after} KiB, "
+                    f"{(after - before) / args.idle:.1f} KiB per connection"
+                )
+        print_header(columns)
+        for workload, levels in plan:
+            for clients in levels:
+                results = {name: Result() for name in columns}
+                for round_index in range(args.rounds):
+                    shift = round_index % len(columns)
+                    for name in columns[shift:] + columns[:shift]:
+                        measure(
+                            python,
+                            table[name],
+                            upstream.process.pid,
+                            workload,
+                            clients,
+                            args.duration,
+                            results[name],
+                        )
+                print_row(workload, clients, columns, results)
+                if args.py_spy == f"{workload}={clients}" and "gateway" in table:
+                    profile = workdir / f"py-spy-{workload}-{clients}.txt"
+                    spied = Result()
+                    gateway_column = table["gateway"]
+                    measure(
+                        python, gateway_column, upstream.process.pid, workload, clients, args.duration, spied, profile
+                    )
+                    print_profile(profile)
     finally:
-        if gateway is not None:
-            gateway.send_signal(signal.SIGTERM)
-            gateway.wait(10)
-        wire_server.send_signal(signal.SIGTERM)
-        wire_server.wait(10)
+        stop(gateway)
+        stop(mb)
+        stop(upstream.process)
+        statsd_sink.close()
     return 0
 
 

@@ -150,6 +150,7 @@ class MongoDBConnector:
     def __init__(self, resource, *, timeout_ms: int = 5000):
         self.resource = resource
         self.timeout_ms = timeout_ms
+        self._verifying = False
         self._client: MongoClient | None = None
         self._ca_path: str | None = None
         self._write_concern_supported = True
@@ -210,7 +211,31 @@ class MongoDBConnector:
                 options["tlsCAFile"] = ca_file
         return options
 
+    def _check_settings(self) -> None:
+        """Refuse to send stored credentials to settings the portal does not allow or has not verified.
+
+        The URI must pass the portal's one URI rule (`access.validators.validate_resource_uri`: known options
+        only, SCRAM only); and unless this connector is verifying them right now, the connection settings must
+        be those the resource was created with or last verified with (`Resource.connection_verified`).
+        """
+        from django.core.exceptions import ValidationError
+
+        from access.validators import validate_resource_uri
+
+        try:
+            validate_resource_uri(self.resource.uri)
+        except ValidationError as exc:
+            raise ConnectorError(f"{self._name}: the URI is refused: {' '.join(exc.messages)}", kind="config") from None
+        if not self._verifying and not getattr(self.resource, "connection_verified", False):
+            raise ConnectorError(
+                f"{self._name}: its connection settings (hosts, URI options or TLS) changed since they were last "
+                "verified, so stored credentials are not sent to them: verify the connection first (the admin's "
+                "Verify connection action, or the API's verify_connection)",
+                kind="config",
+            )
+
     def _new_client(self, *, username: str, password: str, auth_source: str, **extra) -> MongoClient:
+        self._check_settings()
         try:
             return MongoClient(
                 host=self.resource.uri,
@@ -225,7 +250,8 @@ class MongoDBConnector:
 
     @property
     def client(self) -> MongoClient:
-        """The admin account's client, made on first use and cached."""
+        """The admin account's client, made on first use and cached (each use checks the settings still hold)."""
+        self._check_settings()
         if self._client is None:
             if not self.resource.admin_username:
                 raise ConnectorError(f"{self._name} has no admin account configured", kind="config")
@@ -341,6 +367,14 @@ class MongoDBConnector:
         Returns a summary without secrets: server version and product, topology, the admin user and its
         roles. Raises ConnectorError with kind dns, tls, unreachable, timeout, auth, permission or config.
         """
+        # This call is the verification: the one use of stored credentials against settings not yet verified.
+        self._verifying = True
+        try:
+            return self._verify_connection()
+        finally:
+            self._verifying = False
+
+    def _verify_connection(self) -> dict[str, Any]:
         doing = f"Could not connect to {self._name}"
         self._command("admin", SON([("ping", 1)]), doing)
         build_info = self._command("admin", SON([("buildInfo", 1)]), doing)

@@ -282,9 +282,9 @@ class ClientConnection:
             return
         command = request.body  # before login every message is a small handshake command: decode it whole
         if request.op_code == codec.OP_QUERY:
-            namespace = request.message
-            assert isinstance(namespace, codec.OpQuery)
-            if namespace.collection != "$cmd" or request.command not in hello.HELLO_COMMANDS:
+            query = request.message
+            assert isinstance(query, codec.OpQuery)
+            if query.collection != "$cmd" or request.command not in hello.HELLO_COMMANDS:  # only admin.$cmd hellos
                 await self._error(request, 352, "Unsupported OP_QUERY command: only hello/isMaster are accepted")
                 return
         name = request.command

@@ -4,6 +4,9 @@ from pathlib import Path
 
 from django.apps import AppConfig
 from django.contrib.admin import apps as admin_apps
+from django_otp.plugins.otp_email.apps import DefaultConfig as EmailConfig
+from django_otp.plugins.otp_static.apps import DefaultConfig as StaticConfig
+from django_otp.plugins.otp_totp.apps import DefaultConfig as TotpConfig
 
 
 class PamAdminConfig(admin_apps.AdminConfig):
@@ -28,3 +31,19 @@ class PortalConfig(AppConfig):
             # (never at settings import). Production's directories are made by its installer and collectstatic.
             Path(settings.VAR_DIR).mkdir(parents=True, exist_ok=True)
             Path(settings.STATIC_ROOT).mkdir(parents=True, exist_ok=True)
+
+
+# The one-time-code plugins read as what they are on admin pages (their own verbose names are "OTP_TOTP", ...).
+class OtpTotpConfig(TotpConfig):
+    default = False
+    verbose_name = "Authenticator apps (TOTP)"
+
+
+class OtpStaticConfig(StaticConfig):
+    default = False
+    verbose_name = "Backup codes"
+
+
+class OtpEmailConfig(EmailConfig):
+    default = False
+    verbose_name = "Email sign-in codes"

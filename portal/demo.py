@@ -1,8 +1,9 @@
-"""The demo that `make run` starts: a security-team user with TOTP, a MongoDB-compatible server registered
-as a resource with an account and a dynamic role, and the processes that make up the system.
+"""The demo that `make run` starts: three people with TOTP (a security-team superuser, an engineer without staff
+rights and an approver), a MongoDB-compatible server registered as a resource with an account and a dynamic role,
+policies that show the approval flow, and the processes that make up the system.
 
-Everything here goes through the same services the admin and the API use, so the demo is audited
-like any other change.
+Everything here goes through the same services the admin and the API use, so the demo is audited like any other
+change; passwords come from access.generators and are printed once.
 """
 
 from __future__ import annotations
@@ -10,33 +11,45 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
 from django.db import transaction
 
 from access.generators import new_token
 from access.models import AccessPolicy, Account, AuditAction, DynamicRole, Gateway, Resource
 from access.otp import totp_device_create
 from access.services.audit import audit_record
+from access.services.policies import access_policy_create
 from access.services.resources import account_create, account_update, resource_create, resource_update
+from access.services.roles import dynamic_role_save
 from tests.mongo.paths import die_with_parent
 
 DEMO_USERNAME = "admin"
+ENGINEER_USERNAME = "engineer"
+APPROVER_USERNAME = "approver"
 DEMO_RESOURCE = "demo"
 DEMO_ACCOUNT = "demo-app"
 DEMO_ROLE = "readwrite"
 DEMO_DATABASE = "demo"
+FERRETDB_ROLE_NOTE = (
+    "Demo on FerretDB, which has no authorization: the users this role creates get no MongoDB roles there "
+    "(every user may do everything). On a real MongoDB server the role grants readWrite on demo."
+)
+MONGODB_ROLE_NOTE = "A short-lived user with readWrite on the demo database."
 
 
 @dataclass
 class DemoUser:
     username: str
-    password: str | None  # only when created now: printed once
-    otpauth_uri: str | None
+    password: str | None = field(default=None, repr=False)  # only when created now: printed once
+    otpauth_uri: str | None = field(default=None, repr=False)
+    what: str = ""
 
 
 @dataclass
@@ -46,7 +59,7 @@ class AdminTarget:
     uri: str
     auth_database: str
     username: str
-    password: str
+    password: str = field(repr=False)
 
 
 def split_admin_uri(admin_uri: str) -> AdminTarget:
@@ -64,18 +77,38 @@ def split_admin_uri(admin_uri: str) -> AdminTarget:
     return AdminTarget(uri, auth_db, unquote(parts.username or ""), unquote(parts.password or ""))
 
 
-def demo_user_ensure() -> DemoUser:
-    """Create the demo security-team superuser with a TOTP device, once; later runs reuse it."""
+def _user_ensure(username: str, *, what: str, superuser: bool = False, approver: bool = False) -> DemoUser:
+    """Create one demo person with a TOTP device, once; later runs reuse it (its password is not shown again)."""
     User = get_user_model()
-    user = User.objects.filter(username=DEMO_USERNAME).first()
-    if user is not None:
-        return DemoUser(DEMO_USERNAME, None, None)
+    if User.objects.filter(username=username).exists():
+        return DemoUser(username, what=what)
     password = new_token(nbytes=12)
     with transaction.atomic():
-        user = User.objects.create_superuser(DEMO_USERNAME, "admin@localhost", password)
+        if superuser:
+            user = User.objects.create_superuser(username, f"{username}@localhost", password)
+        else:
+            user = User.objects.create_user(username, f"{username}@localhost", password)
+        if approver:
+            user.user_permissions.add(
+                Permission.objects.get(content_type__app_label="access", codename="approve_accessrequest")
+            )
         device = totp_device_create(user=user, name="demo")
-        audit_record(action=AuditAction.DEMO_USER_CREATE, actor="make run", target=user)
-    return DemoUser(DEMO_USERNAME, password, device.config_url)
+        audit_record(action=AuditAction.DEMO_USER_CREATE, actor="make run", target=user, data={"role": what})
+    return DemoUser(username, password, device.config_url, what)
+
+
+def demo_user_ensure() -> DemoUser:
+    """The demo security-team superuser with a TOTP device (created once; later runs reuse it)."""
+    return _user_ensure(DEMO_USERNAME, what="security team, superuser: the admin", superuser=True)
+
+
+def demo_people_ensure() -> list[DemoUser]:
+    """The superuser, an engineer (no staff rights: the portal only) and an approver (decides requests)."""
+    return [
+        demo_user_ensure(),
+        _user_ensure(ENGINEER_USERNAME, what="engineer, no staff rights: requests access in the portal"),
+        _user_ensure(APPROVER_USERNAME, what="approver: approves or denies requests in the portal", approver=True),
+    ]
 
 
 def demo_resource_ensure(target: AdminTarget, *, tls: bool) -> Resource:
@@ -99,9 +132,9 @@ def demo_resource_ensure(target: AdminTarget, *, tls: bool) -> Resource:
 
 
 def demo_account_ensure(resource: Resource, user) -> Account:
-    """A stored account on the demo server (created there now with a fresh password) and a standing policy."""
+    """A stored account on the demo server (created there now with a fresh password), a dynamic role, and the
+    policies: the superuser's standing access, and the engineer's access that needs an approver's yes."""
     from pymongo import MongoClient
-    from pymongo.errors import OperationFailure
 
     password = new_token(nbytes=24)
     username = "demo_app"
@@ -114,15 +147,13 @@ def demo_account_ensure(resource: Resource, user) -> Account:
         serverSelectionTimeoutMS=10000,
     ) as client:
         admin = client[resource.auth_database]
+        ferretdb = "ferretdbVersion" in admin.command("buildInfo")
+        # FerretDB has no roles (every user may do everything); a real server gets the account's real role.
+        roles = [] if ferretdb else [{"role": "readWrite", "db": DEMO_DATABASE}]
         if admin.command("usersInfo", username)["users"]:
             admin.command("updateUser", username, pwd=password)
         else:
-            try:
-                admin.command("createUser", username, pwd=password, roles=[{"role": "readWrite", "db": DEMO_DATABASE}])
-            except OperationFailure as exc:
-                if exc.code != 238:  # NotImplemented: FerretDB has no roles, every user may do everything
-                    raise
-                admin.command("createUser", username, pwd=password, roles=[])
+            admin.command("createUser", username, pwd=password, roles=roles)
     account = Account.objects.filter(resource=resource, name=DEMO_ACCOUNT).first()
     if account is None:
         account = account_create(
@@ -135,19 +166,53 @@ def demo_account_ensure(resource: Resource, user) -> Account:
         )
     else:
         account = account_update(actor="make run", account=account, password=password)
-    role, _ = DynamicRole.objects.get_or_create(
-        resource=resource, name=DEMO_ROLE, defaults={"db": DEMO_DATABASE, "roles": ["readWrite"]}
-    )
-    for target in ({"account": account}, {"role": role}):
-        AccessPolicy.objects.get_or_create(
-            user=user,
-            **target,
-            defaults={
-                "name": f"{user.username} → {account if 'account' in target else role}",
-                "approval_required": False,
-            },
-        )
+    role = demo_role_ensure(resource, ferretdb=ferretdb)
+    demo_policies_ensure(account=account, role=role, admin=user)
     return account
+
+
+def demo_role_ensure(resource: Resource, *, ferretdb: bool) -> DynamicRole:
+    """The demo's dynamic role: readWrite on `demo` on a real server; on FerretDB, which has no authorization (its
+    createUser refuses roles), a role without MongoDB roles, labelled as such in its description."""
+    roles, note = ([], FERRETDB_ROLE_NOTE) if ferretdb else (["readWrite"], MONGODB_ROLE_NOTE)
+    role, _created = dynamic_role_save(
+        actor="make run",
+        resource=resource,
+        name=DEMO_ROLE,
+        db=DEMO_DATABASE,
+        roles=roles,
+        description=note,
+        default_ttl=timedelta(minutes=30),
+        max_ttl=timedelta(hours=2),
+    )
+    return role
+
+
+def demo_policies_ensure(*, account: Account, role: DynamicRole, admin) -> None:
+    """The superuser may use both at once (standing policies); the engineer asks and an approver decides."""
+    User = get_user_model()
+    engineer = User.objects.filter(username=ENGINEER_USERNAME).first()
+    wanted = [
+        (admin, account, f"{admin.username}: standing access to {account}", False, timedelta(hours=8)),
+        (admin, role, f"{admin.username}: standing access to {role}", False, timedelta(hours=2)),
+    ]
+    if engineer is not None:
+        wanted += [
+            (engineer, account, f"{engineer.username}: {account} after approval", True, timedelta(hours=2)),
+            (engineer, role, f"{engineer.username}: {role} after approval", True, timedelta(hours=1)),
+        ]
+    for subject, target, name, approval, longest in wanted:
+        kind = "account" if isinstance(target, Account) else "role"
+        if AccessPolicy.objects.filter(user=subject, **{kind: target}).exists():
+            continue
+        access_policy_create(
+            actor="make run",
+            name=name,
+            user=subject,
+            approval_required=approval,
+            max_duration=longest,
+            **{kind: target},
+        )
 
 
 def spawn(args: list[str], *, name: str, log_dir: Path) -> subprocess.Popen:

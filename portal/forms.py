@@ -6,6 +6,7 @@ from datetime import timedelta
 
 from django import forms
 from django.contrib.auth.forms import AuthenticationForm
+from django.core.validators import MaxValueValidator
 
 from access.durations import format_duration, parse_duration
 from access.models.profiles import MfaMethod
@@ -102,3 +103,17 @@ class SessionForm(forms.Form):
 
     duration = HumanDurationFormField()
     read_only = forms.BooleanField(required=False, label="Read-only session")
+
+
+class ApiTokenForm(forms.Form):
+    """A new API token: what it is for, and how many days it lives (at most PAM_API_TOKEN_MAX_DAYS)."""
+
+    name = forms.CharField(max_length=100, help_text="What the token is for, e.g. 'CI pipeline' or 'pam CLI'.")
+    days = forms.IntegerField(label="Valid for (days)", min_value=1)
+
+    def __init__(self, *args, max_days: int, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["days"].max_value = max_days
+        self.fields["days"].validators.append(MaxValueValidator(max_days))
+        self.fields["days"].widget.attrs.update({"min": 1, "max": max_days})
+        self.fields["days"].help_text = f"At most {max_days} days."

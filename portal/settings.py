@@ -9,6 +9,7 @@ module creates no directory: the embedded secrets' file is made by `portal.secre
 rest of `PAM_VAR_DIR` by `PortalConfig.ready` in embedded mode.
 """
 
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -52,16 +53,18 @@ INSTALLED_APPS = [
     "daphne",
     "portal.apps.PamAdminConfig",
     "django.contrib.auth",
+    "axes",  # password throttling and lockout per user and per address (portal and admin)
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_otp",
-    "django_otp.plugins.otp_totp",
-    "django_otp.plugins.otp_static",
-    "django_otp.plugins.otp_email",
+    "portal.apps.OtpTotpConfig",  # django_otp's plugins, with readable names in the admin
+    "portal.apps.OtpStaticConfig",
+    "portal.apps.OtpEmailConfig",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI and ReDoc served from the package: no third-party script
     "django_q",
     "channels",
     "oauth2_provider",
@@ -80,6 +83,7 @@ MIDDLEWARE = [
     "access.middleware.RequestContextMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",  # last, as django-axes requires: answers a locked-out sign-in
 ]
 
 ROOT_URLCONF = "portal.urls"
@@ -165,6 +169,7 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
+FORMAT_MODULE_PATH = ["portal.formats"]  # every time to the second: 2026-05-01 14:03:09 UTC
 
 STATIC_URL = "static/"
 STATIC_ROOT = env.str("DJANGO_STATIC_ROOT", default=str(VAR_DIR / "static"))
@@ -177,6 +182,20 @@ STORAGES = {
     },
 }
 WHITENOISE_USE_FINDERS = True
+
+# Password sign-in (portal and admin) is throttled by django-axes: PAM_LOGIN_FAILURE_LIMIT failures for one user
+# name, or from one address, lock that name or address out for PAM_LOGIN_LOCKOUT_MINUTES (the admin lists lockouts
+# under "Access attempts" and clears them there). A success does not reset the count, so a known password cannot
+# be used to keep an address under the limit while guessing others.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_FAILURE_LIMIT = env.int("PAM_LOGIN_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.float("PAM_LOGIN_LOCKOUT_MINUTES", default=15.0))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = False
+AXES_LOCKOUT_TEMPLATE = "portal/locked_out.html"
+AXES_CLIENT_IP_CALLABLE = "access.receivers.client_address"  # REMOTE_ADDR, as the audit trail records it
+AXES_VERBOSE = False
+AXES_SENSITIVE_PARAMETERS = ["otp_token", "token", "csrfmiddlewaretoken"]  # never kept with the attempt (nor password)
 
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/"
@@ -198,12 +217,20 @@ EMAIL_PORT = env.int("DJANGO_EMAIL_PORT", default=25)
 DEFAULT_FROM_EMAIL = env.str("DJANGO_DEFAULT_FROM_EMAIL", default="pam@localhost")
 
 OTP_TOTP_ISSUER = env.str("PAM_TOTP_ISSUER", default="MongoDB PAM")
+# Where people reach the portal, for the links in emails (make run sets it from its HTTP address).
+PAM_PORTAL_URL = env.str("PAM_PORTAL_URL", default="http://127.0.0.1:8000").rstrip("/")
+OTP_EMAIL_SUBJECT = "Your sign-in code for the MongoDB access portal"
+OTP_EMAIL_BODY_TEMPLATE = (
+    "Your one-time sign-in code is {{ token }}\n\n"
+    f"Enter it on the page that asked for it ({PAM_PORTAL_URL}/mfa/). It works once and only for a few minutes.\n"
+    "If you did not try to sign in, tell your security team.\n"
+)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "access.api.authentication.CliTokenAuthentication",
         "access.api.authentication.ApiTokenAuthentication",
-        "rest_framework.authentication.SessionAuthentication",
+        "access.api.authentication.OtpSessionAuthentication",  # browser sessions past the second factor only
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
@@ -216,6 +243,9 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Resources, accounts, Vault-style dynamic credentials and gateway sessions.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 LOGGING = {
@@ -236,6 +266,8 @@ LOGGING = {
 # The portal's own settings (README, Configuration).
 # Which installation created a database user (customData.pam.system), so two portals never drop each other's users.
 PAM_SYSTEM_ID = env.str("PAM_SYSTEM_ID", default="mongo-pam")
+# API tokens expire after 90 days by default; no token may live longer than this many days.
+PAM_API_TOKEN_MAX_DAYS = env.int("PAM_API_TOKEN_MAX_DAYS", default=365)
 # `host:port` shown in connection strings when a resource has no gateway of its own.
 PAM_GATEWAY_HOST = env.str("PAM_GATEWAY_HOST", default="127.0.0.1:27018")
 # The second factor every portal user must use ("totp" or "email"); empty lets each user choose (default email).

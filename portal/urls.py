@@ -1,11 +1,13 @@
 """URL map: the requester portal at /, the OTP admin at /admin/, the API at /api/v1/ with its schema and docs."""
 
 from django.contrib import admin
+from django.templatetags.static import static
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from django.views.generic import RedirectView
+from drf_spectacular.views import SpectacularAPIView
 
 from access import cli_oauth
-from portal.views import auth, cli, dashboard, health, leases, mfa, requests, sessions
+from portal.views import apidocs, auth, cli, dashboard, health, leases, mfa, requests, sessions, tokens
 
 portal_patterns = [
     path("", dashboard.dashboard, name="dashboard"),
@@ -33,6 +35,8 @@ portal_patterns = [
     path("sessions/", sessions.session_list, name="session-list"),
     path("sessions/<uuid:public_id>/", sessions.session_detail, name="session-detail"),
     path("sessions/<uuid:public_id>/end/", sessions.session_end_view, name="session-end"),
+    path("tokens/", tokens.token_list, name="token-list"),
+    path("tokens/<int:pk>/revoke/", tokens.token_revoke_view, name="token-revoke"),
     path("device/", cli.device, name="device"),
     path("cli-logins/", cli.cli_logins, name="cli-logins"),
     path("cli-logins/<int:pk>/revoke/", cli.cli_login_revoke_view, name="cli-login-revoke"),
@@ -48,7 +52,10 @@ urlpatterns = [
     path("api/v1/", include("access.api.urls")),
     path("oauth/", include((oauth_patterns, "oauth"))),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    # Swagger UI and ReDoc come from drf-spectacular-sidecar's static files: the portal loads no third-party script.
+    path("api/docs/", apidocs.swagger_ui, name="api-docs"),
+    path("api/redoc/", apidocs.redoc, name="api-redoc"),
     path("healthz", health.healthz, name="healthz"),
+    path("favicon.ico", RedirectView.as_view(url=static("portal/favicon.svg"), permanent=True)),
     path("", include((portal_patterns, "portal"))),
 ]

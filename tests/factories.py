@@ -1,4 +1,4 @@
-"""factory-boy factories for the domain models."""
+"""factory-boy factories for the domain models, and `resource_on(server)`: a Resource on a MongoDB test server."""
 
 from datetime import timedelta
 
@@ -36,6 +36,20 @@ class ResourceFactory(factory.django.DjangoModelFactory):
     tls = False
     admin_username = "admin"
     admin_password = factory.Sequence(lambda n: f"admin-secret-{n}-Zq8")
+
+
+def resource_on(server, **fields) -> Resource:
+    """A Resource whose admin account is the test server's own: the in-repo wire server or FerretDB."""
+    if hasattr(server, "admin_user"):  # tests.mongo.wireserver.WireServer
+        host_port, username, password = server.host_port, server.admin_user, server.admin_password
+    else:  # tests.mongo.ferretdb.FerretDB
+        host_port, username, password = f"127.0.0.1:{server.port}", server.username, server.password
+    return ResourceFactory(
+        uri=f"mongodb://{host_port}/?directConnection=true",
+        admin_username=username,
+        admin_password=password,
+        **fields,
+    )
 
 
 class AccountFactory(factory.django.DjangoModelFactory):

@@ -8,10 +8,11 @@ test see the same rows; in the production profile the subprocess uses PostgreSQL
 
 Fixtures:
 
-- ``gateway_proxy`` (module): a :class:`GatewayProcess` — ``runproxy`` on a free port, its stderr log in a
-  file (``.log_text()``), ``.stop()`` sends SIGTERM, ``.restart()``.
-- ``gateway`` (function): makes sure the Gateway row the subprocess runs as exists (transactional tests
-  flush the tables after each test) and returns it.
+- ``gateway_process`` (module): a :class:`GatewayProcess` — ``runproxy`` on a port of its own for the module, its
+  stderr log in a file (``.log_text()``), ``.start()``, ``.stop()`` (SIGTERM), ``.restart()``; not started.
+- ``gateway_proxy`` (function): ``gateway_process`` running for one test. It stops before the test's flush: a
+  gateway that writes its heartbeat or command log during the flush (TRUNCATE) can deadlock with it on PostgreSQL.
+- ``gateway`` (function): the Gateway row the running subprocess registered as.
 - ``gateway_session(account, ...)`` (function): opens a session on ``account`` through the gateway and
   returns ``(session, secret, uri)`` where ``uri`` logs in through the gateway.
 """
@@ -24,7 +25,6 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -50,9 +50,10 @@ def wait_for(predicate, timeout: float = 5.0, interval: float = 0.05):
 def account_on(server, *, roles=None, **resource_fields):
     """An Account stored for a new user of the wire server ``server`` (root unless ``roles``)."""
     from tests.factories import AccountFactory, ResourceFactory
+    from tests.helpers import unique_name, unique_password
     from tests.secret_scan import remember
 
-    username, password = f"acct_{uuid.uuid4().hex[:8]}", f"acct-{uuid.uuid4().hex}"
+    username, password = unique_name("acct"), unique_password()
     remember(password)
     server.create_user(username, password, roles or [{"role": "root", "db": "admin"}])
     uri = f"mongodb://{server.host_port}" + (f"/?replicaSet={server.replica_set}" if server.replica_set else "")
@@ -163,25 +164,31 @@ class GatewayProcess:
 
 
 @pytest.fixture(scope="module")
-def gateway_proxy(django_db_setup, django_db_blocker, tmp_path_factory) -> Iterator[GatewayProcess]:
-    """One gateway subprocess for the test module."""
+def gateway_process(tmp_path_factory) -> Iterator[GatewayProcess]:
+    """The module's gateway (one address and one log file for the module), started by ``gateway_proxy``."""
     process = GatewayProcess(tmp_path_factory.mktemp("gateway") / "runproxy.log")
-    with django_db_blocker.unblock():
-        process.start()
     yield process
     process.stop()
 
 
 @pytest.fixture
-def gateway(gateway_proxy, transactional_db):
-    """The Gateway row of ``gateway_proxy`` (recreated with the same id after a previous test's flush)."""
+def gateway_proxy(gateway_process, transactional_db) -> Iterator[GatewayProcess]:
+    """The module's gateway, running for this test only.
+
+    It depends on ``transactional_db``, so it stops before the test's flush: a gateway still writing its heartbeat
+    or command log while the flush truncates the tables can deadlock with it on PostgreSQL.
+    """
+    gateway_process.start()
+    yield gateway_process
+    gateway_process.stop()
+
+
+@pytest.fixture
+def gateway(gateway_proxy):
+    """The Gateway row the running ``gateway_proxy`` registered as."""
     from access.models import Gateway
 
-    row, _created = Gateway.objects.get_or_create(
-        pk=gateway_proxy.gateway_id,
-        defaults={"name": gateway_proxy.name, "public_host": gateway_proxy.host, "public_port": gateway_proxy.port},
-    )
-    return row
+    return Gateway.objects.get(pk=gateway_proxy.gateway_id)
 
 
 @pytest.fixture

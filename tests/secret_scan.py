@@ -6,8 +6,9 @@ watches that module and remembers each value. It then searches, over the whole r
 - every log record of every logger and level (a root handler), and the tests' captured stdout, stderr and log
   sections, and at the end the `*.log` files under pytest's temporary directory (daphne, qcluster, runproxy,
   FerretDB and `make run` write theirs there);
-- the body (and redirect target) of every response of Django's test client and DRF's APIClient, except the
-  responses a view marked with `X-One-Time-Secret: 1` (the reveal-once pages and API answers);
+- the body (and redirect target) of every response Django serves in the test process (the test client, DRF's
+  APIClient, the ASGI app), through `ResponseScanMiddleware`, which tests/settings.py puts first in MIDDLEWARE,
+  except the responses a view marked with `X-One-Time-Secret: 1` (the reveal-once pages and API answers);
 - after each database test, before its rollback, every text and JSON column of every model except encrypted
   fields and SCRAM verifiers: this covers audit rows, error messages, command logs and sessions;
 - Playwright pages, through `scan_page(page)` (a helper browser tests call).
@@ -260,32 +261,37 @@ def _secret_scan_database(request):
             _scanner.db_unreadable += 1
 
 
-def _patch_test_clients(scanner: SecretScanner) -> list:
-    from django.test import client as django_client
+class ResponseScanMiddleware:
+    """Searches every response Django serves in the test process; nothing in a process without the scan (the
+    portal subprocesses the tests start load the same settings)."""
 
-    original_sync = django_client.Client.request
-    original_async = django_client.AsyncClient.request
+    sync_capable = True
+    async_capable = True
 
-    def request(self, **kwargs):
-        response = original_sync(self, **kwargs)
-        scanner.scan_response(
-            response, where=f"response to {kwargs.get('REQUEST_METHOD', 'GET')} {kwargs.get('PATH_INFO')}"
-        )
+    def __init__(self, get_response) -> None:
+        from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+
+        self.get_response = get_response
+        self.is_async = iscoroutinefunction(get_response)
+        if self.is_async:
+            markcoroutinefunction(self)
+
+    def __call__(self, request):
+        if self.is_async:
+            return self._acall(request)
+        response = self.get_response(request)
+        self._scan(request, response)
         return response
 
-    async def async_request(self, **kwargs):
-        response = await original_async(self, **kwargs)
-        scanner.scan_response(response, where=f"response to {kwargs.get('method', 'GET')} {kwargs.get('path')}")
+    async def _acall(self, request):
+        response = await self.get_response(request)
+        self._scan(request, response)
         return response
 
-    django_client.Client.request = request
-    django_client.AsyncClient.request = async_request
-
-    def restore() -> None:
-        django_client.Client.request = original_sync
-        django_client.AsyncClient.request = original_async
-
-    return [restore]
+    @staticmethod
+    def _scan(request, response) -> None:
+        if _scanner is not None:
+            _scanner.scan_response(response, where=f"response to {request.method} {request.path}")
 
 
 def pytest_configure(config) -> None:
@@ -300,7 +306,7 @@ def pytest_configure(config) -> None:
     root_level_before = root.level
     root.addHandler(handler)
     unwatch = generators.secret_watch(_scanner.remember)
-    config._secret_scan_cleanups = [unwatch, lambda: root.removeHandler(handler), *_patch_test_clients(_scanner)]
+    config._secret_scan_cleanups = [unwatch, lambda: root.removeHandler(handler)]
     config._secret_scan_handler = handler
     _keep_root_logger_open(root, handler)
     config._secret_scan_root_level_before = root_level_before

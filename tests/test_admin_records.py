@@ -26,7 +26,7 @@ from access.models.sessions import SessionState
 from access.services.audit import audit_record
 from access.services.tokens import api_token_create
 from tests.factories import AccessPolicyFactory, LeaseFactory, ResourceFactory, SessionFactory, UserFactory
-from tests.portal_helpers import verified_client
+from tests.helpers import verified_client
 
 pytestmark = pytest.mark.django_db
 

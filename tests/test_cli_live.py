@@ -144,7 +144,7 @@ def _seed(gateway_name: str, ferret) -> dict:
     from access.models import Gateway
     from access.services.tokens import api_token_create
     from tests.factories import AccessPolicyFactory, AccountFactory, DynamicRoleFactory, ResourceFactory, UserFactory
-    from tests.portal_helpers import make_approver
+    from tests.helpers import make_approver
     from tests.secret_scan import remember
 
     remember(ACCOUNT_PASSWORD)
@@ -223,7 +223,7 @@ def _stop(process: subprocess.Popen | None, sig=signal.SIGTERM) -> None:
 
 
 @pytest.fixture(scope="module")
-def stack(django_db_setup, django_db_blocker, gateway_proxy, ferretdb_server, tmp_path_factory):
+def stack(django_db_setup, django_db_blocker, gateway_process, ferretdb_server, tmp_path_factory):
     if not CHROMIUM.exists():
         message = f"{CHROMIUM} is missing: run tests/install-browser.sh"
         pytest.fail(message) if running_in_ci() else pytest.skip(message)
@@ -235,10 +235,11 @@ def stack(django_db_setup, django_db_blocker, gateway_proxy, ferretdb_server, tm
     os.environ["PAM_CLI_DEVICE_POLL_SECONDS"] = "1"  # daphne tells the CLI to poll every second
     try:
         with django_db_blocker.unblock():
-            seeded = _seed(gateway_proxy.name, ferretdb_server)
-            portal = PortalServer(tmp / "daphne.log", gateway_proxy.address).start()
+            gateway_process.start()
+            seeded = _seed(gateway_process.name, ferretdb_server)
+            portal = PortalServer(tmp / "daphne.log", gateway_process.address).start()
             qcluster = _start_qcluster(tmp)
-        yield Stack(portal, gateway_proxy.address, tmp, config_home, **seeded)
+        yield Stack(portal, gateway_process.address, tmp, config_home, **seeded)
     finally:
         if previous_interval is None:
             os.environ.pop("PAM_CLI_DEVICE_POLL_SECONDS", None)
@@ -247,6 +248,7 @@ def stack(django_db_setup, django_db_blocker, gateway_proxy, ferretdb_server, tm
         _stop(qcluster)
         if portal is not None:
             portal.stop()
+        gateway_process.stop()  # before the flush: a gateway writing its heartbeat could deadlock with it
         with django_db_blocker.unblock():
             from django.core.management import call_command
 

@@ -21,7 +21,7 @@ from rest_framework.test import APIClient
 from access.models import AuditAction, AuditEvent
 from access.services.cli import CLI_CLIENT_ID
 from tests.factories import AccessPolicyFactory, AccountFactory, UserFactory
-from tests.portal_helpers import make_approver, verified_client
+from tests.helpers import make_approver, verified_client
 
 pytestmark = pytest.mark.django_db
 

@@ -7,62 +7,24 @@ connection, a role that works or not. Generated passwords are searched for in re
 from __future__ import annotations
 
 import json
-import secrets
-import uuid
 
-import pymongo
 import pytest
 from django.core.exceptions import ValidationError
-from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
+from pymongo.errors import OperationFailure
 
 from access.models import Account, AuditEvent, ConnectorAction
 from access.models.actions import ActionKind, ActionState
 from access.services.actions import action_rollback, action_run
 from connectors.mongodb import LOCK_RESTRICTIONS, MongoDBConnector
 from tests.factories import AccountFactory, ResourceFactory
+from tests.helpers import assert_connection_cut as _assert_cut
+from tests.helpers import audit_text as _everything_recorded
+from tests.helpers import unique_name as _name
+from tests.helpers import unique_password as _password
 from tests.mongo.logins import logs_in as _logs_in
 from tests.mongo.logins import user_client as _user_client
 
 pytestmark = pytest.mark.django_db
-
-
-def _name(prefix: str = "u") -> str:
-    return f"{prefix}{uuid.uuid4().hex[:10]}"
-
-
-def _password() -> str:
-    return f"Pw-{secrets.token_urlsafe(18)}"
-
-
-def _assert_cut(client: pymongo.MongoClient) -> None:
-    with pytest.raises(PyMongoError) as caught:
-        client.app.command("ping")
-    assert isinstance(caught.value, ConnectionFailure | OperationFailure)
-
-
-def _everything_recorded() -> str:
-    """Every action record and audit row, as text, to search for secrets."""
-    actions = list(ConnectorAction.objects.values())
-    events = list(AuditEvent.objects.values())
-    return json.dumps([actions, events], default=str)
-
-
-@pytest.fixture
-def wire_resource(wire_server):
-    return ResourceFactory(
-        uri=f"mongodb://{wire_server.host_port}/?directConnection=true",
-        admin_username=wire_server.admin_user,
-        admin_password=wire_server.admin_password,
-    )
-
-
-@pytest.fixture
-def ferret_resource(ferretdb_server):
-    return ResourceFactory(
-        uri=f"mongodb://127.0.0.1:{ferretdb_server.port}/?directConnection=true",
-        admin_username=ferretdb_server.username,
-        admin_password=ferretdb_server.password,
-    )
 
 
 @pytest.fixture

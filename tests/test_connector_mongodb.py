@@ -5,52 +5,26 @@ locks and kills, and deliberately broken settings for each way verify_connection
 from __future__ import annotations
 
 import os
-import secrets
 import socket
 import stat
 import threading
-import uuid
 
-import pymongo
 import pytest
-from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
+from pymongo.errors import ConnectionFailure, OperationFailure
 
 from connectors import ConnectorError, connector_for
 from connectors.mongodb import LOCK_RESTRICTIONS, TAG_KEY, MongoDBConnector
 from tests.factories import ResourceFactory
+from tests.helpers import assert_connection_cut as _assert_cut
+from tests.helpers import unique_name as _name
+from tests.helpers import unique_password as _password
 from tests.mongo.logins import user_client as _user_client
-
-
-def _name(prefix: str = "u") -> str:
-    return f"{prefix}{uuid.uuid4().hex[:10]}"
-
-
-def _password() -> str:
-    return f"Pw-{secrets.token_urlsafe(18)}"
-
-
-@pytest.fixture
-def ferret_resource(db, ferretdb_server):
-    return ResourceFactory(
-        uri=f"mongodb://127.0.0.1:{ferretdb_server.port}/?directConnection=true",
-        admin_username=ferretdb_server.username,
-        admin_password=ferretdb_server.password,
-    )
 
 
 @pytest.fixture
 def ferret(ferret_resource):
     with MongoDBConnector(ferret_resource, timeout_ms=3000) as connector:
         yield connector
-
-
-@pytest.fixture
-def wire_resource(db, wire_server):
-    return ResourceFactory(
-        uri=f"mongodb://{wire_server.host_port}/?directConnection=true",
-        admin_username=wire_server.admin_user,
-        admin_password=wire_server.admin_password,
-    )
 
 
 @pytest.fixture
@@ -328,13 +302,6 @@ def test_granting_an_unknown_role_is_not_found(wire):
         wire.drop_user(db="app", username=name)
 
 
-def _assert_cut(client: pymongo.MongoClient) -> None:
-    """The client's open connection is gone: its next command fails (and reconnecting fails too)."""
-    with pytest.raises(PyMongoError) as caught:
-        client.app.command("ping")
-    assert isinstance(caught.value, ConnectionFailure | OperationFailure)
-
-
 @pytest.mark.wireserver
 def test_lock_refuses_logins_cuts_connections_and_unlock_restores_the_previous_restrictions(wire, wire_server):
     name, password = _name(), _password()
@@ -363,6 +330,7 @@ def test_unlocking_a_user_without_previous_restrictions_clears_them(wire, wire_s
     assert wire.lock_user(db="app", username=name) == []
     assert wire.can_login(db="app", username=name, password=password) is False
     wire.unlock_user(db="app", username=name, restrictions=[])
+        wire_resource.verified_fingerprint = wire_resource.connection_fingerprint()  # as a verification records it
     assert wire.can_login(db="app", username=name, password=password) is True
     wire.drop_user(db="app", username=name)
 

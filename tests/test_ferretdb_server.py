@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from urllib.parse import quote_plus
 
 import pytest
@@ -20,16 +19,14 @@ from pymongo import MongoClient
 from pymongo.errors import OperationFailure
 from pymongo.uri_parser import parse_uri
 
+from tests.helpers import unique_name as _unique
+from tests.helpers import unique_password
 from tests.mongo.ferretdb import FerretDB
 from tests.mongo.paths import REPO_ROOT, port_is_open, wait_until
 
 pytestmark = pytest.mark.ferretdb
 
 AUTHENTICATION_FAILED = 18
-
-
-def _unique(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex[:8]}"
 
 
 def _user_uri(server: FerretDB, username: str, password: str, database: str) -> str:
@@ -48,7 +45,7 @@ def test_admin_logs_in_with_scram_sha_256(ferretdb_server: FerretDB) -> None:
 
 
 def test_created_user_logs_in_until_dropped(ferretdb_server: FerretDB) -> None:
-    database, username, password = _unique("app"), _unique("lease"), "s3cret-" + uuid.uuid4().hex
+    database, username, password = _unique("app"), _unique("lease"), unique_password()
     user_uri = _user_uri(ferretdb_server, username, password, database)
 
     with _client(ferretdb_server.uri) as admin:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 
 import pytest
 from pymongo import InsertOne, MongoClient, UpdateOne
@@ -19,6 +18,8 @@ from pymongo.write_concern import WriteConcern
 from access.models import SessionCommand
 from tests.factories import AccountFactory, ResourceFactory
 from tests.gateway_fixtures import account_on, wait_for
+from tests.helpers import unique_name as _name
+from tests.helpers import unique_password
 from tests.secret_scan import remember
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -43,14 +44,10 @@ const { MongoClient } = require("mongodb");
 """
 
 
-def _name(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex[:8]}"
-
-
 @pytest.fixture
 def ferret_account(ferretdb_server):
     """An Account for a new FerretDB user (FerretDB has no roles: any user may do anything)."""
-    username, password = _name("acct"), f"acct-{uuid.uuid4().hex}"
+    username, password = _name("acct"), unique_password()
     remember(password)
     with MongoClient(ferretdb_server.uri, serverSelectionTimeoutMS=5000) as admin:
         admin.admin.command("createUser", username, pwd=password, roles=[])

@@ -26,6 +26,7 @@ from gatewayproxy.wire import codec as wire
 from gatewayproxy.wire import scram
 from tests.factories import AccountFactory, ResourceFactory
 from tests.gateway_fixtures import account_on
+from tests.helpers import unique_name, unique_password
 from tests.secret_scan import remember
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -145,7 +146,7 @@ class RawClient:
 
 @pytest.fixture
 def scripted(gateway):
-    username, password = f"acct_{uuid.uuid4().hex[:6]}", f"pw-{uuid.uuid4().hex}"
+    username, password = unique_name("acct"), unique_password()
     upstream = ScriptedUpstream(username, password)
     resource_row = ResourceFactory(uri=f"mongodb://127.0.0.1:{upstream.port}", tls=False)
     account = AccountFactory(resource=resource_row, username=username, password=password)
@@ -237,7 +238,7 @@ def _session_for(gateway, resource_row, username: str, password: str) -> tuple[s
 
 
 def test_a_new_connection_after_a_failover_goes_to_the_new_primary(gateway, gateway_proxy):
-    username, password = f"acct_{uuid.uuid4().hex[:6]}", f"pw-{uuid.uuid4().hex}"
+    username, password = unique_name("acct"), unique_password()
     first, second = ScriptedUpstream(username, password), ScriptedUpstream(username, password)
     a, b = f"127.0.0.1:{first.port}", f"127.0.0.1:{second.port}"
     first.hello_fields = {"isWritablePrimary": True, "setName": "rs0", "hosts": [a, b], "primary": a}

@@ -103,6 +103,7 @@ def _tls_account(wire_server, port: int, **tls):
     resource.uri = f"mongodb://127.0.0.1:{port}"
     for field, value in {"tls": True, "tls_verify": True, **tls}.items():
         setattr(resource, field, value)
+    resource.verified_fingerprint = resource.connection_fingerprint()  # as a successful verification records it
     resource.save()
     return account
 

@@ -26,14 +26,11 @@ from access.models.sessions import SessionEndReason, SessionState
 from access.services.sessions import session_end, session_username_new, session_verifiers
 from gatewayproxy.wire import codec as wire
 from tests.gateway_fixtures import GatewayProcess, account_on, wait_for
+from tests.helpers import unique_name as _name
 from tests.mongo.wireserver import WireServer
 from tests.secret_scan import remember
 
 pytestmark = [pytest.mark.wireserver, pytest.mark.django_db(transaction=True)]
-
-
-def _name(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex[:8]}"
 
 
 def client_for(uri: str, **options) -> MongoClient:

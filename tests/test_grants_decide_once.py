@@ -25,7 +25,7 @@ from tests.factories import (
     SessionFactory,
     UserFactory,
 )
-from tests.portal_helpers import verified_client
+from tests.helpers import verified_client
 from tests.test_leases_api import token_client
 
 pytestmark = pytest.mark.django_db

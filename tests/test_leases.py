@@ -27,7 +27,8 @@ from access.services.leases import (
     username_render,
 )
 from connectors import connector_for
-from tests.factories import DynamicRoleFactory, ResourceFactory, UserFactory
+from tests.factories import DynamicRoleFactory, UserFactory, resource_on
+from tests.helpers import audit_text
 from tests.mongo.logins import logs_in
 
 
@@ -43,19 +44,6 @@ def leased_client(host_port: str, lease: Lease, password: str) -> pymongo.MongoC
 
 def login_works(host_port: str, lease: Lease, password: str) -> bool:
     return logs_in(host_port, lease.db, lease.username, password)
-
-
-def audit_text() -> str:
-    return " ".join(str(row) for row in AuditEvent.objects.values_list("data", "target_name"))
-
-
-@pytest.fixture
-def wire_resource(db, wire_server):
-    return ResourceFactory(
-        uri=f"mongodb://{wire_server.host_port}/?directConnection=true",
-        admin_username=wire_server.admin_user,
-        admin_password=wire_server.admin_password,
-    )
 
 
 @pytest.fixture
@@ -178,11 +166,7 @@ def test_revoking_twice_is_a_no_op(wire_role, holder):
 
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_revokers_revoke_once(wire_server):
-    resource = ResourceFactory(
-        uri=f"mongodb://{wire_server.host_port}/?directConnection=true",
-        admin_username=wire_server.admin_user,
-        admin_password=wire_server.admin_password,
-    )
+    resource = resource_on(wire_server)
     role = DynamicRoleFactory(resource=resource, db="app", roles=["read"])
     lease, _ = lease_issue(role=role, holder=UserFactory())
     results, barrier = [], threading.Barrier(4)
@@ -256,7 +240,9 @@ def test_a_failed_issue_leaves_no_user_behind(wire_faults_cleared, wire_role, ho
     with lease_services.ConnectorCache() as connectors:
         assert lease_services.leases_revoke_due(connectors=connectors) == 1
     lease.refresh_from_db()
-    assert lease.state == LeaseState.REVOKED
+    # A failed attempt, never a "revoked" lease its holder never received; why it failed stays on it.
+    assert lease.state == LeaseState.FAILED and lease.revoked_at is None
+    assert lease.last_error.startswith("Issue failed:")
 
 
 def test_an_issue_refused_as_a_name_conflict_never_drops_the_existing_user(wire_faults_cleared, wire_role, holder):
@@ -264,7 +250,7 @@ def test_an_issue_refused_as_a_name_conflict_never_drops_the_existing_user(wire_
     with pytest.raises(LeaseError, match="could not be created"):
         lease_issue(role=wire_role, holder=holder)
     lease = Lease.objects.get(role=wire_role)
-    assert lease.state == LeaseState.REVOKED and lease.revoke_reason == "issue_failed"
+    assert lease.state == LeaseState.FAILED and lease.revoke_reason == "issue_failed"
     assert not Lease.objects.due().exists()
 
 
@@ -309,13 +295,8 @@ def test_only_one_sweeper_runs_at_a_time_and_a_dead_ones_lock_expires(db):
 
 
 # -- FerretDB: an independent server, real SCRAM, no roles -------------------------------------------------
-def test_lease_life_on_ferretdb(db, ferretdb_server):
-    resource = ResourceFactory(
-        uri=f"mongodb://127.0.0.1:{ferretdb_server.port}/?directConnection=true",
-        admin_username=ferretdb_server.username,
-        admin_password=ferretdb_server.password,
-    )
-    role = DynamicRoleFactory(resource=resource, name="ferret", db="admin", roles=[])
+def test_lease_life_on_ferretdb(ferret_resource, ferretdb_server):
+    role = DynamicRoleFactory(resource=ferret_resource, name="ferret", db="admin", roles=[])
     lease, password = lease_issue(role=role, holder=UserFactory())
     host_port = f"127.0.0.1:{ferretdb_server.port}"
     assert login_works(host_port, lease, password)

@@ -2,39 +2,23 @@
 
 from __future__ import annotations
 
-import json
 from datetime import timedelta
 from urllib.parse import quote
 
 import pytest
 from rest_framework.test import APIClient
 
-from access.models import AuditEvent, DynamicRole, Lease, Resource
+from access.models import DynamicRole, Lease, Resource
 from access.models.leases import LeaseState
-from access.services.tokens import api_token_create
-from tests.factories import AccessPolicyFactory, DynamicRoleFactory, ResourceFactory, UserFactory
+from tests.factories import AccessPolicyFactory, DynamicRoleFactory, UserFactory, resource_on
+from tests.helpers import audit_text as everything_recorded
+from tests.helpers import token_client
 from tests.mongo.logins import logs_in as login_works
-
-
-def token_client(user) -> APIClient:
-    _token, raw = api_token_create(user=user)
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
-    return client
-
-
-def everything_recorded() -> str:
-    return json.dumps(list(AuditEvent.objects.values("data", "target_name", "action")), default=str)
 
 
 @pytest.fixture
 def resource(db, wire_server):
-    return ResourceFactory(
-        name="wire",
-        uri=f"mongodb://{wire_server.host_port}/?directConnection=true",
-        admin_username=wire_server.admin_user,
-        admin_password=wire_server.admin_password,
-    )
+    return resource_on(wire_server, name="wire")
 
 
 @pytest.fixture
@@ -233,12 +217,7 @@ def test_missing_fields_and_anonymous_calls_are_json_errors(api_client, db):
 
 
 def test_revoke_prefix_keeps_its_trailing_slash(api_client, role, wire_server):
-    other = ResourceFactory(
-        name="wire2",
-        uri=f"mongodb://{wire_server.host_port}/?directConnection=true",
-        admin_username=wire_server.admin_user,
-        admin_password=wire_server.admin_password,
-    )
+    other = resource_on(wire_server, name="wire2")
     DynamicRoleFactory(resource=other, name="reader", db="reports", roles=["read"])
     mine = api_client.get("/api/v1/mongodb/wire/creds/reader").json()["lease_id"]
     theirs = api_client.get("/api/v1/mongodb/wire2/creds/reader").json()["lease_id"]

@@ -15,7 +15,8 @@ from access.services.leases import lease_issue, lease_revoke, system_tag
 from access.services.reconcile import users_reconcile
 from access.services.root_rotation import RootRotationError, resource_rotate_root
 from connectors import connector_for
-from tests.factories import DynamicRoleFactory, ResourceFactory, UserFactory
+from tests.factories import DynamicRoleFactory, ResourceFactory, UserFactory, resource_on
+from tests.helpers import audit_text
 from tests.mongo.logins import logs_in
 from tests.mongo.wireserver import WireServer
 
@@ -30,12 +31,7 @@ def own_wire_server():
 
 @pytest.fixture
 def resource(db, own_wire_server):
-    return ResourceFactory(
-        name="own",
-        uri=f"mongodb://{own_wire_server.host_port}/?directConnection=true",
-        admin_username=own_wire_server.admin_user,
-        admin_password=own_wire_server.admin_password,
-    )
+    return resource_on(own_wire_server, name="own")
 
 
 def tagged_user(resource: Resource, username: str, lease_id: str, system: str | None = None) -> None:
@@ -129,7 +125,7 @@ def test_rotate_root_changes_verifies_and_stores_the_new_password(rotating_resou
     assert resource.pending_admin_password.token == "" and resource.root_rotation_error == ""
     actions = list(AuditEvent.objects.order_by("seq").values_list("action", flat=True))
     assert actions[-2:] == ["resource.rotate_root_started", "resource.rotate_root"]
-    recorded = str(list(AuditEvent.objects.values_list("data", flat=True)))
+    recorded = audit_text()
     assert new_password not in recorded and old_password not in recorded
 
 
@@ -189,7 +185,7 @@ def test_admin_revoke_now_and_retry_revocation(resource, otp_admin_client, own_w
     lease, password = lease_issue(role=role, holder=UserFactory())
     url = "/admin/access/lease/"
     response = otp_admin_client.post(url, {"action": "revoke_leases_now", "_selected_action": [lease.pk]}, follow=True)
-    assert "1 lease(s) revoked" in response.content.decode()
+    assert "1 lease revoked:" in response.content.decode()
     lease.refresh_from_db()
     assert lease.state == LeaseState.REVOKED
 
@@ -198,11 +194,11 @@ def test_admin_revoke_now_and_retry_revocation(resource, otp_admin_client, own_w
         state=LeaseState.REVOKE_FAILED, attempts=3, last_error="Unreachable error: connection refused"
     )
     listing = otp_admin_client.get(url + "?state__exact=revoke_failed").content.decode()
-    assert "failed 3 time(s)" in listing and "connection refused" in listing and failing.lease_id in listing
+    assert "failed 3 times," in listing and "connection refused" in listing and failing.lease_id in listing
     response = otp_admin_client.post(
         url, {"action": "retry_lease_revocation", "_selected_action": [failing.pk]}, follow=True
     )
-    assert "1 lease(s) revoked" in response.content.decode()
+    assert "1 lease revoked:" in response.content.decode()
     failing.refresh_from_db()
     assert failing.state == LeaseState.REVOKED and failing.attempts == 4
     assert password not in response.content.decode()

@@ -19,7 +19,7 @@ from access.selectors.leases import lease_connection_string
 from access.services.leases import lease_issue, lease_reveal_password, lease_revoke
 from access.services.roles import connection_settings_from_uri
 from connectors import connector_for
-from tests.factories import DynamicRoleFactory, ResourceFactory, UserFactory
+from tests.factories import DynamicRoleFactory, ResourceFactory, UserFactory, resource_on
 
 
 # -- Vault-style connection URLs ---------------------------------------------------------------------------
@@ -75,11 +75,7 @@ def test_a_sweeper_run_that_ran_its_time_enqueues_its_successor(db, monkeypatch)
 
 
 def test_revoke_lease_task_revokes_by_id(db, wire_server):
-    resource = ResourceFactory(
-        uri=f"mongodb://{wire_server.host_port}/?directConnection=true",
-        admin_username=wire_server.admin_user,
-        admin_password=wire_server.admin_password,
-    )
+    resource = resource_on(wire_server)
     lease, _ = lease_issue(role=DynamicRoleFactory(resource=resource, roles=["read"]), holder=UserFactory())
     assert tasks.revoke_lease(lease.pk) == LeaseState.REVOKED
     assert tasks.revoke_lease(10**9) == "missing"
@@ -88,11 +84,7 @@ def test_revoke_lease_task_revokes_by_id(db, wire_server):
 # -- reveal once, connection strings, logs -----------------------------------------------------------------
 def test_the_password_is_revealed_once_and_only_to_its_holder(db, wire_server, caplog):
     caplog.set_level(logging.DEBUG)
-    resource = ResourceFactory(
-        uri=f"mongodb://{wire_server.host_port}/?directConnection=true",
-        admin_username=wire_server.admin_user,
-        admin_password=wire_server.admin_password,
-    )
+    resource = resource_on(wire_server)
     holder, other = UserFactory(), UserFactory()
     lease, password = lease_issue(role=DynamicRoleFactory(resource=resource, db="app", roles=["read"]), holder=holder)
     assert lease_reveal_password(lease=lease, user=other) is None

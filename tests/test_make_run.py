@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import totp_code
 from tests.mongo.paths import free_loopback_port, port_is_open
 from tests.profile import ScratchDatabase, embedded_env, require_production_profile, scratch_redis_url
 
@@ -45,17 +46,6 @@ class OutputReader:
                 return self.text
             time.sleep(0.1)
         raise AssertionError(f"demo did not print {pattern!r} in {timeout}s; output:\n{self.text[-3000:]}")
-
-
-def totp_now(otpauth_uri: str) -> str:
-    from django_otp.oath import totp
-
-    query = urllib.parse.parse_qs(urllib.parse.urlsplit(otpauth_uri).query)
-    import base64
-
-    secret = query["secret"][0]
-    key = base64.b32decode(secret + "=" * (-len(secret) % 8))
-    return f"{totp(key, step=30, digits=6):06d}"
 
 
 @pytest.mark.parametrize("profile", ["embedded", pytest.param("production", marks=pytest.mark.production)])
@@ -116,7 +106,7 @@ def _demo_run(tmp_path, env: dict[str, str]) -> None:
             "csrfmiddlewaretoken": csrf,
             "username": "admin",
             "password": password,
-            "otp_token": totp_now(otpauth),
+            "otp_token": totp_code(otpauth),
             "next": "/admin/",
         }
         request = urllib.request.Request(

@@ -7,17 +7,13 @@ from datetime import timedelta
 import pytest
 
 from access.models import AccessPolicy
-from tests.factories import AccessPolicyFactory, AccountFactory, DynamicRoleFactory, ResourceFactory, UserFactory
-from tests.test_leases_api import token_client
+from tests.factories import AccessPolicyFactory, AccountFactory, DynamicRoleFactory, UserFactory
+from tests.helpers import token_client
 
 
 @pytest.mark.wireserver
-def test_creds_through_the_api_record_the_policys_last_use(db, wire_server):
-    resource = ResourceFactory(
-        uri=f"mongodb://{wire_server.host_port}/?directConnection=true",
-        admin_username=wire_server.admin_user,
-        admin_password=wire_server.admin_password,
-    )
+def test_creds_through_the_api_record_the_policys_last_use(wire_resource):
+    resource = wire_resource
     role = DynamicRoleFactory(resource=resource, db="reports", roles=["read"])
     engineer = UserFactory()
     policy = AccessPolicyFactory(user=engineer, account=None, role=role, approval_required=False)

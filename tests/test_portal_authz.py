@@ -24,8 +24,7 @@ from tests.factories import (
     SessionFactory,
     UserFactory,
 )
-from tests.portal_helpers import make_approver, verified_client
-from tests.ws_helpers import otp_browser_session, session_socket
+from tests.helpers import make_approver, otp_browser_session, session_socket, verified_client
 
 pytestmark = pytest.mark.django_db
 

@@ -10,7 +10,6 @@ dropped). Every step is screenshotted under test-output/screenshots/<test>/ and 
 
 from __future__ import annotations
 
-import base64
 import os
 import re
 import shutil
@@ -26,10 +25,10 @@ from urllib.parse import parse_qs, urlparse
 
 import pymongo
 import pytest
-from django_otp.oath import totp
 from pymongo.errors import OperationFailure
 
 from tests.gateway_fixtures import free_port
+from tests.helpers import totp_code
 from tests.mongo.fixtures import running_in_ci
 from tests.profile import subprocess_env
 from tests.secret_scan import remember, scan_page
@@ -116,8 +115,8 @@ def chromium_path() -> Path:
 
 
 @pytest.fixture(scope="module")
-def portal_server(django_db_setup, django_db_blocker, gateway_proxy, tmp_path_factory) -> Iterator[PortalServer]:
-    server = PortalServer(tmp_path_factory.mktemp("daphne") / "daphne.log", gateway_proxy.address)
+def portal_server(django_db_setup, django_db_blocker, gateway_process, tmp_path_factory) -> Iterator[PortalServer]:
+    server = PortalServer(tmp_path_factory.mktemp("daphne") / "daphne.log", gateway_process.address)
     with django_db_blocker.unblock():
         server.start()
     yield server
@@ -182,11 +181,6 @@ def steps(request) -> Steps:
     return Steps(request.node.name)
 
 
-def totp_now(secret_b32: str, *, offset_steps: int = 0) -> str:
-    key = base64.b32decode(secret_b32 + "=" * (-len(secret_b32) % 8))
-    return f"{totp(key, step=30, t0=0, digits=6, drift=offset_steps):06d}"
-
-
 def sign_in(page, base_url: str, username: str) -> None:
     page.goto(base_url + "/")
     page.fill("#id_username", username)
@@ -207,8 +201,8 @@ def test_enrol_request_approve_open_session_run_mongosh_watch_live_and_end(
 
     from access.models import AccessRequest, Session
     from tests.factories import AccessPolicyFactory, AccountFactory, ResourceFactory, UserFactory
+    from tests.helpers import make_approver
     from tests.mongo.clients import mongosh_eval
-    from tests.portal_helpers import make_approver
 
     wire_server.create_user("browser-acct", ACCOUNT_PASSWORD, [{"role": "root", "db": "admin"}])
     resource = ResourceFactory(name="shop-db", uri=f"mongodb://{wire_server.host_port}", tls=False, gateway=gateway)
@@ -234,7 +228,7 @@ def test_enrol_request_approve_open_session_run_mongosh_watch_live_and_end(
     otpauth = erin.get_attribute("#totp-qr", "data-otpauth")
     secret = parse_qs(urlparse(otpauth).query)["secret"][0]
     assert erin.inner_text("#totp-secret") == secret
-    enter_code(erin, totp_now(secret))
+    enter_code(erin, totp_code(secret))
     erin.wait_for_selector("#backup-codes")
     assert len(erin.query_selector_all("#backup-codes li")) == 10
     steps.shot(erin, "backup-codes-once")
@@ -259,7 +253,7 @@ def test_enrol_request_approve_open_session_run_mongosh_watch_live_and_end(
     adam = steps.watch(adam_context.new_page())
     sign_in(adam, portal_server.url, "adam")
     adam.wait_for_url(re.compile(r"/mfa/"))
-    enter_code(adam, f"{totp(approver_device.bin_key):06d}")
+    enter_code(adam, totp_code(approver_device))
     adam.wait_for_selector("#approver-card")
     steps.shot(adam, "approver-dashboard")
     adam.click("#approver-card >> text=Open the approval queue")
@@ -337,14 +331,9 @@ def test_lease_reveal_once_renew_and_revoke_on_ferretdb(browser, portal_server, 
     from django_otp.plugins.otp_totp.models import TOTPDevice
 
     from access.models import Lease
-    from tests.factories import AccessPolicyFactory, DynamicRoleFactory, ResourceFactory, UserFactory
+    from tests.factories import AccessPolicyFactory, DynamicRoleFactory, UserFactory, resource_on
 
-    resource = ResourceFactory(
-        name="ferret",
-        uri=f"mongodb://127.0.0.1:{ferretdb_server.port}/?directConnection=true",
-        admin_username=ferretdb_server.username,
-        admin_password=ferretdb_server.password,
-    )
+    resource = resource_on(ferretdb_server, name="ferret")
     role = DynamicRoleFactory(
         resource=resource, name="analytics", db="admin", roles=[], default_ttl=timedelta(minutes=10)
     )
@@ -363,7 +352,7 @@ def test_lease_reveal_once_renew_and_revoke_on_ferretdb(browser, portal_server, 
     page = steps.watch(context.new_page())
     sign_in(page, portal_server.url, "lee")
     page.wait_for_url(re.compile(r"/mfa/"))
-    enter_code(page, f"{totp(device.bin_key):06d}")
+    enter_code(page, totp_code(device))
     page.wait_for_selector("h1:has-text('Hello')")
     page.click("nav >> text=Catalogue")
     page.click("#catalogue >> text=Get credentials")
@@ -423,7 +412,7 @@ def test_break_glass_session_killed_in_the_admin_updates_the_owners_page_and_is_
     kim = steps.watch(browser.new_context().new_page())
     sign_in(kim, portal_server.url, "kim")
     kim.wait_for_url(re.compile(r"/mfa/"))
-    enter_code(kim, f"{totp(engineer_device.bin_key):06d}")
+    enter_code(kim, totp_code(engineer_device))
     kim.wait_for_selector("h1:has-text('Hello')")
     kim.goto(portal_server.url + "/catalogue/")
     kim.click("#catalogue >> text=Request access")
@@ -443,7 +432,7 @@ def test_break_glass_session_killed_in_the_admin_updates_the_owners_page_and_is_
     security.goto(portal_server.url + "/admin/login/")
     security.fill("#id_username", staff_user.username)
     security.fill("#id_password", PASSWORD)
-    security.fill("#id_otp_token", f"{totp(admin_device.bin_key):06d}")
+    security.fill("#id_otp_token", totp_code(admin_device))
     security.click("input[type=submit]")
     security.wait_for_selector("#site-name")
     security.goto(portal_server.url + "/admin/access/accessrequest/?post_review=awaiting")

@@ -11,22 +11,14 @@ import pytest
 from django.core import mail
 from django.test import Client
 from django.urls import reverse
-from django_otp.oath import TOTP
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from access.models import AuditEvent, UserProfile
 from tests.factories import AccessPolicyFactory, AccountFactory, UserFactory
-from tests.portal_helpers import verified_client
+from tests.helpers import totp_code, verified_client
 
 pytestmark = pytest.mark.django_db
 PASSWORD = "correct horse battery staple"
-
-
-def totp_code(device: TOTPDevice, steps_ahead: int = 0) -> str:
-    """The device's code now (or `steps_ahead` 30-second steps later, still within django-otp's tolerance)."""
-    generator = TOTP(device.bin_key, device.step, device.t0, device.digits, device.drift)
-    generator.time = time.time() + steps_ahead * device.step
-    return f"{generator.token():0{device.digits}d}"
 
 
 def signed_in(username: str = "erin", email: str = "erin@example.com") -> tuple[Client, object]:

@@ -25,7 +25,7 @@ from access.services.requests import (
     access_request_post_review,
 )
 from tests.factories import AccessPolicyFactory, AccountFactory, SessionFactory, UserFactory
-from tests.portal_helpers import make_approver, verified_client
+from tests.helpers import make_approver, verified_client
 
 pytestmark = pytest.mark.django_db
 

@@ -13,27 +13,18 @@ import pytest
 from django.urls import reverse
 from pymongo.errors import OperationFailure
 
-from access.models import AccessPolicy, AuditEvent, Lease, Session
+from access.models import AccessPolicy, Lease, Session
 from access.models.leases import LeaseState
 from access.models.sessions import SessionState
-from tests.factories import AccessPolicyFactory, AccountFactory, DynamicRoleFactory, ResourceFactory, UserFactory
-from tests.portal_helpers import verified_client
+from tests.factories import AccessPolicyFactory, AccountFactory, DynamicRoleFactory, UserFactory
+from tests.helpers import audit_text, verified_client
 
 pytestmark = [pytest.mark.django_db, pytest.mark.wireserver]
 
 
-def audit_text() -> str:
-    return " ".join(str(row) for row in AuditEvent.objects.values_list("data", "target_name"))
-
-
 @pytest.fixture
-def wire_role(db, wire_server):
-    resource = ResourceFactory(
-        uri=f"mongodb://{wire_server.host_port}/?directConnection=true",
-        admin_username=wire_server.admin_user,
-        admin_password=wire_server.admin_password,
-    )
-    return DynamicRoleFactory(resource=resource, name="reports-rw", db="reports", roles=["readWrite"])
+def wire_role(wire_resource):
+    return DynamicRoleFactory(resource=wire_resource, name="reports-rw", db="reports", roles=["readWrite"])
 
 
 def test_lease_password_is_shown_once_works_and_the_lease_renews_and_revokes(wire_role):

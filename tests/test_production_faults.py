@@ -43,6 +43,7 @@ import pytest
 from django.utils import timezone
 
 from tests.gateway_fixtures import GatewayProcess, free_port, wait_for
+from tests.helpers import session_cookie
 from tests.mongo.wireserver import WireServer
 from tests.profile import require_production_profile, subprocess_env
 
@@ -228,15 +229,10 @@ def wire() -> Iterator[WireServer]:
 
 # -- domain helpers ------------------------------------------------------------------------------------------
 def _role_on(wire_server: WireServer, *, name: str = "app"):
-    from access.models import DynamicRole, Resource
+    from access.models import DynamicRole
+    from tests.factories import resource_on
 
-    resource = Resource.objects.create(
-        name=f"wire{wire_server.port}",
-        uri=f"mongodb://{wire_server.host_port}/?directConnection=true",
-        tls=False,
-        admin_username=wire_server.admin_user,
-        admin_password=wire_server.admin_password,
-    )
+    resource = resource_on(wire_server, name=f"wire{wire_server.port}")
     return DynamicRole.objects.create(resource=resource, name=name, db="app", roles=["read"])
 
 
@@ -488,23 +484,6 @@ class LiveViewer:
                 return
 
 
-def _logged_in_cookies(user) -> str:
-    """The cookie of a browser session logged in as `user` with its OTP verified."""
-    from django.conf import settings
-    from django.test import Client
-    from django_otp import DEVICE_ID_SESSION_KEY
-
-    from access.otp import totp_device_create
-
-    device = totp_device_create(user=user)
-    client = Client()
-    client.force_login(user)
-    browser_session = client.session
-    browser_session[DEVICE_ID_SESSION_KEY] = device.persistent_id  # the OTP step passed, as the portal requires
-    browser_session.save()
-    return f"{settings.SESSION_COOKIE_NAME}={browser_session.session_key}"
-
-
 def test_live_session_pages_continue_across_a_redis_restart(tmp_path, processes, redis_server, wire, figure):
     from access.models import Lease, Session
     from tests.gateway_fixtures import account_on
@@ -517,7 +496,7 @@ def test_live_session_pages_continue_across_a_redis_restart(tmp_path, processes,
     gateway = _gateway(tmp_path, "gw-redis", redis_server.url)
     try:
         session, client = _open_session(gateway, account, owner="redis-owner")
-        viewer = LiveViewer(portal, f"/ws/sessions/{session.public_id}/", _logged_in_cookies(session.user)).start()
+        viewer = LiveViewer(portal, f"/ws/sessions/{session.public_id}/", session_cookie(session.user)).start()
         assert wait_for(lambda: viewer.connects >= 1, timeout=15), processes.logs()[-3000:]
 
         def commands_seen(n: int) -> bool:

@@ -70,6 +70,18 @@ def test_responses_are_searched_except_those_marked_one_time():
     assert scanner.html_responses == 2
 
 
+@pytest.mark.django_db
+def test_responses_the_test_client_gets_are_searched_through_the_middleware(client, monkeypatch):
+    from tests import secret_scan
+
+    scanner, secret = SecretScanner(), planted()
+    scanner.remember(secret)
+    monkeypatch.setattr(secret_scan, "_scanner", scanner)  # this test's scanner, not the session's
+    response = client.get(f"/accounts/login/?next=/{secret}")
+    assert secret in response.content.decode()
+    assert [f.where for f in scanner.findings] == ["response to GET /accounts/login/"]
+
+
 def test_the_generator_watch_sees_every_new_secret():
     seen: list[str] = []
     unwatch = generators.secret_watch(seen.append)

@@ -26,7 +26,7 @@ def test_kill_action_ends_the_selected_open_sessions(otp_admin_client, staff_use
     )
 
     assert response.status_code == 200
-    assert "Killed 2 session(s)" in response.content.decode()
+    assert "Killed 2 sessions;" in response.content.decode()
     for session in (first, second, spared):
         session.refresh_from_db()
     assert first.end_reason == second.end_reason == SessionEndReason.KILLED

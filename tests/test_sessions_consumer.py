@@ -8,15 +8,13 @@ from datetime import timedelta
 import pytest
 from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
-from channels.routing import URLRouter
 from channels.testing import WebsocketCommunicator
-from django.test import Client
 
 from access.models.sessions import SessionEndReason
 from access.services.gateway import session_commands_record
 from access.services.sessions import session_end, session_open
-from portal.routing import websocket_urlpatterns
 from tests.factories import AccessPolicyFactory, UserFactory
+from tests.helpers import otp_browser_session, session_cookie, session_socket
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -28,23 +26,6 @@ def opened():
     policy = AccessPolicyFactory(approval_required=False)
     session, secret = session_open(user=policy.user, account=policy.account, duration=timedelta(hours=1))
     return session, secret
-
-
-def _otp_device(user) -> str:
-    """The persistent id of a new TOTP device of `user`, as a browser session holds it after the OTP step."""
-    from access.otp import totp_device_create
-
-    return totp_device_create(user=user).persistent_id
-
-
-def _communicator(user, session, device_id: str) -> WebsocketCommunicator:
-    """A socket from a browser session in which `user` passed the OTP check with `device_id`."""
-    from django_otp import DEVICE_ID_SESSION_KEY
-
-    communicator = WebsocketCommunicator(URLRouter(websocket_urlpatterns), f"/ws/sessions/{session.public_id}/")
-    communicator.scope["user"] = user
-    communicator.scope["session"] = {DEVICE_ID_SESSION_KEY: device_id}
-    return communicator
 
 
 def _command(session, name, **fields) -> dict:
@@ -64,10 +45,10 @@ def test_owner_sees_snapshot_then_commands_from_another_thread_then_the_end(open
     session, secret = opened
     session_commands_record(commands=[_command(session, "ping", database="admin", collection="")])
 
-    device_id = _otp_device(session.user)
+    browser_session = otp_browser_session(session.user)
 
     async def scenario():
-        communicator = _communicator(session.user, session, device_id)
+        communicator = session_socket(session, session.user, browser_session)
         connected, _ = await communicator.connect(timeout=TIMEOUT)
         assert connected
         snapshot = await communicator.receive_json_from(timeout=TIMEOUT)
@@ -99,10 +80,10 @@ def test_an_ended_session_sends_snapshot_then_ended(opened, settings):
     session, _ = opened
     session_end(session=session, reason=SessionEndReason.ENDED_BY_USER)
 
-    device_id = _otp_device(session.user)
+    browser_session = otp_browser_session(session.user)
 
     async def scenario():
-        communicator = _communicator(session.user, session, device_id)
+        communicator = session_socket(session, session.user, browser_session)
         await communicator.connect(timeout=TIMEOUT)
         assert (await communicator.receive_json_from(timeout=TIMEOUT))["type"] == "snapshot"
         ended = await communicator.receive_json_from(timeout=TIMEOUT)
@@ -115,10 +96,10 @@ def test_an_ended_session_sends_snapshot_then_ended(opened, settings):
 def test_another_users_socket_is_closed_with_4403(opened):
     session, _ = opened
     stranger = UserFactory()
-    device_id = _otp_device(stranger)
+    browser_session = otp_browser_session(stranger)
 
     async def scenario():
-        communicator = _communicator(stranger, session, device_id)
+        communicator = session_socket(session, stranger, browser_session)
         await communicator.connect(timeout=TIMEOUT)
         closed = await communicator.receive_output(timeout=TIMEOUT)
         await communicator.wait()
@@ -126,21 +107,6 @@ def test_another_users_socket_is_closed_with_4403(opened):
 
     closed = async_to_sync(scenario)()
     assert closed == {"type": "websocket.close", "code": 4403}
-
-
-def _browser_cookie(user, *, with_otp: bool) -> bytes:
-    """A logged-in browser session cookie for `user`, with or without a verified OTP device."""
-    from django_otp import DEVICE_ID_SESSION_KEY
-
-    from access.otp import totp_device_create
-
-    browser = Client()
-    browser.force_login(user)
-    if with_otp:
-        session = browser.session
-        session[DEVICE_ID_SESSION_KEY] = totp_device_create(user=user).persistent_id
-        session.save()
-    return f"sessionid={browser.cookies['sessionid'].value}".encode()
 
 
 def _through_the_real_app(session, cookie: bytes):
@@ -163,7 +129,7 @@ def _through_the_real_app(session, cookie: bytes):
 def test_staff_with_view_session_and_otp_watch_anyones_session_through_the_real_asgi_app(opened, staff_user):
     session, _ = opened
 
-    connected, first = _through_the_real_app(session, _browser_cookie(staff_user, with_otp=True))
+    connected, first = _through_the_real_app(session, session_cookie(staff_user).encode())
 
     assert connected and first["type"] == "websocket.send"
     assert json.loads(first["text"])["session"]["session_id"] == str(session.public_id)
@@ -172,13 +138,13 @@ def test_staff_with_view_session_and_otp_watch_anyones_session_through_the_real_
 def test_viewers_without_a_verified_otp_device_are_refused_owner_and_staff_alike(opened, staff_user):
     session, _ = opened
 
-    _connected, first = _through_the_real_app(session, _browser_cookie(staff_user, with_otp=False))
+    _connected, first = _through_the_real_app(session, session_cookie(staff_user, otp=False).encode())
     assert first == {"type": "websocket.close", "code": 4403}
 
-    _connected, first = _through_the_real_app(session, _browser_cookie(session.user, with_otp=False))
+    _connected, first = _through_the_real_app(session, session_cookie(session.user, otp=False).encode())
     assert first == {"type": "websocket.close", "code": 4403}
 
-    _connected, first = _through_the_real_app(session, _browser_cookie(session.user, with_otp=True))
+    _connected, first = _through_the_real_app(session, session_cookie(session.user).encode())
     assert json.loads(first["text"])["type"] == "snapshot"
 
 
@@ -205,10 +171,10 @@ def test_the_view_ends_a_session_that_expires_while_watched(settings, mode):
     policy = AccessPolicyFactory(approval_required=False)
     session, _ = session_open(user=policy.user, account=policy.account, duration=timedelta(seconds=1))
 
-    device_id = _otp_device(session.user)
+    browser_session = otp_browser_session(session.user)
 
     async def scenario():
-        communicator = _communicator(session.user, session, device_id)
+        communicator = session_socket(session, session.user, browser_session)
         await communicator.connect(timeout=TIMEOUT)
         assert (await communicator.receive_json_from(timeout=TIMEOUT))["type"] == "snapshot"
         ended = await _next_of_type(communicator, "ended")

@@ -14,7 +14,7 @@ from pymongo.errors import PyMongoError
 from access.models.sessions import SessionEndReason
 from access.services.sessions import session_end
 from tests.factories import AccountFactory, ResourceFactory
-from tests.ws_helpers import otp_browser_session, session_socket
+from tests.helpers import otp_browser_session, session_socket
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.wireserver]
 

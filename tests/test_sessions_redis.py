@@ -18,9 +18,9 @@ from asgiref.sync import async_to_sync
 from access.events import session_events_use_channel_layer
 from access.services.sessions import session_open
 from tests.factories import AccessPolicyFactory
+from tests.helpers import otp_browser_session, session_socket
 from tests.mongo.paths import free_loopback_port, port_is_open
 from tests.profile import subprocess_env
-from tests.ws_helpers import otp_browser_session, session_socket
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -8,7 +8,6 @@ killAllSessions: those cases skip there with the reason.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, quote_plus, urlencode, urlsplit, urlunsplit
@@ -17,6 +16,7 @@ import pymongo
 import pymongo.errors
 import pytest
 
+from tests.helpers import unique_name as _name
 from tests.mongo.fixtures import skip_on_ferretdb
 
 pytestmark = pytest.mark.wireserver
@@ -66,13 +66,9 @@ def admin(target: Target) -> Iterator[pymongo.MongoClient]:
 @pytest.fixture
 def db_name(admin: pymongo.MongoClient) -> Iterator[str]:
     """A fresh database name; its users are dropped afterwards."""
-    name = f"um_{uuid.uuid4().hex[:10]}"
+    name = _name("um")
     yield name
     admin[name].command("dropAllUsersFromDatabase")
-
-
-def _name() -> str:
-    return f"user_{uuid.uuid4().hex[:8]}"
 
 
 def _roles(target: Target, roles: list) -> list:

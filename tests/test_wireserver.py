@@ -13,13 +13,13 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import pymongo
 import pymongo.errors
 import pytest
 
+from tests.helpers import unique_name, unique_password
 from tests.mongo.wireserver import WireServer
 
 pytestmark = pytest.mark.wireserver
@@ -45,8 +45,7 @@ def make_user(wire_server: WireServer):
     """Create a uniquely named user in ``admin``; returns (name, password)."""
 
     def make(roles: list, **options) -> tuple[str, str]:
-        name = f"u{uuid.uuid4().hex[:10]}"
-        password = uuid.uuid4().hex
+        name, password = unique_name(), unique_password()
         wire_server.create_user(name, password, roles, **options)
         return name, password
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
-import uuid
 
 import pytest
+
+from tests.helpers import unique_name
 
 pytestmark = pytest.mark.wireserver
 
@@ -25,7 +26,7 @@ const { MongoClient } = require("mongodb");
 
 
 def test_mongosh_logs_in_inserts_and_finds(wire_server, mongosh):
-    db = f"sh_{uuid.uuid4().hex[:8]}"
+    db = unique_name("sh")
     script = (
         f'const d = db.getSiblingDB("{db}"); d.items.insertOne({{a: 1}}); '
         "print(JSON.stringify({docs: d.items.find({}, {_id: 0}).toArray(), "
@@ -46,7 +47,7 @@ def test_mongosh_refuses_a_wrong_password(wire_server, mongosh):
 
 
 def test_node_driver_logs_in_and_finds(wire_server, node_driver):
-    db = f"node_{uuid.uuid4().hex[:8]}"
+    db = unique_name("node")
     result = node_driver(NODE_SCRIPT, env={"MONGODB_URI": wire_server.uri, "DB": db}, timeout=90)
     assert result.returncode == 0, result.stderr
     output = json.loads(result.stdout.strip().splitlines()[-1])
@@ -54,7 +55,7 @@ def test_node_driver_logs_in_and_finds(wire_server, node_driver):
 
 
 def test_node_driver_finds_the_replica_set_primary(wire_server_rs, node_driver):
-    db = f"node_rs_{uuid.uuid4().hex[:8]}"
+    db = unique_name("node_rs")
     result = node_driver(NODE_SCRIPT, env={"MONGODB_URI": wire_server_rs.uri, "DB": db}, timeout=90)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout.strip().splitlines()[-1])["docs"] == [{"n": 2}, {"n": 3}]

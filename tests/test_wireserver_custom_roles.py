@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, quote_plus, urlencode, urlsplit, urlunsplit
@@ -19,6 +18,8 @@ import pymongo
 import pymongo.errors
 import pytest
 
+from tests.helpers import unique_name as _name
+from tests.helpers import unique_password
 from tests.mongo.fixtures import server_kind
 
 pytestmark = pytest.mark.wireserver
@@ -67,17 +68,13 @@ def admin(target: Target) -> Iterator[pymongo.MongoClient]:
 @pytest.fixture
 def shop(admin: pymongo.MongoClient) -> Iterator[str]:
     """A fresh "shop" database with orders and customers; its roles, users and data go afterwards."""
-    name = f"shop_{uuid.uuid4().hex[:10]}"
+    name = _name("shop")
     admin[name].orders.insert_many([{"_id": 1, "item": "book"}, {"_id": 2, "item": "pen"}])
     admin[name].customers.insert_one({"_id": 1, "name": "Ada"})
     yield name
     admin[name].command("dropAllUsersFromDatabase")
     admin[name].command("dropAllRolesFromDatabase")
     admin.drop_database(name)
-
-
-def _name(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex[:8]}"
 
 
 def _orders_reader(admin: pymongo.MongoClient, shop: str, actions: list[str] | None = None) -> str:
@@ -88,7 +85,7 @@ def _orders_reader(admin: pymongo.MongoClient, shop: str, actions: list[str] | N
 
 
 def _scoped_user(admin: pymongo.MongoClient, shop: str, role: str) -> tuple[str, str]:
-    user, password = _name("scoped"), uuid.uuid4().hex
+    user, password = _name("scoped"), unique_password()
     admin[shop].command("createUser", user, pwd=password, roles=[role])
     return user, password
 
@@ -261,7 +258,7 @@ def test_inherited_role_grants_and_cycles_are_refused(target, admin, shop):
 def test_resource_patterns_match_as_mongodb_documents_them(target, admin, shop, resource, orders, customers, elsewhere):
     elsewhere_db = f"{shop}_other"
     admin[elsewhere_db].orders.insert_one({"_id": 1})
-    role, user, password = _name("pattern"), _name("pattern_user"), uuid.uuid4().hex
+    role, user, password = _name("pattern"), _name("pattern_user"), unique_password()
     resource = {k: v.format(shop=shop) if isinstance(v, str) else v for k, v in resource.items()}
     admin.admin.command("createRole", role, privileges=[{"resource": resource, "actions": ["find"]}], roles=[])
     admin.admin.command("createUser", user, pwd=password, roles=[role])
@@ -284,7 +281,7 @@ def test_resource_patterns_match_as_mongodb_documents_them(target, admin, shop, 
 
 
 def test_cluster_privileges_cover_cluster_commands_only(target, admin):
-    role, user, password = _name("ops_watcher"), _name("watcher"), uuid.uuid4().hex
+    role, user, password = _name("ops_watcher"), _name("watcher"), unique_password()
     admin.admin.command(
         "createRole", role, privileges=[{"resource": {"cluster": True}, "actions": ["inprog"]}], roles=[]
     )

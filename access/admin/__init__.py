@@ -6,7 +6,10 @@ Records (leases, sessions, session commands, audit events, connector actions, ac
 read-only: no add, no save, no delete; the actions on them (revoke, kill, roll back, approve) call services.
 """
 
+from axes.models import AccessAttempt
 from django.contrib.admin import site as admin_site
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
 from oauth2_provider.models import get_refresh_token_model
 
 from access.admin.accounts import AccountAdmin
@@ -21,6 +24,7 @@ from access.admin.resources import ResourceAdmin
 from access.admin.roles import DynamicRoleAdmin
 from access.admin.sessions import SessionAdmin, SessionCommandAdmin
 from access.admin.tokens import ApiTokenAdmin
+from access.admin.users import LockoutAdmin, PamGroupAdmin, PamUserAdmin
 from access.models import (
     AccessPolicy,
     AccessRequest,
@@ -49,6 +53,13 @@ admin_site.register(SessionCommand, SessionCommandAdmin)
 admin_site.register(AuditEvent, AuditEventAdmin)
 admin_site.register(ConnectorAction, ConnectorActionAdmin)
 admin_site.register(ApiToken, ApiTokenAdmin)
+
+# People, groups and lockouts replace the admins Django and django-axes register, so that deactivating or deleting
+# a person, deleting a group and clearing a lockout go through the services (access/admin/users.py).
+for model, model_admin in ((get_user_model(), PamUserAdmin), (Group, PamGroupAdmin), (AccessAttempt, LockoutAdmin)):
+    if admin_site.is_registered(model):
+        admin_site.unregister(model)
+    admin_site.register(model, model_admin)
 unregister_toolkit_token_admins(admin_site)
 if admin_site.is_registered(get_refresh_token_model()):
     admin_site.unregister(get_refresh_token_model())

@@ -15,6 +15,7 @@ from django.contrib.admin import helpers
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import Http404
 from django.shortcuts import redirect
+from django.template.defaultfilters import pluralize
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
@@ -99,6 +100,12 @@ def _run_on_accounts(modeladmin, request, queryset, kind: str, describe) -> None
         _report(modeladmin, request, action, describe(account, action))
 
 
+def _connections(action) -> str:
+    """`1 connection` / `3 connections`: how many live connections an action ended."""
+    count = action.result.get("connections_ended", 0)
+    return f"{count} connection{pluralize(count)}"
+
+
 @admin.action(description="Rotate the database password (ends live connections)")
 def rotate_account_password(modeladmin, request, queryset):
     page = _confirm(
@@ -116,10 +123,7 @@ def rotate_account_password(modeladmin, request, queryset):
         request,
         queryset,
         ActionKind.ROTATE_PASSWORD,
-        lambda account, action: (
-            f"Rotated the password of {account.username}; "
-            f"{action.result.get('connections_ended', 0)} connection(s) ended"
-        ),
+        lambda account, action: f"Rotated the password of {account.username}; {_connections(action)} ended",
     )
     return None
 
@@ -131,9 +135,7 @@ def lock_account_user(modeladmin, request, queryset):
         request,
         queryset,
         ActionKind.LOCK_USER,
-        lambda account, action: (
-            f"Locked {account.username}; {action.result.get('connections_ended', 0)} connection(s) ended"
-        ),
+        lambda account, action: f"Locked {account.username}; {_connections(action)} ended",
     )
 
 

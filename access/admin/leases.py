@@ -8,6 +8,7 @@ words, never with a secret; the service writes the audit rows.
 from __future__ import annotations
 
 from django.contrib import admin, messages
+from django.template.defaultfilters import pluralize
 from django.utils import timezone
 from django.utils.html import format_html
 
@@ -32,7 +33,7 @@ def _revoke_each(request, leases) -> tuple[int, list[str]]:
 def _report_revocations(modeladmin, request, done: int, failed: list[str]) -> None:
     if done:
         modeladmin.message_user(
-            request, f"{done} lease(s) revoked: users dropped and confirmed gone.", messages.SUCCESS
+            request, f"{done} lease{pluralize(done)} revoked: users dropped and confirmed gone.", messages.SUCCESS
         )
     for line in failed:
         modeladmin.message_user(request, f"Revocation failed, will be retried: {line}", messages.ERROR)
@@ -57,8 +58,9 @@ def revocation_status(lease) -> str:
     if lease.state == LeaseState.REVOKE_FAILED:
         when = timezone.localtime(lease.next_attempt_at).strftime("%H:%M:%S") if lease.next_attempt_at else "soon"
         return format_html(
-            '<strong style="color:#ba2121">failed {} time(s), next try {}</strong><br><small>{}</small>',
+            '<strong style="color:#ba2121">failed {} time{}, next try {}</strong><br><small>{}</small>',
             lease.attempts,
+            pluralize(lease.attempts),
             when,
             lease.last_error[:160],
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.template.defaultfilters import pluralize
 from django.template.response import TemplateResponse
 
 from access.admin.base import RecordAdmin
@@ -57,7 +58,7 @@ def _with_comment(modeladmin, request, queryset, *, title: str, verb: str, servi
             text = " ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc)
             modeladmin.message_user(request, f"Request #{access_request.pk}: {text}", messages.ERROR)
     if done:
-        modeladmin.message_user(request, f"{verb.capitalize()}: {done} request(s).", messages.SUCCESS)
+        modeladmin.message_user(request, f"{verb.capitalize()}: {done} request{pluralize(done)}.", messages.SUCCESS)
     return None
 
 

@@ -7,15 +7,20 @@ save, no delete). Killing calls `session_end` (the gateway drops the connections
 
 from __future__ import annotations
 
+import json
+from datetime import UTC
+
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
 from django.shortcuts import redirect
+from django.template.defaultfilters import pluralize
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
 from access.admin.base import RecordAdmin, may
+from access.events import chatter_q
 from access.models import Session, SessionCommand
 from access.models.sessions import SessionEndReason, SessionState
 from access.services import sessions as session_services
@@ -23,9 +28,45 @@ from access.services import sessions as session_services
 KILL_PERMISSION = "access.change_session"
 
 
-class SessionCommandInline(admin.TabularInline):
+def _when(moment) -> str:
+    """A recorded time to the millisecond, in UTC: `2026-05-01 14:03:09.123 UTC`."""
+    if moment is None:
+        return "—"
+    return f"{moment.astimezone(UTC):%Y-%m-%d %H:%M:%S}.{moment.microsecond // 1000:03d} UTC"
+
+
+class CommandColumns:
+    """How a command reads in the admin: its time, outcome (with a refusal's reason), latency and wrapped summary."""
+
+    @admin.display(description="time (UTC)", ordering="at")
+    def when(self, obj):
+        return _when(obj.at)
+
+    @admin.display(description="namespace")
+    def namespace(self, obj):
+        return f"{obj.database}.{obj.collection}" if obj.collection else obj.database
+
+    @admin.display(description="outcome")
+    def outcome(self, obj):
+        if obj.refused:
+            return format_html('<strong style="color:#ba2121">refused</strong>: {}', obj.error_message or "by policy")
+        if not obj.ok:
+            return format_html("error {}: {}", obj.error_code or "", obj.error_message)
+        return "ok"
+
+    @admin.display(description="latency", ordering="latency_us")
+    def latency(self, obj):
+        return f"{obj.latency_us / 1000:.1f} ms"
+
+    @admin.display(description="summary (redacted)")
+    def summary_text(self, obj):
+        text = json.dumps(obj.summary, separators=(",", ":"), sort_keys=True, default=str) if obj.summary else ""
+        return format_html('<code class="pam-summary">{}</code>', text)
+
+
+class _CommandInline(CommandColumns, admin.TabularInline):
     model = SessionCommand
-    fields = ["at", "database", "collection", "command", "ok", "error_code", "n", "latency_us", "refused"]
+    fields = ["when", "command", "namespace", "outcome", "n", "latency", "summary_text"]
     readonly_fields = fields
     extra = 0
     can_delete = False
@@ -40,6 +81,27 @@ class SessionCommandInline(admin.TabularInline):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+class SessionCommandInline(_CommandInline):
+    """What the person ran: the log without the drivers' handshake."""
+
+    verbose_name = "command"
+    verbose_name_plural = "Commands the person ran"
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).exclude(chatter_q())
+
+
+class HandshakeCommandInline(_CommandInline):
+    """What the drivers and the shell sent on their own (hello, buildInfo, getParameter, ...): grouped, collapsed."""
+
+    verbose_name = "driver handshake command"
+    verbose_name_plural = "Driver and shell handshake (buildInfo, getParameter, atlasVersion, …)"
+    classes = ["collapse"]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).filter(chatter_q())
 
 
 class LiveSessionFilter(admin.SimpleListFilter):
@@ -62,7 +124,9 @@ class LiveSessionFilter(admin.SimpleListFilter):
 @admin.action(description="Kill selected sessions", permissions=["kill"])
 def kill_sessions(modeladmin, request, queryset):
     killed = session_services.session_end_many(sessions=queryset, reason=SessionEndReason.KILLED, actor=request.user)
-    modeladmin.message_user(request, f"Killed {killed} session(s); their connections close within 2 seconds.")
+    modeladmin.message_user(
+        request, f"Killed {killed} session{pluralize(killed)}; their connections close within 2 seconds."
+    )
 
 
 class SessionAdmin(RecordAdmin):
@@ -73,9 +137,9 @@ class SessionAdmin(RecordAdmin):
         "gateway",
         "state",
         "read_only",
-        "started_at",
-        "expires_at",
-        "ended_at",
+        "started",
+        "expires",
+        "ended",
         "end_reason",
         "commands_count",
         "live_view_link",
@@ -85,7 +149,7 @@ class SessionAdmin(RecordAdmin):
     search_fields = ["username", "user_name", "client_address"]
     date_hierarchy = "started_at"
     exclude = ["verifiers"]
-    inlines = [SessionCommandInline]
+    inlines = [SessionCommandInline, HandshakeCommandInline]
     actions = [kill_sessions]
     change_form_template = "admin/access/session/change_form.html"
 
@@ -103,6 +167,18 @@ class SessionAdmin(RecordAdmin):
     def change_view(self, request, object_id, form_url="", extra_context=None):
         context = {**(extra_context or {}), "can_kill": self.has_kill_permission(request)}
         return super().change_view(request, object_id, form_url, context)
+
+    @admin.display(description="started (UTC)", ordering="started_at")
+    def started(self, obj):
+        return _when(obj.started_at)
+
+    @admin.display(description="expires (UTC)", ordering="expires_at")
+    def expires(self, obj):
+        return _when(obj.expires_at)
+
+    @admin.display(description="ended (UTC)", ordering="ended_at")
+    def ended(self, obj):
+        return _when(obj.ended_at)
 
     @admin.display(description="live view")
     def live_view_link(self, obj):
@@ -138,9 +214,26 @@ class SessionAdmin(RecordAdmin):
         return TemplateResponse(request, "admin/access/session/live.html", context)
 
 
-class SessionCommandAdmin(RecordAdmin):
-    list_display = ["at", "session", "database", "collection", "command", "ok", "error_code", "latency_us"]
-    list_filter = ["command", "ok", "refused"]
+class ChatterFilter(admin.SimpleListFilter):
+    """The person's own commands, or the drivers' handshake chatter."""
+
+    title = "who sent it"
+    parameter_name = "sent_by"
+
+    def lookups(self, request, model_admin):
+        return [("person", "The person"), ("driver", "Driver or shell handshake")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "person":
+            return queryset.exclude(chatter_q())
+        if self.value() == "driver":
+            return queryset.filter(chatter_q())
+        return queryset
+
+
+class SessionCommandAdmin(CommandColumns, RecordAdmin):
+    list_display = ["when", "session", "command", "namespace", "outcome", "n", "latency", "summary_text"]
+    list_filter = [ChatterFilter, "command", "ok", "refused"]
     search_fields = ["session__username", "database", "collection", "command"]
     date_hierarchy = "at"
     list_select_related = ["session"]

@@ -7,6 +7,7 @@ from rest_framework import serializers
 
 from access.durations import format_duration, parse_duration
 from access.models import Account, Gateway, Resource
+from access.services.connections import resource_changes_need_verification, resource_changes_verify
 
 
 class DurationField(serializers.Field):
@@ -75,6 +76,14 @@ class ResourceSerializer(serializers.ModelSerializer):
     )
     default_ttl = DurationField(required=False)
     max_ttl = DurationField(required=False)
+    verify_connection = serializers.BooleanField(
+        write_only=True,
+        required=False,
+        default=False,
+        help_text="Log in over the new settings before saving (as the admin form does); without it, changed hosts "
+        "or TLS settings hold stored credentials back until a verification succeeds.",
+    )
+    connection_verified = serializers.BooleanField(read_only=True)
 
     class Meta:
         model = Resource
@@ -98,18 +107,27 @@ class ResourceSerializer(serializers.ModelSerializer):
             "default_ttl",
             "max_ttl",
             "full_command_logging",
+            "verify_connection",
+            "connection_verified",
             "created_at",
             "updated_at",
         ]
         read_only_fields = ["id", "created_at", "updated_at"]
 
     def validate(self, attrs):
+        verify = attrs.pop("verify_connection", False)
         probe = (
             Resource(**{f.name: getattr(self.instance, f.name) for f in Resource._meta.concrete_fields})
             if self.instance
             else Resource()
         )
         run_model_clean(probe, {k: v for k, v in attrs.items() if k not in ("admin_password", "atlas_private_key")})
+        if verify and resource_changes_need_verification(resource=self.instance, fields=attrs):
+            # The admin form's verification (access.services.connections): same login, same words.
+            try:
+                attrs["verified_fingerprint"] = resource_changes_verify(resource=self.instance, fields=attrs)
+            except DjangoValidationError as exc:
+                raise serializers.ValidationError(exc.message_dict) from None
         return attrs
 
 

@@ -84,9 +84,12 @@ class SessionOpenedSerializer(SessionSerializer):
     secret = serializers.CharField(read_only=True, help_text="One-time secret: shown once, never stored.")
     connection_string = serializers.CharField(read_only=True)
     mongosh = serializers.CharField(read_only=True)
+    warnings = serializers.ListField(
+        child=serializers.CharField(), read_only=True, help_text="What changed from what was asked (a capped duration)."
+    )
 
     class Meta(SessionSerializer.Meta):
-        fields = [*SessionSerializer.Meta.fields, "secret", "connection_string", "mongosh"]
+        fields = [*SessionSerializer.Meta.fields, "secret", "connection_string", "mongosh", "warnings"]
         read_only_fields = fields
 
 
@@ -137,7 +140,7 @@ class SessionListCreateApi(APIView):
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         try:
-            session, secret = access_session_open(
+            opened = access_session_open(
                 user=request.user,
                 account=data["account"],
                 duration=data["duration"],
@@ -147,7 +150,13 @@ class SessionListCreateApi(APIView):
             )
         except GrantNeedsMfa as exc:
             return mfa_needed(exc)
-        body = {**SessionSerializer(session).data, "secret": secret, **session_connection_info(session, secret)}
+        session, secret = opened.session, opened.secret
+        body = {
+            **SessionSerializer(session).data,
+            "secret": secret,
+            **session_connection_info(session, secret),
+            "warnings": list(opened.warnings),  # e.g. a duration capped at what the grant allows
+        }
         # X-One-Time-Secret marks the one response allowed to carry the secret (the test suite's leak scan skips it).
         return Response(
             body, status=status.HTTP_201_CREATED, headers={"Cache-Control": "no-store", "X-One-Time-Secret": "1"}

@@ -57,7 +57,8 @@ def _resource(name: str, *, atlas: bool = False) -> Resource:
     return get_object_or_404(Resource.objects.all() if atlas else Resource.objects.mongodb(), name=name)
 
 
-def _vault_body(data: dict, **top) -> dict:
+def _vault_body(data: dict | None, *, warnings=(), **top) -> dict:
+    """Vault's answer shape; `warnings` says in words what changed from what was asked (e.g. a capped TTL)."""
     return {
         "request_id": str(uuid.uuid4()),
         "lease_id": "",
@@ -65,6 +66,7 @@ def _vault_body(data: dict, **top) -> dict:
         "lease_duration": 0,
         **top,
         "data": data,
+        "warnings": list(warnings) or None,
     }
 
 
@@ -239,7 +241,12 @@ class CredsSerializer(serializers.Serializer):
 
 
 class CredsApi(APIView):
-    """`mongodb/{resource}/creds/{role}`: issue a lease — a new database user and its password, shown once."""
+    """`mongodb/{resource}/creds/{role}`: issue a lease — a new database user and its password, shown once.
+
+    Vault's clients read it with GET (token calls); a browser session must POST it with the CSRF token.
+    """
+
+    session_get_refused = True  # access.api.authentication.OtpSessionAuthentication: GET changes state here
 
     def get(self, request, resource: str, role: str):
         target = _visible_role(request, resource, role)
@@ -247,7 +254,7 @@ class CredsApi(APIView):
         serializer = CredsSerializer(data=source)
         serializer.is_valid(raise_exception=True)
         try:
-            lease, password = access_lease_issue(
+            issued = access_lease_issue(
                 user=request.user,
                 role=target,
                 ttl=serializer.validated_data.get("ttl"),
@@ -258,18 +265,22 @@ class CredsApi(APIView):
             return mfa_needed(exc)
         except lease_services.LeaseError as exc:
             raise (Unavailable if exc.code == "unavailable" else exceptions.ValidationError)(exc.message) from None
+        lease, password = issued.lease, issued.password
+        data = {
+            "db": lease.db,
+            "auth_database": lease.db,  # the database the user authenticates against (authSource)
+            "username": lease.username,
+            "password": password,
+            "connection_string": lease_connection_string(lease, password) or None,
+            "expires_at": lease.expires_at,
+        }
         return Response(
             _vault_body(
-                {
-                    "db": lease.db,
-                    "username": lease.username,
-                    "password": password,
-                    "connection_string": lease_connection_string(lease, password),
-                    "expires_at": lease.expires_at,
-                },
+                data,
                 lease_id=lease.lease_id,
                 renewable=lease.renewable,
                 lease_duration=int((lease.expires_at - lease.issued_at).total_seconds()),
+                warnings=issued.warnings,
             ),
             headers={"Cache-Control": "no-store", "X-One-Time-Secret": "1"},  # the one response with the password
         )
@@ -308,14 +319,14 @@ class LeaseRenewApi(APIView):
         serializer.is_valid(raise_exception=True)
         lease = _lease_for(request, serializer.validated_data["lease_id"])
         try:
-            lease = access_lease_renew(
+            renewed = access_lease_renew(
                 user=request.user, lease=lease, increment=serializer.validated_data.get("increment")
             )
         except lease_services.LeaseError as exc:
             if exc.code == "unavailable":  # the target (e.g. the Atlas API) refused or did not answer
                 raise Unavailable(exc.message) from None
             raise exceptions.ValidationError({"lease_id": exc.message}) from None
-        return Response({"request_id": str(uuid.uuid4()), **_lease_summary(lease), "data": None})
+        return Response(_vault_body(None, **_lease_summary(renewed.lease), warnings=renewed.warnings))
 
     post = put
 

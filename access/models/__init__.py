@@ -7,7 +7,7 @@ from access.models.locks import BackgroundLock
 from access.models.policies import AccessPolicy, AccessRequest
 from access.models.profiles import UserProfile
 from access.models.resources import Account, Gateway, Resource
-from access.models.sessions import Session, SessionCommand
+from access.models.sessions import Session, SessionCommand, SessionRevocation
 from access.models.tokens import ApiToken
 
 __all__ = [
@@ -25,5 +25,6 @@ __all__ = [
     "Resource",
     "Session",
     "SessionCommand",
+    "SessionRevocation",
     "UserProfile",
 ]

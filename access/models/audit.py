@@ -74,7 +74,20 @@ class AuditAction(models.TextChoices):
     CONNECTOR_ACTION_ROLLBACK_FAILED = "connector_action.rollback_failed", "connector action rollback failed"
     # people, tokens, MFA
     API_TOKEN_CREATE = "api_token.create", "API token created"
+    API_TOKEN_FIRST_USE = "api_token.first_use", "API token first used"
     API_TOKEN_REVOKE = "api_token.revoke", "API token revoked"
+    USER_ACCESS_END = "user.access_end", "user's access ended"
+    # authentication: every sign-in step, in the portal, the admin, the API and the gateways
+    AUTH_LOGIN = "auth.login", "password accepted"
+    AUTH_LOGIN_FAILED = "auth.login_failed", "password refused"
+    AUTH_LOGOUT = "auth.logout", "signed out"
+    AUTH_LOCKOUT = "auth.lockout", "locked out"
+    AUTH_LOCKOUT_CLEAR = "auth.lockout_clear", "lockout cleared"
+    AUTH_MFA_PASSED = "auth.mfa_passed", "second factor passed"
+    AUTH_MFA_FAILED = "auth.mfa_failed", "second factor failed"
+    AUTH_STEP_UP = "auth.step_up", "step-up passed"
+    AUTH_EMAIL_CODE_SENT = "auth.email_code_sent", "email code sent"
+    GATEWAY_LOGIN_FAILED = "gateway.login_failed", "gateway login failed"
     CLI_DEVICE_REQUEST = "cli.device_request", "CLI login requested"
     CLI_DEVICE_CONFIRM = "cli.device_confirm", "CLI device code confirmed"
     CLI_DEVICE_DENY = "cli.device_deny", "CLI device code denied"
@@ -89,6 +102,15 @@ class AuditAction(models.TextChoices):
     # housekeeping
     SECRETS_REENCRYPT = "secrets.reencrypt", "secrets re-encrypted"
     SCHEDULES_SETUP = "schedules.setup", "schedules set up"
+
+    @classmethod
+    def authentication(cls) -> list[AuditAction]:
+        """The authentication events (sign-in steps, lockouts, tokens, gateway logins), for the admin's filter."""
+        return [
+            action
+            for action in cls
+            if action.value.startswith(("auth.", "api_token.", "mfa.")) or action == cls.GATEWAY_LOGIN_FAILED
+        ]
 
     @classmethod
     def for_connector_action_state(cls, state: str) -> AuditAction:

@@ -45,7 +45,11 @@ class DynamicRole(models.Model):
     name = models.SlugField(max_length=64)
     description = models.TextField(blank=True)
     db = models.CharField("database", max_length=64, default="admin", help_text="Database the user is created in.")
-    roles = models.JSONField(default=list, help_text='e.g. ["readWrite", {"role": "read", "db": "reports"}]')
+    roles = models.JSONField(
+        default=list,
+        blank=True,  # none: a server without authorization (FerretDB, the demo's) refuses any role
+        help_text='e.g. ["readWrite", {"role": "read", "db": "reports"}]; empty on servers without authorization.',
+    )
     scopes = models.JSONField(default=list, blank=True, help_text='Atlas only: [{"name", "type"}].')
     default_ttl = HumanDurationField(null=True, blank=True, help_text="Blank: the resource's default TTL.")
     max_ttl = HumanDurationField(null=True, blank=True, help_text="Blank: the resource's max TTL.")
@@ -115,7 +119,11 @@ class LeaseState(models.TextChoices):
     REVOKED = "revoked", "Revoked"
     EXPIRED = "expired", "Expired"
     REVOKE_FAILED = "revoke_failed", "Revoke failed (retrying)"
+    FAILED = "failed", "Issue failed"
 
+
+ISSUE_FAILED_REASON = "issue_failed"
+"""`revoke_reason` of a lease whose database user could not be created: it was never handed to anyone."""
 
 LIVE_LEASE_STATES = (LeaseState.ACTIVE, LeaseState.REVOKING, LeaseState.REVOKE_FAILED)
 
@@ -189,6 +197,21 @@ class Lease(models.Model):
 
     def __str__(self) -> str:
         return self.lease_id
+
+    @property
+    def issue_failed(self) -> bool:
+        """The database user was never created for its holder: a failed attempt, never a credential they held."""
+        return self.revoke_reason == ISSUE_FAILED_REASON
+
+    @property
+    def display_state(self) -> str:
+        """The state a person reads: a failed issue stays `failed` while the sweeper makes sure no user is left."""
+        return LeaseState.FAILED if self.issue_failed else self.state
+
+    def get_display_state_display(self) -> str:
+        if self.issue_failed and self.state != LeaseState.FAILED:
+            return "Issue failed (cleaning up)"
+        return LeaseState(self.display_state).label
 
     @property
     def renewable(self) -> bool:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from datetime import timedelta
 
 from django.core.exceptions import ValidationError
@@ -11,7 +13,12 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from access.fields import EncryptedTextField, HumanDurationField
-from access.validators import validate_resource_uri
+from access.validators import (
+    URI_TLS_INSECURE_OPTIONS,
+    split_mongodb_uri,
+    uri_option_is_true,
+    validate_resource_uri,
+)
 
 
 class GatewayQuerySet(models.QuerySet):
@@ -119,6 +126,14 @@ class Resource(models.Model):
     pending_admin_password = EncryptedTextField(
         help_text="A new admin password set on the server but not yet verified (root rotation); write-only."
     )
+    verified_fingerprint = models.CharField(
+        max_length=64,
+        blank=True,
+        editable=False,
+        help_text="The connection settings (hosts, options, TLS) stored credentials may be sent to: those of the "
+        "resource's creation or of its last successful verification.",
+    )
+    verified_at = models.DateTimeField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -138,6 +153,13 @@ class Resource(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    def save(self, *args, **kwargs):
+        # A new resource's credentials come with its settings: they are trusted as created. A later change of
+        # hosts or TLS is trusted only once verified (access.services.connections).
+        if self._state.adding and not self.verified_fingerprint:
+            self.verified_fingerprint = self.connection_fingerprint()
+        super().save(*args, **kwargs)
+
     def clean(self) -> None:
         errors = {}
         if self.kind == ResourceKind.MONGODB and not self.uri:
@@ -146,8 +168,51 @@ class Resource(models.Model):
             errors["atlas_group_id"] = "An Atlas resource needs its project (group) id."
         if self.default_ttl and self.max_ttl and self.default_ttl > self.max_ttl:
             errors["default_ttl"] = "The default TTL cannot be longer than the max TTL."
+        if self.kind == ResourceKind.MONGODB and self.uri and "uri" not in errors:
+            tls_problem = self._uri_tls_contradiction()
+            if tls_problem:
+                errors["uri"] = tls_problem
         if errors:
             raise ValidationError(errors)
+
+    def _uri_tls_contradiction(self) -> str:
+        """Words for a TLS option of the URI that says otherwise than the resource's TLS fields, or ""."""
+        try:
+            options = split_mongodb_uri(self.uri)[4]
+            tls = [uri_option_is_true(options, name) for name in ("tls", "ssl")]
+            insecure = [uri_option_is_true(options, name) for name in sorted(URI_TLS_INSECURE_OPTIONS)]
+        except ValidationError:
+            return ""  # the URI's own validator says what is wrong with it
+        if any(value is not None and value != bool(self.tls) for value in tls):
+            return "The URI's tls option says otherwise than the resource's TLS setting: set TLS with its checkbox."
+        if self.tls and self.tls_verify and any(insecure):
+            return (
+                "The URI turns certificate checks off while the resource verifies TLS certificates: "
+                "untick 'verify TLS certificates' instead (it is recorded and shown)."
+            )
+        return ""
+
+    def connection_fingerprint(self) -> str:
+        """A digest of where and how stored credentials are sent: the URI (hosts, options), TLS and its CA.
+
+        For an Atlas project, the Admin API's base URL (where the API key signs in).
+        """
+        if self.kind == ResourceKind.ATLAS:
+            settings = {"kind": self.kind, "atlas_base_url": (self.atlas_base_url or "").strip()}
+        else:
+            settings = {
+                "kind": self.kind,
+                "uri": (self.uri or "").strip(),
+                "tls": bool(self.tls),
+                "tls_verify": bool(self.tls_verify),
+                "ca_certificate": (self.ca_certificate or "").strip(),
+            }
+        return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+
+    @property
+    def connection_verified(self) -> bool:
+        """Whether the current connection settings are those created with or last verified (credentials may go)."""
+        return bool(self.verified_fingerprint) and self.verified_fingerprint == self.connection_fingerprint()
 
     @property
     def is_atlas(self) -> bool:

@@ -26,6 +26,28 @@ class SessionEndReason(models.TextChoices):
     ACCOUNT_REVOKED = "account_revoked", "Account or lease revoked"
     GATEWAY_STOPPED = "gateway_stopped", "Gateway stopped"
     GATEWAY_LOST = "gateway_lost", "Gateway lost"
+    USER_DEACTIVATED = "user_deactivated", "User deactivated"
+    USER_DELETED = "user_deleted", "User deleted"
+    GRANT_REMOVED = "grant_removed", "Grant removed"
+
+
+_END_WORDS = {
+    SessionEndReason.EXPIRED: "the session expired",
+    SessionEndReason.ENDED_BY_USER: "the session was ended by its user",
+    SessionEndReason.KILLED: "the session was killed by {actor}",
+    SessionEndReason.ACCOUNT_REVOKED: "the account or lease of the session was revoked",
+    SessionEndReason.GATEWAY_STOPPED: "the gateway stopped",
+    SessionEndReason.GATEWAY_LOST: "the gateway was lost",
+    SessionEndReason.USER_DEACTIVATED: "the user was deactivated",
+    SessionEndReason.USER_DELETED: "the user was deleted",
+    SessionEndReason.GRANT_REMOVED: "the user's access grant was removed",
+}
+
+
+def session_end_words(reason: str, actor_name: str = "") -> str:
+    """Why a session ended, in words a client can be told: "the session was killed by alice", ..."""
+    words = _END_WORDS.get(reason, "the session ended")
+    return words.format(actor=actor_name or "an administrator")
 
 
 class SessionQuerySet(VisibleToQuerySet):
@@ -118,3 +140,26 @@ class SessionCommand(models.Model):
 
     def __str__(self) -> str:
         return f"{self.command} on {self.database}.{self.collection}" if self.collection else self.command
+
+
+class SessionRevocation(models.Model):
+    """One ended session, told to the gateways: a row per end, polled by every gateway (at least once, in order).
+
+    `access.services.sessions` writes it in the transaction that ends the session; gateways read the rows after
+    their cursor (`access.services.offboarding.gateway_ended_sessions_since`, about every 200 ms) and close the
+    session's connections at once, with `description` (the reason in words) as the error their clients see.
+    Rows are kept a day (`session_revocations_prune`): a gateway that was away longer reloads its sessions anyway.
+    """
+
+    session = models.ForeignKey(Session, null=True, on_delete=models.SET_NULL, related_name="revocations")
+    session_username = models.CharField(max_length=100)
+    gateway_id = models.BigIntegerField(null=True, blank=True)
+    reason = models.CharField(max_length=32, choices=SessionEndReason.choices)
+    description = models.CharField(max_length=255)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"{self.session_username}: {self.description}"

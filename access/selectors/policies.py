@@ -26,6 +26,11 @@ class AccessGrant:
     read_only: bool
     mfa_required: bool
 
+    @property
+    def superuser_bypass(self) -> bool:
+        """Granted only because the user is a superuser: no policy, or no approved request, lets them in."""
+        return self.policy is None
+
     def cap(self, duration: timedelta, now: datetime | None = None) -> timedelta:
         """Shorten `duration` to what this grant allows."""
         now = now or timezone.now()

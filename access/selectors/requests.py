@@ -23,6 +23,7 @@ class CatalogueEntry:
     usable_now: bool
     usable_until: datetime | None
     pending_request: AccessRequest | None
+    superuser_bypass: bool = False  # usable only because the user is a superuser (no approved request)
 
     @property
     def target(self):
@@ -47,6 +48,7 @@ def catalogue_for(user) -> list[CatalogueEntry]:
                 usable_now=grant is not None,
                 usable_until=grant.not_after if grant else None,
                 pending_request=pending.get(policy.pk),
+                superuser_bypass=grant is not None and grant.superuser_bypass,
             )
         )
     return entries

@@ -30,6 +30,7 @@ from access.crypto import Secret
 from access.models import Account, AuditAction, ConnectorAction, Resource
 from access.models.actions import ROLLBACK_KINDS, ActionKind, ActionState
 from access.services.audit import audit_record
+from access.services.connections import resource_mark_verified
 from access.services.leases import password_generate
 from access.validators import parse_roles, validate_mongodb_roles
 from connectors import ConnectorError, connector_for
@@ -464,7 +465,8 @@ def resource_verify_connection(*, resource: Resource, actor=None) -> dict:
     """Log in to the resource with its admin account and check it may manage users; audit the outcome.
 
     Returns the connector's summary (server, version, topology, admin user and roles); raises ConnectorError
-    with the problem in words (DNS, TLS, unreachable, timeout, auth, permission).
+    with the problem in words (DNS, TLS, unreachable, timeout, auth, permission). A success records the settings
+    as verified (access.services.connections): stored credentials may then be used against them.
     """
     error: ConnectorError | None = None
     summary: dict = {}
@@ -474,6 +476,11 @@ def resource_verify_connection(*, resource: Resource, actor=None) -> dict:
     except ConnectorError as exc:
         error = exc
     with transaction.atomic():
+        if error is None and resource.pk is not None:
+            resource_mark_verified(resource=resource)
+            Resource.objects.filter(pk=resource.pk).update(
+                verified_fingerprint=resource.verified_fingerprint, verified_at=resource.verified_at
+            )
         audit_record(
             action=AuditAction.RESOURCE_VERIFY_CONNECTION,
             actor=actor,

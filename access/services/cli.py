@@ -16,7 +16,12 @@ from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.utils import timezone
-from oauth2_provider.models import get_application_model, get_device_grant_model, get_refresh_token_model
+from oauth2_provider.models import (
+    get_access_token_model,
+    get_application_model,
+    get_device_grant_model,
+    get_refresh_token_model,
+)
 
 from access.models import AuditAction
 from access.services.audit import audit_record
@@ -145,3 +150,16 @@ def cli_login_revoke(*, refresh_token, actor) -> bool:
             data={"user": locked.user.get_username(), "token_family": str(locked.token_family or "")},
         )
     return True
+
+
+def cli_logins_end(*, user) -> int:
+    """Revoke every CLI login of `user`, deleting their access tokens (offboarding: the caller writes the audit)."""
+    refresh_model = get_refresh_token_model()
+    live = list(refresh_model.objects.filter(user=user, revoked__isnull=True))
+    for token in live:
+        if token.token_family:
+            refresh_model.revoke_family(token.token_family)
+        else:
+            token.revoke()
+    get_access_token_model().objects.filter(user=user).delete()
+    return len(live)

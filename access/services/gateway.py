@@ -28,6 +28,7 @@ from access.models import AuditAction, Gateway, Session, SessionCommand
 from access.models.leases import LeaseState
 from access.models.sessions import SessionEndReason, SessionState
 from access.services.audit import audit_record
+from access.services.connections import resource_credentials_may_go
 from access.services.sessions import _session_end_if_open, session_end_many
 from gatewayproxy.commandlog import CommandRecord
 from gatewayproxy.host import Password, SessionLogin, UpstreamTarget
@@ -83,8 +84,8 @@ def session_login_lookup(*, username: str) -> SessionLogin | None:
         username_upstream, password, auth_database = session.lease.username, session.lease.password, session.lease.db
     else:
         return None
-    if password is None:
-        return None
+    if password is None or not resource_credentials_may_go(resource):
+        return None  # settings changed since verified: the stored password is not sent (access.services.connections)
     return SessionLogin(
         session_id=session.pk,
         public_id=session.public_id,

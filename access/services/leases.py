@@ -31,7 +31,7 @@ from django.utils import timezone
 
 from access.generators import new_password
 from access.models import AuditAction, DynamicRole, Lease, Resource
-from access.models.leases import LIVE_LEASE_STATES, LeaseState
+from access.models.leases import ISSUE_FAILED_REASON, LIVE_LEASE_STATES, LeaseState
 from access.models.sessions import SessionEndReason
 from access.services.audit import audit_record
 from access.validators import parse_roles
@@ -209,8 +209,9 @@ def lease_issue(
             connector.create_user(**create)
     except ConnectorError as exc:
         error = _safe_error(exc, [password])
+        user_absent = exc.kind in _NOT_CREATED or exc.code in _REFUSED_CODES
         _lease_issue_failed(
-            lease=lease, error=error, actor=actor if actor is not None else holder, user_absent=exc.kind in _NOT_CREATED
+            lease=lease, error=error, actor=actor if actor is not None else holder, user_absent=user_absent
         )
         raise LeaseError(f"The database user could not be created: {error}", code="unavailable") from None
     lease.password = password
@@ -229,21 +230,27 @@ def _roles_of(role: DynamicRole) -> list:
 
 _NOT_CREATED = frozenset({"conflict", "auth", "permission", "config", "dns", "tls", "not_found"})
 """Connector error kinds after which the user certainly was not created by us (conflict: the name is someone else's)."""
+_REFUSED_CODES = frozenset({2, 9, 13, 14, 238})
+"""Server codes that refuse createUser before it does anything (BadValue, FailedToParse, Unauthorized, TypeMismatch,
+NotImplemented: FerretDB's answer to roles): no user was made, so there is nothing to clean up."""
 
 
 def _lease_issue_failed(*, lease: Lease, error: str, actor, user_absent: bool) -> None:
-    """Record a failed issue. When the user may exist (timeout, network), hand it to the sweeper to drop; when it
-    certainly does not — or belongs to someone else (a name conflict) — close the lease without touching the server."""
+    """Record a failed issue as a failed attempt (state `failed`), never as a revoked lease its holder never had.
+
+    When the user may exist (timeout, network), hand it to the sweeper to drop first (`revoke_failed`, reason
+    `issue_failed`; it ends `failed`); when it certainly does not — or belongs to someone else (a name conflict) —
+    close the attempt without touching the server."""
     now = timezone.now()
     with transaction.atomic():
         if user_absent:
-            changes = {"state": LeaseState.REVOKED, "revoked_at": now, "next_attempt_at": None}
+            changes = {"state": LeaseState.FAILED, "next_attempt_at": None}
         else:
             changes = {"state": LeaseState.REVOKE_FAILED, "next_attempt_at": now}
         Lease.objects.filter(pk=lease.pk).update(
             expires_at=now,
             last_error=f"Issue failed: {error}"[:ERROR_MAX_LENGTH],
-            revoke_reason="issue_failed",
+            revoke_reason=ISSUE_FAILED_REASON,
             **changes,
         )
         audit_record(
@@ -413,7 +420,12 @@ def _record_outcomes(outcomes: list[RevokeOutcome], *, actor) -> list[Lease]:
                 pk=lease.pk, state=LeaseState.REVOKING, next_attempt_at=lease.next_attempt_at
             )
             if outcome.error is None:
-                final = LeaseState.EXPIRED if lease.revoke_reason == "expired" else LeaseState.REVOKED
+                if lease.revoke_reason == ISSUE_FAILED_REASON:
+                    final = LeaseState.FAILED  # the clean-up after a failed issue: it stays a failed attempt
+                elif lease.revoke_reason == "expired":
+                    final = LeaseState.EXPIRED
+                else:
+                    final = LeaseState.REVOKED
                 changes = {
                     "state": final,
                     "revoked_at": now,
@@ -421,6 +433,8 @@ def _record_outcomes(outcomes: list[RevokeOutcome], *, actor) -> list[Lease]:
                     "last_error": "",
                     "next_attempt_at": None,
                 }
+                if final == LeaseState.FAILED:  # keep why the issue failed; it was never revoked from anyone
+                    changes.update(revoked_at=None, last_error=lease.last_error)
                 action = AuditAction.LEASE_REVOKE
             else:
                 final = LeaseState.REVOKE_FAILED

@@ -15,6 +15,7 @@ from django.db import transaction
 from access.models import AccessPolicy, AuditAction
 from access.services.audit import audit_record
 from access.services.changes import changes_apply, changes_audit_data
+from access.services.offboarding import access_grants_reconcile, access_policy_subjects
 
 POLICY_FIELDS = frozenset(
     {
@@ -54,20 +55,32 @@ def access_policy_create(*, actor, **fields: Any) -> AccessPolicy:
 
 
 def access_policy_update(*, actor, policy: AccessPolicy, **fields: Any) -> AccessPolicy:
-    """Change a policy's subject, target or terms; the row names what changed."""
+    """Change a policy's subject, target or terms; the row names what changed.
+
+    Whoever it named before or names now keeps only what a grant still explains: sessions and leases the change
+    took away end (grant_removed, access.services.offboarding).
+    """
     _refuse_unknown(fields)
     with transaction.atomic():
+        subjects = access_policy_subjects(policy)
         changed = changes_apply(policy, fields)
         policy.full_clean()
         policy.save(update_fields=changed)  # never writes back a stale last_used_at
         audit_record(
             action=AuditAction.ACCESSPOLICY_UPDATE, actor=actor, target=policy, data=changes_audit_data(policy, changed)
         )
+        if changed:
+            access_grants_reconcile(user_ids=subjects | access_policy_subjects(policy), actor=actor)
     return policy
 
 
-def access_policy_delete(*, actor, policy: AccessPolicy) -> None:
-    """Delete a policy (its requests go with it); the audit row keeps its name, subject and target."""
+def access_policy_delete(*, actor, policy: AccessPolicy, reconcile: bool = True) -> None:
+    """Delete a policy (its requests go with it); the audit row keeps its name, subject and target.
+
+    The people it named lose the sessions and leases no other grant explains (grant_removed); `reconcile=False`
+    for a caller that ends their access itself (deleting the user or the group).
+    """
+    subjects = access_policy_subjects(policy) if reconcile else set()
     with transaction.atomic():
         audit_record(
             action=AuditAction.ACCESSPOLICY_DELETE,
@@ -81,3 +94,5 @@ def access_policy_delete(*, actor, policy: AccessPolicy) -> None:
             },
         )
         policy.delete()
+        if subjects:
+            access_grants_reconcile(user_ids=subjects, actor=actor)

@@ -21,6 +21,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.mail import send_mail
 from django.db import transaction
 from django.db.models import Q
+from django.urls import reverse
 from django.utils import timezone
 
 from access.durations import format_duration
@@ -50,14 +51,35 @@ def approvers_for(request: AccessRequest | None = None):
     return users
 
 
-def _notify(*, request: AccessRequest, subject: str, body: str, to_requester: bool = True) -> None:
-    """Email the requester and the approvers once the transaction commits (a mail failure is logged, not raised)."""
+def portal_link(path: str) -> str:
+    """An absolute link into the portal (settings.PAM_PORTAL_URL) for emails: the page where the action happens."""
+    return f"{settings.PAM_PORTAL_URL}{path}"
+
+
+def _notify(
+    *,
+    request: AccessRequest,
+    subject: str,
+    body: str,
+    to_requester: bool = True,
+    action_path: tuple[str, str] | None = None,
+) -> None:
+    """Email the requester and the approvers once the transaction commits (a mail failure is logged, not raised).
+
+    Every email links to the request's page; `action_path` adds the page where the next step is taken (the
+    approval queue, the admin's post-review list).
+    """
     recipients = {user.email for user in approvers_for(request) if user.email}
     if to_requester and request.requester.email:
         recipients.add(request.requester.email)
     if not recipients:
         return
-    text = f"{body}\n\nRequest #{request.pk}: {request.target} for {format_duration(request.duration)}.\n"
+    text = (
+        f"{body}\n\nRequest #{request.pk}: {request.target} for {format_duration(request.duration)}.\n"
+        f"Open it: {portal_link(reverse('portal:request-detail', args=[request.pk]))}\n"
+    )
+    if action_path:
+        text += f"{action_path[0]}: {portal_link(action_path[1])}\n"
 
     def send():
         try:
@@ -72,6 +94,13 @@ def _notify(*, request: AccessRequest, subject: str, body: str, to_requester: bo
             log.warning("access request #%s: notification email failed", request.pk, exc_info=True)
 
     transaction.on_commit(send)
+
+
+def _use_path(request: AccessRequest) -> tuple[str, str]:
+    """Where the requester uses approved access: open a session on the account, or get credentials for the role."""
+    if request.account_id:
+        return "Open a session", reverse("portal:account-use", args=[request.account_id])
+    return "Get credentials", reverse("portal:role-use", args=[request.role_id])
 
 
 def _locked(request: AccessRequest) -> AccessRequest:
@@ -133,6 +162,10 @@ def access_request_create(
                 subject=f"BREAK-GLASS access by {requester.get_username()} to {request.target}",
                 body=f"{requester.get_username()} used break-glass access without approval.\nReason: {reason}\n"
                 "Record a post-review in the admin.",
+                action_path=(
+                    "Review it",
+                    reverse("admin:access_accessrequest_changelist") + "?post_review=awaiting",
+                ),
             )
         else:
             _notify(
@@ -140,6 +173,7 @@ def access_request_create(
                 subject=f"{requester.get_username()} asks for access to {request.target}",
                 body=f"{requester.get_username()} asks for access.\nReason: {reason}\n"
                 "Approve or deny it in the portal.",
+                action_path=("Approve or deny it", reverse("portal:approvals")),
             )
     return request
 
@@ -167,12 +201,13 @@ def _decide(*, request: AccessRequest, approver, comment: str, approve: bool) ->
             data={"requester": current.requester.get_username(), "comment": current.decision_comment},
         )
         outcome = "approved" if approve else "denied"
-        until = f" until {current.expires_at:%Y-%m-%d %H:%M} UTC" if approve else ""
+        until = f" until {current.expires_at:%Y-%m-%d %H:%M:%S} UTC" if approve else ""
         _notify(
             request=current,
             subject=f"Request #{current.pk} {outcome} by {approver.get_username()}",
             body=f"{approver.get_username()} {outcome} the request of {current.requester.get_username()}{until}."
             + (f"\nComment: {current.decision_comment}" if current.decision_comment else ""),
+            action_path=_use_path(current) if approve else None,
         )
     request.refresh_from_db()
     return current

@@ -9,6 +9,7 @@ ones; deleting an account, a resource or a gateway ends its open sessions first.
 
 from __future__ import annotations
 
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Q
 
@@ -16,6 +17,7 @@ from access.models import Account, AuditAction, Gateway, Resource, Session
 from access.models.sessions import SessionEndReason
 from access.services.audit import audit_record
 from access.services.changes import changes_apply, changes_audit_data
+from access.services.connections import resource_changes_verify, resource_mark_verified
 from access.services.sessions import session_end_for_account, session_end_many
 
 ACCOUNT_IDENTITY_FIELDS = frozenset({"resource", "username"})
@@ -56,27 +58,73 @@ def gateway_delete(*, actor, gateway: Gateway) -> None:
         gateway.delete()
 
 
-def resource_create(*, actor, **fields) -> Resource:
-    """Register a MongoDB deployment or Atlas project."""
+def _refuse_verification_fields(fields) -> None:
+    if {"verified_fingerprint", "verified_at"} & set(fields):
+        raise ValidationError({"uri": "Whether the settings are verified is recorded by a verification, not set."})
+
+
+def _apply_verification(resource: Resource, verified_fingerprint: str) -> bool:
+    """Record the settings as verified when the verification was of exactly what is being saved."""
+    if verified_fingerprint and verified_fingerprint == resource.connection_fingerprint():
+        resource_mark_verified(resource=resource)
+        return True
+    return False
+
+
+def _connection_audit(resource: Resource, verified: bool) -> dict:
+    """Whether the stored credentials may be used against the saved settings, for the audit row."""
+    if verified:
+        return {"connection": "verified"}
+    return {} if resource.connection_verified else {"connection": "unverified: stored credentials held back"}
+
+
+def resource_create(*, actor, verify: bool = False, verified_fingerprint: str = "", **fields) -> Resource:
+    """Register a MongoDB deployment or Atlas project; with `verify`, only once its settings log in.
+
+    `verified_fingerprint`: the admin form or the API serializer verified these settings while validating
+    (access.services.connections.resource_changes_verify); it is recorded when it is what is saved.
+    """
+    _refuse_verification_fields(fields)
+    if verify:
+        verified_fingerprint = resource_changes_verify(resource=None, fields=fields)
     with transaction.atomic():
         resource = Resource()
         changed = changes_apply(resource, fields)
         resource.full_clean()
+        verified = _apply_verification(resource, verified_fingerprint)
         resource.save()
         audit_record(
-            action=AuditAction.RESOURCE_CREATE, actor=actor, target=resource, data=changes_audit_data(resource, changed)
+            action=AuditAction.RESOURCE_CREATE,
+            actor=actor,
+            target=resource,
+            data={**changes_audit_data(resource, changed), **_connection_audit(resource, verified)},
         )
     return resource
 
 
-def resource_update(*, actor, resource: Resource, **fields) -> Resource:
-    """Change a resource; pointing it at another deployment (kind, URI, auth database) ends its open sessions."""
+def resource_update(
+    *, actor, resource: Resource, verify: bool = False, verified_fingerprint: str = "", **fields
+) -> Resource:
+    """Change a resource; pointing it at another deployment (kind, URI, auth database) ends its open sessions.
+
+    New hosts or TLS settings are used with the stored credentials only once verified: with `verify` they are
+    tried first (ValidationError on `uri` when they do not log in, nothing saved); without it (or a
+    `verified_fingerprint` of what is saved, see resource_create) they are saved but held back until the
+    resource's "Verify connection" succeeds (access.services.connections).
+    """
+    _refuse_verification_fields(fields)
+    if verify:
+        verified_fingerprint = resource_changes_verify(resource=resource, fields=fields)
     with transaction.atomic():
         changed = changes_apply(resource, fields)
         resource.full_clean()
+        verified = _apply_verification(resource, verified_fingerprint)
         resource.save()
         audit_record(
-            action=AuditAction.RESOURCE_UPDATE, actor=actor, target=resource, data=changes_audit_data(resource, changed)
+            action=AuditAction.RESOURCE_UPDATE,
+            actor=actor,
+            target=resource,
+            data={**changes_audit_data(resource, changed), **_connection_audit(resource, verified)},
         )
         if RESOURCE_TARGET_FIELDS.intersection(changed):
             session_end_many(

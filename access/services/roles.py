@@ -9,12 +9,10 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import ProtectedError
 
-from access.crypto import Secret
 from access.models import AuditAction, DynamicRole, Resource
 from access.services.audit import audit_record
 from access.services.resources import resource_create, resource_update
 from access.validators import parse_roles, split_mongodb_uri
-from connectors import ConnectorError, connector_for
 
 ROLE_FIELDS = (
     "db",
@@ -132,20 +130,7 @@ def resource_connection_configure(
     fields = connection_settings_from_uri(uri, username=username, password=password)
     fields.update(extra)
     resource = Resource.objects.filter(name=name).first()
-    if verify:
-        probe = (
-            Resource(**{f.name: getattr(resource, f.name) for f in Resource._meta.concrete_fields})
-            if resource
-            else Resource(name=name)
-        )
-        for key, value in fields.items():
-            setattr(probe, key, Secret.of(value) if key == "admin_password" else value)
-        probe.full_clean(validate_unique=False, validate_constraints=False)
-        try:
-            with connector_for(probe) as connector:
-                connector.verify_connection()
-        except ConnectorError as exc:
-            raise ValidationError({"uri": f"The connection could not be verified ({exc.kind_title}): {exc}"}) from None
+    # One verification for every door (access.services.connections): the admin form and the REST API use it too.
     if resource is None:
-        return resource_create(actor=actor, name=name, kind="mongodb", **fields), True
-    return resource_update(actor=actor, resource=resource, **fields), False
+        return resource_create(actor=actor, name=name, kind="mongodb", verify=verify, **fields), True
+    return resource_update(actor=actor, resource=resource, verify=verify, **fields), False

@@ -24,6 +24,13 @@ SCHEDULES = (
         "help": "drops tagged users that no live lease explains",
     },
     {
+        "name": "pam: reconcile access",
+        "func": "access.tasks.reconcile_access",
+        "schedule_type": Schedule.MINUTES,
+        "minutes": 1,
+        "help": "ends sessions and leases no grant explains (deactivated users, removed grants), whatever the path",
+    },
+    {
         "name": "pam: expire sessions",
         "func": "access.tasks_sessions.expire_sessions",
         "schedule_type": Schedule.MINUTES,

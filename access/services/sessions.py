@@ -26,6 +26,7 @@ from access.models import Account, AuditAction, Gateway, Lease, Session
 from access.models.sessions import SessionEndReason, SessionState
 from access.selectors.policies import AccessGrant, access_grant_require
 from access.services.audit import audit_record
+from access.services.revocations import session_revocation_record
 from gatewayproxy.wire.scram import derive_credentials
 
 SESSION_MECHANISMS = ("SCRAM-SHA-1", "SCRAM-SHA-256")
@@ -159,6 +160,7 @@ def _session_end_if_open(*, session: Session, reason: SessionEndReason | str, ac
                 target=locked,
                 data={"reason": reason.value, "username": locked.username, "commands": locked.commands_count},
             )
+            session_revocation_record(session=locked, reason=reason, actor=actor)
             event = {"type": "session.ended", "reason": reason.value, "ended_at": now.isoformat()}
             transaction.on_commit(lambda: publish_session_event(locked, event))
     session.state, session.ended_at, session.end_reason = locked.state, locked.ended_at, locked.end_reason

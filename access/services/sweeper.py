@@ -18,15 +18,30 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
+
+from django.utils import timezone
 
 from access.services.leases import ConnectorCache, leases_revoke_due
 from access.services.locks import background_lock_acquire, background_lock_release, background_lock_renew
+from access.services.offboarding import access_windows_end_due
 
 log = logging.getLogger(__name__)
 
 SWEEPER_LOCK = "lease-sweeper"
 LOCK_TTL = timedelta(seconds=15)
+WINDOW_LOOKBACK = timedelta(minutes=2)  # a new run also ends windows that closed while no sweeper ran
+
+
+def _windows_end(*, since: datetime) -> datetime:
+    """End what approved windows that closed since the last tick granted (access.services.offboarding)."""
+    now = timezone.now()
+    try:
+        access_windows_end_due(since=since, now=now)
+    except Exception:  # the minute's reconcile task is the backstop; the error is in the log
+        log.exception("ending closed access windows failed")
+        return since
+    return now
 
 
 @dataclass
@@ -57,6 +72,7 @@ def lease_sweeper_run(
         return SweepReport(acquired=False)
     report = SweepReport(acquired=True)
     deadline = time.monotonic() + run_for
+    windows_checked = timezone.now() - WINDOW_LOOKBACK
     try:
         with ConnectorCache() as connectors, ThreadPoolExecutor(threads, thread_name_prefix="lease-revoke") as pool:
             while time.monotonic() < deadline:
@@ -69,6 +85,7 @@ def lease_sweeper_run(
                 except Exception:  # keep the loop alive: the next tick retries, the error is in the log
                     log.exception("lease sweeper tick failed")
                     handled = 0
+                windows_checked = _windows_end(since=windows_checked)
                 report.handled += handled
                 if handled < batch_size:
                     time.sleep(max(0.0, min(interval, deadline - time.monotonic())))

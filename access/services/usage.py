@@ -4,24 +4,87 @@ These are the only doors through which a person uses access, whatever they come 
 later, the CLI): each decides the caller's grant once (access.selectors.policies.access_grant_require: policy,
 approved window, MFA), caps the duration at what the grant allows, calls the lease or session service, and
 records the policy's last use for the access review. Views parse their input, call one of these, and render.
+
+Nothing silently changes what was asked: a TTL, renewal or duration longer than the grant allows is granted
+capped, and the result carries a warning in words (the limit, named, and the time it ends) that the API returns
+in its `warnings` list (as Vault does) and the portal shows as a message.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import timedelta
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 from django.core.exceptions import PermissionDenied
+from django.utils import timezone
 
+from access.durations import format_duration
 from access.models import Account, DynamicRole, Lease, Session
 from access.models.sessions import SessionEndReason
 from access.selectors.leases import lease_may_change
-from access.selectors.policies import NoGrant, access_grant_for, access_grant_require
+from access.selectors.policies import AccessGrant, NoGrant, access_grant_for, access_grant_require
 from access.services.leases import lease_issue, lease_renew, lease_revoke
 from access.services.requests import access_policy_mark_used
 from access.services.sessions import session_end, session_open
 
 _MIN_INCREMENT = timedelta(seconds=1)
+_SLACK = timedelta(seconds=1)  # the services read the clock a moment after us: shorter by less is not a cap
+
+
+@dataclass(frozen=True)
+class LeaseIssued:
+    """A new lease, its password (once) and the warnings to show with it (a capped TTL)."""
+
+    lease: Lease
+    password: str = field(repr=False)
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class LeaseRenewed:
+    """A renewed lease and the warnings to show with it (a capped renewal)."""
+
+    lease: Lease
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SessionOpened:
+    """A new gateway session, its one-time secret and the warnings to show with it (a capped duration)."""
+
+    session: Session
+    secret: str = field(repr=False)
+    warnings: tuple[str, ...] = ()
+
+
+def _utc(moment: datetime) -> str:
+    return f"{moment.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"
+
+
+def _grant_limits(grant: AccessGrant | None, now: datetime) -> list[tuple[timedelta, str]]:
+    """The limits a grant sets, each said in words (the tightest one is the one a warning names)."""
+    if grant is None:
+        return []
+    who = f"the policy \u201c{grant.policy.name}\u201d" if grant.policy is not None else "the target (superuser bypass)"
+    limits = [(grant.max_duration, f"{who} allows at most {format_duration(grant.max_duration)}")]
+    if grant.not_after is not None:
+        limits.append((grant.not_after - now, f"your approved window closes at {_utc(grant.not_after)}"))
+    return limits
+
+
+def _cap_warning(
+    *, what: str, asked: timedelta, granted: timedelta, ends: datetime, limits: list[tuple[timedelta, str]]
+) -> tuple[str, ...]:
+    """One warning when `granted` is shorter than `asked`, naming the tightest limit; none otherwise."""
+    if granted + _SLACK >= asked:
+        return ()
+    why = min(limits, key=lambda limit: limit[0])[1] if limits else "that is above the maximum"
+    granted_text = format_duration(timedelta(seconds=round(granted.total_seconds())))
+    return (
+        f"{what} was capped: you asked for {format_duration(asked)}, but {why}; "
+        f"granted {granted_text}, until {_utc(ends)}.",
+    )
 
 
 def access_lease_issue(
@@ -31,29 +94,40 @@ def access_lease_issue(
     ttl: timedelta | None = None,
     mfa_verified: bool = False,
     mark_revealed: bool = False,
-) -> tuple[Lease, str]:
+) -> LeaseIssued:
     """Issue a lease on `role` for `user` under their grant; the password is returned once.
 
-    The TTL (default: the role's) and the lease's maximum are capped by the grant. `mark_revealed` records that
-    the caller shows the password in this answer (the API does; the portal reveals it on the lease page).
-    NoGrant / GrantNeedsMfa (PermissionDenied) without a usable grant; ValidationError when the grant leaves no
-    time; LeaseError when the database user cannot be created.
+    The TTL (default: the role's) and the lease's maximum are capped by the grant; a cap is reported in the
+    result's `warnings`. `mark_revealed` records that the caller shows the password in this answer (the API
+    does; the portal reveals it on the lease page). NoGrant / GrantNeedsMfa (PermissionDenied) without a usable
+    grant; ValidationError when the grant leaves no time; LeaseError when the database user cannot be created.
     """
     grant = access_grant_require(user=user, role=role, mfa_verified=mfa_verified)
+    asked = ttl or role.effective_default_ttl
+    now = timezone.now()
     lease, password = lease_issue(
         role=role,
         holder=user,
-        ttl=grant.cap(ttl or role.effective_default_ttl),
-        max_ttl=grant.cap(role.effective_max_ttl),
+        ttl=grant.cap(asked, now),
+        max_ttl=grant.cap(role.effective_max_ttl, now),
         actor=user,
         mark_revealed=mark_revealed,
     )
     access_policy_mark_used(policy=grant.policy, at=lease.issued_at)
-    return lease, password
+    role_max = role.effective_max_ttl
+    limits = [(role_max, f"the role {role} allows at most {format_duration(role_max)}"), *_grant_limits(grant, now)]
+    warnings = _cap_warning(
+        what="The TTL",
+        asked=asked,
+        granted=lease.expires_at - lease.issued_at,
+        ends=lease.expires_at,
+        limits=limits,
+    )
+    return LeaseIssued(lease, password, warnings)
 
 
-def access_lease_renew(*, user, lease: Lease, increment: timedelta | None = None) -> Lease:
-    """Extend `lease` by `increment` (default: its role's TTL), never past its maximum.
+def access_lease_renew(*, user, lease: Lease, increment: timedelta | None = None) -> LeaseRenewed:
+    """Extend `lease` by `increment` (default: its role's TTL), never past its maximum; a cap is a warning.
 
     Its holder renews within their grant as it stands now (superusers too): the increment is capped by the
     policy's maximum and the approved window, and a holder whose grant has ended cannot renew. Active staff
@@ -62,12 +136,24 @@ def access_lease_renew(*, user, lease: Lease, increment: timedelta | None = None
     """
     if not lease_may_change(user=user, lease=lease):
         raise PermissionDenied("Only the lease's holder or the security team may change it.")
+    asked = increment or lease.role.effective_default_ttl
+    now = timezone.now()
+    limits = [(lease.max_expires_at - now, f"the lease cannot be renewed past {_utc(lease.max_expires_at)}")]
     if lease.holder_id == user.pk:
         grant = access_grant_for(user=user, role=lease.role)
-        increment = grant.cap(increment or lease.role.effective_default_ttl) if grant is not None else None
+        increment = grant.cap(asked, now) if grant is not None else None
         if increment is None or increment < _MIN_INCREMENT:
             raise NoGrant("Your access to this role has ended: the lease cannot be renewed.")
-    return lease_renew(lease=lease, increment=increment, actor=user)
+        limits += _grant_limits(grant, now)
+    renewed = lease_renew(lease=lease, increment=increment, actor=user)
+    warnings = _cap_warning(
+        what="The renewal",
+        asked=asked,
+        granted=renewed.expires_at - now,
+        ends=renewed.expires_at,
+        limits=limits,
+    )
+    return LeaseRenewed(renewed, warnings)
 
 
 def access_lease_revoke(*, user, lease: Lease, reason: str = "revoked") -> Lease:
@@ -85,12 +171,14 @@ def access_session_open(
     read_only: bool = False,
     mfa_verified: bool = False,
     database_allow_list: Sequence[str] = (),
-) -> tuple[Session, str]:
+) -> SessionOpened:
     """Open a gateway session on `account` for `user` under their grant (decided once, here); records its use.
 
-    NoGrant / GrantNeedsMfa (PermissionDenied) without a usable grant; see session_open for the rest.
+    A duration longer than the grant allows is capped, with a warning in the result. NoGrant / GrantNeedsMfa
+    (PermissionDenied) without a usable grant; see session_open for the rest.
     """
     grant = access_grant_require(user=user, account=account, mfa_verified=mfa_verified)
+    now = timezone.now()
     session, secret = session_open(
         user=user,
         account=account,
@@ -101,7 +189,14 @@ def access_session_open(
         database_allow_list=database_allow_list,
     )
     access_policy_mark_used(policy=grant.policy, at=session.started_at)
-    return session, secret
+    warnings = _cap_warning(
+        what="The session's duration",
+        asked=duration,
+        granted=session.expires_at - session.started_at,
+        ends=session.expires_at,
+        limits=_grant_limits(grant, now),
+    )
+    return SessionOpened(session, secret, warnings)
 
 
 def access_session_end(*, user, session: Session) -> Session:

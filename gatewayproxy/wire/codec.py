@@ -59,6 +59,7 @@ CODEC_OPTIONS = CodecOptions(document_class=dict, datetime_conversion=DatetimeCo
 #: The standard message header (length, requestID, responseTo, opCode): the one struct every module uses.
 HEADER = struct.Struct("<iiii")
 INT32 = struct.Struct("<i")
+INT64 = struct.Struct("<q")
 #: OP_MSG's flag bits (right after the header) and its CRC-32C trailer.
 UINT32 = struct.Struct("<I")
 _REPLY_FIXED = struct.Struct("<iqii")
@@ -749,50 +750,90 @@ def collection_name(command: str, body: Mapping[str, Any]) -> str:
     return value if isinstance(value, str) else ""
 
 
-def _peek_body(data: bytes, start: int, end: int) -> tuple[str, str, str]:
-    """(command, ``$db``, collection) of the BSON document at ``start``, without decoding it.
+def _scan_body(data: bytes, start: int, end: int) -> tuple[str, str, str, str, list[bytes], int]:
+    """Walk every top-level element of the command document at ``start`` without decoding the values.
 
-    The collection follows :func:`collection_name`'s rule. Element names other than the first are compared
-    as bytes, not decoded: this runs for every message a relay forwards.
+    Returns the command name, ``$db``, the collection (:func:`collection_name`'s rule), why the document reads
+    two ways ("" when it does not: a field given twice, so a server reading the last value would read another
+    message than a proxy reading the first), the field names, and the offset past the document. Names other
+    than the first are compared as bytes: this runs for every message a relay forwards.
     """
     stop = _doc_span(data, start, end, "the command document") - 1
-    pos, command, database, collection, wanted = start + 4, None, "", "", b""
+    pos, command, database, collection, wanted, names = start + 4, None, "", "", b"", []
+    find, fixed_sizes, documents = data.find, _FIXED_SIZES, (0x03, 0x04)
     while pos < stop:
         type_byte = data[pos]
-        nul = data.find(b"\x00", pos + 1, stop)
+        nul = find(b"\x00", pos + 1, stop)
         if nul < 0:
             raise WireError("an element name is not NUL-terminated", pos + 1)
         name = data[pos + 1 : nul]
+        names.append(name)
         if command is None:
             command = read_cstring(data, pos + 1, stop, "the command name")[0]
             wanted = b"collection" if command == "getMore" else name
-        value_end = skip_value(data, type_byte, nul + 1, stop)
+        # The common value types inline (skip_value's rules): this loop runs for every relayed message.
+        if type_byte in fixed_sizes:
+            value_end = nul + 1 + fixed_sizes[type_byte]
+        elif type_byte in documents and nul + 5 <= stop:
+            value_end = nul + 1 + INT32.unpack_from(data, nul + 1)[0]
+            if value_end < nul + 6:
+                raise WireError("BSON value length is invalid", nul + 1)
+        else:
+            value_end = skip_value(data, type_byte, nul + 1, stop)
         if value_end > stop:
             raise WireError("a BSON element runs past the end of its document", value_end)
         if type_byte == 0x02:
             if name == wanted and not collection:
                 collection = read_string(data, nul + 1, value_end, "the collection name")
-            if name == b"$db":
+            if name == b"$db" and not database:
                 database = read_string(data, nul + 1, value_end, "the $db string")
-                if collection or command != "getMore":
-                    break
         pos = value_end
-    return command or "", database, collection
+    ambiguity = ""
+    if len(set(names)) != len(names):
+        twice = next(name for index, name in enumerate(names) if name in names[:index])
+        what = "the command name" if twice == names[0] else "the field"
+        ambiguity = f"{what} {twice.decode('utf-8', 'replace')!r} appears twice in the command document"
+    return command or "", database, collection, ambiguity, names, stop + 1
 
 
-def _peek_op_msg(message: bytes, end: int) -> tuple[str, str, str]:
+def _scan_op_msg(message: bytes, end: int) -> tuple[str, str, str, str, tuple[str, ...], int]:
+    """One pass over every section of an OP_MSG: (command, ``$db``, collection, ambiguity, the document
+    sequences' identifiers, where the command document starts); see :meth:`Request.read`."""
     pos = HEADER_SIZE + 4
+    if pos < end and message[pos] == 0:  # the usual layout: the body first, often alone
+        command, database, collection, ambiguity, names, pos = _scan_body(message, pos + 1, end)
+        if pos == end:
+            return command, database, collection, ambiguity, (), HEADER_SIZE + 5
+        body_at = HEADER_SIZE + 5
+    else:
+        names, body_at, ambiguity = None, 0, ""
+    sequences = []
     while pos < end:
         kind = message[pos]
         if kind == 0:
-            return _peek_body(message, pos + 1, end)
+            if names is not None:
+                ambiguity = ambiguity or "the message has a second command document"
+                pos = _doc_span(message, pos + 1, end, "a second command document")
+                continue
+            body_at = pos + 1
+            command, database, collection, found, names, pos = _scan_body(message, pos + 1, end)
+            ambiguity = ambiguity or found
+            continue
         if kind != 1:
             raise WireError(f"OP_MSG has unknown section kind {kind}", pos)
         size = _int32(message, pos + 1, end, "a document sequence's size")
-        if size < 5:
+        if size < 5 or pos + 1 + size > end:
             raise WireError(f"document sequence declares size {size}", pos + 1)
+        sequences.append(read_cstring(message, pos + 5, pos + 1 + size, "document sequence identifier")[0])
         pos += 1 + size
-    raise WireError("OP_MSG has no kind-0 body section", HEADER_SIZE + 4)
+    if names is None:
+        raise WireError("OP_MSG has no kind-0 body section", HEADER_SIZE + 4)
+    for index, identifier in enumerate(sequences):
+        if ambiguity:
+            break
+        if identifier.encode("utf-8") in names or identifier in sequences[:index]:
+            ambiguity = f"the document sequence {identifier!r} repeats a field of the command"
+    return command, database, collection, ambiguity, tuple(sequences), body_at
 
 
 def _msg_flags_and_sections_end(message: bytes, header: Header) -> tuple[int, int]:
@@ -816,6 +857,12 @@ class Request:
 
     OP_COMPRESSED and OP_REPLY are reported with their opcode and an empty command, not opened: a reader that
     accepts compression unwraps with :func:`decompress_message` first.
+
+    The same pass notes what a server could read differently from the proxy (:attr:`ambiguity`): a field of
+    the command document given twice (a second ``$db``, the command name repeated), a second command document,
+    a document sequence named like a field of the command or like another sequence. It also lists the document
+    sequences' identifiers (:attr:`sequences`). A policy that must look inside the command reads
+    :meth:`checked_body` (and :meth:`sequence`), which refuse a field given twice at any depth.
     """
 
     raw: bytes
@@ -826,6 +873,10 @@ class Request:
     database: str = ""
     collection: str = ""
     _message: OpMsg | OpQuery | None = field(default=None, repr=False)
+    ambiguity: str = ""
+    sequences: tuple[str, ...] = ()
+    _body_at: int = field(default=0, repr=False)
+    _checked: dict | None = field(default=None, repr=False)
 
     @classmethod
     def read(cls, raw: bytes, *, max_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> Request:
@@ -833,7 +884,10 @@ class Request:
         header = _whole_header(raw, None, max_size)
         if header.op_code == OP_MSG:
             flags, end = _msg_flags_and_sections_end(raw, header)
-            return cls(raw, OP_MSG, header.request_id, flags, *_peek_op_msg(raw, end))
+            command, database, collection, ambiguity, sequences, at = _scan_op_msg(raw, end)
+            return cls(
+                raw, OP_MSG, header.request_id, flags, command, database, collection, None, ambiguity, sequences, at
+            )
         if header.op_code == OP_QUERY:
             query = parse_op_query(raw, max_size=max_size)
             command = dict(unwrap_query(query.query))
@@ -865,6 +919,106 @@ class Request:
         if isinstance(message, OpQuery):
             return dict(unwrap_query(message.query))
         return message.body
+
+    def checked_body(self) -> dict[str, Any]:
+        """The command document decoded for a policy decision; a field given twice at any depth raises WireError.
+
+        A server's parser may take the first of two equal names where ``bson`` keeps the last, so a policy must
+        not decide on a document with one: the gateway refuses it instead. Decoded once, then kept; sequences are
+        not decoded (see :meth:`sequence`).
+        """
+        if self._checked is None:
+            if self.op_code != OP_MSG:
+                return self.body
+            stop = _doc_span(self.raw, self._body_at, len(self.raw), "the command document")
+            self._checked = _decode_unique(self.raw[self._body_at : stop], "the command document")
+        return self._checked
+
+    def cursor_id(self) -> int | None:
+        """``getMore``'s cursor id (the command's first value, an integer), read without decoding; else None."""
+        if self.op_code != OP_MSG or not self._body_at:
+            return None
+        at = self._body_at + 4
+        type_byte = self.raw[at]
+        value_at = self.raw.find(b"\x00", at + 1) + 1
+        if type_byte == 0x12 and value_at + 8 <= len(self.raw):
+            return INT64.unpack_from(self.raw, value_at)[0]
+        if type_byte == 0x10 and value_at + 4 <= len(self.raw):
+            return INT32.unpack_from(self.raw, value_at)[0]
+        return None
+
+    def sequence(self, identifier: str) -> list[dict[str, Any]] | None:
+        """The documents of the kind-1 section ``identifier`` (checked like :meth:`checked_body`), or None."""
+        if identifier not in self.sequences:
+            return None
+        _flags, end = _msg_flags_and_sections_end(self.raw, _whole_header(self.raw, OP_MSG, len(self.raw)))
+        pos = HEADER_SIZE + 4
+        while pos < end:
+            if self.raw[pos] == 0:
+                pos = _doc_span(self.raw, pos + 1, end, "the command document")
+                continue
+            size = _int32(self.raw, pos + 1, end, "a document sequence's size")
+            stop = pos + 1 + size
+            name, at = read_cstring(self.raw, pos + 5, stop, "document sequence identifier")
+            if name == identifier:
+                docs, position = [], at
+                while position < stop:
+                    after = _doc_span(self.raw, position, stop, f"a document of sequence {identifier!r}")
+                    docs.append(_decode_unique(self.raw[position:after], f"sequence {identifier!r}"))
+                    position = after
+                return docs
+            pos = stop
+        return None
+
+
+class _UniqueKeys(dict):
+    """A decoded document that refuses a field name it already holds (see :meth:`Request.checked_body`)."""
+
+    __slots__ = ()
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if key in self:
+            raise WireError(f"the field {key!r} appears twice in one document")
+        super().__setitem__(key, value)
+
+
+_UNIQUE_OPTIONS = CODEC_OPTIONS.with_options(document_class=_UniqueKeys)
+
+
+def _decode_unique(data: bytes, what: str) -> dict[str, Any]:
+    try:
+        return bson.decode(data, codec_options=_UNIQUE_OPTIONS)
+    except WireError:
+        raise
+    except Exception as exc:  # bson wraps our error or raises its own on odd input
+        cause = exc.__cause__ if isinstance(exc.__cause__, WireError) else exc
+        raise WireError(f"{what} cannot be read: {cause}") from exc
+
+
+def reply_cursor_id(reply: bytes) -> int | None:
+    """The ``cursor.id`` of an OP_MSG reply (find, aggregate, getMore, listCollections...), without decoding it.
+
+    None when the reply is not an OP_MSG or has no ``cursor`` document with an integer ``id``. Malformed replies
+    give None too: the upstream's reply is forwarded as it is, this only reads it.
+    """
+    try:
+        if len(reply) < HEADER_SIZE + 5 or HEADER.unpack_from(reply)[3] != OP_MSG:
+            return None
+        flags = UINT32.unpack_from(reply, HEADER_SIZE)[0]
+        end = len(reply) - (4 if flags & CHECKSUM_PRESENT else 0)
+        if reply[HEADER_SIZE + 4] != 0:
+            return None
+        for type_byte, name, at, stop in elements(reply, HEADER_SIZE + 5, end):
+            if name == "cursor" and type_byte == 0x03:
+                for inner_type, inner_name, value_at, _ in elements(reply, at, stop):
+                    if inner_name == "id" and inner_type == 0x12:
+                        return INT64.unpack_from(reply, value_at)[0]
+                    if inner_name == "id" and inner_type == 0x10:
+                        return INT32.unpack_from(reply, value_at)[0]
+                return None
+    except (WireError, struct.error, IndexError):
+        return None
+    return None
 
 
 def peek_command(message: bytes, *, max_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> tuple[int, str, str]:

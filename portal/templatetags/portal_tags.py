@@ -44,3 +44,40 @@ def nav_active(context, *prefixes: str) -> str:
     match = getattr(context.get("request"), "resolver_match", None)
     name = match.url_name if match else ""
     return "active" if name and any(name.startswith(prefix) for prefix in prefixes) else ""
+
+
+@register.filter
+def when(value) -> str:
+    """A moment as the portal writes every time, to the second, in UTC: `2026-05-01 14:03:09` ("" for None)."""
+    if not value:
+        return ""
+    from datetime import UTC
+
+    return f"{value.astimezone(UTC):%Y-%m-%d %H:%M:%S}"
+
+
+@register.filter
+def page_query(listing, number) -> str:
+    """The query string of page `number` of a portal list, keeping its filter (portal.listing.Listing)."""
+    return listing.query(number)
+
+
+@register.filter
+def latency(microseconds) -> str:
+    """A command's latency as the live page writes it (portal.js): milliseconds with one decimal, `1.2 ms`."""
+    if microseconds is None or microseconds == "":
+        return ""
+    return f"{int(microseconds) / 1000:.1f} ms"
+
+
+@register.filter
+def is_chatter(command) -> bool:
+    """Whether a logged command is the client's own handshake (access.events.command_is_chatter)."""
+    from access.events import command_is_chatter
+
+    return command_is_chatter(command.command, command.database, command.collection)
+
+
+@register.filter
+def chatter_count(commands) -> int:
+    return sum(1 for command in commands if is_chatter(command))

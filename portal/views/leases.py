@@ -4,19 +4,30 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.db.models import Q
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
 from access.models import Lease
-from access.models.leases import LeaseState
+from access.models.leases import ISSUE_FAILED_REASON, LeaseState
 from access.selectors.leases import lease_connection_string, leases_held_by, roles_granted_to
 from access.selectors.policies import GrantNeedsMfa, NoGrant, access_grant_require
 from access.services.leases import LeaseError, lease_reveal_password
 from access.services.usage import access_lease_issue, access_lease_renew, access_lease_revoke
 from portal.forms import LeaseForm, RenewForm
 from portal.guards import mfa_fresh, portal_view, step_up_redirect
+from portal.listing import listing
+
+LEASE_STATES = [("active", "Active"), ("expired", "Expired"), ("revoked", "Revoked"), ("failed", "Issue failed")]
+_NOT_FAILED = ~Q(revoke_reason=ISSUE_FAILED_REASON)
+LEASE_STATE_FILTERS = {
+    "active": Q(state=LeaseState.ACTIVE),
+    "expired": Q(state=LeaseState.EXPIRED),
+    "revoked": Q(state__in=[LeaseState.REVOKED, LeaseState.REVOKING, LeaseState.REVOKE_FAILED]) & _NOT_FAILED,
+    "failed": Q(revoke_reason=ISSUE_FAILED_REASON),
+}
 
 
 def _own_lease(request, pk: int) -> Lease:
@@ -39,21 +50,30 @@ def role_use(request, role_id: int):
     form = LeaseForm(request.POST or None, initial={"ttl": grant.cap(role.effective_default_ttl)})
     if request.method == "POST" and form.is_valid():
         try:
-            lease, _password = access_lease_issue(
+            issued = access_lease_issue(
                 user=request.user, role=role, ttl=form.cleaned_data.get("ttl"), mfa_verified=mfa_fresh(request)
             )
         except (LeaseError, PermissionDenied, ValidationError) as exc:
             form.add_error(None, getattr(exc, "message", None) or " ".join(getattr(exc, "messages", [str(exc)])))
         else:
+            for warning in issued.warnings:
+                messages.warning(request, warning)
             # The password is shown once on the lease page (lease_reveal_password), never passed in a URL.
-            return redirect("portal:lease-detail", pk=lease.pk)
+            return redirect("portal:lease-detail", pk=issued.lease.pk)
     return render(request, "portal/role_use.html", {"role": role, "grant": grant, "form": form})
 
 
 @portal_view
 def lease_list(request):
-    leases = leases_held_by(request.user)[:200]
-    return render(request, "portal/lease_list.html", {"leases": leases})
+    """The user's leases, newest first, filtered by state and role or username, a page at a time."""
+    page = listing(
+        request,
+        leases_held_by(request.user).select_related("role__resource"),
+        states=LEASE_STATES,
+        state_filters=LEASE_STATE_FILTERS,
+        search_fields=("role__name", "resource__name", "username"),
+    )
+    return render(request, "portal/lease_list.html", {"listing": page})
 
 
 @never_cache
@@ -95,8 +115,10 @@ def lease_renew_view(request, pk: int):
     except PermissionDenied as exc:
         messages.error(request, str(exc))
     else:
-        capped = " (capped at the lease's maximum)" if renewed.expires_at >= renewed.max_expires_at else ""
-        messages.success(request, f"Renewed until {renewed.expires_at:%H:%M:%S} UTC{capped}.")
+        for warning in renewed.warnings:
+            messages.warning(request, warning)
+        if not renewed.warnings:
+            messages.success(request, f"Renewed until {renewed.lease.expires_at:%Y-%m-%d %H:%M:%S} UTC.")
     return redirect("portal:lease-detail", pk=pk)
 
 

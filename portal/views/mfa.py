@@ -15,6 +15,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
 from access.models.profiles import MfaMethod
+from access.services import auth_events
 from access.services import mfa as mfa_services
 from portal.forms import MfaMethodForm, TokenForm
 from portal.guards import is_verified, mark_mfa_verified, portal_view, safe_next, url_with_next
@@ -37,6 +38,7 @@ def _check_code(request, form) -> bool:
     """Try the code on each candidate device; on success mark the session verified; else add the form's error."""
     token = form.cleaned_data["token"]
     throttled = []
+    step_up = is_verified(request)
     for device in _candidate_devices(request):
         throttle = mfa_services.device_throttle(device)
         if throttle is not None:
@@ -45,7 +47,11 @@ def _check_code(request, form) -> bool:
         if device.verify_token(token):
             mark_mfa_verified(request, device)
             request.session.pop(EMAIL_SENT, None)
+            auth_events.auth_second_factor_passed(user=request.user, device=device, via="portal", step_up=step_up)
             return True
+    auth_events.auth_second_factor_failed(
+        user=request.user, via="portal", reason="throttled" if throttled else "wrong code", step_up=step_up
+    )
     form.add_error("token", throttled[0] if throttled else "That code is not right. Try the current one.")
     # Repeated wrong codes start a back-off: say so at once rather than on the next try.
     for device in _candidate_devices(request)[:1]:
@@ -66,6 +72,7 @@ def _send_email_code(request) -> None:
         request.session[EMAIL_SENT] = True
         return
     device.generate_challenge()
+    auth_events.auth_email_code_sent(user=request.user)
     request.session[EMAIL_SENT] = True
     messages.success(request, f"We emailed a code to {_masked(request.user.email)}.")
 
@@ -121,10 +128,12 @@ def mfa_enrol(request):
             form.add_error("token", throttle.message)
         elif mfa_services.mfa_totp_enrolment_confirm(device=device, token=form.cleaned_data["token"]):
             mark_mfa_verified(request, device)
+            auth_events.auth_second_factor_passed(user=user, device=device, via="portal enrolment")
             codes = mfa_services.mfa_backup_codes_generate(user=user)
             messages.success(request, "Your authenticator app is set up.")
             return _backup_codes_page(request, codes, next_url)
         else:
+            auth_events.auth_second_factor_failed(user=user, via="portal enrolment", reason="wrong code")
             form.add_error("token", "That code is not right: check the app's clock and try the current code.")
     return render(
         request,

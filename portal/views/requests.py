@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.db.models import Q
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
 from django.views.decorators.http import require_POST
 
-from access.models.policies import user_may_approve
+from access.models.policies import RequestState, user_may_approve
 from access.selectors.policies import policies_granted_to
 from access.selectors.requests import (
     approval_queue,
@@ -19,6 +21,7 @@ from access.selectors.requests import (
 from access.services import requests as request_services
 from portal.forms import AccessRequestForm, DecisionForm
 from portal.guards import approver_view, portal_view
+from portal.listing import listing
 
 
 def _error_text(exc: ValidationError | PermissionDenied) -> str:
@@ -61,9 +64,27 @@ def request_new(request, policy_id: int):
     return render(request, "portal/request_form.html", {"form": form, "policy": policy})
 
 
+def _request_state_filters() -> dict[str, Q]:
+    """An approved request whose window closed reads "expired" (request_display_state): filter it the same way."""
+    now = timezone.now()
+    window_closed = Q(state=RequestState.APPROVED, expires_at__lte=now)
+    return {
+        RequestState.APPROVED: Q(state=RequestState.APPROVED) & ~window_closed,
+        RequestState.EXPIRED: Q(state=RequestState.EXPIRED) | window_closed,
+    }
+
+
 @portal_view
 def request_list(request):
-    return render(request, "portal/request_list.html", {"requests": requests_of(request.user)[:200]})
+    """The user's requests, newest first, filtered by state and target or reason, a page at a time."""
+    page = listing(
+        request,
+        requests_of(request.user).order_by("-created_at"),
+        states=list(RequestState.choices),
+        state_filters=_request_state_filters(),
+        search_fields=("account__name", "role__name", "policy__name", "reason"),
+    )
+    return render(request, "portal/request_list.html", {"listing": page})
 
 
 @portal_view

@@ -23,6 +23,7 @@ from access.selectors.sessions import (
 from access.services.usage import access_session_end, access_session_open
 from portal.forms import SessionForm
 from portal.guards import mfa_fresh, portal_view, step_up_redirect
+from portal.listing import listing
 
 RECENT_COMMANDS = 100
 
@@ -50,7 +51,7 @@ def account_use(request, account_id: int):
     )
     if request.method == "POST" and form.is_valid():
         try:
-            session, secret = access_session_open(
+            opened = access_session_open(
                 user=request.user,
                 account=account,
                 duration=form.cleaned_data["duration"],
@@ -60,8 +61,10 @@ def account_use(request, account_id: int):
         except (PermissionDenied, ValidationError) as exc:
             form.add_error(None, " ".join(getattr(exc, "messages", [str(exc)])))
         else:
+            for warning in opened.warnings:
+                messages.warning(request, warning)
             # The secret exists only in this response: the page is not cached and its URL becomes the session's.
-            return _session_page(request, session, secret=secret)
+            return _session_page(request, opened.session, secret=opened.secret)
     return render(request, "portal/account_use.html", {"account": account, "grant": grant, "form": form})
 
 
@@ -84,7 +87,14 @@ def _session_page(request, session: Session, *, secret: str | None = None):
 
 @portal_view
 def session_list(request):
-    return render(request, "portal/session_list.html", {"sessions": sessions_of(request.user)[:200]})
+    """The user's sessions, newest first, filtered by state and account or session user, a page at a time."""
+    page = listing(
+        request,
+        sessions_of(request.user),
+        states=list(SessionState.choices),
+        search_fields=("account__name", "account__resource__name", "username"),
+    )
+    return render(request, "portal/session_list.html", {"listing": page})
 
 
 @never_cache

@@ -6,13 +6,13 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from rest_framework.test import APIClient
 
 from access.models import AuditEvent, DynamicRole, Lease, Resource
 from access.models.leases import LeaseState
 from access.services.leases import lease_issue
-from access.services.tokens import api_token_create
 from tests.factories import AccessPolicyFactory, DynamicRoleFactory, UserFactory
+from tests.helpers import audit_text, token_client
+from tests.helpers import iso_time as parse
 
 pytestmark = pytest.mark.usefixtures("fast_atlas")
 
@@ -21,17 +21,6 @@ ATLAS_ROLES = [
     {"roleName": "read", "databaseName": "reports"},
 ]
 SCOPES = [{"name": "Cluster0", "type": "CLUSTER"}]
-
-
-def token_client(user) -> APIClient:
-    _token, raw = api_token_create(user=user)
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
-    return client
-
-
-def parse(value: str) -> datetime:
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
 @pytest.fixture
@@ -112,7 +101,7 @@ def test_creds_renew_revoke_through_the_api_for_an_atlas_role(engineer_client, a
     assert atlas_api.user(data["username"]) is None
     again = engineer_client.put("/api/v1/sys/leases/revoke", {"lease_id": body["lease_id"]}, format="json")
     assert again.status_code == 204
-    recorded = json.dumps(list(AuditEvent.objects.values("data", "target_name")), default=str)
+    recorded = audit_text()
     assert data["password"] not in recorded and atlas_api.state.private_key not in recorded
 
 
@@ -181,7 +170,7 @@ def test_admin_creates_an_atlas_resource_and_never_shows_its_private_key(otp_adm
     page = otp_admin_client.get(f"/admin/access/resource/{resource.pk}/change/").content.decode()
     assert atlas_api.state.public_key in page
     assert private_key not in page
-    recorded = json.dumps(list(AuditEvent.objects.values("data", "target_name")), default=str)
+    recorded = audit_text()
     assert private_key not in recorded
 
 
@@ -226,7 +215,7 @@ def test_admin_lease_page_shows_the_atlas_error_but_no_secret(otp_admin_client, 
 
 # -- portal ----------------------------------------------------------------------------------------------------
 def test_the_portal_issues_shows_once_renews_and_revokes_an_atlas_lease(atlas_role, atlas_api):
-    from tests.portal_helpers import verified_client
+    from tests.helpers import verified_client
 
     engineer = UserFactory(username="paula")
     AccessPolicyFactory(

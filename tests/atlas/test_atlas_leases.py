@@ -19,6 +19,8 @@ from access.services.leases import ConnectorCache, LeaseError, lease_issue, leas
 from access.services.reconcile import users_reconcile
 from connectors import connector_for
 from tests.factories import DynamicRoleFactory, UserFactory
+from tests.helpers import audit_text
+from tests.helpers import iso_time as parse
 
 pytestmark = pytest.mark.usefixtures("fast_atlas")
 
@@ -31,14 +33,6 @@ ROLES = [
 @pytest.fixture
 def atlas_role(atlas_resource):
     return DynamicRoleFactory(resource=atlas_resource, name="orders-rw", db="admin", roles=ROLES, scopes=[])
-
-
-def parse(value: str) -> datetime:
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
-
-
-def audit_text() -> str:
-    return " ".join(str(row) for row in AuditEvent.objects.values_list("data", "target_name"))
 
 
 def test_issue_returns_credentials_only_once_every_cluster_applied_the_user(atlas_api, atlas_role):

@@ -59,13 +59,19 @@
   function commandRow(command) {
     var row = document.createElement("tr");
     row.setAttribute("data-command-id", command.id);
-    if (command.refused) row.className = "refused";
-    else if (!command.ok) row.className = "failed";
+    var classes = [];
+    if (command.chatter) classes.push("chatter");
+    if (command.refused) classes.push("refused");
+    else if (!command.ok) classes.push("failed");
+    row.className = classes.join(" ");
     var at = command.at ? new Date(command.at) : null;
     cell(row, at ? at.toISOString().substring(11, 19) : "");
     cell(row, command.command);
     cell(row, [command.database, command.collection].filter(Boolean).join("."));
-    cell(row, command.refused ? "refused" : command.ok ? "ok" : "error " + (command.error_code || ""));
+    // The same words as the page rendered by the server (session_detail.html): a refusal says why.
+    var outcome = command.refused ? "refused: " + (command.error_message || "by the session's policy")
+      : command.ok ? "ok" : "error " + (command.error_code || "") + (command.error_message ? ": " + command.error_message : "");
+    cell(row, outcome, command.refused || !command.ok ? "reason" : "");
     cell(row, command.n == null ? "" : command.n);
     cell(row, command.latency_us == null ? "" : (command.latency_us / 1000).toFixed(1) + " ms");
     cell(row, command.summary && Object.keys(command.summary).length ? JSON.stringify(command.summary) : "", "summary");
@@ -98,6 +104,14 @@
       seen[command.id] = true;
       if (emptyRow) { emptyRow.remove(); emptyRow = null; }
       body.appendChild(commandRow(command));
+      if (command.chatter) {
+        var chatter = document.getElementById("chatter-count");
+        if (chatter) {
+          chatter.textContent = body.querySelectorAll("tr.chatter").length;
+          var plural = document.getElementById("chatter-plural");
+          if (plural) plural.textContent = chatter.textContent === "1" ? "" : "s";
+        }
+      }
       var count = document.getElementById("commands-count");
       if (count) count.textContent = Object.keys(seen).length;
     };
@@ -121,6 +135,11 @@
     if (root.getAttribute("data-state") !== "ended") connect();
   }
 
+  document.addEventListener("change", function (event) {
+    if (event.target.id !== "show-chatter") return;
+    var table = document.getElementById("commands");
+    if (table) table.classList.toggle("hide-chatter", !event.target.checked);
+  });
   document.addEventListener("click", function (event) {
     var button = event.target.closest("[data-copy]");
     if (button) { event.preventDefault(); copyText(button); }

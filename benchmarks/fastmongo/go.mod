@@ -1,0 +1,3 @@
+module pam.example/benchmarks/fastmongo
+
+go 1.24
