@@ -32,6 +32,9 @@ END_REASONS = {
     "gateway_stopped": "The gateway stopped.",
     "gateway_lost": "The gateway stopped answering.",
     "ended_by_user": "The session was ended elsewhere (the portal or another pam).",
+    "user_deactivated": "Your user was deactivated.",
+    "user_deleted": "Your user was deleted.",
+    "grant_removed": "Your access grant was removed (policy changed, group left or approved window over).",
 }
 
 
@@ -105,6 +108,12 @@ def wait_for_request(api: Api, request_id: int) -> dict:
             time.sleep(REQUEST_POLL_SECONDS)
 
 
+def show_warnings(answer: dict) -> None:
+    """What the portal changed from what was asked (a capped duration, ...), on stderr."""
+    for warning in answer.get("warnings") or []:
+        click.echo(f"pam: note: {warning}", err=True)
+
+
 def with_fresh_code(call, body: dict):
     """Run `call(body)`; when the API asks for a one-time code (field `otp`), prompt for one and try once more."""
     try:
@@ -147,6 +156,7 @@ def open_session(api: Api, options: AccessOptions) -> tuple[dict, str]:
         "databases": list(options.databases),
     }
     opened = with_fresh_code(lambda data: api.post("sessions", data), body)
+    show_warnings(opened)
     secret = opened.pop("secret")
     for key in ("connection_string", "mongosh"):
         opened.pop(key, None)  # they carry the secret: never printed
@@ -289,7 +299,9 @@ def issue_lease(api: Api, *, resource: str, role: str, ttl: str | None, reason: 
         ensure_grant(api, entry, duration=ttl or "1h", reason=reason, json_out=json_out)
     body = {"ttl": ttl} if ttl else {}
     try:
-        return with_fresh_code(lambda data: api.post(f"mongodb/{resource}/creds/{role}", data), body)
+        issued = with_fresh_code(lambda data: api.post(f"mongodb/{resource}/creds/{role}", data), body)
+        show_warnings(issued)
+        return issued
     except CliError as exc:
         if exc.status == 404 and entry is None:
             raise no_grant("role", resource, role) from None

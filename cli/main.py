@@ -16,7 +16,16 @@ import threading
 import click
 
 from cli import __version__
-from cli.access import AccessOptions, find_entry, issue_lease, lease_left, no_grant, run_access, wait_for_request
+from cli.access import (
+    AccessOptions,
+    find_entry,
+    issue_lease,
+    lease_left,
+    no_grant,
+    run_access,
+    show_warnings,
+    wait_for_request,
+)
 from cli.api import Api, CliError
 from cli.config import credentials_path, forget_login, load_login
 from cli.login import device_login
@@ -286,6 +295,7 @@ def renew(ctx, lease_id, increment, json_out):
     """Extend a lease (never past its maximum)."""
     body = {"lease_id": lease_id, **({"increment": increment} if increment else {})}
     answer = Api.from_environment().call("PUT", "sys/leases/renew", json=body)
+    show_warnings(answer)
     if _json(ctx, json_out):
         print_json(answer)
     else:

@@ -283,3 +283,14 @@ def test_an_mfa_required_session_asks_for_a_code_and_accepts_a_fresh_one():
     assert Session.objects.get().database_allow_list == ["app"]
     audit = AuditEvent.objects.get(action=AuditAction.SESSION_OPEN)
     assert audit.data["via"] == "cli" and audit.data["databases"] == ["app"] and audit.ip == "127.0.0.1"
+
+
+def test_deactivating_a_person_ends_their_cli_logins():
+    from access.models.sessions import SessionEndReason
+    from access.services.offboarding import user_access_end
+
+    user = UserFactory()
+    tokens = _login(user)
+    user_access_end(user=user, reason=SessionEndReason.USER_DEACTIVATED, actor="security team")
+    assert not get_refresh_token_model().objects.filter(user=user, revoked__isnull=True).exists()
+    assert _api(tokens["access_token"]).get("/api/v1/me").status_code == 401
