@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format tools browser redis clean
+.PHONY: run test lint format tools browser redis oidc clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -12,16 +12,19 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test,compression]'
 	@touch $(STAMP)
 
-## run: start FerretDB (or $MONGODB_URI), daphne, a qcluster and a gateway, with a demo user; Ctrl+C stops all
+## run: start FerretDB (or $MONGODB_URI), daphne, a qcluster and a gateway, with demo users; Ctrl+C stops all
+##      addresses: make run HTTP=127.0.0.1:8001 GATEWAY=127.0.0.1:27019 (defaults below)
 # Debug mode, which brings the embedded defaults (generated secrets and SQLite in var/, no Redis needed).
+HTTP ?= 127.0.0.1:8000
+GATEWAY ?= 127.0.0.1:27018
 run: export DJANGO_DEBUG ?= true
 run: $(STAMP)
 	@if [ -z "$$MONGODB_URI" ]; then tests/mongo/install-tools.sh ferretdb; fi
 	$(PY) manage.py migrate --no-input -v0
-	$(PY) manage.py demo
+	$(PY) manage.py demo --http $(HTTP) --gateway $(GATEWAY)
 
 ## test: install everything the suite needs, then run the whole suite
-test: $(STAMP) tools browser redis
+test: $(STAMP) tools browser redis oidc
 	$(PY) -m ruff check .
 	$(PY) -m pytest $(PYTEST_ARGS)
 
@@ -33,6 +36,9 @@ browser:
 
 redis:
 	@tests/install-redis.sh
+
+oidc:
+	@tests/install-oidc.sh
 
 lint: $(STAMP)
 	$(PY) -m ruff check . && $(PY) -m ruff format --check .

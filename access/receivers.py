@@ -31,7 +31,10 @@ def client_address(request) -> str | None:
 
 
 def _on_logged_in(sender, request, user, **kwargs) -> None:
-    auth_events.auth_login_succeeded(user=user, via=auth_events.request_via(request))
+    via = auth_events.request_via(request)
+    if via == "sso":
+        return  # single sign-on records its own row, with the identity provider's claims (access.services.sso)
+    auth_events.auth_login_succeeded(user=user, via=via)
 
 
 def _on_login_failed(sender, credentials, request=None, **kwargs) -> None:

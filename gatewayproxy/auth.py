@@ -3,10 +3,12 @@
 A client logs in with its session username and one-time secret through ordinary ``saslStart`` /
 ``saslContinue`` (or a ``speculativeAuthenticate`` inside its hello), with SCRAM-SHA-256 or SCRAM-SHA-1.
 :class:`ClientLogin` checks the proof against the session's stored verifiers with
-:class:`gatewayproxy.wire.scram.ScramServer`; only when the proof holds does it let the caller open and log in
-the upstream connection (``on_verified``), so the final SCRAM reply already tells the client whether the
-deployment could be reached. Unknown users, wrong secrets and expired sessions all fail the same way, with
-MongoDB's ``AuthenticationFailed`` (code 18), after a plausible server-first message.
+:class:`gatewayproxy.wire.scram.ScramServer`; only when the proof holds does it let the caller check the
+session's user and grant and open and log in the upstream connection (``on_verified``), so the final SCRAM
+reply already tells the client whether the deployment could be reached. Unknown users and wrong secrets fail
+the same way, with MongoDB's ``AuthenticationFailed`` (code 18), after a plausible server-first message; a
+client that proved the secret of a session that may no longer log in is told why ("the session was killed by
+alice"), since only its owner can prove it. A throttled address is refused before any lookup.
 
 No I/O here except the two awaited callables; replies are plain dicts for the caller to encode.
 """
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import bson
@@ -36,16 +38,27 @@ HOST_UNREACHABLE_CODE = 6
 
 
 class LoginError(Exception):
-    """A login step failed; ``code``/``code_name`` and the message go to the client as is."""
+    """A login step failed; ``code``/``code_name`` and the message go to the client as is.
 
-    def __init__(self, code: int, message: str, code_name: str) -> None:
+    ``reason`` says why in words for the audit trail (never a secret); ``counted`` is True when the failure was
+    already counted against the client's address (an unknown name is counted when it is looked up).
+    """
+
+    def __init__(self, code: int, message: str, code_name: str, *, reason: str = "", counted: bool = False) -> None:
         super().__init__(message)
         self.code = code
         self.code_name = code_name
+        self.reason = reason or message
+        self.counted = counted
 
 
-def _auth_failed() -> LoginError:
-    return LoginError(AUTH_FAILED_CODE, scram.AUTH_FAILED, "AuthenticationFailed")
+def _auth_failed(reason: str = "wrong secret", *, counted: bool = False) -> LoginError:
+    return LoginError(AUTH_FAILED_CODE, scram.AUTH_FAILED, "AuthenticationFailed", reason=reason, counted=counted)
+
+
+def refused(words: str) -> LoginError:
+    """A login refused for a reason the client may hear (it proved the secret): the session ended, the user..."""
+    return LoginError(AUTH_FAILED_CODE, f"Authentication failed: {words}", "AuthenticationFailed", reason=words)
 
 
 def username_of(client_first: bytes) -> str | None:
@@ -75,6 +88,7 @@ class _Conversation:
     server: scram.ScramServer
     login: SessionLogin | None
     skip_empty: bool
+    unknown: bool = False
     verified: bool = False
 
 
@@ -91,12 +105,18 @@ class ClientLogin:
         *,
         lookup: Callable[[str], Awaitable[SessionLogin | None]],
         on_verified: Callable[[SessionLogin], Awaitable[None]],
+        throttled: Callable[[], float] = lambda: 0.0,
+        on_unknown: Callable[[str], None] = lambda username: None,
     ) -> None:
         self._lookup = lookup
         self._on_verified = on_verified
+        self._throttled = throttled
+        self._on_unknown = on_unknown
         self._conversations: dict[int, _Conversation] = {}
         self._next_id = 0
+        self._unknown: set[str] = set()
         self.login: SessionLogin | None = None
+        self.username = ""
 
     @property
     def authenticated(self) -> bool:
@@ -104,16 +124,38 @@ class ClientLogin:
         return self.login is not None
 
     async def mechanisms_for(self, username: str) -> list[str] | None:
-        """``saslSupportedMechs`` for a user: the mechanisms of a live session, None for anyone else."""
-        login = await self._live_login(username)
+        """``saslSupportedMechs`` for a user: the mechanisms of a known session, None for anyone else."""
+        try:
+            login = await self._live_login(username)
+        except LoginError:
+            return None  # throttled: the driver's saslStart will hear why
         if login is None:
             return None
         return [m for m in scram.MECHANISMS if m in (login.verifiers or {})]
 
     async def _live_login(self, username: str) -> SessionLogin | None:
+        """The session ``username`` logs in to (a refused one included, with its ``refusal``), or None.
+
+        A throttled address is refused here, before the lookup; an unknown name is counted once per connection.
+        """
+        wait = self._throttled()
+        if wait > 0:
+            raise LoginError(
+                AUTH_FAILED_CODE,
+                f"Authentication failed: too many failed logins from this address; try again in {int(wait) + 1} s",
+                "AuthenticationFailed",
+                reason="too many failed logins from this address",
+                counted=True,
+            )
+        self.username = username
         login = await self._lookup(username)
-        if login is None or login.expires_at <= datetime.datetime.now(datetime.UTC):
+        if login is None:
+            if username not in self._unknown:
+                self._unknown.add(username)
+                self._on_unknown(username)
             return None
+        if not login.refusal and login.expires_at <= datetime.datetime.now(datetime.UTC):
+            return replace(login, refusal="the session expired", upstream=None)
         return login
 
     async def sasl_start(self, command: Mapping[str, Any]) -> dict[str, Any]:
@@ -128,6 +170,7 @@ class ClientLogin:
         client_first = _payload(command)
         username = username_of(client_first)
         login = await self._live_login(username) if username else None
+        unknown = login is None
         credentials = None
         if login is not None:
             stored = (login.verifiers or {}).get(mechanism)
@@ -143,7 +186,7 @@ class ClientLogin:
         self._next_id += 1
         options = command.get("options") if isinstance(command.get("options"), Mapping) else {}
         self._conversations[self._next_id] = _Conversation(
-            server, login if credentials is not None else None, bool(options.get("skipEmptyExchange"))
+            server, login if credentials is not None else None, bool(options.get("skipEmptyExchange")), unknown
         )
         return {"conversationId": self._next_id, "done": False, "payload": bson.Binary(server_first), "ok": 1.0}
 
@@ -160,12 +203,20 @@ class ClientLogin:
             server_final = conversation.server.server_final(_payload(command))
         except scram.ScramError:
             del self._conversations[conversation_id]
+            if conversation.unknown:
+                raise _auth_failed("unknown session username", counted=True) from None
             raise _auth_failed() from None
         if conversation.login is None:  # cannot happen with decoy keys, but never trust a decoy
             del self._conversations[conversation_id]
             raise _auth_failed()
+        if conversation.login.refusal:  # the owner proved the secret of a session that ended: say why
+            del self._conversations[conversation_id]
+            raise refused(conversation.login.refusal)
         try:
             await self._on_verified(conversation.login)
+        except LoginError:
+            del self._conversations[conversation_id]
+            raise
         except UpstreamError as exc:
             del self._conversations[conversation_id]
             if exc.kind == "auth":

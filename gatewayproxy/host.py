@@ -58,6 +58,11 @@ class SessionLogin:
     ``verifiers`` maps a SCRAM mechanism to ``ScramCredentials.to_dict()`` output (rebuild one with
     ``ScramCredentials.from_dict``); ``session_id`` is the Session's primary key, used in every later call
     to the domain; ``public_id`` is the id people see in the portal and the admin.
+
+    A session that may no longer log in (ended, expired, killed) is still looked up, so that a client who
+    proves its secret learns why: ``refusal`` then says it in words ("the session was killed by alice") and
+    ``upstream`` is None (its password is never decrypted). ``privileged_commands`` names the privileged
+    command families its access policy allows (``gatewayproxy.policy.PRIVILEGED_FAMILIES``).
     """
 
     session_id: int
@@ -69,14 +74,36 @@ class SessionLogin:
     database_allow_list: list[str]
     command_deny_list: list[str]
     full_command_logging: bool
-    upstream: UpstreamTarget
+    upstream: UpstreamTarget | None
+    privileged_commands: list[str] = field(default_factory=list)
+    refusal: str = ""
+
+
+class EndedSession(Protocol):
+    """A session the domain ended: the gateways close its connections and tell the client ``description``."""
+
+    session_id: int | None
+    description: str
 
 
 class Domain(Protocol):
     """The gateway's calls into the domain. Async methods must not block the event loop (run in a thread)."""
 
     async def lookup_login(self, username: str) -> SessionLogin | None:
-        """The live session logging in as ``username``, or None (unknown, ended, expired, target gone)."""
+        """The session logging in as ``username`` (with ``refusal`` set when it may no longer log in), or None."""
+        ...
+
+    async def session_access_problem(self, session_id: int) -> str | None:
+        """Asked at every login once the client proved the secret: None while the session's user and grant
+        still allow it, else why not, in words ("the user was deactivated")."""
+        ...
+
+    async def login_failed(self, username: str, client_address: str, reason: str) -> None:
+        """Audit a client login the gateway refused (never with a secret)."""
+        ...
+
+    async def ended_sessions_since(self, cursor: int | None) -> tuple[list[EndedSession], int]:
+        """Sessions ended after ``cursor`` (None: the last few seconds) and the next cursor; polled often."""
         ...
 
     async def session_connected(self, session_id: int, client_address: str) -> None:

@@ -27,6 +27,11 @@ class GatewayMetrics:
         self.sessions_live = 0
         self.logins = 0
         self.auth_failures = 0
+        self.connections_unauthenticated = 0
+        self.prelogin_refused = 0
+        self.login_deadline_closed = 0
+        self.login_unknown = 0
+        self.logins_throttled = 0
         self.commands = 0
         self.errors = 0
         self.bytes_in = 0
@@ -51,6 +56,36 @@ class GatewayMetrics:
         metric("pam_gateway_sessions_live", "gauge", "Sessions with a logged-in connection.", self.sessions_live)
         metric("pam_gateway_logins_total", "counter", "Successful client logins.", self.logins)
         metric("pam_gateway_auth_failures_total", "counter", "Failed client logins.", self.auth_failures)
+        metric(
+            "pam_gateway_connections_unauthenticated",
+            "gauge",
+            "Client connections that have not logged in yet.",
+            self.connections_unauthenticated,
+        )
+        metric(
+            "pam_gateway_prelogin_refused_total",
+            "counter",
+            "Connections closed at once: too many unauthenticated connections from the address or in all.",
+            self.prelogin_refused,
+        )
+        metric(
+            "pam_gateway_login_deadline_closed_total",
+            "counter",
+            "Connections closed because they did not log in before the deadline.",
+            self.login_deadline_closed,
+        )
+        metric(
+            "pam_gateway_login_unknown_total",
+            "counter",
+            "Logins naming an unknown session username.",
+            self.login_unknown,
+        )
+        metric(
+            "pam_gateway_logins_throttled_total",
+            "counter",
+            "Logins refused because their address failed too often.",
+            self.logins_throttled,
+        )
         metric("pam_gateway_commands_total", "counter", "Commands relayed or refused.", self.commands)
         metric("pam_gateway_errors_total", "counter", "Commands that failed or were refused.", self.errors)
         metric("pam_gateway_bytes_in_total", "counter", "Bytes received from clients.", self.bytes_in)

@@ -102,6 +102,11 @@ class Pipe:
         """Write a reply the gateway made itself."""
         self.client.write(data)
 
+    @property
+    def between_replies(self) -> bool:
+        """No reply is half forwarded to the client: the gateway may write one of its own (a session's end)."""
+        return not self._reply_remaining and not self._reply_head
+
     # -- client -> upstream ---------------------------------------------------------------------------------
 
     def client_data(self, data: bytes) -> None:

@@ -2,12 +2,17 @@
 
 Before login the connection is answered by the gateway alone: hello/isMaster (:mod:`gatewayproxy.wire.hello`),
 the SCRAM exchange (:mod:`gatewayproxy.auth`), ``ping``, ``buildInfo`` and ``endSessions``; anything else
-gets Unauthorized (13). When the client's proof holds, the upstream connection (opened in the background as
-soon as the session was known) logs in with the account, and from then on every message is relayed byte
-for byte to that one upstream connection (1:1): ``moreToCome`` requests get no reply, exhaust replies are
-forwarded until the last one, checksums stay as the sender made them. The gateway still answers hellos
-itself, refuses a second login (``saslStart``/``authenticate``/``logout``) and whatever the session's
-policy forbids, in the request's own opcode. Each message is read once into a
+gets Unauthorized (13). It costs almost nothing (:mod:`gatewayproxy.prelogin`): small messages only, a login
+deadline, and no upstream connection. When the client's proof holds, the gateway asks the domain whether the
+session's user and grant still allow it, then opens the upstream connection and logs in with the account
+(only now: a client that has not proved the secret never makes the gateway connect anywhere). A refused
+client hears why once it proved the secret ("the session was killed by alice"). From then on every message
+is relayed byte for byte to that one upstream connection (1:1): ``moreToCome`` requests get no reply,
+exhaust replies are forwarded until the last one, checksums stay as the sender made them. The gateway still
+answers hellos itself, refuses a second login (``saslStart``/``authenticate``/``logout``) and whatever the
+session's policy forbids, in the request's own opcode, and remembers the cursor ids its replies carry so that
+``getMore``/``killCursors`` reach only the session's own cursors. When the session ends, requests in flight
+are answered with the reason before both sockets close. Each message is read once into a
 :class:`~gatewayproxy.wire.codec.Request` (opcode, requestID, flags, command name, database, collection,
 without decoding BSON), which the policy, the pipe and the command log share; its body is decoded only
 where the policy needs it, and otherwise by the command log's writer, off the relay's path.
@@ -27,19 +32,14 @@ import time
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from gatewayproxy.auth import ALLOWED_BEFORE_LOGIN, REFUSED_AFTER_LOGIN, ClientLogin, LoginError, username_of
-from gatewayproxy.commandlog import CommandLog, CommandRecord
+from gatewayproxy.auth import ALLOWED_BEFORE_LOGIN, REFUSED_AFTER_LOGIN, ClientLogin, LoginError, refused
+from gatewayproxy.commandlog import SUMMARIES, CommandLog
 from gatewayproxy.host import SessionLogin
 from gatewayproxy.metrics import GatewayMetrics
 from gatewayproxy.pipe import InFlight, Pipe
-from gatewayproxy.policy import SessionPolicy
-from gatewayproxy.upstream import (
-    TopologyCache,
-    UpstreamConnection,
-    UpstreamError,
-    authenticate_upstream,
-    open_upstream,
-)
+from gatewayproxy.policy import CURSOR_COMMANDS, SessionPolicy
+from gatewayproxy.prelogin import LoginLimits
+from gatewayproxy.upstream import TopologyCache, UpstreamConnection, UpstreamError, authenticate_upstream, open_upstream
 from gatewayproxy.wire import codec, hello, redact
 
 log = logging.getLogger("gatewayproxy.relay")
@@ -47,8 +47,10 @@ log = logging.getLogger("gatewayproxy.relay")
 _UNAUTHORIZED = 13
 _REPLY_MARGIN = 16 * 1024 * 1024
 _UPSTREAM_OPEN_WAIT = 6.0
-#: Before login only small handshake commands arrive; anything larger closes the connection.
-MAX_MESSAGE_BEFORE_LOGIN = 1024 * 1024
+#: The outcome of a request that gets no reply (moreToCome).
+_NO_REPLY = redact.Outcome(ok=True)
+#: Cursor ids remembered per session (the oldest are forgotten past this).
+MAX_CURSORS = 10_000
 
 
 class ConnectionHost(Protocol):
@@ -57,10 +59,24 @@ class ConnectionHost(Protocol):
     topology_cache: TopologyCache
     command_log: CommandLog
     metrics: GatewayMetrics
+    login_limits: LoginLimits
+    closed_sessions: dict[int, str]
 
     async def lookup_login(self, username: str) -> SessionLogin | None: ...
 
-    def limits_hint(self, client_ip: str) -> hello.UpstreamLimits: ...
+    async def session_access_problem(self, session_id: int) -> str | None: ...
+
+    def limits_hint(self, client_ip: str, target: Any = None) -> hello.UpstreamLimits: ...
+
+    def login_throttled(self, connection: ClientConnection) -> float: ...
+
+    def login_unknown(self, connection: ClientConnection, username: str) -> None: ...
+
+    def login_refused(self, connection: ClientConnection, username: str, error: LoginError) -> None: ...
+
+    def login_deadline(self, connection: ClientConnection) -> bool: ...
+
+    def session_cursors(self, session_id: int) -> dict[int, None]: ...
 
     def connection_logged_in(self, connection: ClientConnection) -> None: ...
 
@@ -91,15 +107,30 @@ class ClientConnection:
         self.close_reason = ""
         self._full_logging = False
         self._session_id = 0
-        self._opening: asyncio.Task | None = None
-        self._opening_for = 0
+        self._pending: SessionLogin | None = None
         self._username = ""
         self._expiry: asyncio.TimerHandle | None = None
-        self._login_flow = ClientLogin(lookup=self._lookup, on_verified=self._on_verified)
-        self._max_request = MAX_MESSAGE_BEFORE_LOGIN
+        self._deadline: asyncio.TimerHandle | None = None
+        self._login_flow = ClientLogin(
+            lookup=self._lookup,
+            on_verified=self._on_verified,
+            throttled=lambda: host.login_throttled(self),
+            on_unknown=lambda username: host.login_unknown(self, username),
+        )
+        self._max_request = host.login_limits.max_message
+        self.cursors: dict[int, None] = {}
+        #: Whether the server counts this connection among the unauthenticated ones (see prelogin), and among
+        #: the logged-in connections of its address.
+        self.admitted = False
+        self.counted_login = False
         self._request_ids = 0
         self.pipe: Pipe | None = None
         self._done: asyncio.Future | None = None
+
+    @property
+    def username_tried(self) -> str:
+        """The session username this connection tried to log in as ("" while it only sent hellos)."""
+        return self._login_flow.username
 
     @property
     def session_id(self) -> int:
@@ -128,13 +159,39 @@ class ClientConnection:
             self._done.set_result(None)
         if self.upstream is not None:
             self.upstream.close()
-        if self._opening is not None and not self._opening.done():
-            self._opening.cancel()
         if self._expiry is not None:
             self._expiry.cancel()
+        if self._deadline is not None:
+            self._deadline.cancel()
+
+    def end_session(self, words: str) -> None:
+        """The session ended: answer the requests waiting upstream with why (``words``), then close."""
+        pipe = self.pipe
+        if pipe is not None and not pipe.closed and pipe.in_flight and getattr(pipe, "between_replies", False):
+            message = f"session ended: {words}"
+            with contextlib.suppress(Exception):
+                for in_flight in pipe.in_flight:
+                    reply = codec.error_reply(
+                        in_flight.request, code=_UNAUTHORIZED, errmsg=message, request_id=self._next_request_id()
+                    )
+                    self.writer.transport.write(reply)
+        self.close(f"session ended: {words}")
+
+    def _login_deadline(self) -> None:
+        """The login deadline passed: close, unless the server keeps a driver's monitoring connection."""
+        self._deadline = None
+        if self.login is not None or self.closed:
+            return
+        if self.host.login_deadline(self):
+            self._deadline = asyncio.get_running_loop().call_later(
+                self.host.login_limits.deadline, self._login_deadline
+            )
+        else:
+            self.close("login deadline passed")
 
     async def run(self) -> None:
         """Serve the connection until the client leaves, a bad message arrives or the session ends."""
+        self._deadline = asyncio.get_running_loop().call_later(self.host.login_limits.deadline, self._login_deadline)
         try:
             while not self.closed:
                 try:
@@ -159,16 +216,9 @@ class ClientConnection:
         finally:
             if not self.closed:
                 self.close("client closed the connection")
-            self._close_unused_upstream()
+            if self.upstream is not None:
+                self.upstream.close()  # an upstream opened while the client left during its login
             self.host.connection_closed(self)
-
-    def _close_unused_upstream(self) -> None:
-        """Close an upstream connection opened for a login that never finished."""
-        opening = self._opening
-        if opening is None or not opening.done() or opening.cancelled() or opening.exception() is not None:
-            return
-        if opening.result() is not self.upstream:
-            opening.result().close()
 
     async def _send(self, data: bytes) -> None:
         self.writer.write(data)
@@ -199,47 +249,38 @@ class ClientConnection:
         login = await self.host.lookup_login(username)
         if login is not None:
             self._username = username
-            self._start_opening(login)
+            self._pending = login
         return login
 
-    def _start_opening(self, login: SessionLogin) -> None:
-        """Open the upstream connection in the background while the client's SCRAM goes on."""
-        if self._opening_for == login.session_id and self._opening is not None:
-            return
-        if self._opening is not None and not self._opening.done():
-            self._opening.cancel()
-        self._opening_for = login.session_id
-        self._opening = asyncio.get_running_loop().create_task(
-            open_upstream(login.upstream, cache=self.host.topology_cache)
-        )
-
-    async def _opened_upstream(self, login: SessionLogin) -> UpstreamConnection:
-        self._start_opening(login)
-        task = self._opening
-        assert task is not None
-        return await asyncio.wait_for(asyncio.shield(task), _UPSTREAM_OPEN_WAIT)
-
     async def _on_verified(self, login: SessionLogin) -> None:
+        """The client proved the secret: check the user and the grant now, then connect and log in upstream."""
+        problem = await self.host.session_access_problem(login.session_id)
+        if problem is None and login.session_id in self.host.closed_sessions:
+            problem = self.host.closed_sessions[login.session_id]
+        if problem is not None:
+            raise refused(problem)
+        if login.upstream is None or self.closed:
+            raise refused("the session cannot log in now")
         try:
-            upstream = await self._opened_upstream(login)
+            upstream = await asyncio.wait_for(
+                open_upstream(login.upstream, cache=self.host.topology_cache), _UPSTREAM_OPEN_WAIT
+            )
         except TimeoutError:
             raise UpstreamError("unreachable", "the upstream did not answer in time") from None
-        self._opening = None
         try:
             await authenticate_upstream(upstream, login.upstream)
         except BaseException:
             upstream.close()
             raise
+        if self.closed:  # the client left (or the deadline passed) while the gateway logged in upstream
+            upstream.close()
+            raise refused("the connection closed during the login")
         self.upstream = upstream
 
     async def _hello_limits(self) -> hello.UpstreamLimits:
         if self.upstream is not None:
             return self.upstream.limits
-        if self._opening is not None:
-            with contextlib.suppress(Exception):
-                upstream = await asyncio.wait_for(asyncio.shield(self._opening), _UPSTREAM_OPEN_WAIT)
-                return upstream.limits
-        return self.host.limits_hint(self.client_ip)
+        return self.host.limits_hint(self.client_ip, self._pending.upstream if self._pending else None)
 
     async def _answer_hello(self, request: codec.Request) -> None:
         command = request.body
@@ -252,9 +293,6 @@ class ClientConnection:
         speculative = None
         spec = command.get("speculativeAuthenticate")
         if self.login is None and isinstance(spec, Mapping):
-            payload = spec.get("payload")
-            if isinstance(payload, bytes) and (user := username_of(bytes(payload))):
-                await self._lookup(user)
             speculative = await self._login_flow.speculative(spec)
         limits = await self._hello_limits()
         reply = hello.hello_reply(
@@ -306,8 +344,7 @@ class ClientConnection:
                 await self._error(request, _UNAUTHORIZED, f"Command {name} requires authentication", "Unauthorized")
         except LoginError as exc:
             if exc.code == 18:
-                self.host.metrics.auth_failures += 1
-                log.info("event=login_failed connection=%s client=%s reason=%r", self.id, self.client_address, str(exc))
+                self.host.login_refused(self, self._login_flow.username, exc)
             await self._error(request, exc.code, str(exc), exc.code_name)
 
     def _logged_in(self, login: SessionLogin) -> None:
@@ -318,13 +355,18 @@ class ClientConnection:
             read_only=login.read_only,
             command_deny_list=login.command_deny_list,
             database_allow_list=login.database_allow_list,
+            privileged_commands=login.privileged_commands,
         )
+        self.cursors = self.host.session_cursors(login.session_id)
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
         assert self.upstream is not None
         # A client may send up to what the upstream accepts; replies may be larger still.
         self._max_request = max(self.upstream.limits.max_message_size_bytes, 1024 * 1024)
         remaining = (login.expires_at - _now()).total_seconds()
         loop = asyncio.get_running_loop()
-        self._expiry = loop.call_later(max(0.0, remaining), self.close, "session expired")
+        self._expiry = loop.call_later(max(0.0, remaining), self.end_session, "the session expired")
         log.info(
             "event=login connection=%s session=%s client=%s upstream=%s:%s topology=%s",
             self.id,
@@ -354,29 +396,33 @@ class ClientConnection:
         metrics.observe_latency(latency_us)
         if not outcome.ok:
             metrics.errors += 1
-        record = CommandRecord(
-            session_id=self._session_id,
-            command=request.command,
-            connection_id=self.id,
-            at=_now(),
-            database=request.database,
-            collection=request.collection,
-            ok=outcome.ok,
-            n=outcome.n,
-            error_code=outcome.error_code,
-            error_message=outcome.error_message,
-            refused=refused,
-            latency_us=latency_us,
-            bytes_in=len(request.raw),
-            bytes_out=bytes_out,
-            request=request,
-            full=self._full_logging,
-        )
+        raw, summary, full = request.raw, None, self._full_logging
         if redact.is_sensitive(request.command):
-            record.request, record.summary = None, {}  # never carry credentials to the writer: the log keeps {}
-        elif len(request.raw) > redact.FULL_DECODE_LIMIT:
-            record.complete()  # summarise a large request now, rather than queue its bytes
-        self.host.command_log.add(record)
+            raw, summary = None, {}  # never carry credentials to the writer: the log keeps {}
+        elif len(raw) > redact.FULL_DECODE_LIMIT:
+            raw, summary = None, SUMMARIES.summary(request, full=full)  # summarise a large request now
+        # A CommandRecord's fields in their order (commandlog.ROW_FIELDS): a tuple is the cheapest thing to queue.
+        self.host.command_log.add(
+            (
+                self._session_id,
+                request.command,
+                self.id,
+                time.time(),
+                request.database,
+                request.collection,
+                summary,
+                outcome.ok,
+                outcome.n,
+                outcome.error_code,
+                outcome.error_message,
+                refused,
+                latency_us,
+                len(request.raw),
+                bytes_out,
+                raw,
+                full,
+            )
+        )
 
     def _local_reply(self, request: codec.Request, document: Mapping[str, Any]) -> None:
         if request.more_to_come:
@@ -425,17 +471,33 @@ class ClientConnection:
             message = f"{name} is not allowed after login: this gateway connection is already logged in as its session"
             self._refuse(request, 20, message, "IllegalOperation")
             return None
-        refusal = self.policy.check_request(request)
+        refusal = self.policy.check_request(request, self.cursors)
         if refusal is not None:
-            self._refuse(request, refusal.code, refusal.message, "Unauthorized")
+            self._refuse(request, refusal.code, refusal.message, refusal.code_name)
             return None
         return InFlight(request)
 
     def _on_reply(self, in_flight: InFlight) -> None:
         """Log a request whose (last) reply went to the client, or that expects none."""
-        outcome = redact.reply_outcome(in_flight.reply) if in_flight.reply is not None else redact.Outcome(ok=True)
+        outcome = in_flight.outcome if in_flight.outcome is not None else _NO_REPLY
         self.host.metrics.bytes_out += in_flight.bytes_out
+        if in_flight.request.command in CURSOR_COMMANDS or in_flight.request.command == "killCursors":
+            self._track_cursors(in_flight.request, outcome)
         self._record(in_flight.request, outcome, in_flight.started, bytes_out=in_flight.bytes_out)
+
+    def _track_cursors(self, request: codec.Request, outcome: redact.Outcome) -> None:
+        """Remember the cursor a reply opened; forget one exhausted (id 0 after a getMore) or killed."""
+        cursors = self.cursors
+        if request.command == "killCursors":
+            with contextlib.suppress(codec.WireError):
+                for cursor_id in request.checked_body().get("cursors") or ():
+                    cursors.pop(cursor_id, None)
+        elif outcome.cursor_id:
+            cursors[outcome.cursor_id] = None
+            if len(cursors) > MAX_CURSORS:
+                cursors.pop(next(iter(cursors)))
+        elif outcome.cursor_id == 0 and request.command == "getMore":
+            cursors.pop(request.cursor_id(), None)
 
     def _on_pipe_close(self, reason: str) -> None:
         self.close(reason)
@@ -455,6 +517,7 @@ class ClientConnection:
             on_request=self._on_request,
             on_reply=self._on_reply,
             on_close=self._on_pipe_close,
+            read_outcome=redact.reply_outcome_of,
         )
         self.pipe.start(_take_buffered(self.reader), _take_buffered(upstream.reader))
         for transport in (self.writer.transport, upstream.writer.transport):

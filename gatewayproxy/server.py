@@ -1,9 +1,15 @@
 """The gateway process: the listening socket, the connections, and the loops that keep sessions honest.
 
 :class:`GatewayServer` accepts client connections (one :class:`~gatewayproxy.relay.ClientConnection` task
-each) and runs three background loops: a control loop that asks the domain every ``control_interval``
-seconds which of its live sessions must close (expired, ended, killed, account or lease revoked) and
-closes their connections; a heartbeat on the Gateway record; and the command log's flusher. On stop it
+each) and runs four background loops: a watch on ended sessions (every ``ended_interval`` seconds, 0.2 by
+default, it reads the sessions the domain ended since its cursor and closes their connections, telling
+clients why); a control loop, the fallback, that asks the domain every ``control_interval`` seconds which of
+its live sessions must close (expired, ended, killed, account or lease revoked); a heartbeat on the Gateway
+record; and the command log's flusher. Before login a connection is bounded by
+:class:`~gatewayproxy.prelogin.LoginLimits` (caps per address and in total, a deadline, small messages, a
+throttle on failed logins); every failed login is counted in the metrics and audited through the domain.
+Logins are not cached: each one is looked up, and once its secret is proved, the session's user and grant
+are checked by the domain. On stop it
 stops accepting, closes every connection, ends its sessions with ``gateway_stopped`` and flushes the log,
 within a few seconds.
 
@@ -22,18 +28,20 @@ import resource
 import socket
 import time
 from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import replace
 from typing import Any
 
-from gatewayproxy.commandlog import CommandLog, WriterProcess
-from gatewayproxy.host import Domain, SessionLogin
+from gatewayproxy.auth import LoginError
+from gatewayproxy.commandlog import CommandLog
+from gatewayproxy.host import Domain, SessionLogin, UpstreamTarget
 from gatewayproxy.metrics import GatewayMetrics
+from gatewayproxy.prelogin import LoginLimits, PreLoginGuard
 from gatewayproxy.relay import ClientConnection
-from gatewayproxy.upstream import TopologyCache
-from gatewayproxy.wire.hello import DEFAULT_LIMITS, UpstreamLimits
+from gatewayproxy.upstream import TopologyCache, target_key
+from gatewayproxy.wire.hello import DEFAULT_LIMITS, MONGOS, UpstreamLimits
 
 log = logging.getLogger("gatewayproxy.server")
 
-LOGIN_CACHE_SECONDS = 2.0
 STOP_REASON = "gateway_stopped"
 
 
@@ -47,6 +55,12 @@ def raise_open_file_limit(wanted: int = 65_536) -> int:
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
+def _names_a_cluster(uri: str) -> bool:
+    """Whether a deployment URI names a replica set or several hosts (so the gateway presents a mongos)."""
+    hosts = uri.partition("://")[2].rpartition("@")[2].partition("/")[0].partition("?")[0]
+    return uri.startswith("mongodb+srv://") or "," in hosts or "replicaSet=" in uri
+
+
 class GatewayServer:
     """One gateway: listens on ``host:port`` and relays sessions to their deployments."""
 
@@ -58,19 +72,24 @@ class GatewayServer:
         port: int = 27018,
         control_interval: float = 1.0,
         heartbeat_interval: float = 5.0,
-        log_interval: float = 0.2,
-        log_batch_size: int = 100,
-        log_writer: WriterProcess | None = None,
+        log_interval: float = 0.1,
+        log_batch_size: int = 500,
+        log_output: int | None = None,
+        login_limits: LoginLimits | None = None,
+        ended_interval: float = 0.2,
     ) -> None:
         self.domain = domain
         self.host = host
         self.port = port
         self.control_interval = control_interval
         self.heartbeat_interval = heartbeat_interval
+        self.ended_interval = ended_interval
+        self.login_limits = login_limits or LoginLimits()
+        self.guard = PreLoginGuard(self.login_limits)
         self.metrics = GatewayMetrics()
         self.topology_cache = TopologyCache()
         self.command_log = CommandLog(
-            domain.record_commands, interval=log_interval, batch_size=log_batch_size, process=log_writer
+            domain.record_commands, interval=log_interval, batch_size=log_batch_size, output=log_output
         )
         self.connections: dict[int, ClientConnection] = {}
         self.by_session: dict[int, set[ClientConnection]] = {}
@@ -79,8 +98,12 @@ class GatewayServer:
         self._server: asyncio.base_events.Server | None = None
         self._tasks: set[asyncio.Task] = set()
         self._loops: list[asyncio.Task] = []
-        self._login_cache: dict[str, tuple[float, SessionLogin | None]] = {}
+        self._lookups: dict[str, asyncio.Future] = {}
         self._limits_by_ip: dict[str, UpstreamLimits] = {}
+        self._limits_by_target: dict[tuple, UpstreamLimits] = {}
+        self._logins_by_ip: dict[str, int] = {}
+        self._cursors: dict[int, dict[int, None]] = {}
+        self._ended_cursor: int | None = None
         self._stopping = False
         self._check_soon: set[int] = set()
 
@@ -92,9 +115,10 @@ class GatewayServer:
             self._accept, self.host, self.port, reuse_address=True, backlog=2048, limit=2**16
         )
         self.port = self._server.sockets[0].getsockname()[1]
-        self.command_log.start()
+        await self.command_log.start()
         loop = asyncio.get_running_loop()
         self._loops = [
+            loop.create_task(self._every(self.ended_interval, self._watch_ended), name="gateway-ended"),
             loop.create_task(self._every(self.control_interval, self._control), name="gateway-control"),
             loop.create_task(self._every(self.heartbeat_interval, self.domain.heartbeat), name="gateway-heartbeat"),
         ]
@@ -120,6 +144,12 @@ class GatewayServer:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         connection = ClientConnection(self, next(self._ids), reader, writer)
+        if not self.guard.admit(connection.client_ip):
+            self.metrics.prelogin_refused += 1
+            writer.transport.abort()  # over the cap of unauthenticated connections (per address or in total)
+            return
+        connection.admitted = True
+        self.metrics.connections_unauthenticated = self.guard.unauthenticated
         self.connections[connection.id] = connection
         self.metrics.connections_open += 1
         self.metrics.connections_total += 1
@@ -135,24 +165,89 @@ class GatewayServer:
     # -- what connections call ----------------------------------------------------------------------------
 
     async def lookup_login(self, username: str) -> SessionLogin | None:
-        """The session login for ``username``, cached for a moment so a driver's connection burst costs one query."""
-        now = time.monotonic()
-        cached = self._login_cache.get(username)
-        if cached is not None and now - cached[0] < LOGIN_CACHE_SECONDS:
-            login = cached[1]
-        else:
-            login = await self.domain.lookup_login(username)
-            self._login_cache[username] = (now, login)
-        if login is not None and login.session_id in self.closed_sessions:
-            return None
+        """The session login for ``username``; concurrent lookups of one name (a driver's burst) share one query.
+
+        Nothing is cached beyond the query: whether the session may still log in is decided after the proof
+        by :meth:`session_access_problem`, and a session this gateway saw end is refused with its reason.
+        """
+        pending = self._lookups.get(username)
+        if pending is None:
+            pending = asyncio.ensure_future(self.domain.lookup_login(username))
+            self._lookups[username] = pending
+            pending.add_done_callback(lambda _done: self._lookups.pop(username, None))
+        login = await asyncio.shield(pending)
+        if login is not None and not login.refusal and login.session_id in self.closed_sessions:
+            return replace(login, refusal=self.closed_sessions[login.session_id], upstream=None)
         return login
 
-    def limits_hint(self, client_ip: str) -> UpstreamLimits:
-        """What to present to a client that has not said who it is (a driver's monitoring connection).
+    async def session_access_problem(self, session_id: int) -> str | None:
+        """Asked at each login once the secret is proved: None while the user and grant allow the session."""
+        try:
+            return await self.domain.session_access_problem(session_id)
+        except Exception as exc:  # the database away: refuse (fail closed), say so
+            log.warning("event=access_check_failed session=%s error=%s", session_id, type(exc).__name__)
+            return "the gateway cannot check the session's access right now; try again"
 
-        The deployment this address last logged in to, else the one kind every known deployment shares,
-        else a standalone with default limits.
+    def login_throttled(self, connection: ClientConnection) -> float:
+        """Seconds until ``connection``'s address may try to log in again (0.0: now)."""
+        return self.guard.throttled_for(connection.client_ip)
+
+    def login_unknown(self, connection: ClientConnection, username: str) -> None:
+        """A client named a session username nobody has: count it against its address, audit it."""
+        self.metrics.login_unknown += 1
+        self._login_failure(connection, username, "unknown session username")
+
+    def login_refused(self, connection: ClientConnection, username: str, error: LoginError) -> None:
+        """A login failed (wrong secret, ended session, throttled...): count it, log it, audit it."""
+        self.metrics.auth_failures += 1
+        log.info(
+            "event=login_failed connection=%s client=%s reason=%r",
+            connection.id,
+            connection.client_address,
+            error.reason,
+        )
+        if error.reason == "too many failed logins from this address":
+            self.metrics.logins_throttled += 1
+            if self.guard.throttle_audit_due(connection.client_ip):
+                self._audit_login_failure(connection, username, error.reason)
+        elif not error.counted:
+            self._login_failure(connection, username, error.reason)
+
+    def _login_failure(self, connection: ClientConnection, username: str, reason: str) -> None:
+        if self.guard.failed(connection.client_ip):
+            self._audit_login_failure(connection, username, reason)
+
+    def _audit_login_failure(self, connection: ClientConnection, username: str, reason: str) -> None:
+        self._background(self.domain.login_failed(username, connection.client_address, reason))
+
+    def login_deadline(self, connection: ClientConnection) -> bool:
+        """The login deadline of ``connection`` passed: True keeps it for one more deadline.
+
+        Only a driver's monitoring connection is kept (it never logs in: it sends hellos and nothing else), and
+        only while its address has a logged-in connection here.
         """
+        keep = not connection.username_tried and self._logins_by_ip.get(connection.client_ip, 0) > 0
+        if not keep:
+            self.metrics.login_deadline_closed += 1
+        return keep
+
+    def session_cursors(self, session_id: int) -> dict[int, None]:
+        """The cursor ids the session's connections on this gateway received (shared: drivers pool connections)."""
+        return self._cursors.setdefault(session_id, {})
+
+    def limits_hint(self, client_ip: str, target: UpstreamTarget | None = None) -> UpstreamLimits:
+        """What to present in a hello before login, when no upstream connection exists yet.
+
+        The deployment of the session the client named: as a login to it here found it, else as its URI says
+        (several hosts, ``replicaSet`` or ``mongodb+srv``: a mongos); else the deployment this address last logged
+        in to, else the one kind every known deployment shares, else a standalone with default limits.
+        """
+        if target is not None:
+            known = self._limits_by_target.get(target_key(target))
+            if known is not None:
+                return known
+            if _names_a_cluster(target.uri):  # a replica set or a cluster is presented as a mongos
+                return replace(DEFAULT_LIMITS, topology=MONGOS)
         if client_ip in self._limits_by_ip:
             return self._limits_by_ip[client_ip]
         known = set(self._limits_by_ip.values())
@@ -160,22 +255,42 @@ class GatewayServer:
 
     def connection_logged_in(self, connection: ClientConnection) -> None:
         """Track a logged-in connection under its session and tell the domain (in the background)."""
+        self._release(connection)
         session_id = connection.session_id
         if session_id in self.closed_sessions:
-            connection.close(f"session ended: {self.closed_sessions[session_id]}")
+            connection.end_session(self.closed_sessions[session_id])
             return
         self.by_session.setdefault(session_id, set()).add(connection)
+        self._logins_by_ip[connection.client_ip] = self._logins_by_ip.get(connection.client_ip, 0) + 1
+        connection.counted_login = True
         self.metrics.logins += 1
         self.metrics.sessions_live = len(self.by_session)
-        if connection.upstream is not None:
+        if connection.upstream is not None and connection.login is not None:
             self._limits_by_ip[connection.client_ip] = connection.upstream.limits
+            if connection.login.upstream is not None:
+                self._limits_by_target[target_key(connection.login.upstream)] = connection.upstream.limits
         self._background(self.domain.session_connected(session_id, connection.client_address))
+
+    def _release(self, connection: ClientConnection) -> None:
+        """``connection`` no longer counts among the unauthenticated ones (it logged in or closed)."""
+        if connection.admitted:
+            connection.admitted = False
+            self.guard.release(connection.client_ip)
+            self.metrics.connections_unauthenticated = self.guard.unauthenticated
 
     def connection_closed(self, connection: ClientConnection) -> None:
         """Forget a connection that ended."""
+        self._release(connection)
+        if connection.counted_login:
+            connection.counted_login = False
+            left = self._logins_by_ip.get(connection.client_ip, 0) - 1
+            if left > 0:
+                self._logins_by_ip[connection.client_ip] = left
+            else:
+                self._logins_by_ip.pop(connection.client_ip, None)
         if self.connections.pop(connection.id, None) is not None:
             self.metrics.connections_open -= 1
-        if connection.session_id and connection.close_reason == "session expired":
+        if connection.session_id and connection.close_reason == "session ended: the session expired":
             self._check_soon.add(connection.session_id)  # let the domain record the expiry now
         peers = self.by_session.get(connection.session_id)
         if peers is not None:
@@ -196,15 +311,17 @@ class GatewayServer:
 
     # -- the control loop ---------------------------------------------------------------------------------
 
+    async def _watch_ended(self) -> None:
+        """Close, within about ``ended_interval``, the connections of the sessions the domain just ended."""
+        ended, self._ended_cursor = await self.domain.ended_sessions_since(self._ended_cursor)
+        for item in ended:
+            if item.session_id is not None and item.session_id in self.by_session:
+                self.close_session(item.session_id, item.description)
+
     async def _control(self) -> None:
-        """Close the connections of sessions the domain says are over."""
-        now = time.monotonic()
-        for username, (at, _login) in list(self._login_cache.items()):
-            if now - at >= LOGIN_CACHE_SECONDS:
-                del self._login_cache[username]
-        # Sessions with a cached login are checked too: one ended while its client was away must not log in again.
-        cached = {login.session_id for _at, login in self._login_cache.values() if login is not None}
-        session_ids = sorted(set(self.by_session) | self._check_soon | cached)
+        """The fallback: close the connections of sessions the domain says are over (if a notice was missed)."""
+        self.guard.prune()
+        session_ids = sorted(set(self.by_session) | self._check_soon)
         self._check_soon = set()
         if not session_ids:
             return
@@ -212,14 +329,15 @@ class GatewayServer:
             self.close_session(session_id, reason)
 
     def close_session(self, session_id: int, reason: str) -> int:
-        """Close every connection of a session and refuse its further logins; returns how many closed."""
+        """Close every connection of a session, telling clients ``reason``, and refuse its further logins here.
+
+        Returns how many connections closed.
+        """
         self.closed_sessions[session_id] = reason
-        for username, (_at, login) in list(self._login_cache.items()):
-            if login is not None and login.session_id == session_id:
-                del self._login_cache[username]
+        self._cursors.pop(session_id, None)
         peers = self.by_session.pop(session_id, set())
         for connection in list(peers):
-            connection.close(f"session ended: {reason}")
+            connection.end_session(reason)
         self.metrics.sessions_live = len(self.by_session)
         if peers:
             log.info("event=session_closed session=%s reason=%s connections=%d", session_id, reason, len(peers))

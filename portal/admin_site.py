@@ -8,6 +8,7 @@ from django_otp import devices_for_user
 from django_otp.admin import OTPAdminAuthenticationForm, OTPAdminSite
 
 from access.services import auth_events
+from portal.sso_forms import SsoOnlyPasswordCheck
 
 # (section key, title, what it holds, [(app label, model, label shown), ...]) in the order a security team works.
 ADMIN_SECTIONS = [
@@ -20,6 +21,8 @@ ADMIN_SECTIONS = [
             ("access", "AccessPolicy", "Access policies"),
             ("auth", "User", "People"),
             ("auth", "Group", "Groups"),
+            ("access", "SsoGroupMapping", "Single sign-on group mappings"),
+            ("access", "SsoIdentity", "Single sign-on identities"),
             ("axes", "AccessAttempt", "Sign-in lockouts (failed attempts)"),
         ],
     ),
@@ -99,7 +102,7 @@ def admin_sections(app_dict: dict) -> list[dict]:
     return sections
 
 
-class SingleDeviceOTPAdminAuthenticationForm(OTPAdminAuthenticationForm):
+class SingleDeviceOTPAdminAuthenticationForm(SsoOnlyPasswordCheck, OTPAdminAuthenticationForm):
     """The OTP admin login, where a user with a single device need not pick it from a list first.
 
     django-otp asks for an explicit device so that a wrong code is not counted against every device
@@ -133,6 +136,7 @@ class PamAdminSite(OTPAdminSite):
     site_title = "MongoDB PAM admin"
     index_title = "Resources, access and audit"
     login_form = SingleDeviceOTPAdminAuthenticationForm
+    login_template = "admin/pam_login.html"  # django-otp's login page, with the single sign-on button
 
     def get_app_list(self, request, app_label=None):
         """The index and the sidebar list sections of work; one app's own page keeps Django's list of it."""

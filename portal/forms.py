@@ -10,6 +10,7 @@ from django.core.validators import MaxValueValidator
 
 from access.durations import format_duration, parse_duration
 from access.models.profiles import MfaMethod
+from portal.sso_forms import SsoOnlyPasswordCheck
 
 
 class HumanDurationFormField(forms.Field):
@@ -35,8 +36,8 @@ class HumanDurationFormField(forms.Field):
         return duration
 
 
-class LoginForm(AuthenticationForm):
-    """Username and password (the first factor)."""
+class LoginForm(SsoOnlyPasswordCheck, AuthenticationForm):
+    """Username and password (the first factor); refused outright for most names when PAM_SSO_ONLY is on."""
 
     username = forms.CharField(widget=forms.TextInput(attrs={"autofocus": True, "autocomplete": "username"}))
     password = forms.CharField(widget=forms.PasswordInput(attrs={"autocomplete": "current-password"}))

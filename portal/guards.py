@@ -83,5 +83,7 @@ def approver_view(view):
 
 
 def step_up_redirect(request, next_url: str):
-    """Send the user for a fresh code, coming back to `next_url`."""
-    return redirect(url_with_next("portal:mfa-step-up", next_url))
+    """Send the user for a fresh code, coming back to `next_url` (SSO sessions: see portal.views.sso)."""
+    from portal.views.sso import sso_step_up_url
+
+    return redirect(sso_step_up_url(request, next_url) or url_with_next("portal:mfa-step-up", next_url))

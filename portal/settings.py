@@ -100,6 +100,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "portal.context_processors.sso",
             ],
         },
     },
@@ -183,11 +184,17 @@ STORAGES = {
 }
 WHITENOISE_USE_FINDERS = True
 
+# Passwords go through PasswordBackend (Django's ModelBackend, refusing all but the break-glass names when
+# PAM_SSO_ONLY is on); OidcBackend only keeps the sessions single sign-on started (and ends them if SSO is unset).
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "access.sso_backend.PasswordBackend",
+    "access.sso_backend.OidcBackend",
+]
 # Password sign-in (portal and admin) is throttled by django-axes: PAM_LOGIN_FAILURE_LIMIT failures for one user
 # name, or from one address, lock that name or address out for PAM_LOGIN_LOCKOUT_MINUTES (the admin lists lockouts
 # under "Access attempts" and clears them there). A success does not reset the count, so a known password cannot
 # be used to keep an address under the limit while guessing others.
-AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
 AXES_FAILURE_LIMIT = env.int("PAM_LOGIN_FAILURE_LIMIT", default=5)
 AXES_COOLOFF_TIME = timedelta(minutes=env.float("PAM_LOGIN_LOCKOUT_MINUTES", default=15.0))
 AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
@@ -196,6 +203,41 @@ AXES_LOCKOUT_TEMPLATE = "portal/locked_out.html"
 AXES_CLIENT_IP_CALLABLE = "access.receivers.client_address"  # REMOTE_ADDR, as the audit trail records it
 AXES_VERBOSE = False
 AXES_SENSITIVE_PARAMETERS = ["otp_token", "token", "csrfmiddlewaretoken"]  # never kept with the attempt (nor password)
+
+# Single sign-on with OpenID Connect (access/sso_backend.py, README "Single sign-on"): on when PAM_OIDC_ISSUER is
+# set. Endpoints and keys come from the issuer's /.well-known/openid-configuration; the portal's callback URL to
+# register at the identity provider is <portal>/sso/callback/. Users are matched by (issuer, sub), created on their
+# first sign-in, and the groups claim maps to Django groups through the admin's "Single sign-on group mappings".
+PAM_OIDC_ISSUER = env.str("PAM_OIDC_ISSUER", default="")
+PAM_OIDC_CLIENT_ID = env.str("PAM_OIDC_CLIENT_ID", default="")
+PAM_OIDC_CLIENT_SECRET = env.str("PAM_OIDC_CLIENT_SECRET", default="")
+PAM_OIDC_SCOPES = env.str("PAM_OIDC_SCOPES", default="openid email profile")
+PAM_OIDC_GROUPS_CLAIM = env.str("PAM_OIDC_GROUPS_CLAIM", default="groups")
+# The claim a new user's name comes from (then email, then sub); a name a local account holds is never taken over.
+PAM_OIDC_USERNAME_CLAIM = env.str("PAM_OIDC_USERNAME_CLAIM", default="preferred_username")
+PAM_OIDC_SIGN_ALGO = env.str("PAM_OIDC_SIGN_ALGO", default="RS256")
+PAM_OIDC_TIMEOUT = env.float("PAM_OIDC_TIMEOUT", default=10.0)
+PAM_OIDC_NAME = env.str("PAM_OIDC_NAME", default="single sign-on")
+# The portal's own second factor is asked after SSO unless the identity provider asserts one (an `amr` value in
+# PAM_OIDC_MFA_AMR or the `acr` in PAM_OIDC_MFA_ACR) and PAM_OIDC_TRUST_IDP_MFA is on.
+PAM_OIDC_TRUST_IDP_MFA = env.bool("PAM_OIDC_TRUST_IDP_MFA", default=False)
+PAM_OIDC_MFA_AMR = env.list("PAM_OIDC_MFA_AMR", default=["mfa", "otp", "hwk"])
+PAM_OIDC_MFA_ACR = env.list("PAM_OIDC_MFA_ACR", default=[])
+# Step-up for targets marked "require MFA": "portal" asks for the portal's code; "idp" sends people who signed in
+# through SSO back to the identity provider (prompt=login, max_age=0), whose fresh sign-in must assert a second factor.
+PAM_OIDC_STEP_UP = env.str("PAM_OIDC_STEP_UP", default="portal")
+# SSO only: password sign-in (portal and admin) is refused except for these local user names (break-glass admins).
+PAM_SSO_ONLY = env.bool("PAM_SSO_ONLY", default=False)
+PAM_SSO_BREAK_GLASS_USERS = env.list("PAM_SSO_BREAK_GLASS_USERS", default=[])
+if PAM_OIDC_ISSUER and not (PAM_OIDC_CLIENT_ID and PAM_OIDC_CLIENT_SECRET):
+    raise ImproperlyConfigured(
+        "PAM_OIDC_ISSUER is set but PAM_OIDC_CLIENT_ID or PAM_OIDC_CLIENT_SECRET is not: register the portal as a "
+        "confidential client at the identity provider (redirect URI <portal>/sso/callback/) and set both."
+    )
+if PAM_SSO_ONLY and not PAM_OIDC_ISSUER:
+    raise ImproperlyConfigured("PAM_SSO_ONLY is on but PAM_OIDC_ISSUER is not set: only break-glass could sign in.")
+if PAM_OIDC_STEP_UP not in ("portal", "idp"):
+    raise ImproperlyConfigured(f"PAM_OIDC_STEP_UP must be 'portal' or 'idp', not {PAM_OIDC_STEP_UP!r}.")
 
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/"

@@ -7,12 +7,14 @@ from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView
 
 from access import cli_oauth
-from portal.views import apidocs, auth, cli, dashboard, health, leases, mfa, requests, sessions, tokens
+from portal.views import apidocs, auth, cli, dashboard, health, leases, mfa, requests, sessions, sso, tokens
 
 portal_patterns = [
     path("", dashboard.dashboard, name="dashboard"),
     path("accounts/login/", auth.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth.LogoutView.as_view(), name="logout"),
+    path("sso/login/", sso.SsoLoginView.as_view(), name="sso-login"),
+    path("sso/callback/", sso.SsoCallbackView.as_view(), name="sso-callback"),
     path("mfa/", mfa.mfa_verify, name="mfa-verify"),
     path("mfa/enrol/", mfa.mfa_enrol, name="mfa-enrol"),
     path("mfa/email/", mfa.mfa_email_send, name="mfa-email"),

@@ -1,7 +1,7 @@
 """The first hour in a real browser (issue 16): Debian's chromium driven by Playwright.
 
 - The API docs (Swagger UI and ReDoc) render from the portal's own static files and load nothing from another host.
-- The demo walked as a newcomer, on the processes `make run` starts (`manage.py demo`: FerretDB, daphne, a
+- The demo walked as a newcomer, on the processes `make run HTTP=… GATEWAY=…` starts (FerretDB, daphne, a
   qcluster and a gateway, with its own database under the test's temporary directory): read the printed
   credentials; the engineer requests a gateway session and a lease, the approver approves both; the engineer gets
   the lease (asking for more than allowed: capped, with a warning), opens a read-only session, runs mongosh through
@@ -13,11 +13,11 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import signal
 import subprocess
-import sys
 from html import unescape
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -28,7 +28,7 @@ from tests.helpers import token_client, totp_code
 from tests.mongo.paths import free_loopback_port, port_is_open
 from tests.profile import embedded_env
 from tests.secret_scan import remember, scan_page
-from tests.test_make_run import OutputReader
+from tests.test_make_run import OutputReader, ctrl_c, make_run, processes_with
 from tests.test_portal_browser import browser, chromium_path  # noqa: F401 - the module's Playwright fixtures
 
 pytestmark = [pytest.mark.browser]
@@ -106,7 +106,7 @@ def test_api_docs_and_redoc_render_in_chromium_from_the_portal_alone(browser, li
 
 # -- the demo, walked as a newcomer ------------------------------------------------------------------------------
 class Demo:
-    """`manage.py demo` (what `make run` runs) on free ports with its own var/ directory; its printed credentials."""
+    """`make run` on free ports with its own var/ directory (database, logs, FerretDB); its printed credentials."""
 
     def __init__(self, tmp_path: Path) -> None:
         self.http_port, self.gateway_port = free_loopback_port(), free_loopback_port()
@@ -122,25 +122,10 @@ class Demo:
         return f"http://127.0.0.1:{self.http_port}"
 
     def start(self) -> str:
-        subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=self.env, check=True, timeout=180)
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "manage.py",
-                "demo",
-                "--http",
-                f"127.0.0.1:{self.http_port}",
-                "--gateway",
-                f"127.0.0.1:{self.gateway_port}",
-            ],
-            cwd=ROOT,
-            env=self.env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
+        """`make run HTTP=… GATEWAY=…`, then the credentials it printed once (remembered by the leak scan)."""
+        self.process = make_run(self.env, http=f"127.0.0.1:{self.http_port}", gateway=f"127.0.0.1:{self.gateway_port}")
         self.reader = OutputReader(self.process)
-        output = self.reader.wait_for(r"Press Ctrl\+C to stop everything", timeout=180)
+        output = self.reader.wait_for(r"Press Ctrl\+C to stop everything", timeout=240)
         for name, password, uri in re.findall(
             r"username: (\S+)\s.*?\n\s+password: (\S+)\n.*?(otpauth://totp/\S+)", output, re.S
         ):
@@ -148,18 +133,18 @@ class Demo:
             self.people[name] = (password, uri)
         return output
 
-    def stop(self) -> int | None:
+    def stop(self) -> None:
+        """Ctrl+C, as in the terminal; make and the demo exit once every child is gone."""
         if self.process is None:
-            return None
+            return
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
+            ctrl_c(self.process)
             try:
                 self.process.wait(timeout=60)
             except subprocess.TimeoutExpired:
-                self.process.kill()
+                os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
         self.reader.thread.join(timeout=5)
-        return self.process.returncode
 
     def logs(self) -> str:
         return "".join(p.read_text(errors="replace") for p in (self.var / "log").glob("*.log"))
@@ -345,7 +330,7 @@ def test_a_newcomer_walks_the_demo_on_make_runs_processes(browser, tmp_path, fer
         for context in (engineer_ctx, approver_ctx, admin_ctx):
             context.close()
     finally:
-        code = demo.stop()
-    assert code == 0 and "Stopped." in demo.reader.text
+        demo.stop()
+    assert "Stopped." in demo.reader.text and processes_with(f"PAM_VAR_DIR={demo.var}") == []
     assert not port_is_open(demo.http_port) and not port_is_open(demo.gateway_port)
     assert all(password not in demo.logs() for password, _uri in demo.people.values())

@@ -98,6 +98,8 @@ class Login:
     session_id: int
     verifiers: dict = field(repr=False)
     expires_at: datetime.datetime
+    refusal: str = ""
+    upstream: object = None
 
 
 def _login_flow(secret: str, *, expires_in: float = 3600, upstream_error: UpstreamError | None = None):
@@ -140,8 +142,8 @@ def test_the_session_secret_logs_in_with_both_mechanisms(mechanism):
 
 @pytest.mark.parametrize(
     ("username", "password", "expires_in"),
-    [("s-abc", "wrong", 3600), ("s-nobody", "the-secret", 3600), ("s-abc", "the-secret", -1)],
-    ids=["wrong secret", "unknown user", "expired session"],
+    [("s-abc", "wrong", 3600), ("s-nobody", "the-secret", 3600), ("s-abc", "wrong", -1)],
+    ids=["wrong secret", "unknown user", "expired session, wrong secret"],
 )
 def test_bad_logins_fail_with_authentication_failed(username, password, expires_in):
     flow, verified = _login_flow("the-secret", expires_in=expires_in)
@@ -149,6 +151,14 @@ def test_bad_logins_fail_with_authentication_failed(username, password, expires_
         _converse(flow, "SCRAM-SHA-256", username, password)
     assert isinstance(failure.value, LoginError) and failure.value.code == 18
     assert str(failure.value) == "Authentication failed."
+    assert not flow.authenticated and not verified
+
+
+def test_an_expired_session_is_refused_with_why_once_its_secret_is_proved():
+    flow, verified = _login_flow("the-secret", expires_in=-1)
+    with pytest.raises(LoginError) as failure:
+        _converse(flow, "SCRAM-SHA-256", "s-abc", "the-secret")
+    assert failure.value.code == 18 and str(failure.value) == "Authentication failed: the session expired"
     assert not flow.authenticated and not verified
 
 
@@ -236,7 +246,7 @@ def test_error_messages_lose_quoted_document_values():
 def test_reply_outcomes_are_read_without_decoding_batches():
     batch = [{"n": i, "payload": "x" * 1000} for i in range(50)]
     found = wire.build_op_msg({"cursor": {"firstBatch": batch, "id": bson.Int64(0), "ns": "a.b"}, "ok": 1.0})
-    assert redact.reply_outcome(found) == redact.Outcome(ok=True, n=50)
+    assert redact.reply_outcome(found) == redact.Outcome(ok=True, n=50, cursor_id=0)
     failed = wire.build_op_msg({"ok": 0.0, "errmsg": "nope", "code": 13, "codeName": "Unauthorized"})
     assert redact.reply_outcome(failed) == redact.Outcome(ok=False, error_code=13, error_message="nope")
     write_error = wire.build_op_msg({"n": 0, "writeErrors": [{"index": 0, "code": 11000, "errmsg": "dup"}], "ok": 1.0})

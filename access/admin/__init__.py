@@ -23,6 +23,7 @@ from access.admin.requests import AccessRequestAdmin
 from access.admin.resources import ResourceAdmin
 from access.admin.roles import DynamicRoleAdmin
 from access.admin.sessions import SessionAdmin, SessionCommandAdmin
+from access.admin.sso import SsoGroupMappingAdmin, SsoIdentityAdmin
 from access.admin.tokens import ApiTokenAdmin
 from access.admin.users import LockoutAdmin, PamGroupAdmin, PamUserAdmin
 from access.models import (
@@ -38,6 +39,8 @@ from access.models import (
     Resource,
     Session,
     SessionCommand,
+    SsoGroupMapping,
+    SsoIdentity,
 )
 
 # `admin.site` is the OTP admin site (portal.apps.PamAdminConfig.default_site).
@@ -53,6 +56,8 @@ admin_site.register(SessionCommand, SessionCommandAdmin)
 admin_site.register(AuditEvent, AuditEventAdmin)
 admin_site.register(ConnectorAction, ConnectorActionAdmin)
 admin_site.register(ApiToken, ApiTokenAdmin)
+admin_site.register(SsoGroupMapping, SsoGroupMappingAdmin)
+admin_site.register(SsoIdentity, SsoIdentityAdmin)
 
 # People, groups and lockouts replace the admins Django and django-axes register, so that deactivating or deleting
 # a person, deleting a group and clearing a lockout go through the services (access/admin/users.py).

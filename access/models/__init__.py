@@ -8,6 +8,7 @@ from access.models.policies import AccessPolicy, AccessRequest
 from access.models.profiles import UserProfile
 from access.models.resources import Account, Gateway, Resource
 from access.models.sessions import Session, SessionCommand, SessionRevocation
+from access.models.sso import IdpMfaDevice, SsoGroupMapping, SsoIdentity
 from access.models.tokens import ApiToken
 
 __all__ = [
@@ -21,10 +22,13 @@ __all__ = [
     "ConnectorAction",
     "DynamicRole",
     "Gateway",
+    "IdpMfaDevice",
     "Lease",
     "Resource",
     "Session",
     "SessionCommand",
     "SessionRevocation",
+    "SsoGroupMapping",
+    "SsoIdentity",
     "UserProfile",
 ]

@@ -88,6 +88,12 @@ class AuditAction(models.TextChoices):
     AUTH_STEP_UP = "auth.step_up", "step-up passed"
     AUTH_EMAIL_CODE_SENT = "auth.email_code_sent", "email code sent"
     GATEWAY_LOGIN_FAILED = "gateway.login_failed", "gateway login failed"
+    AUTH_SSO_LOGIN = "auth.sso_login", "signed in through SSO"
+    AUTH_SSO_FAILED = "auth.sso_failed", "SSO sign-in refused"
+    SSO_GROUPS_SYNC = "sso.groups_sync", "groups changed by SSO"
+    SSO_GROUP_MAPPING_CREATE = "sso.mapping_create", "SSO group mapping created"
+    SSO_GROUP_MAPPING_UPDATE = "sso.mapping_update", "SSO group mapping updated"
+    SSO_GROUP_MAPPING_DELETE = "sso.mapping_delete", "SSO group mapping deleted"
     CLI_DEVICE_REQUEST = "cli.device_request", "CLI login requested"
     CLI_DEVICE_CONFIRM = "cli.device_confirm", "CLI device code confirmed"
     CLI_DEVICE_DENY = "cli.device_deny", "CLI device code denied"
@@ -109,7 +115,7 @@ class AuditAction(models.TextChoices):
         return [
             action
             for action in cls
-            if action.value.startswith(("auth.", "api_token.", "mfa.")) or action == cls.GATEWAY_LOGIN_FAILED
+            if action.value.startswith(("auth.", "api_token.", "mfa.", "sso.")) or action == cls.GATEWAY_LOGIN_FAILED
         ]
 
     @classmethod

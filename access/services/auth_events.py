@@ -21,12 +21,14 @@ REASON_MAX = 200
 
 
 def request_via(request) -> str:
-    """Which door a Django request came through: admin, api or portal."""
+    """Which door a Django request came through: admin, api, sso (the identity provider's callback) or portal."""
     path = getattr(request, "path", "") or ""
     if path.startswith("/admin/"):
         return "admin"
     if path.startswith("/api/"):
         return "api"
+    if path.startswith("/sso/"):
+        return "sso"
     return "portal"
 
 

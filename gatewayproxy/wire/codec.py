@@ -35,6 +35,11 @@ import bson
 import crc32c as _crc32c
 from bson.codec_options import CodecOptions, DatetimeConversion
 
+try:
+    from gatewayproxy.wire import _speedups
+except ImportError:  # built by `pip install -e .`; the pure-Python readers here are the reference
+    _speedups = None
+
 OP_REPLY = 1
 OP_QUERY = 2004
 OP_COMPRESSED = 2012
@@ -798,7 +803,13 @@ def _scan_body(data: bytes, start: int, end: int) -> tuple[str, str, str, str, l
 
 def _scan_op_msg(message: bytes, end: int) -> tuple[str, str, str, str, tuple[str, ...], int]:
     """One pass over every section of an OP_MSG: (command, ``$db``, collection, ambiguity, the document
-    sequences' identifiers, where the command document starts); see :meth:`Request.read`."""
+    sequences' identifiers, where the command document starts); see :meth:`Request.read`.
+
+    The C scan (``_speedups``, when built) answers the ordinary messages; whatever is odd (a field given
+    twice, a structural problem) it leaves to this function.
+    """
+    if _speedups is not None and (found := _speedups.scan_op_msg(message, end)) is not None:
+        return found
     pos = HEADER_SIZE + 4
     if pos < end and message[pos] == 0:  # the usual layout: the body first, often alone
         command, database, collection, ambiguity, names, pos = _scan_body(message, pos + 1, end)
@@ -881,6 +892,8 @@ class Request:
     @classmethod
     def read(cls, raw: bytes, *, max_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> Request:
         """Read the header and the command of ``raw`` (a whole message); structural problems raise WireError."""
+        if _speedups is not None and (found := _speedups.read_op_msg(raw, max_size)) is not None:
+            return cls(raw, OP_MSG, *found[:5], None, *found[5:])  # an ordinary OP_MSG, read in C
         header = _whole_header(raw, None, max_size)
         if header.op_code == OP_MSG:
             flags, end = _msg_flags_and_sections_end(raw, header)
@@ -993,32 +1006,6 @@ def _decode_unique(data: bytes, what: str) -> dict[str, Any]:
     except Exception as exc:  # bson wraps our error or raises its own on odd input
         cause = exc.__cause__ if isinstance(exc.__cause__, WireError) else exc
         raise WireError(f"{what} cannot be read: {cause}") from exc
-
-
-def reply_cursor_id(reply: bytes) -> int | None:
-    """The ``cursor.id`` of an OP_MSG reply (find, aggregate, getMore, listCollections...), without decoding it.
-
-    None when the reply is not an OP_MSG or has no ``cursor`` document with an integer ``id``. Malformed replies
-    give None too: the upstream's reply is forwarded as it is, this only reads it.
-    """
-    try:
-        if len(reply) < HEADER_SIZE + 5 or HEADER.unpack_from(reply)[3] != OP_MSG:
-            return None
-        flags = UINT32.unpack_from(reply, HEADER_SIZE)[0]
-        end = len(reply) - (4 if flags & CHECKSUM_PRESENT else 0)
-        if reply[HEADER_SIZE + 4] != 0:
-            return None
-        for type_byte, name, at, stop in elements(reply, HEADER_SIZE + 5, end):
-            if name == "cursor" and type_byte == 0x03:
-                for inner_type, inner_name, value_at, _ in elements(reply, at, stop):
-                    if inner_name == "id" and inner_type == 0x12:
-                        return INT64.unpack_from(reply, value_at)[0]
-                    if inner_name == "id" and inner_type == 0x10:
-                        return INT32.unpack_from(reply, value_at)[0]
-                return None
-    except (WireError, struct.error, IndexError):
-        return None
-    return None
 
 
 def peek_command(message: bytes, *, max_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> tuple[int, str, str]:

@@ -18,8 +18,8 @@ import json
 import math
 import re
 import struct
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
 from typing import Any
 
 import bson
@@ -27,6 +27,11 @@ from bson import json_util
 from bson.json_util import JSONMode, JSONOptions
 
 from gatewayproxy.wire import codec
+
+try:
+    from gatewayproxy.wire import _speedups
+except ImportError:  # built by `pip install -e .`; the pure-Python readers below are the reference
+    _speedups = None
 
 #: Commands whose body and reply are never logged (the spec's list).
 SENSITIVE_COMMANDS = frozenset(
@@ -102,6 +107,7 @@ class Outcome:
     n: int | None = None
     error_code: int | None = None
     error_message: str = ""
+    cursor_id: int | None = None  # the reply's cursor.id: the gateway lets a session getMore only its own cursors
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -144,6 +150,8 @@ def _outcome_of_body(data: bytes, start: int, stop: int) -> Outcome:
             for inner_type, inner_name, inner_at, inner_end in codec.elements(data, at, end):
                 if inner_name in ("firstBatch", "nextBatch") and inner_type == 0x04:
                     outcome.n = _count(data, inner_at, inner_end)
+                elif inner_name == "id" and inner_type in (0x10, 0x12):
+                    outcome.cursor_id = int(_scalar(data, inner_type, inner_at))
         elif name == "writeErrors" and type_byte == 0x04:
             write_failed = True
             for _t, _n, error_at, error_end in codec.elements(data, at, end):
@@ -183,6 +191,22 @@ def reply_outcome(message: bytes) -> Outcome:
     except (codec.WireError, struct.error, IndexError, UnicodeDecodeError):
         pass
     return Outcome(ok=False, error_message="unreadable reply")
+
+
+_OUTCOME_FIELDS = len(fields(Outcome))
+
+
+def reply_outcome_of(chunks: Sequence[bytes | bytearray | memoryview]) -> Outcome:
+    """:func:`reply_outcome` of a reply given as the chunks it arrived in, read where they lie.
+
+    The C reader (``_speedups``, when built) walks the chunks without joining them and answers exactly as
+    :func:`reply_outcome` does; it leaves the odd cases to it (then the chunks are joined).
+    """
+    if _speedups is not None:
+        found = _speedups.reply_outcome(chunks)  # (ok, n, code, errmsg, cursor id)
+        if found is not None:
+            return Outcome(*found[:_OUTCOME_FIELDS])
+    return reply_outcome(chunks[0] if len(chunks) == 1 and type(chunks[0]) is bytes else b"".join(chunks))
 
 
 # --------------------------------------------------------------------------------------------------------

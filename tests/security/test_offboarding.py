@@ -240,17 +240,34 @@ def test_gateways_are_told_at_once_and_their_login_check_says_why(db, otp_admin_
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_deactivated_persons_open_gateway_connection_is_cut_within_seconds(wire_server, gateway_session, staff_user):
+def test_a_deactivated_persons_open_gateway_connection_is_cut_within_seconds(
+    wire_server, gateway, gateway_proxy, staff_user
+):
+    import secrets
+
     from pymongo import MongoClient
     from pymongo.errors import PyMongoError
 
-    session, _secret, uri = gateway_session(account_on(wire_server))
-    client = MongoClient(uri, serverSelectionTimeoutMS=5000, retryReads=False, retryWrites=False)
+    from access.services.sessions import session_username_new, session_verifiers
+    from tests.secret_scan import remember
+
+    owner = UserFactory()
+    account = account_on(wire_server)
+    AccessPolicyFactory(user=owner, account=account, approval_required=False)
+    username, secret = session_username_new(), secrets.token_urlsafe(32)
+    remember(secret)
+    session = SessionFactory(
+        user=owner,
+        account=account,
+        gateway=gateway,
+        username=username,
+        verifiers=session_verifiers(username=username, secret=secret),
+    )
+    client = MongoClient(gateway_proxy.uri(username, secret), serverSelectionTimeoutMS=5000, retryReads=False)
     admin = Client()
     otp_login(admin, staff_user)
     try:
         client.app.items.insert_one({"n": 1})
-        owner = session.user
         started = time.monotonic()
         response = admin.post(f"/admin/auth/user/{owner.pk}/change/", _user_form(owner, is_active=None))
         assert response.status_code == 302
