@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format tools browser redis oidc clean
+.PHONY: run test lint format tools browser redis rsyslog oidc clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,7 +24,7 @@ run: $(STAMP)
 	$(PY) manage.py demo --http $(HTTP) --gateway $(GATEWAY)
 
 ## test: install everything the suite needs, then run the whole suite
-test: $(STAMP) tools browser redis oidc
+test: $(STAMP) tools browser redis rsyslog oidc
 	$(PY) -m ruff check .
 	$(PY) -m pytest $(PYTEST_ARGS)
 
@@ -36,6 +36,9 @@ browser:
 
 redis:
 	@tests/install-redis.sh
+
+rsyslog:
+	@tests/install-rsyslog.sh
 
 oidc:
 	@tests/install-oidc.sh

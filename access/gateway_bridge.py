@@ -15,6 +15,7 @@ from datetime import timedelta
 from typing import Any, TypeVar
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.db import DatabaseError, connection, connections
 
 from access.services.auth_events import gateway_login_failed
@@ -31,6 +32,7 @@ from access.services.offboarding import session_access_problem
 from access.services.revocations import EndedSession, gateway_ended_sessions_since
 from gatewayproxy.commandlog import CommandRecord
 from gatewayproxy.host import SessionLogin
+from gatewayproxy.prelogin import LoginLimits
 
 LOST_GATEWAY_GRACE = timedelta(seconds=30)
 """A gateway whose heartbeat (every 5 s) is older than this is lost; the survivors end its sessions."""
@@ -54,11 +56,27 @@ async def _in_thread(function: Callable[..., T], **kwargs: Any) -> T:
     return await sync_to_async(call, thread_sensitive=False)()
 
 
+def login_limits_from_settings() -> LoginLimits:
+    """The gateway's pre-login limits from the settings (`PAM_GATEWAY_LOGIN_*`, README's Configuration)."""
+    return LoginLimits(
+        deadline=settings.PAM_GATEWAY_LOGIN_TIMEOUT,
+        max_message=settings.PAM_GATEWAY_PRELOGIN_MAX_MESSAGE,
+        per_address=settings.PAM_GATEWAY_UNAUTHENTICATED_PER_ADDRESS,
+        total=settings.PAM_GATEWAY_UNAUTHENTICATED_TOTAL,
+        failures=settings.PAM_GATEWAY_LOGIN_FAILURES,
+        window=settings.PAM_GATEWAY_LOGIN_FAILURE_WINDOW,
+    )
+
+
 class GatewayBridge:
-    """The :class:`gatewayproxy.host.Domain` of a gateway registered as ``gateway_id``."""
+    """The :class:`gatewayproxy.host.Domain` of a gateway registered as ``gateway_id``.
+
+    ``login_limits`` (from the settings) is what the server applies to clients before they log in.
+    """
 
     def __init__(self, gateway_id: int) -> None:
         self.gateway_id = gateway_id
+        self.login_limits = login_limits_from_settings()
 
     async def lookup_login(self, username: str) -> SessionLogin | None:
         return await _in_thread(session_login_lookup, username=username)

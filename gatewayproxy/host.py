@@ -87,7 +87,11 @@ class EndedSession(Protocol):
 
 
 class Domain(Protocol):
-    """The gateway's calls into the domain. Async methods must not block the event loop (run in a thread)."""
+    """The gateway's calls into the domain. Async methods must not block the event loop (run in a thread).
+
+    A domain may also carry ``login_limits`` (a :class:`gatewayproxy.prelogin.LoginLimits` from its settings),
+    which the server applies unless it was given its own.
+    """
 
     async def lookup_login(self, username: str) -> SessionLogin | None:
         """The session logging in as ``username`` (with ``refusal`` set when it may no longer log in), or None."""

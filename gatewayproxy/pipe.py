@@ -1,27 +1,36 @@
 """The relay's hot path: asyncio protocols that move framed messages between a client and its upstream.
 
-After login a connection stops using streams and coroutines per message: both sockets get a protocol whose
-``data_received`` cuts the byte stream into messages (16-byte header, declared length checked against the
-limit before the body is awaited) and hands each client request to the connection's ``on_request``, which
-reads it once into a :class:`~gatewayproxy.wire.codec.Request` and either returns it to be forwarded or
-answers it locally. Replies from upstream are forwarded as their bytes arrive — a
-16 MB batch starts reaching the client before its end has left the server — while a copy is kept to read
-the outcome once the message is complete. Replies are matched to requests in order; exhaust replies
-(``moreToCome``) all belong to the request before them; a reply to a ``moreToCome`` request, which some
-servers send anyway, is dropped. Each side pauses the other's reading while its own write buffer is full.
+After login a connection stops using streams and coroutines per message: both sockets get a protocol that
+cuts the byte stream into messages (16-byte header, declared length checked against the limit before the
+body is awaited). Each client request goes to the connection's ``on_request``, which reads it once into a
+:class:`~gatewayproxy.wire.codec.Request` and either returns it to be forwarded or answers it locally.
 
-Nothing here decodes BSON or knows about sessions: see :mod:`gatewayproxy.relay`. Replies are only framed
-(their header and OP_MSG flag bits are read); the relay reads their outcome once they are complete.
+Replies are read into one buffer that every connection of the event loop shares (:class:`ReadBuffer`) and
+forwarded from there as memoryviews, without a copy: the kernel takes them straight from that buffer. A
+16 MB batch starts reaching the client before its end has left the server. The buffer is read into again
+as long as nothing still refers to it; when a client is slow (its transport keeps part of a reply to send
+later) or a reply spans several reads (its chunks are kept for ``read_outcome``), the loop takes a fresh
+buffer and the old one lives as long as those references. So an idle connection holds no buffer at all.
+
+Replies are matched to requests in order; exhaust replies (``moreToCome``) all belong to the request before
+them; a reply to a ``moreToCome`` request, which some servers send anyway, is dropped. The first reply of a
+request is handed, as its chunks, to ``read_outcome`` the moment it is complete (what the command log keeps
+of it); ``on_reply`` runs with the last reply. Both run before the last bytes of their reply go to the
+client, so whatever they record (the command log, the cursors a session may use) is known before the client
+can act on the reply. Each side pauses the other's reading while its own write buffer is full.
+
+Nothing here decodes BSON or knows about sessions: see :mod:`gatewayproxy.relay`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from gatewayproxy.wire import codec
 
@@ -29,16 +38,51 @@ log = logging.getLogger("gatewayproxy.pipe")
 
 #: Bytes a socket may hold unsent before the other side stops reading (back-pressure).
 WRITE_BUFFER_HIGH = 4 * 1024 * 1024
+#: The size of the shared reply buffer: one read takes up to this much of a reply.
+READ_BUFFER_SIZE = 256 * 1024
+_PREFIX = 20  # the header and OP_MSG's flag bits
+
+_HEADER = codec.HEADER
+_UINT32 = codec.UINT32
+_OP_MSG = codec.OP_MSG
+_MORE_TO_COME = codec.MORE_TO_COME
+
+
+class ReadBuffer:
+    """The buffer replies are read into, shared by the connections of one event loop (one per thread)."""
+
+    __slots__ = ("size", "view")
+    _local = threading.local()
+
+    def __init__(self, size: int = READ_BUFFER_SIZE) -> None:
+        self.size = size
+        self.view = memoryview(bytearray(size))
+
+    @classmethod
+    def of_this_thread(cls) -> ReadBuffer:
+        """The buffer of the calling thread's event loop."""
+        buffer = getattr(cls._local, "buffer", None)
+        if buffer is None:
+            buffer = cls._local.buffer = cls()
+        return buffer
+
+    def replace(self) -> None:
+        """Read into a new buffer from now on: the current one is still referred to (a pending write, kept chunks)."""
+        self.view = memoryview(bytearray(self.size))
 
 
 @dataclass(slots=True)
 class InFlight:
-    """A request sent upstream, waiting for its reply (or the last reply of an exhaust stream)."""
+    """A request sent upstream, waiting for its reply (or the last reply of an exhaust stream).
+
+    ``outcome`` is what ``read_outcome`` made of the first reply; ``bytes_out`` counts every reply.
+    """
 
     request: codec.Request
     started: float = 0.0
-    reply: bytes | None = None
+    outcome: Any = None
     bytes_out: int = 0
+    replies: int = 0
 
 
 class Pipe:
@@ -46,8 +90,10 @@ class Pipe:
 
     ``on_request(frame)`` returns an :class:`InFlight` to forward the frame upstream (a ``moreToCome``
     request expects no reply), or None when it answered (or dropped) the frame itself;
-    ``on_reply(in_flight)`` runs when a request's last reply has been forwarded; ``on_close(reason)`` runs
-    once when the pipe stops.
+    ``read_outcome(chunks)`` reads a request's first reply while its chunks (buffers, valid only during the
+    call) are at hand; ``on_reply(in_flight)`` runs when a request's last reply is read, before its last bytes
+    go out;
+    ``on_close(reason)`` runs once when the pipe stops.
     """
 
     def __init__(
@@ -60,6 +106,8 @@ class Pipe:
         on_request: Callable[[bytes], InFlight | None],
         on_reply: Callable[[InFlight], None],
         on_close: Callable[[str], None],
+        read_outcome: Callable[[Sequence[Any]], Any],
+        read_buffer: ReadBuffer | None = None,
     ) -> None:
         self.client = client
         self.upstream = upstream
@@ -68,24 +116,36 @@ class Pipe:
         self.on_request = on_request
         self.on_reply = on_reply
         self.on_close = on_close
-        self.in_flight: collections.deque[InFlight] = collections.deque()
-        self.unacknowledged: collections.deque[int] = collections.deque(maxlen=64)
+        self.read_outcome = read_outcome
+        self.read_buffer = read_buffer or ReadBuffer.of_this_thread()
+        # Lists, not deques: they hold one or two items, and an idle connection should cost little memory.
+        self.in_flight: list[InFlight] = []
+        self.unacknowledged: list[int] = []  # requestIDs of recent moreToCome requests (the last 64)
         self.closed = False
         self._requests = bytearray()
-        self._reply_head = bytearray()
-        self._reply_remaining = 0
-        self._reply_forward = True
-        self._reply_chunks: list[bytes] = []
-        self._reply_head_unsent = b""
+        # A reply that spans reads: its prefix (copied), what is left to read, whether it goes to the client,
+        # and its chunks when the request waits for its outcome.
+        self._head = bytearray()
+        self._head_unsent = False
+        self._remaining = 0
+        self._length = 0
+        self._forward = True
+        self._kept: list[Any] | None = None
 
     def start(self, client_buffered: bytes = b"", upstream_buffered: bytes = b"") -> None:
         """Take over both transports, then process whatever the streams had already buffered."""
         for transport in (self.client, self.upstream):
             transport.set_write_buffer_limits(high=WRITE_BUFFER_HIGH)
-        self.client.set_protocol(_Side(self, self.client_data, self.upstream, "client"))
-        self.upstream.set_protocol(_Side(self, self.upstream_data, self.client, "upstream"))
+        self.client.set_protocol(_ClientSide(self))
+        # Reading restarts so that the loop reads replies through get_buffer (uvloop picks its callbacks then).
+        reading = self.upstream.is_reading()
+        self.upstream.pause_reading()
+        self.upstream.set_protocol(_UpstreamSide(self))
+        if reading:
+            self.upstream.resume_reading()
         if upstream_buffered:
-            self.upstream_data(upstream_buffered)
+            view = memoryview(upstream_buffered)
+            self._replies(view, len(upstream_buffered))
         if client_buffered:
             self.client_data(client_buffered)
 
@@ -96,6 +156,7 @@ class Pipe:
         self.closed = True
         self.client.abort()
         self.upstream.abort()
+        self._kept = None
         self.on_close(reason)
 
     def send_to_client(self, data: bytes) -> None:
@@ -105,7 +166,7 @@ class Pipe:
     @property
     def between_replies(self) -> bool:
         """No reply is half forwarded to the client: the gateway may write one of its own (a session's end)."""
-        return not self._reply_remaining and not self._reply_head
+        return not self._remaining and not self._head
 
     # -- client -> upstream ---------------------------------------------------------------------------------
 
@@ -114,13 +175,13 @@ class Pipe:
             return
         buffer = self._requests
         if not buffer and len(data) >= 16:
-            length = codec.HEADER.unpack_from(data)[0]
+            length = _HEADER.unpack_from(data)[0]
             if length == len(data) and 16 <= length <= self.max_request:
                 self._request(data, time.perf_counter())  # the usual case: exactly one whole message
                 return
         buffer += data
         while len(buffer) >= 16 and not self.closed:
-            length = codec.HEADER.unpack_from(buffer)[0]
+            length = _HEADER.unpack_from(buffer)[0]
             if length < 16 or length > self.max_request:
                 self.close(f"bad message: declared message length {length} is outside 16..{self.max_request}")
                 return
@@ -147,48 +208,94 @@ class Pipe:
         self.upstream.write(frame)
         if in_flight.request.more_to_come:
             self.unacknowledged.append(in_flight.request.request_id)
+            if len(self.unacknowledged) > 64:
+                del self.unacknowledged[0]
             self.on_reply(in_flight)
         else:
             self.in_flight.append(in_flight)
 
     # -- upstream -> client ---------------------------------------------------------------------------------
 
-    def upstream_data(self, data: bytes) -> None:
-        if self.closed:
-            return
-        position, size = 0, len(data)
+    def _replies(self, view: memoryview, size: int) -> bool:
+        """Forward what one read brought (``view[:size]``); True when something still refers to ``view``."""
+        position = 0
         while position < size and not self.closed:
-            if self._reply_remaining == 0:
-                if not self._reply_head and size - position >= 16:
-                    length = codec.HEADER.unpack_from(data, position)[0]
-                    if 16 <= length <= size - position and length <= self.max_reply:
-                        frame = data if (position == 0 and length == size) else data[position : position + length]
-                        position += length
-                        self._whole_reply(frame)
-                        continue
-                take = min(16 - len(self._reply_head), size - position)
-                self._reply_head += data[position : position + take]
+            if self._remaining:
+                take = min(self._remaining, size - position)
+                chunk = view[position : position + take]
                 position += take
-                if len(self._reply_head) == 16:
-                    self._reply_started(bytes(self._reply_head))
-                    self._reply_head.clear()
-                continue
-            take = min(self._reply_remaining, size - position)
-            chunk = data if (position == 0 and take == size) else data[position : position + take]
-            position += take
-            self._reply_remaining -= take
-            if self._reply_forward:
-                if self._reply_head_unsent:
-                    # One send for the header and the start (uvloop's writelines does not copy).
-                    self.client.writelines((self._reply_head_unsent, chunk))
-                    self._reply_head_unsent = b""
+                self._remaining -= take
+                if not self._forward:
+                    if not self._remaining:
+                        self._reply_complete()
+                    continue
+                head = bytes(self._head) if self._head_unsent else None
+                self._head_unsent = False
+                if self._kept is not None:
+                    self._kept.append(chunk)
+                if not self._remaining:
+                    self._reply_complete()  # read and logged before the client can see the reply's end
+                    if self.closed:
+                        break
+                if head is not None:  # one send for the prefix and what follows it
+                    self.client.writelines((head, chunk))
                 else:
                     self.client.write(chunk)
-                self._reply_chunks.append(chunk)  # kept by reference: joined once, when complete
-                if self._reply_remaining == 0:
-                    self._reply_done(b"".join(self._reply_chunks))
-            if self._reply_remaining == 0:
-                self._reply_chunks = []
+                continue
+            if not self._head and size - position >= 16:
+                length, _request_id, response_to, _op = _HEADER.unpack_from(view, position)
+                if length < 16 or length > self.max_reply:
+                    self.close(f"bad reply from upstream: declared length {length} is outside 16..{self.max_reply}")
+                    break
+                if length <= size - position:  # the usual case: the whole reply came in this read
+                    frame = view[position : position + length]
+                    position += length
+                    if self.unacknowledged and self._is_stray(response_to):
+                        continue
+                    flags = _UINT32.unpack_from(frame, 16)[0] if length >= _PREFIX and _op == _OP_MSG else 0
+                    self._reply_done((frame,), length, flags)  # read and logged before the client can see it
+                    if not self.closed:
+                        self.client.write(frame)
+                    continue
+            # A reply that does not end in this read: copy its prefix (the header, then the flag bits), read on.
+            need = 16 if len(self._head) < 16 else min(_PREFIX, _HEADER.unpack_from(self._head)[0])
+            take = min(need - len(self._head), size - position)
+            self._head += view[position : position + take]
+            position += take
+            if len(self._head) >= 16 and not self._reply_started():
+                break
+        return self._kept is not None  # chunks of an unfinished reply are kept: the buffer is not free
+
+    def _reply_started(self) -> bool:
+        """A reply's prefix is complete (or as complete as this read allows): decide where it goes."""
+        length, _request_id, response_to, _op = _HEADER.unpack_from(self._head)
+        if length < 16 or length > self.max_reply:
+            self.close(f"bad reply from upstream: declared length {length} is outside 16..{self.max_reply}")
+            return False
+        if len(self._head) < min(_PREFIX, length):
+            return True  # the flag bits are still to come
+        self._length = length
+        self._remaining = length - len(self._head)
+        self._forward = not (self.unacknowledged and self._is_stray(response_to))
+        wanted = self._forward and self.in_flight and not self.in_flight[0].replies
+        self._kept = [bytes(self._head)] if wanted else None
+        self._head_unsent = self._forward
+        if not self._remaining:  # a reply of 16 to 20 bytes: all of it is the prefix
+            head = bytes(self._head)
+            self._reply_complete()
+            if self._forward and not self.closed:
+                self.client.write(head)
+        return True
+
+    def _reply_complete(self) -> None:
+        """The last bytes of a reply that spanned reads are here (and not yet sent): read it, log it."""
+        head, kept = self._head, self._kept
+        self._head, self._kept, self._head_unsent = bytearray(), None, False
+        if not self._forward:
+            return
+        op = _HEADER.unpack_from(head)[3]
+        flags = _UINT32.unpack_from(head, 16)[0] if len(head) >= _PREFIX and op == _OP_MSG else 0
+        self._reply_done(kept or (), self._length, flags)
 
     def _is_stray(self, response_to: int) -> bool:
         if response_to in self.unacknowledged and not (
@@ -198,63 +305,78 @@ class Pipe:
             return True
         return False
 
-    def _whole_reply(self, frame: bytes) -> None:
-        if self.unacknowledged and self._is_stray(codec.HEADER.unpack_from(frame)[2]):
-            return
-        self.client.write(frame)
-        self._reply_done(frame)
-
-    def _reply_started(self, head: bytes) -> None:
-        length, _request_id, response_to, _op = codec.HEADER.unpack(head)
-        if length < 16 or length > self.max_reply:
-            self.close(f"bad reply from upstream: declared length {length} is outside 16..{self.max_reply}")
-            return
-        self._reply_remaining = length - 16
-        self._reply_forward = not (self.unacknowledged and self._is_stray(response_to))
-        if self._reply_forward:
-            self._reply_chunks = [head]
-            if self._reply_remaining == 0:
-                self.client.write(head)
-                self._reply_done(head)
-            else:
-                self._reply_head_unsent = head
-
-    def _reply_done(self, frame: bytes) -> None:
+    def _reply_done(self, chunks: Sequence[Any], length: int, flags: int) -> None:
         if not self.in_flight:
             return  # nothing asked for it (e.g. a stray exhaust message): forwarded, not logged
         in_flight = self.in_flight[0]
-        if in_flight.reply is None:
-            in_flight.reply = frame
-        in_flight.bytes_out += len(frame)
-        is_msg = len(frame) >= 20 and codec.HEADER.unpack_from(frame)[3] == codec.OP_MSG
-        if is_msg and codec.UINT32.unpack_from(frame, 16)[0] & codec.MORE_TO_COME:
+        if not in_flight.replies and chunks:
+            in_flight.outcome = self.read_outcome(chunks)
+        in_flight.replies += 1
+        in_flight.bytes_out += length
+        if flags & _MORE_TO_COME:
             return  # exhaust: more replies to this request follow
-        self.in_flight.popleft()
+        del self.in_flight[0]
         self.on_reply(in_flight)
 
 
-class _Side(asyncio.Protocol):
-    """One socket of a pipe: feeds data to the pipe and applies back-pressure to the other socket."""
+class _ClientSide(asyncio.Protocol):
+    """The client's socket: requests arrive as bytes (each usually one whole message)."""
 
-    def __init__(self, pipe: Pipe, receive: Callable[[bytes], None], other: asyncio.Transport, name: str) -> None:
+    __slots__ = ("pipe",)
+
+    def __init__(self, pipe: Pipe) -> None:
         self.pipe = pipe
-        self.receive = receive
-        self.other = other
-        self.name = name
 
     def data_received(self, data: bytes) -> None:
-        self.receive(data)
+        self.pipe.client_data(data)
 
     def eof_received(self) -> bool:
         return False  # close the transport; connection_lost follows
 
     def connection_lost(self, exc: Exception | None) -> None:
-        who = "client closed the connection" if self.name == "client" else "upstream closed the connection"
+        who = "client closed the connection"
         self.pipe.close(who if exc is None else f"{who}: {type(exc).__name__}")
 
     def pause_writing(self) -> None:
-        self.other.pause_reading()
+        self.pipe.upstream.pause_reading()
 
     def resume_writing(self) -> None:
-        if not self.other.is_closing():
-            self.other.resume_reading()
+        if not self.pipe.upstream.is_closing():
+            self.pipe.upstream.resume_reading()
+
+
+class _UpstreamSide(asyncio.BufferedProtocol):
+    """The upstream's socket: replies are read into the loop's shared buffer and forwarded from it."""
+
+    __slots__ = ("pipe", "view")
+
+    def __init__(self, pipe: Pipe) -> None:
+        self.pipe = pipe
+        self.view: memoryview | None = None
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        self.view = self.pipe.read_buffer.view
+        return self.view
+
+    def buffer_updated(self, nbytes: int) -> None:
+        pipe, view = self.pipe, self.view
+        self.view = None
+        if pipe.closed or view is None:
+            return
+        kept = pipe._replies(view, nbytes)
+        if (kept or pipe.client.get_write_buffer_size()) and view is pipe.read_buffer.view:
+            pipe.read_buffer.replace()
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        who = "upstream closed the connection"
+        self.pipe.close(who if exc is None else f"{who}: {type(exc).__name__}")
+
+    def pause_writing(self) -> None:
+        self.pipe.client.pause_reading()
+
+    def resume_writing(self) -> None:
+        if not self.pipe.client.is_closing():
+            self.pipe.client.resume_reading()

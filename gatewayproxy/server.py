@@ -84,7 +84,7 @@ class GatewayServer:
         self.control_interval = control_interval
         self.heartbeat_interval = heartbeat_interval
         self.ended_interval = ended_interval
-        self.login_limits = login_limits or LoginLimits()
+        self.login_limits = login_limits or getattr(domain, "login_limits", None) or LoginLimits()
         self.guard = PreLoginGuard(self.login_limits)
         self.metrics = GatewayMetrics()
         self.topology_cache = TopologyCache()

@@ -24,6 +24,8 @@ ADMIN_SECTIONS = [
             ("access", "SsoGroupMapping", "Single sign-on group mappings"),
             ("access", "SsoIdentity", "Single sign-on identities"),
             ("axes", "AccessAttempt", "Sign-in lockouts (failed attempts)"),
+            ("axes", "AccessFailureLog", "Sign-in failures"),
+            ("axes", "AccessLog", "Sign-in log"),
         ],
     ),
     (

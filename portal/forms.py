@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 from django import forms
@@ -62,11 +63,21 @@ class MfaMethodForm(forms.Form):
     method = forms.ChoiceField(choices=MfaMethod.choices, widget=forms.RadioSelect)
 
 
+class DatabaseNamesField(forms.CharField):
+    """Database names typed with commas or spaces, read as a list."""
+
+    def to_python(self, value):
+        text = super().to_python(value) or ""
+        return [name for name in re.split(r"[\s,]+", text) if name]
+
+
 class AccessRequestForm(forms.Form):
-    """Reason and duration for a request under one policy; break-glass only where the policy allows it."""
+    """Reason and duration for a request under one policy; break-glass only where the policy allows it; for a
+    gateway session, optionally fewer databases than the policy allows."""
 
     reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), max_length=2000)
     duration = HumanDurationFormField()
+    databases = DatabaseNamesField(label="Databases", required=False, max_length=2000)
     break_glass = forms.BooleanField(
         required=False,
         label="Break glass: emergency access now, without approval (approvers are told and will review it)",
@@ -80,6 +91,13 @@ class AccessRequestForm(forms.Form):
         self.fields["duration"].initial = min(policy.max_duration, timedelta(hours=1))
         if not policy.break_glass_allowed:
             del self.fields["break_glass"]
+        if policy.account_id:
+            allowed = ", ".join(policy.database_allow_list or []) or "every database"
+            self.fields[
+                "databases"
+            ].help_text = f"Optional: only these databases, separated by commas (this policy allows {allowed})."
+        else:
+            del self.fields["databases"]
 
 
 class DecisionForm(forms.Form):

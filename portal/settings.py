@@ -312,6 +312,15 @@ PAM_SYSTEM_ID = env.str("PAM_SYSTEM_ID", default="mongo-pam")
 PAM_API_TOKEN_MAX_DAYS = env.int("PAM_API_TOKEN_MAX_DAYS", default=365)
 # `host:port` shown in connection strings when a resource has no gateway of its own.
 PAM_GATEWAY_HOST = env.str("PAM_GATEWAY_HOST", default="127.0.0.1:27018")
+# Before login a gateway client costs almost nothing (gatewayproxy/prelogin.py): seconds to finish the login, the
+# largest message before it (bytes), unauthenticated connections per client address and in all, and failed logins
+# from one address within the window (seconds) before its logins are refused until the window passes.
+PAM_GATEWAY_LOGIN_TIMEOUT = env.float("PAM_GATEWAY_LOGIN_TIMEOUT", default=10.0)
+PAM_GATEWAY_PRELOGIN_MAX_MESSAGE = env.int("PAM_GATEWAY_PRELOGIN_MAX_MESSAGE", default=8192)
+PAM_GATEWAY_UNAUTHENTICATED_PER_ADDRESS = env.int("PAM_GATEWAY_UNAUTHENTICATED_PER_ADDRESS", default=512)
+PAM_GATEWAY_UNAUTHENTICATED_TOTAL = env.int("PAM_GATEWAY_UNAUTHENTICATED_TOTAL", default=4096)
+PAM_GATEWAY_LOGIN_FAILURES = env.int("PAM_GATEWAY_LOGIN_FAILURES", default=10)
+PAM_GATEWAY_LOGIN_FAILURE_WINDOW = env.float("PAM_GATEWAY_LOGIN_FAILURE_WINDOW", default=60.0)
 # The second factor every portal user must use ("totp" or "email"); empty lets each user choose (default email).
 PAM_MFA_METHOD = env.str("PAM_MFA_METHOD", default="")
 # How live session events travel: "channel_layer" or "database"; empty: the channel layer when it crosses
@@ -324,6 +333,15 @@ PAM_ATLAS_APPLY_TIMEOUT = env.float("PAM_ATLAS_APPLY_TIMEOUT", default=600.0)
 PAM_ATLAS_POLL_INTERVAL = env.float("PAM_ATLAS_POLL_INTERVAL", default=2.0)
 PAM_ATLAS_MAX_RETRIES = env.int("PAM_ATLAS_MAX_RETRIES", default=5)
 PAM_ATLAS_BACKOFF_BASE = env.float("PAM_ATLAS_BACKOFF_BASE", default=0.5)
+# Integrations (README, Integrations): sinks, chat notifications (links use PAM_PORTAL_URL above), metrics.
+# JSON-lines sinks write only inside this directory.
+PAM_SINK_FILE_DIR = env.str("PAM_SINK_FILE_DIR", default=str(VAR_DIR / "sinks"))
+# A sink is stuck when records have waited this many minutes and its cursor has not moved for as long.
+PAM_SINK_STUCK_MINUTES = env.int("PAM_SINK_STUCK_MINUTES", default=10)
+# Seconds a delivery worker's hold on a sink lasts unless renewed: after a crash, another takes over this much later.
+PAM_SINK_LOCK_SECONDS = env.int("PAM_SINK_LOCK_SECONDS", default=30)
+# GET /metrics (Prometheus) needs `Authorization: Bearer <this>`; unset, only loopback clients not behind a proxy.
+PAM_METRICS_TOKEN = env.str("PAM_METRICS_TOKEN", default="")
 
 # The CLI's login (`pam login`): the OAuth 2.0 device authorization grant (RFC 8628), django-oauth-toolkit as the
 # authorization server. Access tokens live minutes and are refreshed (the refresh token rotates and is single use);

@@ -7,7 +7,7 @@ from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView
 
 from access import cli_oauth
-from portal.views import apidocs, auth, cli, dashboard, health, leases, mfa, requests, sessions, sso, tokens
+from portal.views import apidocs, auth, cli, dashboard, health, leases, metrics, mfa, requests, sessions, sso, tokens
 
 portal_patterns = [
     path("", dashboard.dashboard, name="dashboard"),
@@ -59,5 +59,6 @@ urlpatterns = [
     path("api/redoc/", apidocs.redoc, name="api-redoc"),
     path("healthz", health.healthz, name="healthz"),
     path("favicon.ico", RedirectView.as_view(url=static("portal/favicon.svg"), permanent=True)),
+    path("metrics", metrics.metrics, name="metrics"),
     path("", include((portal_patterns, "portal"))),
 ]

@@ -72,14 +72,17 @@ def test_login_lookup_gives_verifiers_that_accept_the_secret_and_the_upstream_ac
     client.verify_server_final(server.server_final(client.final_message(server.server_first(client.first_message()))))
 
 
-def test_login_lookup_refuses_unknown_ended_and_expired_sessions(opened):
+def test_login_lookup_refuses_ended_and_expired_sessions_with_why_and_without_a_password(opened, staff_user):
     session, _ = opened
     expired = SessionFactory(expires_at=timezone.now() - timedelta(seconds=1))
 
     assert session_login_lookup(username="s-nosuchus") is None
-    assert session_login_lookup(username=expired.username) is None
-    session_end(session=session, reason=SessionEndReason.KILLED)
-    assert session_login_lookup(username=session.username) is None
+    login = session_login_lookup(username=expired.username)
+    assert login.refusal == "the session expired" and login.upstream is None
+    session_end(session=session, reason=SessionEndReason.KILLED, actor=staff_user)
+    login = session_login_lookup(username=session.username)
+    assert login.refusal == f"the session was killed by {staff_user.username}" and login.upstream is None
+    assert login.verifiers == session.verifiers  # the owner can still prove the secret and hear why
 
 
 def test_login_lookup_of_a_lease_session_uses_the_lease_user_until_revoked():
@@ -91,7 +94,8 @@ def test_login_lookup_of_a_lease_session_uses_the_lease_user_until_revoked():
 
     lease.state = LeaseState.REVOKED
     lease.save()
-    assert session_login_lookup(username=session.username) is None
+    login = session_login_lookup(username=session.username)
+    assert login.upstream is None and login.refusal == "the session's account or lease was revoked"
 
 
 def test_connected_counts_connections_and_audits_the_first(opened):

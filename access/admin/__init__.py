@@ -1,9 +1,10 @@
 """The security team's admin (behind OTP, see portal.admin_site): one module per area, every model registered here.
 
-Configuration (gateways, resources, accounts, dynamic roles, access policies) is saved and deleted through the
-same services as the API (access.services.*): the same validation, the same audit row, the same side effects.
-Records (leases, sessions, session commands, audit events, connector actions, access requests, API tokens) are
-read-only: no add, no save, no delete; the actions on them (revoke, kill, roll back, approve) call services.
+Configuration (gateways, resources, accounts, dynamic roles, access policies, sinks, notification targets) is
+saved and deleted through the same services as the API (access.services.*): the same validation, the same audit
+row, the same side effects. Records (leases, sessions, session commands, audit events, connector actions, access
+requests, API tokens, notifications sent) are read-only: no add, no save, no delete; the actions on them (revoke,
+kill, roll back, approve) call services.
 """
 
 from axes.models import AccessAttempt
@@ -23,6 +24,7 @@ from access.admin.requests import AccessRequestAdmin
 from access.admin.resources import ResourceAdmin
 from access.admin.roles import DynamicRoleAdmin
 from access.admin.sessions import SessionAdmin, SessionCommandAdmin
+from access.admin.sinks import NotificationAdmin, NotificationTargetAdmin, SinkAdmin
 from access.admin.sso import SsoGroupMappingAdmin, SsoIdentityAdmin
 from access.admin.tokens import ApiTokenAdmin
 from access.admin.users import LockoutAdmin, PamGroupAdmin, PamUserAdmin
@@ -36,9 +38,12 @@ from access.models import (
     DynamicRole,
     Gateway,
     Lease,
+    Notification,
+    NotificationTarget,
     Resource,
     Session,
     SessionCommand,
+    Sink,
     SsoGroupMapping,
     SsoIdentity,
 )
@@ -56,6 +61,9 @@ admin_site.register(SessionCommand, SessionCommandAdmin)
 admin_site.register(AuditEvent, AuditEventAdmin)
 admin_site.register(ConnectorAction, ConnectorActionAdmin)
 admin_site.register(ApiToken, ApiTokenAdmin)
+admin_site.register(Sink, SinkAdmin)
+admin_site.register(NotificationTarget, NotificationTargetAdmin)
+admin_site.register(Notification, NotificationAdmin)
 admin_site.register(SsoGroupMapping, SsoGroupMappingAdmin)
 admin_site.register(SsoIdentity, SsoIdentityAdmin)
 

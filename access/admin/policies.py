@@ -2,13 +2,16 @@
 the access review (who holds which standing policy and when they last used it, as a page or a CSV file).
 
 Saving calls `access_policy_create`/`access_policy_update` and deleting `access_policy_delete`. When a policy
-was last used is recorded by the grant services and shown, not edited.
+was last used is recorded by the grant services and shown, not edited. The databases its gateway sessions may use
+are typed as a list of names; the privileged command families it allows are ticked (none by default).
 """
 
 from __future__ import annotations
 
 import csv
+import re
 
+from django import forms
 from django.core.exceptions import PermissionDenied
 from django.http import HttpResponse
 from django.template.response import TemplateResponse
@@ -17,6 +20,8 @@ from django.utils import timezone
 
 from access.admin.base import ServiceAdmin
 from access.durations import format_duration
+from access.models import AccessPolicy
+from access.models.policies import PRIVILEGED_COMMAND_CHOICES
 from access.selectors.requests import access_review_rows
 from access.services import policies as policy_services
 
@@ -36,7 +41,54 @@ CSV_COLUMNS = [
 ]
 
 
+class DatabaseListField(forms.CharField):
+    """A list of database names typed with commas, spaces or new lines; stored as a JSON list."""
+
+    def prepare_value(self, value):
+        if isinstance(value, list | tuple):
+            return ", ".join(value)
+        return value
+
+    def to_python(self, value):
+        text = super().to_python(value) or ""
+        return [name for name in re.split(r"[\s,]+", text) if name]
+
+
+class AccessPolicyForm(forms.ModelForm):
+    database_allow_list = DatabaseListField(
+        label="Databases",
+        required=False,
+        help_text="The databases its gateway sessions may use, separated by commas; empty: every database.",
+    )
+    privileged_commands = forms.MultipleChoiceField(
+        label="Privileged commands",
+        choices=PRIVILEGED_COMMAND_CHOICES,
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="Privileged command families its gateway sessions may run; none unless ticked.",
+    )
+
+    class Meta:
+        model = AccessPolicy
+        fields = [
+            "name",
+            "user",
+            "group",
+            "account",
+            "role",
+            "max_duration",
+            "approval_required",
+            "mfa_required",
+            "break_glass_allowed",
+            "read_only",
+            "database_allow_list",
+            "privileged_commands",
+            "is_enabled",
+        ]
+
+
 class AccessPolicyAdmin(ServiceAdmin):
+    form = AccessPolicyForm
     list_display = [
         "name",
         "user",

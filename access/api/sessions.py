@@ -29,7 +29,10 @@ class SessionOpenSerializer(serializers.Serializer):
     duration = DurationField()
     read_only = serializers.BooleanField(default=False)
     databases = serializers.ListField(
-        child=serializers.CharField(max_length=64), required=False, default=list, help_text="Only these databases."
+        child=serializers.CharField(max_length=63),
+        required=False,
+        default=list,
+        help_text="Narrow the session to these databases (within what your access policy allows).",
     )
     otp = serializers.CharField(
         required=False, allow_blank=True, write_only=True, help_text="A fresh one-time code, for MFA-required access."
@@ -43,6 +46,17 @@ class SessionSerializer(serializers.ModelSerializer):
     user = serializers.CharField(source="user_name", read_only=True)
     account = serializers.SerializerMethodField()
     gateway = serializers.SerializerMethodField()
+    databases = serializers.ListField(
+        source="database_allow_list",
+        child=serializers.CharField(),
+        read_only=True,
+        help_text="The databases the gateway lets the session use (empty: every database).",
+    )
+    privileged_commands = serializers.ListField(
+        child=serializers.CharField(),
+        read_only=True,
+        help_text="Privileged command families the gateway lets the session run (none by default).",
+    )
 
     class Meta:
         model = Session
@@ -53,6 +67,8 @@ class SessionSerializer(serializers.ModelSerializer):
             "account",
             "gateway",
             "read_only",
+            "databases",
+            "privileged_commands",
             "state",
             "started_at",
             "expires_at",
@@ -146,7 +162,7 @@ class SessionListCreateApi(APIView):
                 duration=data["duration"],
                 read_only=data["read_only"],
                 mfa_verified=mfa_verified_for(request, data.get("otp", "")),
-                database_allow_list=data["databases"],
+                databases=data["databases"],
             )
         except GrantNeedsMfa as exc:
             return mfa_needed(exc)

@@ -105,6 +105,14 @@ class AuditAction(models.TextChoices):
     MFA_METHOD = "mfa.method", "MFA method chosen"
     OTP_DEVICE_CREATE = "otp.device.create", "OTP device added (manage.py)"
     DEMO_USER_CREATE = "demo.user.create", "demo user created"
+    # integrations: sinks (SIEM streaming) and chat/webhook notification targets
+    SINK_CREATE = "sink.create", "sink created"
+    SINK_UPDATE = "sink.update", "sink updated"
+    SINK_DELETE = "sink.delete", "sink deleted"
+    SINK_REWIND = "sink.rewind", "sink cursor moved"
+    NOTIFICATIONTARGET_CREATE = "notificationtarget.create", "notification target created"
+    NOTIFICATIONTARGET_UPDATE = "notificationtarget.update", "notification target updated"
+    NOTIFICATIONTARGET_DELETE = "notificationtarget.delete", "notification target deleted"
     # housekeeping
     SECRETS_REENCRYPT = "secrets.reencrypt", "secrets re-encrypted"
     SCHEDULES_SETUP = "schedules.setup", "schedules set up"

@@ -15,8 +15,38 @@ from access.fields import HumanDurationField
 from access.models.leases import DynamicRole
 from access.models.resources import Account
 from access.models.visibility import user_is_active
+from gatewayproxy.policy import PRIVILEGED_FAMILIES
 
 APPROVE_PERMISSION = "access.approve_accessrequest"
+#: The privileged command families a policy may allow in its gateway sessions (gatewayproxy.policy), as choices.
+PRIVILEGED_COMMAND_CHOICES = [(family, label) for family, (label, _commands) in PRIVILEGED_FAMILIES.items()]
+_DATABASE_NAME_FORBIDDEN = set('/\\. "$*<>:|?') | {"\x00"}
+
+
+def database_list_errors(value) -> str | None:
+    """Why `value` is not a list of MongoDB database names (None when it is)."""
+    if not isinstance(value, list):
+        return "Give a list of database names."
+    for name in value:
+        if not isinstance(name, str) or not name or len(name) > 63 or set(name) & _DATABASE_NAME_FORBIDDEN:
+            return f'{name!r} is not a database name (1 to 63 characters, none of / \\ . space " $ * < > : | ?).'
+    if len(set(value)) != len(value):
+        return "Name each database once."
+    return None
+
+
+def narrowed_databases(policy_databases: list[str], requested: list[str]) -> list[str]:
+    """The databases a grant allows: the policy's list (empty: every database) narrowed by a request's list.
+
+    A request can only narrow: its names outside a non-empty policy list are dropped, and if none remains the
+    policy's list stands (never an empty list, which would mean every database).
+    """
+    if not requested:
+        return list(policy_databases)
+    if not policy_databases:
+        return list(requested)
+    kept = [name for name in requested if name in policy_databases]
+    return kept or list(policy_databases)
 
 
 def user_may_approve(user) -> bool:
@@ -58,6 +88,17 @@ class AccessPolicy(models.Model):
     mfa_required = models.BooleanField("MFA required", default=False)
     break_glass_allowed = models.BooleanField(default=False, help_text="Allow emergency access without approval.")
     read_only = models.BooleanField(default=False, help_text="Gateway sessions under this policy are read-only.")
+    database_allow_list = models.JSONField(
+        "databases",
+        default=list,
+        blank=True,
+        help_text="The databases its gateway sessions may use; empty: every database. A request may narrow it.",
+    )
+    privileged_commands = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="Privileged command families its gateway sessions may run; none unless named here.",
+    )
     is_enabled = models.BooleanField(default=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -89,6 +130,16 @@ class AccessPolicy(models.Model):
             errors["user"] = "Choose either a user or a group."
         if bool(self.account_id) == bool(self.role_id):
             errors["account"] = "Choose either an account (gateway sessions) or a dynamic role (leases)."
+        if problem := database_list_errors(self.database_allow_list):
+            errors["database_allow_list"] = problem
+        elif self.database_allow_list and self.role_id:
+            errors["database_allow_list"] = "Databases narrow gateway sessions: choose an account, or leave it empty."
+        families = self.privileged_commands
+        if not isinstance(families, list) or not set(families) <= set(PRIVILEGED_FAMILIES):
+            known = ", ".join(PRIVILEGED_FAMILIES)
+            errors["privileged_commands"] = f"Choose among the privileged command families: {known}."
+        elif families and self.role_id:
+            errors["privileged_commands"] = "Privileged commands are for gateway sessions: choose an account."
         if errors:
             raise ValidationError(errors)
 
@@ -135,6 +186,12 @@ class AccessRequest(models.Model):
     role = models.ForeignKey(DynamicRole, null=True, blank=True, on_delete=models.CASCADE, related_name="requests")
     reason = models.TextField()
     duration = HumanDurationField()
+    database_allow_list = models.JSONField(
+        "databases",
+        default=list,
+        blank=True,
+        help_text="The databases asked for, within the policy's; empty: the policy's.",
+    )
     state = models.CharField(max_length=16, choices=RequestState.choices, default=RequestState.PENDING, db_index=True)
     approver = models.ForeignKey(
         settings.AUTH_USER_MODEL,

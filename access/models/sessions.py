@@ -85,7 +85,12 @@ class Session(models.Model):
     username = models.CharField(max_length=100, unique=True)
     verifiers = models.JSONField(default=dict, editable=False)
     read_only = models.BooleanField(default=False)
-    database_allow_list = models.JSONField(default=list, blank=True)
+    database_allow_list = models.JSONField(
+        "databases", default=list, blank=True, help_text="The databases it may use; empty: every database."
+    )
+    privileged_commands = models.JSONField(
+        default=list, blank=True, help_text="Privileged command families its policy allows (none by default)."
+    )
     state = models.CharField(max_length=8, choices=SessionState.choices, default=SessionState.OPEN, db_index=True)
     started_at = models.DateTimeField(default=timezone.now)
     expires_at = models.DateTimeField(db_index=True)

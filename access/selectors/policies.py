@@ -9,6 +9,7 @@ from django.core.exceptions import PermissionDenied
 from django.utils import timezone
 
 from access.models import AccessPolicy, AccessRequest, Account, DynamicRole
+from access.models.policies import narrowed_databases
 
 
 @dataclass(frozen=True)
@@ -16,7 +17,9 @@ class AccessGrant:
     """Why a user may use a target now: the policy, and the approved request when approval is required.
 
     `max_duration` bounds a lease or session; `not_after` is when the approved window closes (None
-    for standing access without approval).
+    for standing access without approval). For gateway sessions, `databases` are the databases it may use (empty:
+    every database; the policy's list narrowed by the request's) and `privileged_commands` the privileged command
+    families the policy allows (none for a superuser without a policy).
     """
 
     policy: AccessPolicy | None
@@ -25,6 +28,8 @@ class AccessGrant:
     not_after: datetime | None
     read_only: bool
     mfa_required: bool
+    databases: tuple[str, ...] = ()
+    privileged_commands: tuple[str, ...] = ()
 
     @property
     def superuser_bypass(self) -> bool:
@@ -64,9 +69,19 @@ def access_grant_for(*, user, account: Account | None = None, role: DynamicRole 
     now = timezone.now()
     target = account or role
     for policy in policies_for_target(user=user, account=account, role=role).order_by("-max_duration"):
+        session_terms = {
+            "databases": tuple(policy.database_allow_list or ()),
+            "privileged_commands": tuple(policy.privileged_commands or ()),
+        }
         if not policy.approval_required:
             return AccessGrant(
-                policy, None, policy.max_duration, None, policy.read_only, policy.mfa_required or target.require_mfa
+                policy,
+                None,
+                policy.max_duration,
+                None,
+                policy.read_only,
+                policy.mfa_required or target.require_mfa,
+                **session_terms,
             )
         request = (
             AccessRequest.objects.usable(now)
@@ -75,6 +90,7 @@ def access_grant_for(*, user, account: Account | None = None, role: DynamicRole 
             .first()
         )
         if request is not None:
+            databases = narrowed_databases(list(session_terms["databases"]), list(request.database_allow_list or ()))
             return AccessGrant(
                 policy,
                 request,
@@ -82,6 +98,8 @@ def access_grant_for(*, user, account: Account | None = None, role: DynamicRole 
                 request.expires_at,
                 policy.read_only,
                 policy.mfa_required or target.require_mfa,
+                databases=tuple(databases),
+                privileged_commands=session_terms["privileged_commands"],
             )
     if user.is_superuser:
         max_duration = account.resource.max_ttl if account else role.effective_max_ttl

@@ -12,7 +12,7 @@ from typing import Any
 
 from access.crypto import Secret
 
-SECRET_FIELDS = frozenset({"admin_password", "atlas_private_key", "password"})
+SECRET_FIELDS = frozenset({"admin_password", "atlas_private_key", "password", "hec_token", "hmac_key", "webhook_url"})
 
 
 def changes_apply(instance, fields: dict[str, Any]) -> list[str]:

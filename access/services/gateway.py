@@ -9,6 +9,7 @@ to call from the proxy's event loop through a thread, and never on the per-messa
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -26,9 +27,10 @@ from access.events import (
 )
 from access.models import AuditAction, Gateway, Session, SessionCommand
 from access.models.leases import LeaseState
-from access.models.sessions import SessionEndReason, SessionState
+from access.models.sessions import SessionEndReason, SessionState, session_end_words
 from access.services.audit import audit_record
 from access.services.connections import resource_credentials_may_go
+from access.services.offboarding import session_access_problem
 from access.services.sessions import _session_end_if_open, session_end_many
 from gatewayproxy.commandlog import CommandRecord
 from gatewayproxy.host import Password, SessionLogin, UpstreamTarget
@@ -62,17 +64,21 @@ def gateway_heartbeat(*, gateway_id: int) -> None:
 
 
 def session_login_lookup(*, username: str) -> SessionLogin | None:
-    """The live session logging in as `username`, or None (unknown, ended, expired, or its target is gone).
+    """The session logging in as `username`, or None when no session has that name.
 
-    The account's (or lease's) password is decrypted here, in the caller's worker thread, and handed to the
-    gateway as a `gatewayproxy.host.Password`, which keeps it out of every repr.
+    A session that may no longer log in (ended, expired, its account, lease or verified settings gone) is still
+    returned, with its verifiers and `refusal` saying why in words and no upstream target (no password is
+    decrypted for it), so that a client who proves the secret learns why ("the session was killed by alice").
+    Otherwise the account's (or lease's) password is decrypted here, in the caller's worker thread, and handed to
+    the gateway as a `gatewayproxy.host.Password`, which keeps it out of every repr.
     """
-    session = (
-        Session.objects.live().select_related("account__resource", "lease__resource").filter(username=username).first()
-    )
+    session = Session.objects.select_related("account__resource", "lease__resource").filter(username=username).first()
     if session is None:
         return None
-    if session.account is not None:
+    refusal, upstream, resource = "", None, None
+    if session.state != SessionState.OPEN or session.expires_at <= timezone.now():
+        refusal = session_access_problem(session_id=session.pk) or session_end_words(SessionEndReason.EXPIRED)
+    elif session.account is not None:
         resource = session.account.resource
         username_upstream, password, auth_database = (
             session.account.username,
@@ -83,9 +89,23 @@ def session_login_lookup(*, username: str) -> SessionLogin | None:
         resource = session.lease.resource
         username_upstream, password, auth_database = session.lease.username, session.lease.password, session.lease.db
     else:
-        return None
-    if password is None or not resource_credentials_may_go(resource):
-        return None  # settings changed since verified: the stored password is not sent (access.services.connections)
+        refusal = "the session's account or lease was revoked"
+    if resource is not None:
+        if password is None:
+            refusal = "the account has no stored password"
+        elif not resource_credentials_may_go(resource):
+            # settings changed since verified: the stored password is not sent (access.services.connections)
+            refusal = "the resource's address or TLS settings changed and were not verified since"
+        else:
+            upstream = UpstreamTarget(
+                uri=resource.uri,
+                auth_database=auth_database,
+                tls=resource.tls,
+                tls_verify=resource.tls_verify,
+                ca_certificate=resource.ca_certificate,
+                username=username_upstream,
+                password=Password(password.reveal()),
+            )
     return SessionLogin(
         session_id=session.pk,
         public_id=session.public_id,
@@ -94,17 +114,11 @@ def session_login_lookup(*, username: str) -> SessionLogin | None:
         expires_at=session.expires_at,
         read_only=session.read_only,
         database_allow_list=list(session.database_allow_list or []),
-        command_deny_list=list(resource.command_deny_list or []),
-        full_command_logging=resource.full_command_logging,
-        upstream=UpstreamTarget(
-            uri=resource.uri,
-            auth_database=auth_database,
-            tls=resource.tls,
-            tls_verify=resource.tls_verify,
-            ca_certificate=resource.ca_certificate,
-            username=username_upstream,
-            password=Password(password.reveal()),
-        ),
+        command_deny_list=list(resource.command_deny_list or []) if resource is not None else [],
+        full_command_logging=resource.full_command_logging if resource is not None else False,
+        upstream=upstream,
+        privileged_commands=list(session.privileged_commands or []),
+        refusal=refusal,
     )
 
 
@@ -131,15 +145,25 @@ def session_connected(*, session_id: int, gateway_id: int | None, client_address
 _SECRET_SUMMARY_KEYS = {"pwd", "password", "payload", "speculativeauthenticate", "secret"}
 
 
-def _scrub_summary(value: Any) -> Any:
-    """A last guard behind the proxy's redaction: drop values of keys that may carry credentials."""
-    if isinstance(value, dict):
-        return {
-            key: "[redacted]" if str(key).lower() in _SECRET_SUMMARY_KEYS else _scrub_summary(item)
-            for key, item in value.items()
-        }
-    if isinstance(value, list | tuple):
-        return [_scrub_summary(item) for item in value]
+def _scrub_summary(value: Any, memo: dict[int, tuple[Any, Any]] | None = None) -> Any:
+    """A last guard behind the proxy's redaction: drop values of keys that may carry credentials.
+
+    With `memo` (id -> (value, result)), a batch scrubs a document that many summaries share (the gateway's
+    summary cache hands out shared ones) once.
+    """
+    if isinstance(value, dict | list | tuple):
+        if memo is not None and (found := memo.get(id(value))) is not None:
+            return found[1]
+        if isinstance(value, dict):
+            result: Any = {
+                key: "[redacted]" if str(key).lower() in _SECRET_SUMMARY_KEYS else _scrub_summary(item, memo)
+                for key, item in value.items()
+            }
+        else:
+            result = [_scrub_summary(item, memo) for item in value]
+        if memo is not None:
+            memo[id(value)] = (value, result)  # the value is kept so that its id is not reused within the batch
+        return result
     if value is None or isinstance(value, str | int | float | bool):
         return value
     return str(value)  # an ObjectId, a datetime, bytes...: the log stores JSON
@@ -160,13 +184,20 @@ def _int_or_none(value: Any) -> int | None:
     return None if value is None else int(value)
 
 
+@functools.cache
+def _width(column: str) -> int | None:
+    return SessionCommand._meta.get_field(column).max_length
+
+
 def _cut(value: str | None, column: str) -> str:
     """`value` cut to the width of SessionCommand's `column` (the only place a logged value is shortened)."""
-    return str(value or "")[: SessionCommand._meta.get_field(column).max_length]
+    return str(value or "")[: _width(column)]
 
 
-def _command_row(record: CommandRecord) -> dict[str, Any]:
-    """The one place a gateway command becomes SessionCommand column values: bounded, scrubbed, typed."""
+def _command_row(record: CommandRecord, memo: dict[int, tuple[Any, Any]] | None = None) -> dict[str, Any]:
+    """The one place a gateway command becomes SessionCommand column values: bounded, scrubbed, typed.
+
+    `memo` is a batch's (see `_scrub_summary`)."""
     return {
         "session_id": int(record.session_id),
         "at": _as_datetime(record.at),
@@ -174,7 +205,7 @@ def _command_row(record: CommandRecord) -> dict[str, Any]:
         "database": _cut(record.database, "database"),
         "collection": _cut(record.collection, "collection"),
         "command": _cut(record.command, "command"),
-        "summary": _scrub_summary(record.summary or {}),
+        "summary": _scrub_summary(record.summary or {}, memo),
         "ok": bool(record.ok),
         "n": _int_or_none(record.n),
         "error_code": _int_or_none(record.error_code),
@@ -193,12 +224,20 @@ def _insert_commands(rows: list[dict[str, Any]]) -> None:
     # Only the model's own table and column names are interpolated; every value is a bound parameter.
     table, columns = quote(SessionCommand._meta.db_table), ", ".join(quote(f.column) for f in fields)
     sql = f"INSERT INTO {table} ({columns}) VALUES ({', '.join(['%s'] * len(fields))})"  # noqa: S608
-    # The datetime and the JSON need their fields' adaptation; the other values are plain str/int/bool/None.
-    adapt = {name: field for name, field in zip(names, fields, strict=True) if name in ("at", "summary")}
-    params = [
-        [adapt[name].get_db_prep_save(row[name], connection) if name in adapt else row[name] for name in names]
-        for row in rows
-    ]
+    # The datetime and the JSON need their fields' adaptation (aware datetimes: the backend's own; a summary
+    # shared by many rows is encoded once); the other values are plain str/int/bool/None.
+    adapt_datetime, summary_field = connection.ops.adapt_datetimefield_value, SessionCommand._meta.get_field("summary")
+    at, summary = names.index("at"), names.index("summary")
+    encoded: dict[int, Any] = {}
+    params = []
+    for row in rows:
+        values = list(row.values())
+        values[at] = adapt_datetime(values[at])
+        key = id(values[summary])
+        if key not in encoded:
+            encoded[key] = summary_field.get_db_prep_save(values[summary], connection)
+        values[summary] = encoded[key]
+        params.append(values)
     with connection.cursor() as cursor:
         cursor.executemany(sql, params)
 
@@ -220,7 +259,8 @@ def session_commands_record(*, commands: Sequence[CommandRecord | Mapping[str, A
             Session.objects.filter(pk__in={int(record.session_id) for record in records}).values_list("pk", flat=True)
         )
         records = [record for record in records if int(record.session_id) in known]
-        rows = [_command_row(record) for record in records if record.command]
+        memo: dict[int, tuple[Any, Any]] = {}
+        rows = [_command_row(record, memo) for record in records if record.command]
         if rows and session_events_use_channel_layer():
             created = SessionCommand.objects.bulk_create([SessionCommand(**row) for row in rows])
             transaction.on_commit(lambda: _publish_commands(created))

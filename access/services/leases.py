@@ -18,6 +18,7 @@ import re
 import secrets
 import string
 import threading
+import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -30,10 +31,12 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from access.generators import new_password
+from access.metrics import LEASE_ISSUE_SECONDS
 from access.models import AuditAction, DynamicRole, Lease, Resource
 from access.models.leases import ISSUE_FAILED_REASON, LIVE_LEASE_STATES, LeaseState
 from access.models.sessions import SessionEndReason
 from access.services.audit import audit_record
+from access.services.notifications import notifications_revoke_failed
 from access.validators import parse_roles
 from connectors import ConnectorError, connector_for
 from connectors.atlas import delete_after_date as atlas_delete_after_date
@@ -151,6 +154,7 @@ def lease_issue(
     to the sweeper (state `revoke_failed`, due now) to make sure no user is left behind, and LeaseError says why.
     `mark_revealed` records that the caller shows the password now (the API does), so it is never shown again.
     """
+    started = time.monotonic()
     resource = role.resource
     now = timezone.now()
     limit = role.effective_max_ttl if max_ttl is None else min(max_ttl, role.effective_max_ttl)
@@ -215,6 +219,7 @@ def lease_issue(
         )
         raise LeaseError(f"The database user could not be created: {error}", code="unavailable") from None
     lease.password = password
+    LEASE_ISSUE_SECONDS.labels(kind=resource.kind).observe(time.monotonic() - started)
     return lease, password
 
 
@@ -344,6 +349,7 @@ class RevokeOutcome:
     lease: Lease
     error: str | None
     connections_ended: int = 0
+    seconds: float = 0.0
 
 
 def _claimable(now: datetime) -> Q:
@@ -391,6 +397,13 @@ def lease_revoke_on_server(*, lease: Lease, connector) -> RevokeOutcome:
     Touches no database row; safe to run in a worker thread. Never raises for server trouble: the outcome
     carries the error in words instead.
     """
+    started = time.monotonic()
+    outcome = _revoke_on_server(lease=lease, connector=connector)
+    outcome.seconds = time.monotonic() - started
+    return outcome
+
+
+def _revoke_on_server(*, lease: Lease, connector) -> RevokeOutcome:
     password = lease.password.reveal() if lease.password is not None else ""
     admin_password = lease.resource.admin_password.reveal() if lease.resource.admin_password else ""
     try:
@@ -456,6 +469,7 @@ def _record_outcomes(outcomes: list[RevokeOutcome], *, actor) -> list[Lease]:
                 "reason": lease.revoke_reason,
                 "attempt": attempts,
                 "state": final,
+                "duration_ms": round(outcome.seconds * 1000),
             }
             if outcome.error is None:
                 data["connections_ended"] = outcome.connections_ended
@@ -464,6 +478,7 @@ def _record_outcomes(outcomes: list[RevokeOutcome], *, actor) -> list[Lease]:
             audit_record(action=action, actor=actor, target=lease, data=data)
             recorded.append(lease)
         _end_sessions_of_revoked(recorded, actor=actor)
+        notifications_revoke_failed(leases=recorded)
     return recorded
 
 

@@ -145,6 +145,11 @@ def _session_problem(session: Session, user, grants: dict) -> SessionEndReason |
     grant = grants[key]
     if grant is None or (grant.read_only and not session.read_only):
         return SessionEndReason.GRANT_REMOVED
+    databases = set(session.database_allow_list or ())
+    if grant.databases and (not databases or not databases <= set(grant.databases)):
+        return SessionEndReason.GRANT_REMOVED  # the policy's databases were narrowed under the session
+    if not set(session.privileged_commands or ()) <= set(grant.privileged_commands):
+        return SessionEndReason.GRANT_REMOVED  # a privileged command family was taken away
     return None
 
 

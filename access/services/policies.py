@@ -29,6 +29,8 @@ POLICY_FIELDS = frozenset(
         "mfa_required",
         "break_glass_allowed",
         "read_only",
+        "database_allow_list",
+        "privileged_commands",
         "is_enabled",
     }
 )

@@ -26,8 +26,10 @@ from django.utils import timezone
 
 from access.durations import format_duration
 from access.models import AccessPolicy, AccessRequest, AuditAction
-from access.models.policies import RequestState, user_may_approve
+from access.models.notifications import NotificationEvent
+from access.models.policies import RequestState, database_list_errors, user_may_approve
 from access.services.audit import audit_record
+from access.services.notifications import notifications_dispatch, request_message
 
 log = logging.getLogger(__name__)
 
@@ -63,23 +65,34 @@ def _notify(
     body: str,
     to_requester: bool = True,
     action_path: tuple[str, str] | None = None,
+    event: NotificationEvent | None = None,
+    actor_name: str = "",
 ) -> None:
-    """Email the requester and the approvers once the transaction commits (a mail failure is logged, not raised).
+    """Email the requester and the approvers once the transaction commits (a mail failure is logged, not raised);
+    for `event`, also post to the chat and webhook targets of the request's policy or resource (queued on commit).
 
     Every email links to the request's page; `action_path` adds the page where the next step is taken (the
-    approval queue, the admin's post-review list).
+    approval queue, the admin's post-review list). The chat message carries the same links.
     """
+    links = [("Open it", portal_link(reverse("portal:request-detail", args=[request.pk])))]
+    if action_path:
+        links.insert(0, (action_path[0], portal_link(action_path[1])))
+    if event is not None:
+        target = request.account or request.role
+        notifications_dispatch(
+            message=request_message(
+                request=request, event=event, links=links, actor_name=actor_name, comment=request.decision_comment
+            ),
+            policy=request.policy,
+            resource=target.resource if target is not None else None,
+        )
     recipients = {user.email for user in approvers_for(request) if user.email}
     if to_requester and request.requester.email:
         recipients.add(request.requester.email)
     if not recipients:
         return
-    text = (
-        f"{body}\n\nRequest #{request.pk}: {request.target} for {format_duration(request.duration)}.\n"
-        f"Open it: {portal_link(reverse('portal:request-detail', args=[request.pk]))}\n"
-    )
-    if action_path:
-        text += f"{action_path[0]}: {portal_link(action_path[1])}\n"
+    text = f"{body}\n\nRequest #{request.pk}: {request.target} for {format_duration(request.duration)}.\n"
+    text += "".join(f"{label}: {url}\n" for label, url in reversed(links))
 
     def send():
         try:
@@ -108,12 +121,20 @@ def _locked(request: AccessRequest) -> AccessRequest:
 
 
 def access_request_create(
-    *, requester, policy: AccessPolicy, reason: str, duration: timedelta, break_glass: bool = False
+    *,
+    requester,
+    policy: AccessPolicy,
+    reason: str,
+    duration: timedelta,
+    break_glass: bool = False,
+    databases: list[str] | None = None,
 ) -> AccessRequest:
     """Ask for access to `policy`'s target for `duration`; break-glass approves it at once and tells the approvers.
 
-    Raises PermissionDenied when the policy does not name the requester (or forbids break-glass) and
-    ValidationError for an empty reason or a duration outside (0, policy.max_duration].
+    `databases` narrows the gateway sessions the request will allow to some of the policy's databases (any, when
+    the policy names none). Raises PermissionDenied when the policy does not name the requester (or forbids
+    break-glass) and ValidationError for an empty reason, a duration outside (0, policy.max_duration] or a
+    database the policy does not allow.
     """
     if not AccessPolicy.objects.granted_to(requester).filter(pk=policy.pk).exists():
         raise PermissionDenied("No enabled access policy lets you request this.")
@@ -129,6 +150,15 @@ def access_request_create(
         errors["duration"] = "The duration must be positive."
     elif duration > policy.max_duration:
         errors["duration"] = f"At most {format_duration(policy.max_duration)} under this policy."
+    databases = list(databases or [])
+    if databases:
+        allowed = policy.database_allow_list or []
+        if policy.role_id:
+            errors["databases"] = "Databases narrow gateway sessions; this policy gives credentials for a role."
+        elif problem := database_list_errors(databases):
+            errors["databases"] = problem
+        elif allowed and (outside := [name for name in databases if name not in allowed]):
+            errors["databases"] = f"Outside this policy's databases ({', '.join(allowed)}): {', '.join(outside)}."
     if errors:
         raise ValidationError(errors)
     now = timezone.now()
@@ -140,6 +170,7 @@ def access_request_create(
             role=policy.role,
             reason=reason,
             duration=duration,
+            database_allow_list=databases,
             break_glass=break_glass,
             state=RequestState.APPROVED if break_glass else RequestState.PENDING,
             decided_at=now if break_glass else None,
@@ -154,6 +185,7 @@ def access_request_create(
                 "target": str(policy.target),
                 "duration_seconds": int(duration.total_seconds()),
                 "reason": reason,
+                "databases": databases,
             },
         )
         if break_glass:
@@ -166,6 +198,7 @@ def access_request_create(
                     "Review it",
                     reverse("admin:access_accessrequest_changelist") + "?post_review=awaiting",
                 ),
+                event=NotificationEvent.BREAK_GLASS,
             )
         else:
             _notify(
@@ -174,6 +207,7 @@ def access_request_create(
                 body=f"{requester.get_username()} asks for access.\nReason: {reason}\n"
                 "Approve or deny it in the portal.",
                 action_path=("Approve or deny it", reverse("portal:approvals")),
+                event=NotificationEvent.REQUEST_CREATE,
             )
     return request
 
@@ -208,6 +242,8 @@ def _decide(*, request: AccessRequest, approver, comment: str, approve: bool) ->
             body=f"{approver.get_username()} {outcome} the request of {current.requester.get_username()}{until}."
             + (f"\nComment: {current.decision_comment}" if current.decision_comment else ""),
             action_path=_use_path(current) if approve else None,
+            event=NotificationEvent.REQUEST_APPROVE if approve else NotificationEvent.REQUEST_DENY,
+            actor_name=approver.get_username(),
         )
     request.refresh_from_db()
     return current

@@ -44,6 +44,20 @@ SCHEDULES = (
         "minutes": 1,
         "help": "ends the sessions of gateways whose heartbeat stopped",
     },
+    {
+        "name": "pam: sink delivery",
+        "func": "access.tasks_sinks.deliver_sinks",
+        "schedule_type": Schedule.MINUTES,
+        "minutes": 1,
+        "help": "starts the sink delivery loop if none serves the sinks (it chains itself otherwise)",
+    },
+    {
+        "name": "pam: notifications",
+        "func": "access.tasks_sinks.send_due_notifications",
+        "schedule_type": Schedule.MINUTES,
+        "minutes": 1,
+        "help": "retries chat and webhook notifications whose backoff has passed",
+    },
 )
 
 

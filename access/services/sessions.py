@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import secrets
 import string
-from collections.abc import Sequence
 from datetime import timedelta
 
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -23,6 +22,7 @@ from django.utils import timezone
 from access.events import publish_session_event
 from access.generators import new_token
 from access.models import Account, AuditAction, Gateway, Lease, Session
+from access.models.policies import database_list_errors
 from access.models.sessions import SessionEndReason, SessionState
 from access.selectors.policies import AccessGrant, access_grant_require
 from access.services.audit import audit_record
@@ -68,7 +68,7 @@ def session_open(
     actor=None,
     mfa_verified: bool = False,
     grant: AccessGrant | None = None,
-    database_allow_list: Sequence[str] = (),
+    databases: list[str] | None = None,
 ) -> tuple[Session, str]:
     """Open a session on `account` for `user`; return it with its one-time secret (shown once, never stored).
 
@@ -76,7 +76,9 @@ def session_open(
     MFA and the caller did not verify it (`mfa_verified`: the request passed an OTP check); `grant` is the
     one access.services.usage.access_session_open already decided (else it is decided here, the same way).
     The duration is capped by the grant (policy maximum, approved window); a read-only grant forces a
-    read-only session; `database_allow_list` (empty: every database) limits the databases the gateway lets through.
+    read-only session; the session takes the grant's databases (the policy's, narrowed by the request's) and
+    privileged command families, which the gateway enforces; `databases` narrows them further (ValidationError
+    for a name outside the grant's).
     """
     if grant is None:
         grant = access_grant_require(user=user, account=account, mfa_verified=mfa_verified)
@@ -89,6 +91,7 @@ def session_open(
     if account.resource.is_atlas or not account.resource.uri:
         raise ValidationError({"account": "Gateway sessions need an account on a MongoDB resource with a URI."})
     read_only = bool(read_only or grant.read_only)
+    allowed = _session_databases(grant, databases)
     chosen_gateway = _gateway_for(account, gateway)
     secret = new_token(nbytes=SECRET_BYTES)
     for _attempt in range(5):
@@ -104,7 +107,8 @@ def session_open(
                     username=username,
                     verifiers=verifiers,
                     read_only=read_only,
-                    database_allow_list=list(database_allow_list),
+                    database_allow_list=allowed,
+                    privileged_commands=list(grant.privileged_commands),
                     started_at=now,
                     expires_at=now + capped,
                 )
@@ -120,7 +124,8 @@ def session_open(
                         "duration_seconds": int(capped.total_seconds()),
                         "requested_seconds": int(duration.total_seconds()),
                         "read_only": read_only,
-                        **({"databases": list(database_allow_list)} if database_allow_list else {}),
+                        "databases": allowed,
+                        "privileged_commands": list(grant.privileged_commands),
                         "policy": grant.policy.name if grant.policy else None,
                         "request_id": grant.request.pk if grant.request else None,
                     },
@@ -131,6 +136,18 @@ def session_open(
                 continue  # a rare username collision: draw again
             raise
     raise RuntimeError("Could not draw a unique session username.")
+
+
+def _session_databases(grant: AccessGrant, asked: list[str] | None) -> list[str]:
+    """The databases a new session may use: the grant's, narrowed to `asked` when given (never widened)."""
+    if not asked:
+        return list(grant.databases)
+    if problem := database_list_errors(list(asked)):
+        raise ValidationError({"databases": problem})
+    outside = [name for name in asked if grant.databases and name not in grant.databases]
+    if outside:
+        raise ValidationError({"databases": f"Outside the databases your access allows: {', '.join(outside)}."})
+    return list(asked)
 
 
 def session_end(*, session: Session, reason: SessionEndReason | str, actor=None) -> Session:

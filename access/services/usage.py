@@ -12,7 +12,6 @@ in its `warnings` list (as Vault does) and the portal shows as a message.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -170,23 +169,18 @@ def access_session_open(
     duration: timedelta,
     read_only: bool = False,
     mfa_verified: bool = False,
-    database_allow_list: Sequence[str] = (),
+    databases: list[str] | None = None,
 ) -> SessionOpened:
     """Open a gateway session on `account` for `user` under their grant (decided once, here); records its use.
 
-    A duration longer than the grant allows is capped, with a warning in the result. NoGrant / GrantNeedsMfa
-    (PermissionDenied) without a usable grant; see session_open for the rest.
+    A duration longer than the grant allows is capped, with a warning in the result; `databases` narrows the
+    grant's databases for this session. NoGrant / GrantNeedsMfa (PermissionDenied) without a usable grant; see
+    session_open for the rest.
     """
     grant = access_grant_require(user=user, account=account, mfa_verified=mfa_verified)
     now = timezone.now()
     session, secret = session_open(
-        user=user,
-        account=account,
-        duration=duration,
-        read_only=read_only,
-        actor=user,
-        grant=grant,
-        database_allow_list=database_allow_list,
+        user=user, account=account, duration=duration, read_only=read_only, actor=user, grant=grant, databases=databases
     )
     access_policy_mark_used(policy=grant.policy, at=session.started_at)
     warnings = _cap_warning(

@@ -1,4 +1,4 @@
-"""Admin template tags: a date hierarchy that stays fast on tables of millions of rows.
+"""Admin template tags: a date hierarchy that stays fast on tables of millions of rows, and the index's alerts.
 
 Django's `{% date_hierarchy %}` lists the years (months, days) that hold rows with `SELECT DISTINCT` over a date
 truncation of every row, and finds its starting level with MIN and MAX in one aggregate: on a million audit events
@@ -150,3 +150,30 @@ def pam_date_hierarchy_tag(parser, token):
     return InclusionAdminNode(
         parser, token, func=pam_date_hierarchy, template_name="date_hierarchy.html", takes_context=False
     )
+
+
+@register.simple_tag(name="pam_admin_alerts", takes_context=True)
+def pam_admin_alerts(context):
+    """Alert lines for the admin index: each stuck sink stream, with a link to the sink (see access.selectors.sinks).
+
+    Shown to staff who may view sinks."""
+    from django.urls import reverse
+
+    from access.selectors.sinks import sinks_stuck
+
+    request = context.get("request")
+    if request is None or not request.user.has_perm("access.view_sink"):
+        return []
+    alerts = []
+    for status in sinks_stuck():
+        waited = timezone.now() - status.oldest_waiting_at if status.oldest_waiting_at else None
+        minutes = int(waited.total_seconds() // 60) if waited else 0
+        error = f": {status.last_error}" if status.last_error else ""
+        alerts.append(
+            {
+                "text": f"Sink {status.sink.name} is stuck: {status.lag} {status.stream} record(s) waiting, the oldest "
+                f"for {minutes} min{error}",
+                "url": reverse("admin:access_sink_change", args=[status.sink.pk]),
+            }
+        )
+    return alerts

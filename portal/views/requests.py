@@ -49,6 +49,7 @@ def request_new(request, policy_id: int):
                 reason=form.cleaned_data["reason"],
                 duration=form.cleaned_data["duration"],
                 break_glass=form.cleaned_data.get("break_glass", False),
+                databases=form.cleaned_data.get("databases") or [],
             )
         except ValidationError as exc:
             for field, errors in exc.message_dict.items() if hasattr(exc, "error_dict") else [(None, exc.messages)]:

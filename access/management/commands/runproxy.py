@@ -80,7 +80,7 @@ class Command(BaseCommand):
         connections.close_all()
         writer = WriterProcess(bridge.record_commands)
         writer.start()
-        server = GatewayServer(bridge, host=host, port=port, log_writer=writer)
+        server = GatewayServer(bridge, host=host, port=port, log_output=writer.input(0))
         try:
             asyncio.run(self._serve(server, metrics_address))
         finally:
