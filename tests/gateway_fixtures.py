@@ -15,6 +15,9 @@ Fixtures:
 - ``gateway`` (function): the Gateway row the running subprocess registered as.
 - ``gateway_session(account, ...)`` (function): opens a session on ``account`` through the gateway and
   returns ``(session, secret, uri)`` where ``uri`` logs in through the gateway.
+
+Helpers: ``account_on(server)`` (an Account for a new user of a wire server), ``session_on(gateway, account)`` (a
+Session with a new username and secret on any Gateway row: ``(session, secret)``), ``wait_for``, ``free_port``.
 """
 
 from __future__ import annotations
@@ -59,6 +62,31 @@ def account_on(server, *, roles=None, **resource_fields):
     uri = f"mongodb://{server.host_port}" + (f"/?replicaSet={server.replica_set}" if server.replica_set else "")
     resource = ResourceFactory(uri=uri, tls=False, **resource_fields)
     return AccountFactory(resource=resource, username=username, password=password)
+
+
+def session_on(gateway, account, *, user=None, ttl=timedelta(hours=1), **fields):
+    """A gateway Session on ``account`` through the Gateway row ``gateway``, owned by ``user`` (none by default),
+    with a new session username and secret (given to the leak scan): ``(session, secret)``."""
+    import secrets
+
+    from django.utils import timezone
+
+    from access.models import Session
+    from access.services.sessions import session_username_new, session_verifiers
+    from tests.secret_scan import remember
+
+    username, secret = session_username_new(), secrets.token_urlsafe(32)
+    remember(secret)
+    session = Session.objects.create(
+        user=user,
+        account=account,
+        gateway=gateway,
+        username=username,
+        verifiers=session_verifiers(username=username, secret=secret),
+        expires_at=timezone.now() + ttl,
+        **fields,
+    )
+    return session, secret
 
 
 @pytest.fixture(scope="session")
@@ -194,29 +222,17 @@ def gateway(gateway_proxy):
 @pytest.fixture
 def gateway_session(gateway, gateway_proxy):
     """``open(account, *, read_only=False, ttl=..., database_allow_list=None)`` -> (session, secret, uri)."""
-    from access.services.sessions import session_username_new, session_verifiers
-    from tests.factories import SessionFactory
+    from tests.factories import UserFactory
 
     def open_session(account, *, read_only=False, ttl=timedelta(hours=1), database_allow_list=None, **uri_options):
-        import secrets
-
-        from django.utils import timezone
-
-        from tests.secret_scan import remember
-
-        username = session_username_new()
-        secret = secrets.token_urlsafe(32)
-        remember(secret)
-        session = SessionFactory(
-            user__username=f"owner-{username}",
-            account=account,
-            gateway=gateway,
-            username=username,
-            verifiers=session_verifiers(username=username, secret=secret),
+        session, secret = session_on(
+            gateway,
+            account,
+            user=UserFactory(),
+            ttl=ttl,
             read_only=read_only,
             database_allow_list=list(database_allow_list or []),
-            expires_at=timezone.now() + ttl,
         )
-        return session, secret, gateway_proxy.uri(username, secret, **uri_options)
+        return session, secret, gateway_proxy.uri(session.username, secret, **uri_options)
 
     return open_session

@@ -130,7 +130,7 @@ class ScratchDatabase:
             self.name = str(tmp_path / "portal.sqlite3")
             self.url = f"sqlite:///{self.name}"
 
-    def _server_connection(self):
+    def _connection(self, dbname: str, **options):
         import psycopg
 
         base = self._base
@@ -139,9 +139,12 @@ class ScratchDatabase:
             port=base.get("PORT") or 5432,
             user=base.get("USER"),
             password=base.get("PASSWORD"),
-            dbname="postgres",
-            autocommit=True,
+            dbname=dbname,
+            **options,
         )
+
+    def _server_connection(self):
+        return self._connection("postgres", autocommit=True)
 
     def __enter__(self) -> ScratchDatabase:
         if self.postgresql:
@@ -156,16 +159,7 @@ class ScratchDatabase:
 
     def rows(self, query: str, params=()) -> list[tuple]:
         if self.postgresql:
-            import psycopg
-
-            base = self._base
-            with psycopg.connect(
-                host=base.get("HOST") or "127.0.0.1",
-                port=base.get("PORT") or 5432,
-                user=base.get("USER"),
-                password=base.get("PASSWORD"),
-                dbname=self.name,
-            ) as conn:
+            with self._connection(self.name) as conn:
                 return conn.execute(query.replace("?", "%s"), params).fetchall()
         import sqlite3
 

@@ -12,20 +12,15 @@ import resource
 import socket
 import struct
 import threading
-import uuid
-from datetime import timedelta
 
 import bson
 import pytest
-from django.utils import timezone
 from pymongo import MongoClient
 
-from access.models import Session
-from access.services.sessions import session_username_new, session_verifiers
 from gatewayproxy.wire import codec as wire
 from gatewayproxy.wire import scram
 from tests.factories import AccountFactory, ResourceFactory
-from tests.gateway_fixtures import account_on
+from tests.gateway_fixtures import account_on, session_on
 from tests.helpers import unique_name, unique_password
 from tests.secret_scan import remember
 
@@ -149,17 +144,7 @@ def scripted(gateway):
     username, password = unique_name("acct"), unique_password()
     upstream = ScriptedUpstream(username, password)
     resource_row = ResourceFactory(uri=f"mongodb://127.0.0.1:{upstream.port}", tls=False)
-    account = AccountFactory(resource=resource_row, username=username, password=password)
-    session_name, secret = session_username_new(), f"secret-{uuid.uuid4().hex}"
-    remember(secret)
-    remember(password)
-    Session.objects.create(
-        account=account,
-        gateway=gateway,
-        username=session_name,
-        verifiers=session_verifiers(username=session_name, secret=secret),
-        expires_at=timezone.now() + timedelta(hours=1),
-    )
+    session_name, secret = _session_for(gateway, resource_row, username, password)
     yield upstream, session_name, secret
     upstream.stop()
 
@@ -224,17 +209,9 @@ def test_the_gateway_holds_a_thousand_client_connections(wire_server, gateway_se
 
 def _session_for(gateway, resource_row, username: str, password: str) -> tuple[str, str]:
     account = AccountFactory(resource=resource_row, username=username, password=password)
-    session_name, secret = session_username_new(), f"secret-{uuid.uuid4().hex}"
-    remember(secret)
     remember(password)
-    Session.objects.create(
-        account=account,
-        gateway=gateway,
-        username=session_name,
-        verifiers=session_verifiers(username=session_name, secret=secret),
-        expires_at=timezone.now() + timedelta(hours=1),
-    )
-    return session_name, secret
+    session, secret = session_on(gateway, account)
+    return session.username, secret
 
 
 def test_a_new_connection_after_a_failover_goes_to_the_new_primary(gateway, gateway_proxy):

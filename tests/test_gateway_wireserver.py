@@ -23,12 +23,11 @@ from pymongo.write_concern import WriteConcern
 
 from access.models import Gateway, Session, SessionCommand
 from access.models.sessions import SessionEndReason, SessionState
-from access.services.sessions import session_end, session_username_new, session_verifiers
+from access.services.sessions import session_end
 from gatewayproxy.wire import codec as wire
-from tests.gateway_fixtures import GatewayProcess, account_on, wait_for
+from tests.gateway_fixtures import GatewayProcess, account_on, session_on, wait_for
 from tests.helpers import unique_name as _name
 from tests.mongo.wireserver import WireServer
-from tests.secret_scan import remember
 
 pytestmark = [pytest.mark.wireserver, pytest.mark.django_db(transaction=True)]
 
@@ -326,18 +325,8 @@ def test_old_style_op_query_hello_is_answered_in_op_reply(gateway_proxy):
 def test_sigterm_ends_sessions_flushes_the_log_and_exits_quickly(wire_server, gateway, tmp_path):
     other = GatewayProcess(tmp_path / "runproxy.log", name="stopping-gateway").start()
     try:
-        username, secret = session_username_new(), f"secret-{uuid.uuid4().hex}"
-        remember(secret)
-        account = account_on(wire_server)
-        session = Session.objects.create(
-            user=None,
-            account=account,
-            gateway=Gateway.objects.get(pk=other.gateway_id),
-            username=username,
-            verifiers=session_verifiers(username=username, secret=secret),
-            expires_at=timezone.now() + timedelta(hours=1),
-        )
-        client = client_for(other.uri(username, secret))
+        session, secret = session_on(Gateway.objects.get(pk=other.gateway_id), account_on(wire_server))
+        client = client_for(other.uri(session.username, secret))
         client.app.items.insert_one({"n": 1})
         started = time.monotonic()
         assert other.stop() == 0

@@ -42,7 +42,7 @@ import pymongo
 import pytest
 from django.utils import timezone
 
-from tests.gateway_fixtures import GatewayProcess, free_port, wait_for
+from tests.gateway_fixtures import GatewayProcess, free_port, session_on, wait_for
 from tests.helpers import session_cookie
 from tests.mongo.wireserver import WireServer
 from tests.profile import require_production_profile, subprocess_env
@@ -350,23 +350,12 @@ def _gateway(tmp_path: Path, name: str, redis_url: str) -> GatewayProcess:
 
 
 def _open_session(gateway_process: GatewayProcess, account, *, owner: str):
-    import secrets
-
     from access.models import Gateway
-    from access.services.sessions import session_username_new, session_verifiers
-    from tests.factories import SessionFactory
+    from tests.factories import UserFactory
 
-    username = session_username_new()
-    secret = secrets.token_urlsafe(32)
-    session = SessionFactory(
-        user__username=owner,
-        account=account,
-        gateway=Gateway.objects.get(pk=gateway_process.gateway_id),
-        username=username,
-        verifiers=session_verifiers(username=username, secret=secret),
-        expires_at=timezone.now() + timedelta(hours=1),
-    )
-    client = pymongo.MongoClient(gateway_process.uri(username, secret), serverSelectionTimeoutMS=10000)
+    gateway = Gateway.objects.get(pk=gateway_process.gateway_id)
+    session, secret = session_on(gateway, account, user=UserFactory(username=owner))
+    client = pymongo.MongoClient(gateway_process.uri(session.username, secret), serverSelectionTimeoutMS=10000)
     client.app.items.insert_one({"owner": owner})
     return session, client
 

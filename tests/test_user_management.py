@@ -9,40 +9,16 @@ killAllSessions: those cases skip there with the reason.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
-from urllib.parse import parse_qsl, quote_plus, urlencode, urlsplit, urlunsplit
 
 import pymongo
 import pymongo.errors
 import pytest
 
 from tests.helpers import unique_name as _name
+from tests.mongo.fixtures import MongoServer as Target
 from tests.mongo.fixtures import skip_on_ferretdb
 
 pytestmark = pytest.mark.wireserver
-
-
-@dataclass(frozen=True)
-class Target:
-    """A server under test: its admin connection string and its kind."""
-
-    uri: str
-    kind: str  # "wireserver" | "ferretdb" | "mongodb"
-
-    def __repr__(self) -> str:
-        return f"Target({self.kind})"
-
-    def uri_for(self, user: str, password: str, auth_source: str) -> str:
-        parts = urlsplit(self.uri)
-        host = parts.netloc.rpartition("@")[2]
-        query = dict(parse_qsl(parts.query))
-        query["authSource"] = auth_source
-        netloc = f"{quote_plus(user)}:{quote_plus(password)}@{host}"
-        return urlunsplit((parts.scheme, netloc, parts.path or "/", urlencode(query), ""))
-
-    def client(self, uri: str | None = None, **options) -> pymongo.MongoClient:
-        options.setdefault("serverSelectionTimeoutMS", 5000)
-        return pymongo.MongoClient(uri or self.uri, **options)
 
 
 @pytest.fixture(params=["wireserver", "ferretdb", "mongodb"])
@@ -54,13 +30,6 @@ def target(request: pytest.FixtureRequest) -> Target:
     if request.getfixturevalue("mongo_server_kind") != "mongodb":
         pytest.skip("no real MongoDB: MONGODB_URI is not set and no Docker engine answers")
     return Target(request.getfixturevalue("mongo_admin_uri"), "mongodb")
-
-
-@pytest.fixture
-def admin(target: Target) -> Iterator[pymongo.MongoClient]:
-    client = target.client()
-    yield client
-    client.close()
 
 
 @pytest.fixture

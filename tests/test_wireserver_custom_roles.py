@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
-from urllib.parse import parse_qsl, quote_plus, urlencode, urlsplit, urlunsplit
 
 import pymongo
 import pymongo.errors
@@ -20,32 +18,10 @@ import pytest
 
 from tests.helpers import unique_name as _name
 from tests.helpers import unique_password
+from tests.mongo.fixtures import MongoServer as Target
 from tests.mongo.fixtures import server_kind
 
 pytestmark = pytest.mark.wireserver
-
-
-@dataclass(frozen=True)
-class Target:
-    """A server under test: its admin connection string and its kind."""
-
-    uri: str
-    kind: str  # "wireserver" | "mongodb"
-
-    def __repr__(self) -> str:
-        return f"Target({self.kind})"  # the URI carries a password
-
-    def uri_for(self, user: str, password: str, auth_source: str) -> str:
-        parts = urlsplit(self.uri)
-        host = parts.netloc.rpartition("@")[2]
-        query = dict(parse_qsl(parts.query))
-        query["authSource"] = auth_source
-        netloc = f"{quote_plus(user)}:{quote_plus(password)}@{host}"
-        return urlunsplit((parts.scheme, netloc, parts.path or "/", urlencode(query), ""))
-
-    def client(self, uri: str | None = None, **options) -> pymongo.MongoClient:
-        options.setdefault("serverSelectionTimeoutMS", 5000)
-        return pymongo.MongoClient(uri or self.uri, **options)
 
 
 @pytest.fixture(params=["wireserver", "mongodb"])
@@ -56,13 +32,6 @@ def target(request: pytest.FixtureRequest) -> Target:
     if not uri or server_kind(uri) != "mongodb":
         pytest.skip("no real MongoDB: MONGODB_URI is not set (or is FerretDB, which has no roles)")
     return Target(uri, "mongodb")
-
-
-@pytest.fixture
-def admin(target: Target) -> Iterator[pymongo.MongoClient]:
-    client = target.client()
-    yield client
-    client.close()
 
 
 @pytest.fixture

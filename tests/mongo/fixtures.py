@@ -10,6 +10,8 @@ Loaded from ``tests/conftest.py`` (``pytest_plugins``). Fixtures:
 - ``ferretdb_server`` (session): the :class:`~tests.mongo.ferretdb.FerretDB` behind ``ferretdb_uri``.
 - ``mongosh`` / ``node_driver``: :func:`~tests.mongo.clients.mongosh_eval` and
   :func:`~tests.mongo.clients.node_run`, after npm installed the clients.
+- ``admin``: a pymongo client as the admin of ``target``, for a module that defines a ``target`` fixture (a
+  :class:`MongoServer`, usually parametrized over the servers the module runs against).
 
 A server or client that cannot be had skips the test with the reason, except with ``CI=true`` in the
 environment, where it fails the run: CI must never pass by skipping everything.
@@ -38,10 +40,28 @@ class MongoServer:
     """A server the tests may use: its admin connection string and what it is."""
 
     uri: str
-    kind: str  # "mongodb" | "ferretdb"
+    kind: str  # "mongodb" | "ferretdb" | "wireserver"
 
     def __repr__(self) -> str:
         return f"MongoServer(kind={self.kind!r})"  # the URI carries a password
+
+    def uri_for(self, user: str, password: str, auth_source: str) -> str:
+        """The admin connection string with `user` and `password` of `auth_source` in place of the admin's."""
+        from urllib.parse import parse_qsl, quote_plus, urlencode, urlsplit, urlunsplit
+
+        parts = urlsplit(self.uri)
+        host = parts.netloc.rpartition("@")[2]
+        query = dict(parse_qsl(parts.query))
+        query["authSource"] = auth_source
+        netloc = f"{quote_plus(user)}:{quote_plus(password)}@{host}"
+        return urlunsplit((parts.scheme, netloc, parts.path or "/", urlencode(query), ""))
+
+    def client(self, uri: str | None = None, **options):
+        """A pymongo client on `uri` (default: the admin's), 5 s to find the server unless told."""
+        import pymongo
+
+        options.setdefault("serverSelectionTimeoutMS", 5000)
+        return pymongo.MongoClient(uri or self.uri, **options)
 
 
 def running_in_ci() -> bool:
@@ -157,6 +177,13 @@ def js_clients() -> None:
         ensure_js_clients()
     except JsClientsUnavailable as exc:
         unavailable(f"the JS clients are unavailable: {exc}")
+
+
+@pytest.fixture
+def admin(target: MongoServer) -> Iterator:
+    client = target.client()
+    yield client
+    client.close()
 
 
 @pytest.fixture
