@@ -308,6 +308,7 @@ class LocalConnection:
             on_request=self._on_request,
             on_reply=lambda _in_flight: None,
             on_close=self._on_pipe_close,
+            read_outcome=lambda _chunks: None,  # the gateway keeps the command log; nothing is read here
         )
         self.pipe.start(first + _take_buffered(self.reader), _take_buffered(upstream.reader))
         for transport in (self.writer.transport, upstream.writer.transport):
