@@ -125,9 +125,10 @@ def free_port() -> int:
 class GatewayProcess:
     """``manage.py runproxy`` in a subprocess, on the test database."""
 
-    def __init__(self, log_path: Path, name: str = "test-gateway") -> None:
+    def __init__(self, log_path: Path, name: str = "test-gateway", *, workers: int | None = None) -> None:
         self.log_path = log_path
         self.name = name
+        self.workers = workers  # None: runproxy's default (one worker process per core)
         self.host = "127.0.0.1"
         self.port = free_port()
         self.metrics_port = free_port()
@@ -155,6 +156,7 @@ class GatewayProcess:
             self.name,
             "--metrics",
             f"127.0.0.1:{self.metrics_port}",
+            *(["--workers", str(self.workers)] if self.workers else []),
         ]
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
