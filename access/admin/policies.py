@@ -70,21 +70,7 @@ class AccessPolicyForm(forms.ModelForm):
 
     class Meta:
         model = AccessPolicy
-        fields = [
-            "name",
-            "user",
-            "group",
-            "account",
-            "role",
-            "max_duration",
-            "approval_required",
-            "mfa_required",
-            "break_glass_allowed",
-            "read_only",
-            "database_allow_list",
-            "privileged_commands",
-            "is_enabled",
-        ]
+        fields = list(policy_services.POLICY_FIELDS)  # what the services accept is what the form edits
 
 
 class AccessPolicyAdmin(ServiceAdmin):
