@@ -8,6 +8,7 @@ from rest_framework import serializers
 from access.durations import format_duration, parse_duration
 from access.models import Account, Gateway, Resource
 from access.services.connections import resource_changes_need_verification, resource_changes_verify
+from access.services.resources import ACCOUNT_FIELDS, ACCOUNT_RECORDED_FIELDS
 
 
 class DurationField(serializers.Field):
@@ -144,19 +145,7 @@ class AccountSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Account
-        fields = [
-            "id",
-            "resource",
-            "name",
-            "description",
-            "username",
-            "password",
-            "require_mfa",
-            "rotation_period",
-            "last_rotated_at",
-            "created_at",
-            "updated_at",
-        ]
-        read_only_fields = ["id", "last_rotated_at", "created_at", "updated_at"]
+        fields = ["id", *ACCOUNT_FIELDS, *ACCOUNT_RECORDED_FIELDS]
+        read_only_fields = ["id", *ACCOUNT_RECORDED_FIELDS]
         # An account without a password is refused by the model's own validation (Account.clean), which the
         # service runs: the API and the admin give the same answer.
