@@ -65,6 +65,17 @@ def _quantiles(values: list[float]) -> dict[float, float]:
     return {q: cuts[round(q * 100) - 1] for q in QUANTILES}
 
 
+def _window_summary(name: str, seconds: list[float], text: str, count_text: str):
+    """A window's quantiles (`<name>_seconds`, by quantile) and how many values they cover (`<name>_window_count`)."""
+    summary = GaugeMetricFamily(f"{name}_seconds", text, labels=["quantile"])
+    for q, value in _quantiles(seconds).items():
+        summary.add_metric([str(q)], value)
+    yield summary
+    count = GaugeMetricFamily(f"{name}_window_count", count_text)
+    count.add_metric([], len(seconds))
+    yield count
+
+
 class DatabaseCollector(Collector):
     """Reads the shared state from the database on each scrape; a failing part is logged and left out."""
 
@@ -111,19 +122,12 @@ class DatabaseCollector(Collector):
             "expires_at", "revoked_at"
         )
         lags = sorted(max(0.0, (revoked - expires).total_seconds()) for expires, revoked in expired)
-        summary = GaugeMetricFamily(
-            "pam_lease_expiry_revoke_lag_seconds",
+        yield from _window_summary(
+            "pam_lease_expiry_revoke_lag",
+            lags,
             "From a lease's expiry to its confirmed revocation, over the last 5 minutes.",
-            labels=["quantile"],
+            "Leases revoked at expiry in the last 5 minutes.",
         )
-        for q, value in _quantiles(lags).items():
-            summary.add_metric([str(q)], value)
-        yield summary
-        count = GaugeMetricFamily(
-            "pam_lease_expiry_revoke_lag_window_count", "Leases revoked at expiry in the last 5 minutes."
-        )
-        count.add_metric([], len(lags))
-        yield count
 
         locks = GaugeMetricFamily(
             "pam_background_lock_held",
@@ -163,19 +167,12 @@ class DatabaseCollector(Collector):
         durations = sorted(
             data["duration_ms"] / 1000.0 for data in recent if isinstance(data, dict) and "duration_ms" in data
         )
-        summary = GaugeMetricFamily(
-            "pam_lease_revoke_duration_seconds",
+        yield from _window_summary(
+            "pam_lease_revoke_duration",
+            durations,
             "Time one revocation attempt took on the server, over the last 5 minutes.",
-            labels=["quantile"],
+            "Revocation attempts in the last 5 minutes.",
         )
-        for q, value in _quantiles(durations).items():
-            summary.add_metric([str(q)], value)
-        yield summary
-        count = GaugeMetricFamily(
-            "pam_lease_revoke_duration_window_count", "Revocation attempts in the last 5 minutes."
-        )
-        count.add_metric([], len(durations))
-        yield count
 
     # -- gateways and sessions ---------------------------------------------------------------------------------
     def _sessions(self, now):
