@@ -52,6 +52,7 @@ def account_use(request, account_id: int):
                 duration=form.cleaned_data["duration"],
                 read_only=form.cleaned_data["read_only"],
                 mfa_verified=mfa_fresh(request),
+                databases=form.cleaned_data.get("databases") or [],
             )
         except (PermissionDenied, ValidationError) as exc:
             form.add_error(None, " ".join(getattr(exc, "messages", [str(exc)])))
