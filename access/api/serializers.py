@@ -57,24 +57,29 @@ def run_model_clean(instance, attrs: dict) -> None:
         raise serializers.ValidationError(exc.message_dict) from None
 
 
+def secret_field() -> serializers.CharField:
+    """A secret the API takes but never returns; blank keeps the stored one (access.services.changes)."""
+    return serializers.CharField(
+        write_only=True, required=False, allow_blank=True, style={"input_type": "password"}, trim_whitespace=False
+    )
+
+
+class RoleTermsSerializer(serializers.Serializer):
+    """The terms every dynamic role has (MongoDB or Atlas): TTLs, how its users are named, password length."""
+
+    default_ttl = DurationField(required=False, allow_null=True)
+    max_ttl = DurationField(required=False, allow_null=True)
+    username_template = serializers.CharField(max_length=200, required=False)
+    password_length = serializers.IntegerField(required=False, min_value=16, max_value=128)
+    description = serializers.CharField(required=False, allow_blank=True)
+
+
 class ResourceSerializer(serializers.ModelSerializer):
     gateway = serializers.SlugRelatedField(
         slug_field="name", queryset=Gateway.objects.all(), required=False, allow_null=True
     )
-    admin_password = serializers.CharField(
-        write_only=True,
-        required=False,
-        allow_blank=True,
-        style={"input_type": "password"},
-        trim_whitespace=False,
-    )
-    atlas_private_key = serializers.CharField(
-        write_only=True,
-        required=False,
-        allow_blank=True,
-        style={"input_type": "password"},
-        trim_whitespace=False,
-    )
+    admin_password = secret_field()
+    atlas_private_key = secret_field()
     default_ttl = DurationField(required=False)
     max_ttl = DurationField(required=False)
     verify_connection = serializers.BooleanField(
@@ -134,13 +139,7 @@ class ResourceSerializer(serializers.ModelSerializer):
 
 class AccountSerializer(serializers.ModelSerializer):
     resource = serializers.SlugRelatedField(slug_field="name", queryset=Resource.objects.all())
-    password = serializers.CharField(
-        write_only=True,
-        required=False,
-        allow_blank=True,
-        style={"input_type": "password"},
-        trim_whitespace=False,
-    )
+    password = secret_field()
     rotation_period = DurationField(required=False, allow_null=True)
 
     class Meta:

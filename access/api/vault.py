@@ -17,7 +17,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from access.api.atlas import AtlasRoleSerializer
-from access.api.serializers import DurationField, ValidatedListField
+from access.api.serializers import DurationField, RoleTermsSerializer, ValidatedListField
 from access.api.sessions import mfa_needed, mfa_verified_for
 from access.models import DynamicRole, Lease, Resource
 from access.models.leases import LeaseState
@@ -162,14 +162,9 @@ class LeaseConfigApi(APIView):
 
 
 # -- roles -------------------------------------------------------------------------------------------------
-class RoleSerializer(serializers.Serializer):
+class RoleSerializer(RoleTermsSerializer):
     db = serializers.CharField(max_length=64, required=False)
     roles = ValidatedListField(validate_mongodb_roles, required=False)
-    default_ttl = DurationField(required=False, allow_null=True)
-    max_ttl = DurationField(required=False, allow_null=True)
-    username_template = serializers.CharField(max_length=200, required=False)
-    password_length = serializers.IntegerField(required=False, min_value=16, max_value=128)
-    description = serializers.CharField(required=False, allow_blank=True)
 
 
 def _role_data(role) -> dict:
