@@ -65,6 +65,15 @@ def _quantiles(values: list[float]) -> dict[float, float]:
     return {q: cuts[round(q * 100) - 1] for q in QUANTILES}
 
 
+def _by_state(name: str, text: str, model, states) -> GaugeMetricFamily:
+    """How many rows of `model` are in each of `states` (every state named, 0 when none is)."""
+    counts = dict(model.objects.order_by().values_list("state").annotate(n=Count("id")))
+    family = GaugeMetricFamily(name, text, labels=["state"])
+    for state in states:
+        family.add_metric([state.value], counts.get(state.value, 0))
+    return family
+
+
 def _window_summary(name: str, seconds: list[float], text: str, count_text: str):
     """A window's quantiles (`<name>_seconds`, by quantile) and how many values they cover (`<name>_window_count`)."""
     summary = GaugeMetricFamily(f"{name}_seconds", text, labels=["quantile"])
@@ -96,11 +105,7 @@ class DatabaseCollector(Collector):
         from access.models import BackgroundLock, Lease
         from access.models.leases import LeaseState
 
-        by_state = dict(Lease.objects.order_by().values_list("state").annotate(n=Count("id")))
-        leases = GaugeMetricFamily("pam_leases", "Leases by state.", labels=["state"])
-        for state in LeaseState:
-            leases.add_metric([state.value], by_state.get(state.value, 0))
-        yield leases
+        yield _by_state("pam_leases", "Leases by state.", Lease, LeaseState)
 
         retries = Lease.objects.filter(attempts__gt=1).aggregate(total=Sum("attempts"), n=Count("id"))
         retried = CounterMetricFamily(
@@ -255,11 +260,7 @@ class DatabaseCollector(Collector):
         from access.models.notifications import NotificationState
         from access.models.policies import RequestState
 
-        by_state = dict(Notification.objects.order_by().values_list("state").annotate(n=Count("id")))
-        notifications = GaugeMetricFamily("pam_notifications", "Chat/webhook notifications by state.", labels=["state"])
-        for state in NotificationState:
-            notifications.add_metric([state.value], by_state.get(state.value, 0))
-        yield notifications
+        yield _by_state("pam_notifications", "Chat/webhook notifications by state.", Notification, NotificationState)
         oldest = Notification.objects.filter(state=NotificationState.PENDING).aggregate(oldest=Min("created_at"))
         age = GaugeMetricFamily("pam_notification_oldest_pending_seconds", "Age of the oldest unsent notification.")
         age.add_metric([], (now - oldest["oldest"]).total_seconds() if oldest["oldest"] else 0.0)
