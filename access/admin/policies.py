@@ -73,19 +73,14 @@ class AccessPolicyForm(forms.ModelForm):
         fields = list(policy_services.POLICY_FIELDS)  # what the services accept is what the form edits
 
 
+_SESSION_DETAIL_FIELDS = frozenset({"read_only", "database_allow_list", "privileged_commands"})
+
+
 class AccessPolicyAdmin(ServiceAdmin):
     form = AccessPolicyForm
+    # Every policy field but the gateway-session details, which the policy's own page shows.
     list_display = [
-        "name",
-        "user",
-        "group",
-        "account",
-        "role",
-        "max_duration",
-        "approval_required",
-        "mfa_required",
-        "break_glass_allowed",
-        "is_enabled",
+        *(name for name in policy_services.POLICY_FIELDS if name not in _SESSION_DETAIL_FIELDS),
         "last_used_at",
     ]
     list_filter = ["approval_required", "mfa_required", "break_glass_allowed", "is_enabled"]
