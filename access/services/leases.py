@@ -31,14 +31,14 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
-from django.db.models import Q, QuerySet
+from django.db.models import Case, F, Q, QuerySet, Value, When
 from django.utils import timezone
 
 from access.generators import new_password
 from access.metrics import LEASE_ISSUE_SECONDS
 from access.models import AuditAction, DynamicRole, Lease, Resource
 from access.models.leases import ISSUE_FAILED_REASON, LIVE_LEASE_STATES, LeaseState
-from access.models.sessions import SessionEndReason
+from access.models.sessions import SessionEndReason, SessionState
 from access.services.audit import AuditEntry, audit_record, audit_record_many
 from access.services.notifications import notifications_revoke_failed
 from access.validators import parse_roles
@@ -365,18 +365,37 @@ def _claim(queryset: QuerySet, *, reason: str, now: datetime, limit: int | None 
         ids = list(ids_query[:limit] if limit else ids_query)
         if not ids:
             return []
-        Lease.objects.filter(pk__in=ids, state=LeaseState.ACTIVE).update(
-            state=LeaseState.REVOKING, next_attempt_at=deadline, revoke_reason=reason
-        )
         # Failed revocations and stale claims keep the reason of their first attempt.
-        Lease.objects.filter(pk__in=ids).exclude(state=LeaseState.REVOKING, next_attempt_at=deadline).update(
-            state=LeaseState.REVOKING, next_attempt_at=deadline
+        Lease.objects.filter(pk__in=ids).update(
+            state=LeaseState.REVOKING,
+            next_attempt_at=deadline,
+            revoke_reason=Case(When(state=LeaseState.ACTIVE, then=Value(reason)), default=F("revoke_reason")),
         )
     return list(
         Lease.objects.filter(pk__in=ids, state=LeaseState.REVOKING, next_attempt_at=deadline).select_related(
             "resource", "role"
         )
     )
+
+
+def _claim_one(pk: int, *, reason: str, now: datetime) -> tuple[Lease, bool]:
+    """Claim one lease (as `_claim` does) in two statements: the row locked and read with its resource and role,
+    then moved to `revoking` if it is claimable. Returns the lease as it now stands and whether this call claimed
+    it; a claim held by another worker is waited for (its row lock), so the lease is never seen as before it."""
+    with transaction.atomic():
+        lease = Lease.objects.select_for_update(of=("self",)).select_related("resource", "role").get(pk=pk)
+        claimable = lease.state in (LeaseState.ACTIVE, LeaseState.REVOKE_FAILED) or (
+            lease.state == LeaseState.REVOKING and lease.next_attempt_at is not None and lease.next_attempt_at <= now
+        )
+        if not claimable:
+            return lease, False
+        changes = {"state": LeaseState.REVOKING, "next_attempt_at": now + CLAIM_TIMEOUT}
+        if lease.state == LeaseState.ACTIVE:  # failed revocations and stale claims keep their first reason
+            changes["revoke_reason"] = reason
+        Lease.objects.filter(pk=pk).update(**changes)
+    for name, value in changes.items():
+        setattr(lease, name, value)
+    return lease, True
 
 
 def _safe_error(exc: BaseException, secrets_to_hide: Iterable[str]) -> str:
@@ -402,7 +421,11 @@ def lease_revoke_on_server(*, lease: Lease, connector) -> RevokeOutcome:
 
 def _revoke_on_server(*, lease: Lease, connector) -> RevokeOutcome:
     password = lease.password.reveal() if lease.password is not None else ""
-    admin_password = lease.resource.admin_password.reveal() if lease.resource.admin_password else ""
+
+    def secrets_to_hide() -> list[str]:  # decrypted only when there is an error to scrub
+        admin_password = lease.resource.admin_password.reveal() if lease.resource.admin_password else ""
+        return [password, admin_password]
+
     try:
         connector.drop_user(db=lease.db, username=lease.username)
         ended = connector.kill_user_connections(db=lease.db, username=lease.username)
@@ -411,10 +434,10 @@ def _revoke_on_server(*, lease: Lease, connector) -> RevokeOutcome:
         if password and connector.can_login(db=lease.db, username=lease.username, password=password):
             return RevokeOutcome(lease, "The leased password still logs in after the user was dropped.", ended)
     except ConnectorError as exc:
-        return RevokeOutcome(lease, _safe_error(exc, [password, admin_password]))
+        return RevokeOutcome(lease, _safe_error(exc, secrets_to_hide()))
     except Exception as exc:  # a bug or an unexpected driver error: keep retrying, never leak its text
         log.exception("unexpected error revoking lease %s", lease.lease_id)
-        return RevokeOutcome(lease, _safe_error(exc, [password, admin_password]))
+        return RevokeOutcome(lease, _safe_error(exc, secrets_to_hide()))
     return RevokeOutcome(lease, None, ended)
 
 
@@ -456,20 +479,25 @@ def _record_outcomes(outcomes: list[RevokeOutcome], *, actor) -> list[Lease]:
         claims = Q()
         for outcome in outcomes:
             claims |= Q(pk=outcome.lease.pk, next_attempt_at=outcome.lease.next_attempt_at)
-        standing = set(
-            Lease.objects.select_for_update().filter(claims, state=LeaseState.REVOKING).values_list("pk", flat=True)
-            if outcomes
-            else []
-        )
+        single = len(outcomes) == 1  # one lease (the API's revoke): its conditional UPDATE says whether it stands
+        standing = set()
+        if len(outcomes) > 1:
+            standing = set(
+                Lease.objects.select_for_update().filter(claims, state=LeaseState.REVOKING).values_list("pk", flat=True)
+            )
         groups: dict[str, tuple[dict, list[Lease]]] = {}
         entries = []
         for outcome in outcomes:
             lease = outcome.lease
-            if lease.pk not in standing:
-                continue  # another worker took the claim over after its deadline; its outcome stands
             action, changes = _outcome_changes(outcome, now=now)
-            key = json.dumps(changes, sort_keys=True, cls=DjangoJSONEncoder)
-            groups.setdefault(key, (changes, []))[1].append(lease)
+            if single:
+                if not Lease.objects.filter(claims, state=LeaseState.REVOKING).update(**changes):
+                    continue  # another worker took the claim over after its deadline; its outcome stands
+            elif lease.pk in standing:
+                key = json.dumps(changes, sort_keys=True, cls=DjangoJSONEncoder)
+                groups.setdefault(key, (changes, []))[1].append(lease)
+            else:
+                continue  # as above: the claim was taken over
             for name, value in changes.items():
                 setattr(lease, name, value)
             data = {
@@ -501,9 +529,13 @@ def _end_sessions_of_revoked(leases: list[Lease], *, actor) -> None:
     from access.services.sessions import session_end_many
 
     gone = [lease.pk for lease in leases if lease.state in (LeaseState.REVOKED, LeaseState.EXPIRED)]
-    if gone:
+    if not gone:
+        return
+    # Most leases never had a gateway session: a narrow look first, the sessions themselves only when there are some.
+    open_ones = list(Session.objects.filter(lease_id__in=gone, state=SessionState.OPEN).values_list("pk", flat=True))
+    if open_ones:
         session_end_many(
-            sessions=Session.objects.filter(lease_id__in=gone), reason=SessionEndReason.ACCOUNT_REVOKED, actor=actor
+            sessions=Session.objects.filter(pk__in=open_ones), reason=SessionEndReason.ACCOUNT_REVOKED, actor=actor
         )
 
 
@@ -515,8 +547,9 @@ def _connector_key(resource: Resource) -> str:
     """
 
     def secret_digest(secret) -> str:
-        plain = secret.reveal() if secret is not None and hasattr(secret, "reveal") else (secret or "")
-        return hashlib.sha256(plain.encode()).hexdigest()
+        # The stored ciphertext stands for the secret (a new password is a new token) without decrypting it.
+        value = secret.token if secret is not None and hasattr(secret, "token") else (secret or "")
+        return hashlib.sha256(value.encode()).hexdigest()
 
     parts = [
         resource.kind,
@@ -615,18 +648,16 @@ def lease_revoke(*, lease: Lease, actor=None, reason: str = "revoked", connector
     Idempotent: a lease already revoked or expired is returned unchanged, and one that another worker is
     revoking right now is returned as `revoking` rather than revoked twice.
     """
-    now = timezone.now()
-    claimed = _claim(Lease.objects.filter(pk=lease.pk), reason=reason, now=now)
+    current, claimed = _claim_one(lease.pk, reason=reason, now=timezone.now())
     if not claimed:
-        # Another worker holds the claim (PostgreSQL's SKIP LOCKED passed its row over): wait for that claim to
-        # commit, so the caller sees `revoking` or the outcome, never the `active` from before it.
-        with transaction.atomic():
-            return Lease.objects.select_for_update(of=("self",)).select_related("resource", "role").get(pk=lease.pk)
+        return current  # revoked or expired already, or another worker's claim (waited for): `revoking` or its outcome
     if connector is not None:
-        outcome = lease_revoke_on_server(lease=claimed[0], connector=connector)
-        _record_outcomes([outcome], actor=actor)
+        outcome = lease_revoke_on_server(lease=current, connector=connector)
+        recorded = _record_outcomes([outcome], actor=actor)
     else:
-        _revoke_claimed(claimed, actor=actor, connectors=connectors_shared(), pool=None)
+        recorded = _revoke_claimed([current], actor=actor, connectors=connectors_shared(), pool=None)
+    if recorded:
+        return recorded[0]  # as written: the claimed row (with its resource and role) and the outcome's changes
     return Lease.objects.select_related("resource", "role").get(pk=lease.pk)
 
 
