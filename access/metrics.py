@@ -65,6 +65,26 @@ def _quantiles(values: list[float]) -> dict[float, float]:
     return {q: cuts[round(q * 100) - 1] for q in QUANTILES}
 
 
+def _by_state(name: str, text: str, model, states) -> GaugeMetricFamily:
+    """How many rows of `model` are in each of `states` (every state named, 0 when none is)."""
+    counts = dict(model.objects.order_by().values_list("state").annotate(n=Count("id")))
+    family = GaugeMetricFamily(name, text, labels=["state"])
+    for state in states:
+        family.add_metric([state.value], counts.get(state.value, 0))
+    return family
+
+
+def _window_summary(name: str, seconds: list[float], text: str, count_text: str):
+    """A window's quantiles (`<name>_seconds`, by quantile) and how many values they cover (`<name>_window_count`)."""
+    summary = GaugeMetricFamily(f"{name}_seconds", text, labels=["quantile"])
+    for q, value in _quantiles(seconds).items():
+        summary.add_metric([str(q)], value)
+    yield summary
+    count = GaugeMetricFamily(f"{name}_window_count", count_text)
+    count.add_metric([], len(seconds))
+    yield count
+
+
 class DatabaseCollector(Collector):
     """Reads the shared state from the database on each scrape; a failing part is logged and left out."""
 
@@ -85,11 +105,7 @@ class DatabaseCollector(Collector):
         from access.models import BackgroundLock, Lease
         from access.models.leases import LeaseState
 
-        by_state = dict(Lease.objects.order_by().values_list("state").annotate(n=Count("id")))
-        leases = GaugeMetricFamily("pam_leases", "Leases by state.", labels=["state"])
-        for state in LeaseState:
-            leases.add_metric([state.value], by_state.get(state.value, 0))
-        yield leases
+        yield _by_state("pam_leases", "Leases by state.", Lease, LeaseState)
 
         retries = Lease.objects.filter(attempts__gt=1).aggregate(total=Sum("attempts"), n=Count("id"))
         retried = CounterMetricFamily(
@@ -111,19 +127,12 @@ class DatabaseCollector(Collector):
             "expires_at", "revoked_at"
         )
         lags = sorted(max(0.0, (revoked - expires).total_seconds()) for expires, revoked in expired)
-        summary = GaugeMetricFamily(
-            "pam_lease_expiry_revoke_lag_seconds",
+        yield from _window_summary(
+            "pam_lease_expiry_revoke_lag",
+            lags,
             "From a lease's expiry to its confirmed revocation, over the last 5 minutes.",
-            labels=["quantile"],
+            "Leases revoked at expiry in the last 5 minutes.",
         )
-        for q, value in _quantiles(lags).items():
-            summary.add_metric([str(q)], value)
-        yield summary
-        count = GaugeMetricFamily(
-            "pam_lease_expiry_revoke_lag_window_count", "Leases revoked at expiry in the last 5 minutes."
-        )
-        count.add_metric([], len(lags))
-        yield count
 
         locks = GaugeMetricFamily(
             "pam_background_lock_held",
@@ -163,19 +172,12 @@ class DatabaseCollector(Collector):
         durations = sorted(
             data["duration_ms"] / 1000.0 for data in recent if isinstance(data, dict) and "duration_ms" in data
         )
-        summary = GaugeMetricFamily(
-            "pam_lease_revoke_duration_seconds",
+        yield from _window_summary(
+            "pam_lease_revoke_duration",
+            durations,
             "Time one revocation attempt took on the server, over the last 5 minutes.",
-            labels=["quantile"],
+            "Revocation attempts in the last 5 minutes.",
         )
-        for q, value in _quantiles(durations).items():
-            summary.add_metric([str(q)], value)
-        yield summary
-        count = GaugeMetricFamily(
-            "pam_lease_revoke_duration_window_count", "Revocation attempts in the last 5 minutes."
-        )
-        count.add_metric([], len(durations))
-        yield count
 
     # -- gateways and sessions ---------------------------------------------------------------------------------
     def _sessions(self, now):
@@ -258,11 +260,7 @@ class DatabaseCollector(Collector):
         from access.models.notifications import NotificationState
         from access.models.policies import RequestState
 
-        by_state = dict(Notification.objects.order_by().values_list("state").annotate(n=Count("id")))
-        notifications = GaugeMetricFamily("pam_notifications", "Chat/webhook notifications by state.", labels=["state"])
-        for state in NotificationState:
-            notifications.add_metric([state.value], by_state.get(state.value, 0))
-        yield notifications
+        yield _by_state("pam_notifications", "Chat/webhook notifications by state.", Notification, NotificationState)
         oldest = Notification.objects.filter(state=NotificationState.PENDING).aggregate(oldest=Min("created_at"))
         age = GaugeMetricFamily("pam_notification_oldest_pending_seconds", "Age of the oldest unsent notification.")
         age.add_metric([], (now - oldest["oldest"]).total_seconds() if oldest["oldest"] else 0.0)

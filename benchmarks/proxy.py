@@ -266,9 +266,10 @@ def open_session(upstream: Upstream) -> tuple[str, str]:
     """Create the resource, the account (the upstream's bench user) and a session; return (username, secret)."""
     from datetime import timedelta
 
+    from django.contrib.auth import get_user_model
     from django.utils import timezone
 
-    from access.models import Account, Resource, Session
+    from access.models import AccessPolicy, Account, Resource, Session
     from access.services.sessions import session_username_new, session_verifiers
 
     resource_row = Resource.objects.create(name="bench", uri=f"mongodb://{upstream.address}", tls=False)
@@ -276,7 +277,13 @@ def open_session(upstream: Upstream) -> tuple[str, str]:
         resource=resource_row, name="bench", username=BENCH_USER, password=upstream.password
     )
     username, secret = session_username_new(), secrets.token_urlsafe(32)
+    # The gateway checks the session's user and grant at every login: the session belongs to a granted user.
+    owner = get_user_model().objects.create_user(username="bench", password=None)
+    AccessPolicy.objects.create(
+        name="bench", user=owner, account=account, approval_required=False, max_duration=timedelta(hours=6)
+    )
     Session.objects.create(
+        user=owner,
         account=account,
         username=username,
         verifiers=session_verifiers(username=username, secret=secret),

@@ -17,8 +17,10 @@ import contextlib
 import datetime
 import logging
 import os
+import queue
 import re
 import tempfile
+import threading
 import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -39,6 +41,7 @@ from pymongo.errors import (
 )
 
 from connectors.base import ConnectorError
+from gatewayproxy.wire import scram
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +53,9 @@ LOCK_RESTRICTIONS: list[dict[str, list[str]]] = [{"clientSource": ["0.0.0.0/32"]
 
 MAJORITY = {"w": "majority"}
 
+LOGIN_PROBES = 8
+"""At most this many credential-less clients per connector try logins at once (threads of a revocation batch)."""
+
 # Server error codes (src/mongo/base/error_codes.yml)
 AUTHENTICATION_FAILED = 18
 UNAUTHORIZED = 13
@@ -59,6 +65,7 @@ USER_EXISTS = 51003
 DUPLICATE_KEY = 11000
 COMMAND_NOT_FOUND = 59
 COMMAND_NOT_SUPPORTED = 115
+MECHANISM_UNAVAILABLE = 334
 NOT_IMPLEMENTED = 238
 MAX_TIME_EXPIRED = 50
 WRITE_CONCERN_FAILED = 64
@@ -154,6 +161,9 @@ class MongoDBConnector:
         self._client: MongoClient | None = None
         self._ca_path: str | None = None
         self._write_concern_supported = True
+        self._lock = threading.Lock()  # one cached client even when threads of a batch ask at once
+        self._probes: queue.LifoQueue[MongoClient] = queue.LifoQueue()
+        self._probes_made = 0
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def __enter__(self) -> MongoDBConnector:
@@ -166,10 +176,16 @@ class MongoDBConnector:
         return f"<MongoDBConnector resource={getattr(self.resource, 'name', '?')!r}>"
 
     def close(self) -> None:
-        """Close the cached client and remove the CA file written for it."""
+        """Close the cached clients and remove the CA file written for them."""
         if self._client is not None:
             self._client.close()
             self._client = None
+        while True:
+            try:
+                self._probes.get_nowait().close()
+            except queue.Empty:
+                break
+        self._probes_made = 0
         if self._ca_path is not None:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self._ca_path)
@@ -234,17 +250,11 @@ class MongoDBConnector:
                 kind="config",
             )
 
-    def _new_client(self, *, username: str, password: str, auth_source: str, **extra) -> MongoClient:
+    def _new_client(self, *, username: str | None, password: str, auth_source: str | None, **extra) -> MongoClient:
         self._check_settings()
+        credentials = {"username": username, "password": password, "authSource": auth_source} if username else {}
         try:
-            return MongoClient(
-                host=self.resource.uri,
-                username=username,
-                password=password,
-                authSource=auth_source,
-                **self._client_options(),
-                **extra,
-            )
+            return MongoClient(host=self.resource.uri, **credentials, **self._client_options(), **extra)
         except PyMongoError as exc:
             raise self._translate(exc, f"Could not connect to {self._name}", secrets=[password]) from None
 
@@ -255,12 +265,14 @@ class MongoDBConnector:
         if self._client is None:
             if not self.resource.admin_username:
                 raise ConnectorError(f"{self._name} has no admin account configured", kind="config")
-            self._client = self._new_client(
-                username=self.resource.admin_username,
-                password=self._admin_password(),
-                auth_source=self.resource.auth_database or "admin",
-                maxPoolSize=4,
-            )
+            with self._lock:
+                if self._client is None:
+                    self._client = self._new_client(
+                        username=self.resource.admin_username,
+                        password=self._admin_password(),
+                        auth_source=self.resource.auth_database or "admin",
+                        maxPoolSize=16,  # the sweeper's threads share it
+                    )
         return self._client
 
     # -- error translation -------------------------------------------------------------------------
@@ -270,9 +282,9 @@ class MongoDBConnector:
                 text = text.replace(secret, "********")
         return text
 
-    def _network_detail(self, exc: PyMongoError) -> str:
+    def _network_detail(self, exc: PyMongoError, client: MongoClient | None = None) -> str:
         details: list[str] = []
-        client = self._client
+        client = client or self._client
         if client is not None:
             try:
                 for description in client.topology_description.server_descriptions().values():
@@ -283,8 +295,13 @@ class MongoDBConnector:
         text = "; ".join(details) or str(exc).split(", Timeout:")[0]
         return _CONFIGURED_TIMEOUTS.sub("", text)
 
-    def _translate(self, exc: PyMongoError, doing: str, *, secrets: Iterable[str] = ()) -> ConnectorError:
-        """One ConnectorError for a pymongo exception, with a kind and a message that names the cause."""
+    def _translate(
+        self, exc: PyMongoError, doing: str, *, secrets: Iterable[str] = (), client: MongoClient | None = None
+    ) -> ConnectorError:
+        """One ConnectorError for a pymongo exception, with a kind and a message that names the cause.
+
+        `client` is the one that failed, when not the admin's (its topology says what went wrong on the network).
+        """
         secrets = list(secrets)
         admin = self.resource.admin_username
         if isinstance(exc, OperationFailure) and not isinstance(exc, ExecutionTimeout | WTimeoutError):
@@ -323,11 +340,11 @@ class MongoDBConnector:
                 return ConnectorError(f"{doing}: the host name does not resolve (DNS): {text}", kind="dns")
             return ConnectorError(f"{doing}: the connection settings are invalid ({text})", kind="config")
         if isinstance(exc, NetworkTimeout):
-            detail = self._scrub(self._network_detail(exc), secrets)
+            detail = self._scrub(self._network_detail(exc, client), secrets)
             kind = "tls" if "ssl" in detail.lower() else "timeout"
             return ConnectorError(f"{doing}: {_NETWORK_WORDS[kind]}: {detail}", kind=kind)
         if isinstance(exc, ConnectionFailure):
-            detail = self._scrub(self._network_detail(exc), secrets)
+            detail = self._scrub(self._network_detail(exc, client), secrets)
             kind = _network_kind(detail)
             return ConnectorError(f"{doing}: {_NETWORK_WORDS[kind]}: {detail}", kind=kind)
         text = self._scrub(str(exc), secrets)
@@ -411,31 +428,78 @@ class MongoDBConnector:
             self.client.admin.command(SON([("usersInfo", {"forAllDBs": True})]))
 
     def can_login(self, *, db: str, username: str, password: str) -> bool:
-        """Whether `username`@`db` can log in with `password` now (a fresh connection, closed after).
+        """Whether `username`@`db` can log in with `password` now: a full SCRAM login on a connection of its own.
 
-        False when the server refuses the login; ConnectorError when the server cannot be reached.
+        False when the server refuses the login; ConnectorError when the server cannot be reached. The login runs
+        on a credential-less client kept for such checks (one connection, so the SCRAM conversation stays on it):
+        a refused login leaves its connection as it was, and it serves the next check; a login that succeeds
+        leaves it logged in as `username`, so that client is closed rather than reused. No client, topology or
+        monitor is made per check.
         """
         doing = f"Could not test the login of {username!r} on {self._name}"
-        client = self._new_client(username=username, password=password, auth_source=db, maxPoolSize=1)
+        probe = self._probe_take()
+        reusable = False
         try:
-            client[db].command("ping")
-            return True
-        except OperationFailure as exc:
-            if exc.code == AUTHENTICATION_FAILED:
-                return False
-            raise self._translate(exc, doing, secrets=[password]) from None
-        except PyMongoError as exc:
-            error = self._translate_login_network(exc, client, doing, password)
-            raise error from None
+            for mechanism in ("SCRAM-SHA-256", "SCRAM-SHA-1"):
+                try:
+                    scram.authenticate(
+                        lambda command: probe[db].command(SON((k, v) for k, v in command.items() if k != "$db")),
+                        mechanism=mechanism,
+                        username=username,
+                        password=password,
+                        source=db,
+                    )
+                except OperationFailure as exc:
+                    if exc.code == AUTHENTICATION_FAILED:
+                        reusable = True
+                        return False
+                    if exc.code == MECHANISM_UNAVAILABLE and mechanism == "SCRAM-SHA-256":
+                        continue  # a user with SCRAM-SHA-1 credentials only
+                    raise self._translate(exc, doing, secrets=[password]) from None
+                except scram.ScramError as exc:  # the server's answers do not add up (nonce, signature)
+                    raise ConnectorError(
+                        f"{doing}: the server's SCRAM answer is invalid ({exc})", kind="server"
+                    ) from None
+                except PyMongoError as exc:
+                    raise self._translate(exc, doing, secrets=[password], client=probe) from None
+                return True
+            raise ConnectorError(f"{doing}: the server offers no SCRAM mechanism for it", kind="server")
         finally:
-            client.close()
+            self._probe_give_back(probe, reusable=reusable)
 
-    def _translate_login_network(self, exc: PyMongoError, client: MongoClient, doing: str, password: str):
-        cached, self._client = self._client, client
+    def _probe_take(self) -> MongoClient:
+        """A credential-less client with one connection for login checks: an idle one, or a new one under the cap."""
+        self._check_settings()  # the leased password goes only where the admin's would
         try:
-            return self._translate(exc, doing, secrets=[password])
-        finally:
-            self._client = cached
+            return self._probes.get_nowait()
+        except queue.Empty:
+            pass
+        with self._lock:
+            make = self._probes_made < LOGIN_PROBES
+            if make:
+                self._probes_made += 1
+        if not make:
+            try:
+                return self._probes.get(timeout=self.timeout_ms / 1000)
+            except queue.Empty:
+                raise ConnectorError(f"{self._name}: every login check client stayed busy", kind="timeout") from None
+        try:
+            # One connection, no retries: saslStart and saslContinue must reach the server on the same connection.
+            return self._new_client(
+                username=None, password="", auth_source=None, maxPoolSize=1, retryReads=False, retryWrites=False
+            )
+        except BaseException:
+            with self._lock:
+                self._probes_made -= 1
+            raise
+
+    def _probe_give_back(self, probe: MongoClient, *, reusable: bool) -> None:
+        if reusable:
+            self._probes.put(probe)
+            return
+        with self._lock:
+            self._probes_made -= 1
+        probe.close()
 
     # -- users -----------------------------------------------------------------------------------
     def get_user(self, *, db: str, username: str) -> dict | None:

@@ -138,6 +138,7 @@ class ClientLogin:
 
         A throttled address is refused here, before the lookup; an unknown name is counted once per connection.
         """
+        self.username = username
         wait = self._throttled()
         if wait > 0:
             raise LoginError(
@@ -147,7 +148,6 @@ class ClientLogin:
                 reason="too many failed logins from this address",
                 counted=True,
             )
-        self.username = username
         login = await self._lookup(username)
         if login is None:
             if username not in self._unknown:

@@ -10,6 +10,8 @@ import asyncio
 import bisect
 import contextlib
 import logging
+from collections.abc import Iterable
+from typing import Any
 
 log = logging.getLogger("gatewayproxy.metrics")
 
@@ -43,6 +45,23 @@ class GatewayMetrics:
         """Count one command's round trip through the upstream, in microseconds."""
         self._latency_counts[bisect.bisect_left(_BUCKETS_US, latency_us)] += 1
         self._latency_sum_us += latency_us
+
+    def snapshot(self) -> dict[str, Any]:
+        """The counters as plain values (each worker of a multi-process gateway sends its own to the supervisor)."""
+        return {name: list(value) if isinstance(value, list) else value for name, value in vars(self).items()}
+
+    def add_up(self, snapshots: Iterable[dict[str, Any]], *, sessions_live: int) -> None:
+        """Set these counters to the sum of the workers' ``snapshots`` (``sessions_live`` counts sessions once)."""
+        totals = GatewayMetrics().snapshot()
+        for snapshot in snapshots:
+            for name, value in snapshot.items():
+                if isinstance(value, list):
+                    totals[name] = [a + b for a, b in zip(totals.get(name, [0] * len(value)), value, strict=False)]
+                elif isinstance(value, int | float):
+                    totals[name] = totals.get(name, 0) + value
+        totals["sessions_live"] = sessions_live
+        for name, value in totals.items():
+            setattr(self, name, value)
 
     def exposition(self) -> str:
         """The metrics in Prometheus' text format."""

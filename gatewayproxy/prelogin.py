@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import collections
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,18 @@ class LoginLimits:
     total: int = 4096
     failures: int = 10
     window: float = 60.0
+
+    def shared_by(self, workers: int) -> LoginLimits:
+        """The limits of one of ``workers`` processes sharing the port: the caps and the failure count divided, so
+        the gateway as a whole stays within them (the kernel spreads new connections evenly over the workers)."""
+        if workers <= 1:
+            return self
+        return replace(
+            self,
+            per_address=max(1, self.per_address // workers),
+            total=max(1, self.total // workers),
+            failures=max(1, self.failures // workers),
+        )
 
 
 class PreLoginGuard:

@@ -77,8 +77,12 @@ class GatewayServer:
         log_output: int | None = None,
         login_limits: LoginLimits | None = None,
         ended_interval: float = 0.2,
+        coordinator: Any = None,
     ) -> None:
         self.domain = domain
+        # A worker of several (gatewayproxy.workers): it reports its sessions to its supervisor, which runs the
+        # loops below once for the whole gateway and tells every worker which sessions to close.
+        self.coordinator = coordinator
         self.host = host
         self.port = port
         self.control_interval = control_interval
@@ -94,7 +98,8 @@ class GatewayServer:
         self.connections: dict[int, ClientConnection] = {}
         self.by_session: dict[int, set[ClientConnection]] = {}
         self.closed_sessions: dict[int, str] = {}
-        self._ids = itertools.count(1)
+        # Connection ids are unique in the gateway: each worker counts in its own residue class.
+        self._ids = coordinator.connection_ids() if coordinator is not None else itertools.count(1)
         self._server: asyncio.base_events.Server | None = None
         self._tasks: set[asyncio.Task] = set()
         self._loops: list[asyncio.Task] = []
@@ -102,6 +107,7 @@ class GatewayServer:
         self._limits_by_ip: dict[str, UpstreamLimits] = {}
         self._limits_by_target: dict[tuple, UpstreamLimits] = {}
         self._logins_by_ip: dict[str, int] = {}
+        self._logins_elsewhere: set[str] = set()  # addresses with logged-in connections on other workers
         self._cursors: dict[int, dict[int, None]] = {}
         self._ended_cursor: int | None = None
         self._stopping = False
@@ -109,20 +115,33 @@ class GatewayServer:
 
     # -- serving ------------------------------------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Listen and start the background loops."""
-        self._server = await asyncio.start_server(
-            self._accept, self.host, self.port, reuse_address=True, backlog=2048, limit=2**16
-        )
-        self.port = self._server.sockets[0].getsockname()[1]
-        await self.command_log.start()
+    async def start(self, *, listen: bool = True) -> None:
+        """Listen and start the background loops.
+
+        A worker (with a coordinator) shares the port with its peers (``SO_REUSEPORT``) and leaves the loops to
+        its supervisor, whose control-only server starts them without listening (``listen=False``).
+        """
+        if listen:
+            self._server = await asyncio.start_server(
+                self._accept,
+                self.host,
+                self.port,
+                reuse_address=True,
+                reuse_port=self.coordinator is not None,
+                backlog=2048,
+                limit=2**16,
+            )
+            self.port = self._server.sockets[0].getsockname()[1]
+            await self.command_log.start()
+            log.info("event=listening address=%s:%s", self.host, self.port)
+        if self.coordinator is not None:
+            return
         loop = asyncio.get_running_loop()
         self._loops = [
             loop.create_task(self._every(self.ended_interval, self._watch_ended), name="gateway-ended"),
             loop.create_task(self._every(self.control_interval, self._control), name="gateway-control"),
             loop.create_task(self._every(self.heartbeat_interval, self.domain.heartbeat), name="gateway-heartbeat"),
         ]
-        log.info("event=listening address=%s:%s", self.host, self.port)
 
     async def _every(self, interval: float, step: Callable[[], Awaitable[None]]) -> None:
         while True:
@@ -226,14 +245,19 @@ class GatewayServer:
         Only a driver's monitoring connection is kept (it never logs in: it sends hellos and nothing else), and
         only while its address has a logged-in connection here.
         """
-        keep = not connection.username_tried and self._logins_by_ip.get(connection.client_ip, 0) > 0
+        logged_in_here = self._logins_by_ip.get(connection.client_ip, 0) > 0
+        keep = not connection.username_tried and (logged_in_here or connection.client_ip in self._logins_elsewhere)
         if not keep:
             self.metrics.login_deadline_closed += 1
         return keep
 
     def session_cursors(self, session_id: int) -> dict[int, None]:
         """The cursor ids the session's connections on this gateway received (shared: drivers pool connections)."""
-        return self._cursors.setdefault(session_id, {})
+        cursors = self._cursors.get(session_id)
+        if cursors is None:
+            # With several workers, a table they all share: a driver's getMore may reach any of them.
+            cursors = self._cursors[session_id] = self.coordinator.cursors(session_id) if self.coordinator else {}
+        return cursors
 
     def limits_hint(self, client_ip: str, target: UpstreamTarget | None = None) -> UpstreamLimits:
         """What to present in a hello before login, when no upstream connection exists yet.
@@ -253,6 +277,19 @@ class GatewayServer:
         known = set(self._limits_by_ip.values())
         return known.pop() if len(known) == 1 else DEFAULT_LIMITS
 
+    def learn_limits(self, client_ip: str, target: tuple | None, limits: UpstreamLimits) -> None:
+        """Remember what a login found of a deployment, for the hellos of clients that have not logged in yet."""
+        self._limits_by_ip[client_ip] = limits
+        if target is not None:
+            self._limits_by_target[target] = limits
+
+    def address_logins_elsewhere(self, client_ip: str, present: bool) -> None:
+        """Another worker has (or no longer has) logged-in connections from ``client_ip``."""
+        if present:
+            self._logins_elsewhere.add(client_ip)
+        else:
+            self._logins_elsewhere.discard(client_ip)
+
     def connection_logged_in(self, connection: ClientConnection) -> None:
         """Track a logged-in connection under its session and tell the domain (in the background)."""
         self._release(connection)
@@ -260,15 +297,22 @@ class GatewayServer:
         if session_id in self.closed_sessions:
             connection.end_session(self.closed_sessions[session_id])
             return
-        self.by_session.setdefault(session_id, set()).add(connection)
+        peers = self.by_session.setdefault(session_id, set())
+        peers.add(connection)
         self._logins_by_ip[connection.client_ip] = self._logins_by_ip.get(connection.client_ip, 0) + 1
+        if self.coordinator is not None:
+            if len(peers) == 1:
+                self.coordinator.session_live(session_id)
+            if self._logins_by_ip[connection.client_ip] == 1:
+                self.coordinator.address_logins(connection.client_ip, True)
         connection.counted_login = True
         self.metrics.logins += 1
         self.metrics.sessions_live = len(self.by_session)
         if connection.upstream is not None and connection.login is not None:
-            self._limits_by_ip[connection.client_ip] = connection.upstream.limits
-            if connection.login.upstream is not None:
-                self._limits_by_target[target_key(connection.login.upstream)] = connection.upstream.limits
+            key = target_key(connection.login.upstream) if connection.login.upstream is not None else None
+            self.learn_limits(connection.client_ip, key, connection.upstream.limits)
+            if self.coordinator is not None:
+                self.coordinator.limits_learned(connection.client_ip, key, connection.upstream.limits)
         self._background(self.domain.session_connected(session_id, connection.client_address))
 
     def _release(self, connection: ClientConnection) -> None:
@@ -288,15 +332,21 @@ class GatewayServer:
                 self._logins_by_ip[connection.client_ip] = left
             else:
                 self._logins_by_ip.pop(connection.client_ip, None)
+                if self.coordinator is not None:
+                    self.coordinator.address_logins(connection.client_ip, False)
         if self.connections.pop(connection.id, None) is not None:
             self.metrics.connections_open -= 1
         if connection.session_id and connection.close_reason == "session ended: the session expired":
             self._check_soon.add(connection.session_id)  # let the domain record the expiry now
+            if self.coordinator is not None:
+                self.coordinator.check_soon(connection.session_id)
         peers = self.by_session.get(connection.session_id)
         if peers is not None:
             peers.discard(connection)
             if not peers:
                 del self.by_session[connection.session_id]
+                if self.coordinator is not None:
+                    self.coordinator.session_gone(connection.session_id)
         self.metrics.sessions_live = len(self.by_session)
 
     def _background(self, coroutine: Coroutine[Any, Any, None]) -> None:
@@ -335,6 +385,8 @@ class GatewayServer:
         """
         self.closed_sessions[session_id] = reason
         self._cursors.pop(session_id, None)
+        if self.coordinator is not None:
+            self.coordinator.session_closed(session_id)
         peers = self.by_session.pop(session_id, set())
         for connection in list(peers):
             connection.end_session(reason)
@@ -362,8 +414,11 @@ class GatewayServer:
             await asyncio.wait(pending, timeout=1.0)
         deadline = time.monotonic() + timeout
         try:
-            ended = await asyncio.wait_for(self.domain.end_sessions(reason), max(0.5, deadline - time.monotonic() - 1))
-            log.info("event=sessions_ended reason=%s count=%s", reason, ended)
+            if self.coordinator is None:  # a worker's supervisor ends the gateway's sessions once all workers stopped
+                ended = await asyncio.wait_for(
+                    self.domain.end_sessions(reason), max(0.5, deadline - time.monotonic() - 1)
+                )
+                log.info("event=sessions_ended reason=%s count=%s", reason, ended)
         except Exception as exc:
             log.warning("event=sessions_end_failed error=%s", type(exc).__name__)
         try:

@@ -118,10 +118,11 @@ class RenewForm(forms.Form):
 
 
 class SessionForm(forms.Form):
-    """How long a gateway session may last, and whether it only reads."""
+    """How long a gateway session may last, whether it only reads, and optionally fewer databases than the grant."""
 
     duration = HumanDurationFormField()
     read_only = forms.BooleanField(required=False, label="Read-only session")
+    databases = DatabaseNamesField(label="Databases", required=False, max_length=2000)
 
 
 class ApiTokenForm(forms.Form):

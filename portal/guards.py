@@ -12,6 +12,7 @@ import time
 from functools import wraps
 from urllib.parse import urlencode
 
+from django.contrib import messages
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
 from django.shortcuts import redirect, resolve_url
@@ -19,6 +20,7 @@ from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django_otp import login as otp_login
 
+from access.selectors.policies import GrantNeedsMfa, NoGrant, access_grant_require
 from access.services.requests import user_may_approve
 
 MFA_VERIFIED_AT = "pam_mfa_verified_at"
@@ -87,3 +89,19 @@ def step_up_redirect(request, next_url: str):
     from portal.views.sso import sso_step_up_url
 
     return redirect(sso_step_up_url(request, next_url) or url_with_next("portal:mfa-step-up", next_url))
+
+
+def grant_or_redirect(request, **target):
+    """The user's grant on `target` (role= or account=) for a page that uses it, or where the user goes instead.
+
+    Returns `(grant, None)`, or `(None, response)`: the step-up page when the grant wants a fresh code, the
+    catalogue (with a note) when no grant covers the target.
+    """
+    try:
+        return access_grant_require(user=request.user, mfa_verified=mfa_fresh(request), **target), None
+    except GrantNeedsMfa:
+        return None, step_up_redirect(request, request.get_full_path())
+    except NoGrant:
+        (thing,) = target.values()
+        messages.info(request, f"You need an approved request before using {thing}.")
+        return None, redirect("portal:catalogue")

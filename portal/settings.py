@@ -67,6 +67,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",  # Swagger UI and ReDoc served from the package: no third-party script
     "django_q",
     "channels",
+    "oauth2_provider",
     "access",
     "portal",
 ]
@@ -269,6 +270,7 @@ OTP_EMAIL_BODY_TEMPLATE = (
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
+        "access.api.authentication.CliTokenAuthentication",
         "access.api.authentication.ApiTokenAuthentication",
         "access.api.authentication.OtpSessionAuthentication",  # browser sessions past the second factor only
     ],
@@ -294,7 +296,13 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env.str("PAM_LOG_LEVEL", default="INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}, "daphne": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        "daphne": {"level": "WARNING"},
+        # oauthlib logs tokens at DEBUG: keep both OAuth libraries at WARNING whatever the root level.
+        "oauthlib": {"level": "WARNING"},
+        "oauth2_provider": {"level": "WARNING"},
+    },
 }
 
 # The portal's own settings (README, Configuration).
@@ -340,3 +348,32 @@ PAM_ATLAS_CUSTOM_ROLE_LIMIT = env.int("PAM_ATLAS_CUSTOM_ROLE_LIMIT", default=100
 PAM_ATLAS_CUSTOM_ROLE_HEADROOM = env.int("PAM_ATLAS_CUSTOM_ROLE_HEADROOM", default=5)
 # Scoped access: seconds the databases and collections read from a resource are cached for the request form.
 PAM_SCOPE_LIST_CACHE_SECONDS = env.int("PAM_SCOPE_LIST_CACHE_SECONDS", default=60)
+
+# The CLI's login (`pam login`): the OAuth 2.0 device authorization grant (RFC 8628), django-oauth-toolkit as the
+# authorization server. Access tokens live minutes and are refreshed (the refresh token rotates and is single use);
+# a device code lives `PAM_CLI_DEVICE_CODE_SECONDS` and is exchanged once.
+PAM_CLI_DEVICE_CODE_SECONDS = env.int("PAM_CLI_DEVICE_CODE_SECONDS", default=600)
+# A CLI login ends this long after `pam login` however often it is refreshed (the refresh token's own lifetime,
+# below, is an idle timeout).
+PAM_CLI_LOGIN_MAX_SECONDS = env.int("PAM_CLI_LOGIN_MAX_SECONDS", default=12 * 3600)
+OAUTH2_PROVIDER = {
+    "ACCESS_TOKEN_EXPIRE_SECONDS": env.int("PAM_CLI_ACCESS_TOKEN_SECONDS", default=900),
+    "REFRESH_TOKEN_EXPIRE_SECONDS": env.int("PAM_CLI_REFRESH_TOKEN_SECONDS", default=12 * 3600),
+    "ROTATE_REFRESH_TOKEN": True,
+    "REFRESH_TOKEN_REUSE_PROTECTION": True,
+    "DEVICE_FLOW_INTERVAL": env.int("PAM_CLI_DEVICE_POLL_SECONDS", default=5),
+    "OAUTH_DEVICE_VERIFICATION_URI": "/device/",
+    "OAUTH2_VALIDATOR_CLASS": "access.cli_oauth.PamOAuth2Validator",
+    "SCOPES": {"cli": "Act as you through the portal's API from the pam command line"},
+    "DEFAULT_SCOPES": ["cli"],
+    "PKCE_REQUIRED": True,
+    "ACCESS_TOKEN_GENERATOR": "access.cli_oauth.new_access_token",
+    "REFRESH_TOKEN_GENERATOR": "access.cli_oauth.new_refresh_token",
+    # RFC 9700 (OAuth 2.0 Security Best Current Practice): tokens stored as digests only, the rest enforced.
+    "COMPLIANT_BCP_RFC9700_TOKEN_STORAGE": True,
+    "COMPLIANT_BCP_RFC9700_IMPLICIT_GRANT": True,
+    "COMPLIANT_BCP_RFC9700_PASSWORD_GRANT": True,
+    "COMPLIANT_BCP_RFC9700_PKCE_METHOD": True,
+    "COMPLIANT_BCP_RFC9700_ACCESS_TOKEN_TRANSPORT": True,
+    "COMPLIANT_BCP_RFC9700_REFRESH_TOKEN": True,
+}

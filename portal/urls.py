@@ -6,9 +6,11 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView
 
+from access import cli_oauth
 from portal.views import (
     apidocs,
     auth,
+    cli,
     dashboard,
     health,
     leases,
@@ -55,11 +57,20 @@ portal_patterns = [
     path("sessions/<uuid:public_id>/end/", sessions.session_end_view, name="session-end"),
     path("tokens/", tokens.token_list, name="token-list"),
     path("tokens/<int:pk>/revoke/", tokens.token_revoke_view, name="token-revoke"),
+    path("device/", cli.device, name="device"),
+    path("cli-logins/", cli.cli_logins, name="cli-logins"),
+    path("cli-logins/<int:pk>/revoke/", cli.cli_login_revoke_view, name="cli-login-revoke"),
+]
+
+oauth_patterns = [
+    path("device-authorization/", cli_oauth.DeviceAuthorizationView.as_view(), name="device-authorization"),
+    path("token/", cli_oauth.TokenView.as_view(), name="token"),
 ]
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include("access.api.urls")),
+    path("oauth/", include((oauth_patterns, "oauth"))),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     # Swagger UI and ReDoc come from drf-spectacular-sidecar's static files: the portal loads no third-party script.
     path("api/docs/", apidocs.swagger_ui, name="api-docs"),

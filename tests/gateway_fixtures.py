@@ -64,17 +64,32 @@ def account_on(server, *, roles=None, **resource_fields):
     return AccountFactory(resource=resource, username=username, password=password)
 
 
-def session_on(gateway, account, *, user=None, ttl=timedelta(hours=1), **fields):
-    """A gateway Session on ``account`` through the Gateway row ``gateway``, owned by ``user`` (none by default),
-    with a new session username and secret (given to the leak scan): ``(session, secret)``."""
+def session_on(gateway, account, *, user=None, ttl=timedelta(hours=1), granted=True, **fields):
+    """A gateway Session on ``account`` through the Gateway row ``gateway``, owned by ``user`` (a new user by
+    default), with a new session username and secret (given to the leak scan): ``(session, secret)``.
+
+    The gateway checks the user and the grant at every login, so the owner holds a standing grant on the account
+    (an enabled policy without approval, as writable as the session) unless ``granted=False``."""
     import secrets
 
     from django.utils import timezone
 
     from access.models import Session
+    from access.selectors.policies import access_grant_for
     from access.services.sessions import session_username_new, session_verifiers
+    from tests.factories import AccessPolicyFactory, UserFactory
     from tests.secret_scan import remember
 
+    user = user if user is not None else UserFactory()
+    if granted and access_grant_for(user=user, account=account) is None:
+        AccessPolicyFactory(
+            user=user,
+            account=account,
+            approval_required=False,
+            max_duration=ttl + timedelta(hours=1),
+            read_only=bool(fields.get("read_only", False)),
+            privileged_commands=list(fields.get("privileged_commands", [])),
+        )
     username, secret = session_username_new(), secrets.token_urlsafe(32)
     remember(secret)
     session = Session.objects.create(
@@ -110,9 +125,10 @@ def free_port() -> int:
 class GatewayProcess:
     """``manage.py runproxy`` in a subprocess, on the test database."""
 
-    def __init__(self, log_path: Path, name: str = "test-gateway") -> None:
+    def __init__(self, log_path: Path, name: str = "test-gateway", *, workers: int | None = None) -> None:
         self.log_path = log_path
         self.name = name
+        self.workers = workers  # None: runproxy's default (one worker process per core)
         self.host = "127.0.0.1"
         self.port = free_port()
         self.metrics_port = free_port()
@@ -140,6 +156,7 @@ class GatewayProcess:
             self.name,
             "--metrics",
             f"127.0.0.1:{self.metrics_port}",
+            *(["--workers", str(self.workers)] if self.workers else []),
         ]
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(

@@ -1,5 +1,6 @@
 """The tests' shared helpers, one of each: unique names and passwords, API times, the audit trail as text, TOTP
-codes, clients past the second factor (browser, API token, websocket), approvers, and a cut MongoDB connection.
+codes, clients past the second factor (browser, API token, websocket), approvers, a cut MongoDB connection, and
+starting and stopping the servers a browser test runs (daphne, the OIDC provider).
 
 Fixtures live in tests/conftest.py and the plugins it lists; the MongoDB test servers and logging in as a database
 user in tests/mongo/; Resource rows on a test server in `tests.factories.resource_on`.
@@ -10,9 +11,14 @@ from __future__ import annotations
 import base64
 import json
 import secrets
+import subprocess
+import sys
 import time
+import urllib.request
 import uuid
+from collections.abc import Callable
 from datetime import datetime
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 
@@ -157,3 +163,68 @@ def assert_connection_cut(client) -> None:
     with pytest.raises(PyMongoError) as caught:
         client.app.command("ping")
     assert isinstance(caught.value, ConnectionFailure | OperationFailure)
+
+
+# -- servers a test starts ---------------------------------------------------------------------------------------
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def http_answers(url: str, timeout: float = 2.0) -> bool:
+    """Whether `url` answers 200 now (a refused or slow connection is a no)."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def process_wait_ready(
+    process: subprocess.Popen,
+    ready: Callable[[], bool],
+    *,
+    name: str,
+    timeout: float,
+    log_text: Callable[[], str],
+    poll: float = 0.2,
+) -> None:
+    """Wait until `ready()` while `process` runs; if it exits or `timeout` passes, stop it and raise with its log."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{name} exited with {process.returncode}:\n{log_text()[-3000:]}")
+        if ready():
+            return
+        time.sleep(poll)
+    process_stop(process)
+    raise RuntimeError(f"{name} did not answer in {timeout}s:\n{log_text()[-3000:]}")
+
+
+def process_stop(process: subprocess.Popen | None) -> None:
+    """Terminate a server a test started (killed after 10 s) and reap it; nothing when it is already gone."""
+    if process is not None and process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def daphne_start(*, port: int, env: dict, log_path: Path, timeout: float = 30.0) -> subprocess.Popen:
+    """daphne serving the portal on 127.0.0.1:`port` with `env`, once /healthz answers; output to `log_path`."""
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "portal.asgi:application"],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    process_wait_ready(
+        process,
+        lambda: http_answers(f"http://127.0.0.1:{port}/healthz"),
+        name="daphne",
+        timeout=timeout,
+        log_text=lambda: log_path.read_text(errors="replace") if log_path.exists() else "",
+    )
+    return process

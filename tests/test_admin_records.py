@@ -165,7 +165,7 @@ def test_revoking_a_token_in_the_admin_stops_it_and_is_audited(otp_admin_client,
         follow=True,
     )
 
-    assert "Revoked 1 token(s)" in response.content.decode()
+    assert "Revoked 1 token; it stops working at its next call." in response.content.decode()
     assert ApiToken.objects.get(pk=token.pk).revoked_at is not None
     assert api.get("/api/v1/resources").status_code == 401
     event = AuditEvent.objects.get(action=AuditAction.API_TOKEN_REVOKE)

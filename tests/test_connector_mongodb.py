@@ -330,7 +330,6 @@ def test_unlocking_a_user_without_previous_restrictions_clears_them(wire, wire_s
     assert wire.lock_user(db="app", username=name) == []
     assert wire.can_login(db="app", username=name, password=password) is False
     wire.unlock_user(db="app", username=name, restrictions=[])
-        wire_resource.verified_fingerprint = wire_resource.connection_fingerprint()  # as a verification records it
     assert wire.can_login(db="app", username=name, password=password) is True
     wire.drop_user(db="app", username=name)
 
@@ -364,6 +363,7 @@ def test_can_login_raises_on_network_errors_rather_than_answering_false(wire_res
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         wire_resource.uri = f"mongodb://127.0.0.1:{probe.getsockname()[1]}/?directConnection=true"
+        wire_resource.verified_fingerprint = wire_resource.connection_fingerprint()  # as a verification records it
         password = _password()
         with MongoDBConnector(wire_resource, timeout_ms=700) as connector, pytest.raises(ConnectorError) as caught:
             connector.can_login(db="app", username="someone", password=password)

@@ -122,16 +122,16 @@ def wire_role(db, wire_server):
     )
 
 
+def _grant_reports_1h(user, role) -> None:
+    """A policy "reports 1h" that lets `user` take leases on `role` without approval for at most an hour."""
+    AccessPolicyFactory(
+        name="reports 1h", user=user, account=None, role=role, approval_required=False, max_duration=timedelta(hours=1)
+    )
+
+
 def test_api_creds_above_the_policy_maximum_are_capped_with_a_warning_and_carry_a_connection_string(wire_role):
     user = UserFactory(username="api-user")
-    AccessPolicyFactory(
-        name="reports 1h",
-        user=user,
-        account=None,
-        role=wire_role,
-        approval_required=False,
-        max_duration=timedelta(hours=1),
-    )
+    _grant_reports_1h(user, wire_role)
     api = token_client(user)
     response = api.post(f"/api/v1/mongodb/{wire_role.resource.name}/creds/reports", {"ttl": "3h"}, format="json")
     assert response.status_code == 200, response.content
@@ -156,14 +156,7 @@ def test_api_creds_above_the_policy_maximum_are_capped_with_a_warning_and_carry_
 
 def test_portal_says_when_a_lease_or_its_renewal_was_capped_and_hides_renewable_until_after_revocation(wire_role):
     user = UserFactory(username="pia")
-    AccessPolicyFactory(
-        name="reports 1h",
-        user=user,
-        account=None,
-        role=wire_role,
-        approval_required=False,
-        max_duration=timedelta(hours=1),
-    )
+    _grant_reports_1h(user, wire_role)
     client = verified_client(user)
     response = client.post(reverse("portal:role-use", args=[wire_role.pk]), {"ttl": "5h"}, follow=True)
     (shown,) = _messages(response)

@@ -92,6 +92,8 @@ class ScriptedUpstream:
                         await writer.drain()
                         continue
                     reply = {"echo": name, "ok": 1.0}
+                    if name == "aggregate":  # opens the cursor the exhaust test reads
+                        reply = {"cursor": {"firstBatch": [], "id": bson.Int64(42), "ns": "app.c"}, "ok": 1.0}
                     checksum = isinstance(message, wire.OpMsg) and message.checksum_present
                     writer.write(wire.build_op_msg(reply, response_to=message.request_id, checksum=checksum))
                     await writer.drain()
@@ -154,6 +156,8 @@ def test_exhaust_replies_are_all_forwarded(scripted, gateway_proxy):
     client = RawClient(gateway_proxy.port)
     try:
         client.login(username, secret)
+        opened = client.command({"aggregate": "c", "pipeline": [], "cursor": {}, "$db": "app"}).body
+        assert opened["cursor"]["id"] == 42  # the session's own cursor: getMore may read it
         client.send(
             wire.build_op_msg(
                 {"getMore": bson.Int64(42), "collection": "c", "$db": "app"}, flags=wire.EXHAUST_ALLOWED, request_id=9
@@ -190,7 +194,11 @@ def test_the_gateway_holds_a_thousand_client_connections(wire_server, gateway_se
     _session, _secret, uri = gateway_session(account_on(wire_server))
 
     async def open_all() -> int:
-        pairs = [await asyncio.open_connection("127.0.0.1", gateway_proxy.port) for _ in range(1000)]
+        # From four loopback addresses: the gateway caps unauthenticated connections per client address.
+        pairs = [
+            await asyncio.open_connection("127.0.0.1", gateway_proxy.port, local_addr=(f"127.0.0.{2 + n % 4}", 0))
+            for n in range(1000)
+        ]
         for _reader, writer in pairs:
             writer.write(hello)
         answered = 0

@@ -14,9 +14,7 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from datetime import timedelta
 from html import unescape
@@ -28,7 +26,7 @@ import pytest
 from pymongo.errors import OperationFailure
 
 from tests.gateway_fixtures import free_port
-from tests.helpers import totp_code
+from tests.helpers import daphne_start, process_stop, totp_code
 from tests.mongo.fixtures import running_in_ci
 from tests.profile import subprocess_env
 from tests.secret_scan import remember, scan_page
@@ -68,36 +66,11 @@ class PortalServer:
 
     def start(self, timeout: float = 30.0) -> PortalServer:
         env = subprocess_env(PAM_MFA_METHOD="totp", PAM_GATEWAY_HOST=self.gateway_address)
-        log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "portal.asgi:application"],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        log.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"daphne exited with {self.process.returncode}:\n{self.log_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/healthz", timeout=2) as response:
-                    if response.status == 200:
-                        return self
-            except OSError:
-                time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"daphne did not answer in {timeout}s:\n{self.log_text()[-3000:]}")
+        self.process = daphne_start(port=self.port, env=env, log_path=self.log_path, timeout=timeout)
+        return self
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        process_stop(self.process)
         self.process = None
 
     def log_text(self) -> str:

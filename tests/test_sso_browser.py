@@ -12,9 +12,6 @@ from __future__ import annotations
 
 import re
 import subprocess
-import sys
-import time
-import urllib.request
 from datetime import timedelta
 from pathlib import Path
 
@@ -27,14 +24,13 @@ from access.otp import totp_device_create
 from portal.sso_forms import SSO_ONLY_MESSAGE
 from tests.factories import AccessPolicyFactory, AccountFactory, UserFactory
 from tests.gateway_fixtures import free_port
-from tests.helpers import totp_code
+from tests.helpers import daphne_start, process_stop, totp_code
 from tests.oidc import OidcProvider
 from tests.profile import subprocess_env
 from tests.test_portal_browser import Steps, browser, chromium_path  # noqa: F401 (fixtures)
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
-ROOT = Path(__file__).resolve().parent.parent
 IDP_PASSWORD = "idp password 7Rk"
 LOCAL_PASSWORD = "correct horse battery staple"
 
@@ -59,35 +55,11 @@ class SsoPortal:
                 PAM_MFA_METHOD="totp",
             )
         )
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "portal.asgi:application"],
-                cwd=ROOT,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"daphne exited: {self.log_path.read_text(errors='replace')[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/healthz", timeout=2) as response:
-                    if response.status == 200:
-                        return self
-            except OSError:
-                time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"daphne did not answer in {timeout}s")
+        self.process = daphne_start(port=self.port, env=env, log_path=self.log_path, timeout=timeout)
+        return self
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        process_stop(self.process)
 
 
 @pytest.fixture(scope="module")

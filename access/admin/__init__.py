@@ -2,19 +2,21 @@
 
 Configuration (gateways, resources, accounts, dynamic roles, access policies, permission levels, sinks, notification
 targets) is saved and deleted through the same services as the API (access.services.*): the same validation, the
-same audit row, the same side effects. Records (leases, sessions, session commands, audit events, connector actions, access
-requests, API tokens, notifications sent) are read-only: no add, no save, no delete; the actions on them (revoke,
-kill, roll back, approve) call services.
+same audit row, the same side effects. Records (leases, sessions, session commands, audit events, connector
+actions, access requests, API tokens, notifications sent) are read-only: no add, no save, no delete; the actions on
+them (revoke, kill, roll back, approve) call services.
 """
 
 from axes.models import AccessAttempt
 from django.contrib.admin import site as admin_site
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
+from oauth2_provider.models import get_refresh_token_model
 
 from access.admin.accounts import AccountAdmin
 from access.admin.actions import ConnectorActionAdmin
 from access.admin.audit import AuditEventAdmin
+from access.admin.cli import CliLoginAdmin, unregister_toolkit_token_admins
 from access.admin.gateways import GatewayAdmin
 from access.admin.leases import LeaseAdmin
 from access.admin.policies import AccessPolicyAdmin
@@ -74,3 +76,7 @@ for model, model_admin in ((get_user_model(), PamUserAdmin), (Group, PamGroupAdm
     if admin_site.is_registered(model):
         admin_site.unregister(model)
     admin_site.register(model, model_admin)
+unregister_toolkit_token_admins(admin_site)
+if admin_site.is_registered(get_refresh_token_model()):
+    admin_site.unregister(get_refresh_token_model())
+admin_site.register(get_refresh_token_model(), CliLoginAdmin)

@@ -18,20 +18,9 @@ class AccountAdmin(ServiceAdmin):
     list_filter = ["resource", "require_mfa"]
     search_fields = ["name", "username", "description", "resource__name"]
     list_select_related = ["resource"]
-    readonly_fields = ["last_rotated_at", "created_at", "updated_at"]
+    readonly_fields = list(resource_services.ACCOUNT_RECORDED_FIELDS)
     actions = [*ACCOUNT_ACTIONS]
-    fields = [
-        "resource",
-        "name",
-        "description",
-        "username",
-        "password",
-        "require_mfa",
-        "rotation_period",
-        "last_rotated_at",
-        "created_at",
-        "updated_at",
-    ]
+    fields = [*resource_services.ACCOUNT_FIELDS, *resource_services.ACCOUNT_RECORDED_FIELDS]
 
     def service_create(self, request, fields):
         return resource_services.account_create(actor=request.user, **fields)

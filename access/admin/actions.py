@@ -82,7 +82,13 @@ def _confirm(modeladmin, request, queryset, *, title: str, warning: str):
     return TemplateResponse(request, "admin/access/connector_action_confirm.html", context)
 
 
-def _run_on_accounts(modeladmin, request, queryset, kind: str, describe) -> None:
+def _run_on_accounts(modeladmin, request, queryset, kind: str, describe, *, confirm: tuple[str, str] | None = None):
+    """Run `kind` on each selected account's database user; `confirm` (title, warning): ask first (_confirm)."""
+    if confirm is not None:
+        title, warning = confirm
+        page = _confirm(modeladmin, request, queryset, title=title, warning=warning)
+        if page is not None:
+            return page
     if not _may_run(request):
         raise PermissionDenied
     for account in queryset.select_related("resource"):
@@ -98,6 +104,7 @@ def _run_on_accounts(modeladmin, request, queryset, kind: str, describe) -> None
             modeladmin.message_user(request, f"{account}: {' '.join(exc.messages)}", messages.ERROR)
             continue
         _report(modeladmin, request, action, describe(account, action))
+    return None
 
 
 def _connections(action) -> str:
@@ -108,24 +115,18 @@ def _connections(action) -> str:
 
 @admin.action(description="Rotate the database password (ends live connections)")
 def rotate_account_password(modeladmin, request, queryset):
-    page = _confirm(
-        modeladmin,
-        request,
-        queryset,
-        title="Rotate database passwords?",
-        warning="Each user gets a new random password, stored in its account; the old one is not kept, so this "
-        "cannot be rolled back. Live connections of these users are ended.",
-    )
-    if page is not None:
-        return page
-    _run_on_accounts(
+    return _run_on_accounts(
         modeladmin,
         request,
         queryset,
         ActionKind.ROTATE_PASSWORD,
         lambda account, action: f"Rotated the password of {account.username}; {_connections(action)} ended",
+        confirm=(
+            "Rotate database passwords?",
+            "Each user gets a new random password, stored in its account; the old one is not kept, so this "
+            "cannot be rolled back. Live connections of these users are ended.",
+        ),
     )
-    return None
 
 
 @admin.action(description="Lock the database user (ends live connections)")
@@ -148,17 +149,7 @@ def unlock_account_user(modeladmin, request, queryset):
 
 @admin.action(description="Drop the database user (keeps the account record)")
 def drop_account_user(modeladmin, request, queryset):
-    page = _confirm(
-        modeladmin,
-        request,
-        queryset,
-        title="Drop database users?",
-        warning="Each database user is dropped from its server and its live connections are ended. Its definition "
-        "is kept in the action record, but a drop cannot be rolled back.",
-    )
-    if page is not None:
-        return page
-    _run_on_accounts(
+    return _run_on_accounts(
         modeladmin,
         request,
         queryset,
@@ -166,8 +157,12 @@ def drop_account_user(modeladmin, request, queryset):
         lambda account, action: (
             f"Dropped {account.username}" if action.result.get("dropped") else f"{account.username} was already gone"
         ),
+        confirm=(
+            "Drop database users?",
+            "Each database user is dropped from its server and its live connections are ended. Its definition "
+            "is kept in the action record, but a drop cannot be rolled back.",
+        ),
     )
-    return None
 
 
 ACCOUNT_ACTIONS = [rotate_account_password, lock_account_user, unlock_account_user, drop_account_user]

@@ -58,8 +58,8 @@ class ServiceAdmin(admin.ModelAdmin):
             self.service_delete(request, obj)
 
 
-class RecordAdmin(admin.ModelAdmin):
-    """Records written by the system: no add, no save, no delete (nor the bulk delete action) in the admin."""
+class ReadOnly:
+    """No add, no save, no delete in the admin: for a model admin or an inline that only shows records."""
 
     def has_add_permission(self, request, obj=None):
         return False
@@ -69,6 +69,10 @@ class RecordAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+class RecordAdmin(ReadOnly, admin.ModelAdmin):
+    """Records written by the system: no add, no save, no delete (nor the bulk delete action) in the admin."""
 
 
 def may(request, permission: str) -> bool:

@@ -102,41 +102,22 @@ class AccessPolicyForm(forms.ModelForm):
 
     class Meta:
         model = AccessPolicy
-        fields = [
-            "name",
-            "user",
-            "group",
-            "account",
-            "role",
-            "scope_resource",
-            "scope_databases",
-            "scope_collections",
-            "scope_levels",
-            "max_duration",
-            "approval_required",
-            "mfa_required",
-            "break_glass_allowed",
-            "read_only",
-            "database_allow_list",
-            "privileged_commands",
-            "is_enabled",
-        ]
+        fields = list(policy_services.POLICY_FIELDS)  # what the services accept is what the form edits
+
+
+_SESSION_DETAIL_FIELDS = frozenset({"read_only", "database_allow_list", "privileged_commands"})
+_ENVELOPE_DETAIL_FIELDS = frozenset({"scope_databases", "scope_collections", "scope_levels"})
 
 
 class AccessPolicyAdmin(ServiceAdmin):
     form = AccessPolicyForm
+    # Every policy field but the gateway-session details, which the policy's own page shows.
     list_display = [
-        "name",
-        "user",
-        "group",
-        "account",
-        "role",
-        "scope_resource",
-        "max_duration",
-        "approval_required",
-        "mfa_required",
-        "break_glass_allowed",
-        "is_enabled",
+        *(
+            name
+            for name in policy_services.POLICY_FIELDS
+            if name not in _SESSION_DETAIL_FIELDS and name not in _ENVELOPE_DETAIL_FIELDS
+        ),
         "last_used_at",
     ]
     list_filter = ["approval_required", "mfa_required", "break_glass_allowed", "is_enabled"]

@@ -62,47 +62,48 @@ def _with_comment(modeladmin, request, queryset, *, title: str, verb: str, servi
     return None
 
 
-@admin.action(description="Approve selected requests", permissions=["approve"])
-def approve_requests(modeladmin, request, queryset):
-    return _with_comment(
-        modeladmin,
-        request,
-        queryset,
-        title="Approve access requests",
-        verb="approved",
-        service=lambda r, user, comment: request_services.access_request_approve(
-            request=r, approver=user, comment=comment
-        ),
-    )
+def _decision_action(name: str, description: str, *, title: str, verb: str, service, comment_required: bool = False):
+    """An approver's admin action (`name` is its key in the form) that asks for a comment and applies `service`."""
+
+    def action(modeladmin, request, queryset):
+        return _with_comment(
+            modeladmin,
+            request,
+            queryset,
+            title=title,
+            verb=verb,
+            comment_required=comment_required,
+            service=service,
+        )
+
+    action.__name__ = action.__qualname__ = name
+    return admin.action(description=description, permissions=["approve"])(action)
 
 
-@admin.action(description="Deny selected requests", permissions=["approve"])
-def deny_requests(modeladmin, request, queryset):
-    return _with_comment(
-        modeladmin,
-        request,
-        queryset,
-        title="Deny access requests",
-        verb="denied",
-        service=lambda r, user, comment: request_services.access_request_deny(
-            request=r, approver=user, comment=comment
-        ),
-    )
-
-
-@admin.action(description="Record post-review of break-glass grants", permissions=["approve"])
-def post_review_requests(modeladmin, request, queryset):
-    return _with_comment(
-        modeladmin,
-        request,
-        queryset,
-        title="Post-review break-glass access",
-        verb="reviewed",
-        comment_required=True,
-        service=lambda r, user, comment: request_services.access_request_post_review(
-            request=r, reviewer=user, comment=comment
-        ),
-    )
+approve_requests = _decision_action(
+    "approve_requests",
+    "Approve selected requests",
+    title="Approve access requests",
+    verb="approved",
+    service=lambda r, user, comment: request_services.access_request_approve(request=r, approver=user, comment=comment),
+)
+deny_requests = _decision_action(
+    "deny_requests",
+    "Deny selected requests",
+    title="Deny access requests",
+    verb="denied",
+    service=lambda r, user, comment: request_services.access_request_deny(request=r, approver=user, comment=comment),
+)
+post_review_requests = _decision_action(
+    "post_review_requests",
+    "Record post-review of break-glass grants",
+    title="Post-review break-glass access",
+    verb="reviewed",
+    comment_required=True,
+    service=lambda r, user, comment: request_services.access_request_post_review(
+        request=r, reviewer=user, comment=comment
+    ),
+)
 
 
 class AccessRequestAdmin(RecordAdmin):

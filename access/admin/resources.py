@@ -16,7 +16,7 @@ from django.core.exceptions import ValidationError
 from django.db import models
 
 from access.admin.actions import verify_resource_connection
-from access.admin.base import ServiceAdmin, _form_fields
+from access.admin.base import ReadOnly, ServiceAdmin, _form_fields
 from access.durations import format_duration
 from access.models import Account, Resource
 from access.services import resources as resource_services
@@ -43,7 +43,7 @@ def pending_root_password(resource) -> str:
     return "—"
 
 
-class AccountInline(admin.TabularInline):
+class AccountInline(ReadOnly, admin.TabularInline):
     """The resource's accounts, listed; they are edited on their own page (through the account services)."""
 
     model = Account
@@ -51,12 +51,6 @@ class AccountInline(admin.TabularInline):
     extra = 0
     show_change_link = True
     can_delete = False
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
 
 
 _USERINFO = re.compile(r"^(mongodb(?:\+srv)?://)[^/?#]*@", re.IGNORECASE)

@@ -19,7 +19,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
-from access.admin.base import RecordAdmin, may
+from access.admin.base import ReadOnly, RecordAdmin, may
 from access.events import chatter_q
 from access.models import Session, SessionCommand
 from access.models.sessions import SessionEndReason, SessionState
@@ -64,7 +64,7 @@ class CommandColumns:
         return format_html('<code class="pam-summary">{}</code>', text)
 
 
-class _CommandInline(CommandColumns, admin.TabularInline):
+class _CommandInline(CommandColumns, ReadOnly, admin.TabularInline):
     model = SessionCommand
     fields = ["when", "command", "namespace", "outcome", "n", "latency", "summary_text"]
     readonly_fields = fields
@@ -72,15 +72,6 @@ class _CommandInline(CommandColumns, admin.TabularInline):
     can_delete = False
     max_num = 0
     show_change_link = True
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 class SessionCommandInline(_CommandInline):

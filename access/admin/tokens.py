@@ -13,6 +13,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
+from django.template.defaultfilters import pluralize
 from django.template.response import TemplateResponse
 from django.urls import path
 
@@ -25,8 +26,9 @@ REVOKE_PERMISSION = "access.change_apitoken"
 @admin.action(description="Revoke selected tokens", permissions=["revoke"])
 def revoke_tokens(modeladmin, request, queryset):
     revoked = sum(api_token_revoke(token=token, actor=request.user) for token in queryset.select_related("user"))
+    stops = "it stops working at its" if revoked == 1 else "they stop working at their"
     modeladmin.message_user(
-        request, f"Revoked {revoked} token(s); they stop working at their next call.", messages.SUCCESS
+        request, f"Revoked {revoked} token{pluralize(revoked)}; {stops} next call.", messages.SUCCESS
     )
 
 

@@ -16,10 +16,16 @@ from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.auth.admin import GroupAdmin, UserAdmin
 from django.db.models import Q, Sum
+from django.template.defaultfilters import pluralize
 
 from access.models.sessions import SessionEndReason
 from access.services.auth_events import auth_lockout_clear
 from access.services.offboarding import group_delete, user_access_end, user_delete
+
+
+def _count(count: int, noun: str) -> str:
+    """`1 session`, `2 sessions`."""
+    return f"{count} {noun}{pluralize(count)}"
 
 
 class PamUserAdmin(UserAdmin):
@@ -33,8 +39,9 @@ class PamUserAdmin(UserAdmin):
             if report:
                 self.message_user(
                     request,
-                    f"{obj.get_username()} is deactivated: {len(report.sessions)} session(s) ended, "
-                    f"{len(report.leases)} lease(s) being revoked, {report.tokens} API token(s) revoked.",
+                    f"{obj.get_username()} is deactivated: {_count(len(report.sessions), 'session')} ended, "
+                    f"{_count(len(report.leases), 'lease')} being revoked, "
+                    f"{_count(report.tokens, 'API token')} revoked.",
                     messages.WARNING,
                 )
 
@@ -105,7 +112,7 @@ class LockoutAdmin(AccessAttemptAdmin):
         locked = [what for what, count in (("user name", by_name), ("address", by_address)) if count >= limit]
         if locked:
             return "locked out (" + " and ".join(locked) + ")"
-        return f"{limit - max(by_name, by_address)} attempt(s) left"
+        return f"{_count(limit - max(by_name, by_address), 'attempt')} left"
 
     def delete_model(self, request, obj):
         auth_lockout_clear(attempts=type(obj)._default_manager.filter(pk=obj.pk), actor=request.user)

@@ -10,21 +10,16 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from access.api.serializers import DurationField, ValidatedListField
+from access.api.serializers import RoleTermsSerializer, ValidatedListField
 from access.models.leases import ATLAS_USERS_DB_MESSAGE
 from access.validators import validate_atlas_roles, validate_atlas_scopes
 
 
-class AtlasRoleSerializer(serializers.Serializer):
+class AtlasRoleSerializer(RoleTermsSerializer):
     """Fields of an Atlas dynamic role; `db` is not accepted (Atlas users live in `admin`)."""
 
     roles = ValidatedListField(validate_atlas_roles, required=False)
     scopes = ValidatedListField(validate_atlas_scopes, required=False)
-    default_ttl = DurationField(required=False, allow_null=True)
-    max_ttl = DurationField(required=False, allow_null=True)
-    username_template = serializers.CharField(max_length=200, required=False)
-    password_length = serializers.IntegerField(required=False, min_value=16, max_value=128)
-    description = serializers.CharField(required=False, allow_blank=True)
 
     def validate(self, attrs):
         unknown = set(self.initial_data) - set(self.fields)

@@ -1,6 +1,8 @@
 """Who calls the API: a bearer token (`Authorization: Bearer pam_…` or `Token pam_…`), or a browser session
 that passed the second factor.
 
+- `CliTokenAuthentication`: the CLI's OAuth access tokens (django-oauth-toolkit, from `pam login`'s device grant):
+  a bearer token without the `pam_` prefix; expired, revoked or a deactivated owner's: 401 "run `pam login` again".
 - `ApiTokenAuthentication`: hashed ApiToken rows. A token acts as its owner as the owner stands at each call (an
   inactive owner's token fails; staff status and permissions are read then), never as more; its first use is
   audited and its last use recorded.
@@ -14,13 +16,38 @@ from __future__ import annotations
 
 from django.utils import timezone
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from oauth2_provider.contrib.rest_framework import OAuth2Authentication
 from rest_framework import authentication, exceptions
 
+from access import context
 from access.models import ApiToken
 from access.models.tokens import token_digest
 from access.services.tokens import api_token_mark_used
 
 LAST_USED_GRANULARITY = 60  # seconds: last_used_at is written at most this often per token
+
+API_TOKEN_PREFIX = "pam_"  # access.services.tokens.TOKEN_PREFIX: every API token starts with it, no OAuth token does
+
+
+class CliTokenAuthentication(OAuth2Authentication):
+    """The CLI's access tokens: a bearer token without the API-token prefix is an OAuth token or nothing.
+
+    An expired, revoked or unknown one is refused here with a message that tells the person what to do, and so is
+    the token of a deactivated user; API tokens (``pam_…``) are left to :class:`ApiTokenAuthentication`.
+    """
+
+    def authenticate(self, request):
+        header = authentication.get_authorization_header(request).decode("latin-1").split()
+        if len(header) != 2 or header[0].lower() != "bearer" or header[1].startswith(API_TOKEN_PREFIX):
+            return None
+        found = super().authenticate(request)
+        if found is None or not found[0].is_active:
+            raise exceptions.AuthenticationFailed("Your CLI login has expired or was revoked: run `pam login` again.")
+        context.mark_client("cli")  # audit rows written for this request say it came from the CLI
+        return found
+
+    def authenticate_header(self, request):
+        return 'Bearer realm="api"'
 
 
 class ApiTokenAuthentication(authentication.BaseAuthentication):
@@ -82,6 +109,14 @@ class ApiTokenScheme(OpenApiAuthenticationExtension):
 
     def get_security_definition(self, auto_schema):
         return {"type": "http", "scheme": "bearer"}
+
+
+class CliTokenScheme(OpenApiAuthenticationExtension):
+    target_class = "access.api.authentication.CliTokenAuthentication"
+    name = "cliOAuth"
+
+    def get_security_definition(self, auto_schema):
+        return {"type": "http", "scheme": "bearer", "description": "An access token from `pam login` (device grant)."}
 
 
 class OtpSessionScheme(OpenApiAuthenticationExtension):

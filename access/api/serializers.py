@@ -8,6 +8,7 @@ from rest_framework import serializers
 from access.durations import format_duration, parse_duration
 from access.models import Account, Gateway, Resource
 from access.services.connections import resource_changes_need_verification, resource_changes_verify
+from access.services.resources import ACCOUNT_FIELDS, ACCOUNT_RECORDED_FIELDS
 
 
 class DurationField(serializers.Field):
@@ -56,24 +57,29 @@ def run_model_clean(instance, attrs: dict) -> None:
         raise serializers.ValidationError(exc.message_dict) from None
 
 
+def secret_field() -> serializers.CharField:
+    """A secret the API takes but never returns; blank keeps the stored one (access.services.changes)."""
+    return serializers.CharField(
+        write_only=True, required=False, allow_blank=True, style={"input_type": "password"}, trim_whitespace=False
+    )
+
+
+class RoleTermsSerializer(serializers.Serializer):
+    """The terms every dynamic role has (MongoDB or Atlas): TTLs, how its users are named, password length."""
+
+    default_ttl = DurationField(required=False, allow_null=True)
+    max_ttl = DurationField(required=False, allow_null=True)
+    username_template = serializers.CharField(max_length=200, required=False)
+    password_length = serializers.IntegerField(required=False, min_value=16, max_value=128)
+    description = serializers.CharField(required=False, allow_blank=True)
+
+
 class ResourceSerializer(serializers.ModelSerializer):
     gateway = serializers.SlugRelatedField(
         slug_field="name", queryset=Gateway.objects.all(), required=False, allow_null=True
     )
-    admin_password = serializers.CharField(
-        write_only=True,
-        required=False,
-        allow_blank=True,
-        style={"input_type": "password"},
-        trim_whitespace=False,
-    )
-    atlas_private_key = serializers.CharField(
-        write_only=True,
-        required=False,
-        allow_blank=True,
-        style={"input_type": "password"},
-        trim_whitespace=False,
-    )
+    admin_password = secret_field()
+    atlas_private_key = secret_field()
     default_ttl = DurationField(required=False)
     max_ttl = DurationField(required=False)
     verify_connection = serializers.BooleanField(
@@ -133,30 +139,12 @@ class ResourceSerializer(serializers.ModelSerializer):
 
 class AccountSerializer(serializers.ModelSerializer):
     resource = serializers.SlugRelatedField(slug_field="name", queryset=Resource.objects.all())
-    password = serializers.CharField(
-        write_only=True,
-        required=False,
-        allow_blank=True,
-        style={"input_type": "password"},
-        trim_whitespace=False,
-    )
+    password = secret_field()
     rotation_period = DurationField(required=False, allow_null=True)
 
     class Meta:
         model = Account
-        fields = [
-            "id",
-            "resource",
-            "name",
-            "description",
-            "username",
-            "password",
-            "require_mfa",
-            "rotation_period",
-            "last_rotated_at",
-            "created_at",
-            "updated_at",
-        ]
-        read_only_fields = ["id", "last_rotated_at", "created_at", "updated_at"]
+        fields = ["id", *ACCOUNT_FIELDS, *ACCOUNT_RECORDED_FIELDS]
+        read_only_fields = ["id", *ACCOUNT_RECORDED_FIELDS]
         # An account without a password is refused by the model's own validation (Account.clean), which the
         # service runs: the API and the admin give the same answer.

@@ -13,12 +13,14 @@ from rest_framework.views import APIView
 from access.api.serializers import DurationField
 from access.events import COMMAND_FIELDS, command_event_fields
 from access.models import Account, Session, SessionCommand
+from access.selectors.policies import GrantNeedsMfa
 from access.selectors.sessions import (
     session_commands,
     session_connection_info,
     session_gateway_address,
     sessions_visible,
 )
+from access.services.mfa import mfa_code_verify
 from access.services.usage import access_session_end, access_session_open
 
 
@@ -31,6 +33,9 @@ class SessionOpenSerializer(serializers.Serializer):
         required=False,
         default=list,
         help_text="Narrow the session to these databases (within what your access policy allows).",
+    )
+    otp = serializers.CharField(
+        required=False, allow_blank=True, write_only=True, help_text="A fresh one-time code, for MFA-required access."
     )
 
 
@@ -124,6 +129,16 @@ def _is_mfa_verified(request) -> bool:
     return bool(is_verified()) if callable(is_verified) else False
 
 
+def mfa_verified_for(request, otp: str) -> bool:
+    """An OTP-verified browser session, or a fresh one-time code sent with the request (the CLI's way)."""
+    return _is_mfa_verified(request) or bool(otp and mfa_code_verify(user=request.user, code=otp))
+
+
+def mfa_needed(exc: GrantNeedsMfa) -> Response:
+    """403 naming the `otp` field: send the request again with a fresh one-time code."""
+    return Response({"error": {"message": str(exc), "field": "otp"}}, status=status.HTTP_403_FORBIDDEN)
+
+
 class SessionListCreateApi(APIView):
     """GET: the caller's sessions (every session for staff with view_session). POST: open a session."""
 
@@ -140,14 +155,17 @@ class SessionListCreateApi(APIView):
         serializer = SessionOpenSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        opened = access_session_open(
-            user=request.user,
-            account=data["account"],
-            duration=data["duration"],
-            read_only=data["read_only"],
-            mfa_verified=_is_mfa_verified(request),
-            databases=data["databases"],
-        )
+        try:
+            opened = access_session_open(
+                user=request.user,
+                account=data["account"],
+                duration=data["duration"],
+                read_only=data["read_only"],
+                mfa_verified=mfa_verified_for(request, data.get("otp", "")),
+                databases=data["databases"],
+            )
+        except GrantNeedsMfa as exc:
+            return mfa_needed(exc)
         session, secret = opened.session, opened.secret
         body = {
             **SessionSerializer(session).data,

@@ -4,6 +4,15 @@ from django.urls import include, re_path
 from rest_framework.routers import SimpleRouter
 
 from access.api.actions import ConnectorActionDetailApi, ConnectorActionListCreateApi, ConnectorActionRollbackApi
+from access.api.me import CliLogoutApi, MeApi, MfaVerifyApi, MyLeasesApi
+from access.api.requests import (
+    CatalogueApi,
+    RequestApproveApi,
+    RequestCancelApi,
+    RequestDenyApi,
+    RequestDetailApi,
+    RequestListCreateApi,
+)
 from access.api.scoped import (
     AccessPolicyViewSet,
     EnvelopeChoicesApi,
@@ -71,9 +80,24 @@ scoped_urlpatterns = [
     re_path(_SCOPED + r"/session/?$", ScopedSessionOpenApi.as_view(), name="scoped-request-session"),
 ]
 
+_REQUEST = r"^requests/(?P<pk>[0-9]+)"
+requester_urlpatterns = [
+    re_path(r"^me/?$", MeApi.as_view(), name="me"),
+    re_path(r"^me/leases/?$", MyLeasesApi.as_view(), name="my-leases"),
+    re_path(r"^mfa/verify/?$", MfaVerifyApi.as_view(), name="mfa-verify"),
+    re_path(r"^cli/logout/?$", CliLogoutApi.as_view(), name="cli-logout"),
+    re_path(r"^catalogue/?$", CatalogueApi.as_view(), name="catalogue"),
+    re_path(r"^requests/?$", RequestListCreateApi.as_view(), name="request-list"),
+    re_path(_REQUEST + r"/?$", RequestDetailApi.as_view(), name="request-detail"),
+    re_path(_REQUEST + r"/approve/?$", RequestApproveApi.as_view(), name="request-approve"),
+    re_path(_REQUEST + r"/deny/?$", RequestDenyApi.as_view(), name="request-deny"),
+    re_path(_REQUEST + r"/cancel/?$", RequestCancelApi.as_view(), name="request-cancel"),
+]
+
 urlpatterns = [
     *router.urls,
     *scoped_urlpatterns,
+    *requester_urlpatterns,
     *session_urlpatterns,
     *connector_action_urlpatterns,
     re_path(r"^", include("access.api.vault_urls")),

@@ -17,11 +17,13 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from access.api.atlas import AtlasRoleSerializer
-from access.api.serializers import DurationField, ValidatedListField
+from access.api.serializers import DurationField, RoleTermsSerializer, ValidatedListField
+from access.api.sessions import mfa_needed, mfa_verified_for
 from access.models import DynamicRole, Lease, Resource
 from access.models.leases import LeaseState
 from access.models.visibility import user_sees_every
 from access.selectors.leases import lease_connection_string, leases_visible, roles_visible
+from access.selectors.policies import GrantNeedsMfa
 from access.services import leases as lease_services
 from access.services import roles as role_services
 from access.services.resources import resource_update
@@ -160,14 +162,9 @@ class LeaseConfigApi(APIView):
 
 
 # -- roles -------------------------------------------------------------------------------------------------
-class RoleSerializer(serializers.Serializer):
+class RoleSerializer(RoleTermsSerializer):
     db = serializers.CharField(max_length=64, required=False)
     roles = ValidatedListField(validate_mongodb_roles, required=False)
-    default_ttl = DurationField(required=False, allow_null=True)
-    max_ttl = DurationField(required=False, allow_null=True)
-    username_template = serializers.CharField(max_length=200, required=False)
-    password_length = serializers.IntegerField(required=False, min_value=16, max_value=128)
-    description = serializers.CharField(required=False, allow_blank=True)
 
 
 def _role_data(role) -> dict:
@@ -235,6 +232,7 @@ def _visible_role(request, resource: str, name: str) -> DynamicRole:
 # -- creds -------------------------------------------------------------------------------------------------
 class CredsSerializer(serializers.Serializer):
     ttl = DurationField(required=False)
+    otp = serializers.CharField(required=False, allow_blank=True, write_only=True)
 
 
 class CredsApi(APIView):
@@ -255,9 +253,11 @@ class CredsApi(APIView):
                 user=request.user,
                 role=target,
                 ttl=serializer.validated_data.get("ttl"),
-                mfa_verified=_mfa_verified(request),
+                mfa_verified=mfa_verified_for(request, serializer.validated_data.get("otp", "")),
                 mark_revealed=True,
             )
+        except GrantNeedsMfa as exc:
+            return mfa_needed(exc)
         except lease_services.LeaseError as exc:
             raise (Unavailable if exc.code == "unavailable" else exceptions.ValidationError)(exc.message) from None
         lease, password = issued.lease, issued.password
@@ -267,6 +267,7 @@ class CredsApi(APIView):
             "username": lease.username,
             "password": password,
             "connection_string": lease_connection_string(lease, password) or None,
+            "expires_at": lease.expires_at,
         }
         return Response(
             _vault_body(
@@ -280,11 +281,6 @@ class CredsApi(APIView):
         )
 
     post = get
-
-
-def _mfa_verified(request) -> bool:
-    verified = getattr(request.user, "is_verified", None)
-    return bool(callable(verified) and verified())
 
 
 # -- sys/leases --------------------------------------------------------------------------------------------

@@ -28,26 +28,19 @@ def audit_chain_verify(*, batch_size: int = 2000) -> AuditChainReport:
         if not batch:
             return AuditChainReport(ok=True, checked=checked)
         for event in batch:
-            if event.seq != expected_seq:
-                return AuditChainReport(
-                    ok=False,
-                    checked=checked,
-                    seq=event.seq,
-                    problem=f"event #{expected_seq} is missing (next event found is #{event.seq}): removed",
-                )
-            if event.prev_hash != expected_prev:
-                return AuditChainReport(
-                    ok=False,
-                    checked=checked,
-                    seq=event.seq,
-                    problem=f"event #{event.seq} does not follow event #{event.seq - 1}: inserted or reordered",
-                )
-            if event.compute_hash() != event.hash:
-                return AuditChainReport(
-                    ok=False,
-                    checked=checked,
-                    seq=event.seq,
-                    problem=f"event #{event.seq} ({event.action}) was altered: its content no longer matches its hash",
-                )
+            problem = _chain_problem(event, expected_seq, expected_prev)
+            if problem:
+                return AuditChainReport(ok=False, checked=checked, seq=event.seq, problem=problem)
             expected_seq, expected_prev, checked = event.seq + 1, event.hash, checked + 1
             last_seq = event.seq
+
+
+def _chain_problem(event: AuditEvent, expected_seq: int, expected_prev: str) -> str:
+    """What is wrong with `event` where the chain expects `expected_seq` after `expected_prev` ("" when nothing)."""
+    if event.seq != expected_seq:
+        return f"event #{expected_seq} is missing (next event found is #{event.seq}): removed"
+    if event.prev_hash != expected_prev:
+        return f"event #{event.seq} does not follow event #{event.seq - 1}: inserted or reordered"
+    if event.compute_hash() != event.hash:
+        return f"event #{event.seq} ({event.action}) was altered: its content no longer matches its hash"
+    return ""

@@ -13,7 +13,10 @@ plus the audit row, in one transaction). A claim whose worker died is taken over
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
 import re
 import secrets
 import string
@@ -26,16 +29,17 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
-from django.db.models import Q, QuerySet
+from django.db.models import Case, F, Q, QuerySet, Value, When
 from django.utils import timezone
 
 from access.generators import new_password
 from access.metrics import LEASE_ISSUE_SECONDS
 from access.models import AuditAction, DynamicRole, Lease, Resource
 from access.models.leases import ISSUE_FAILED_REASON, LIVE_LEASE_STATES, LeaseState
-from access.models.sessions import SessionEndReason
-from access.services.audit import audit_record
+from access.models.sessions import SessionEndReason, SessionState
+from access.services.audit import AuditEntry, audit_record, audit_record_many
 from access.services.notifications import notifications_revoke_failed
 from access.validators import parse_roles
 from connectors import ConnectorError, connector_for
@@ -206,11 +210,7 @@ def lease_issue(
         # at the lease's expiry should revocation never run, and return only once every cluster applied it.
         create.update(scopes=list(role.scopes or []), expires_at=lease.expires_at)
     try:
-        if connector is None:
-            with connector_for(resource) as own:
-                own.create_user(**create)
-        else:
-            connector.create_user(**create)
+        (connector or connectors_shared().for_resource(resource)).create_user(**create)
     except ConnectorError as exc:
         error = _safe_error(exc, [password])
         user_absent = exc.kind in _NOT_CREATED or exc.code in _REFUSED_CODES
@@ -322,11 +322,8 @@ def _atlas_expiry_move(*, lease: Lease, increment: timedelta | None, connector=N
     now = timezone.now()
     wanted = min(now + (increment or current.role.effective_default_ttl), current.max_expires_at)
     try:
-        if connector is None:
-            with connector_for(current.resource) as own:
-                set_to = own.update_user_expiry(db=current.db, username=current.username, expires_at=wanted)
-        else:
-            set_to = connector.update_user_expiry(db=current.db, username=current.username, expires_at=wanted)
+        connector = connector or connectors_shared().for_resource(current.resource)
+        set_to = connector.update_user_expiry(db=current.db, username=current.username, expires_at=wanted)
     except ConnectorError as exc:
         raise LeaseError(
             f"Lease {current.lease_id} could not be renewed: {_safe_error(exc, [])}", code="unavailable"
@@ -375,18 +372,37 @@ def _claim(queryset: QuerySet, *, reason: str, now: datetime, limit: int | None 
         ids = list(ids_query[:limit] if limit else ids_query)
         if not ids:
             return []
-        Lease.objects.filter(pk__in=ids, state=LeaseState.ACTIVE).update(
-            state=LeaseState.REVOKING, next_attempt_at=deadline, revoke_reason=reason
-        )
         # Failed revocations and stale claims keep the reason of their first attempt.
-        Lease.objects.filter(pk__in=ids).exclude(state=LeaseState.REVOKING, next_attempt_at=deadline).update(
-            state=LeaseState.REVOKING, next_attempt_at=deadline
+        Lease.objects.filter(pk__in=ids).update(
+            state=LeaseState.REVOKING,
+            next_attempt_at=deadline,
+            revoke_reason=Case(When(state=LeaseState.ACTIVE, then=Value(reason)), default=F("revoke_reason")),
         )
     return list(
         Lease.objects.filter(pk__in=ids, state=LeaseState.REVOKING, next_attempt_at=deadline).select_related(
             "resource", "role"
         )
     )
+
+
+def _claim_one(pk: int, *, reason: str, now: datetime) -> tuple[Lease, bool]:
+    """Claim one lease (as `_claim` does) in two statements: the row locked and read with its resource and role,
+    then moved to `revoking` if it is claimable. Returns the lease as it now stands and whether this call claimed
+    it; a claim held by another worker is waited for (its row lock), so the lease is never seen as before it."""
+    with transaction.atomic():
+        lease = Lease.objects.select_for_update(of=("self",)).select_related("resource", "role").get(pk=pk)
+        claimable = lease.state in (LeaseState.ACTIVE, LeaseState.REVOKE_FAILED) or (
+            lease.state == LeaseState.REVOKING and lease.next_attempt_at is not None and lease.next_attempt_at <= now
+        )
+        if not claimable:
+            return lease, False
+        changes = {"state": LeaseState.REVOKING, "next_attempt_at": now + CLAIM_TIMEOUT}
+        if lease.state == LeaseState.ACTIVE:  # failed revocations and stale claims keep their first reason
+            changes["revoke_reason"] = reason
+        Lease.objects.filter(pk=pk).update(**changes)
+    for name, value in changes.items():
+        setattr(lease, name, value)
+    return lease, True
 
 
 def _safe_error(exc: BaseException, secrets_to_hide: Iterable[str]) -> str:
@@ -412,7 +428,11 @@ def lease_revoke_on_server(*, lease: Lease, connector) -> RevokeOutcome:
 
 def _revoke_on_server(*, lease: Lease, connector) -> RevokeOutcome:
     password = lease.password.reveal() if lease.password is not None else ""
-    admin_password = lease.resource.admin_password.reveal() if lease.resource.admin_password else ""
+
+    def secrets_to_hide() -> list[str]:  # decrypted only when there is an error to scrub
+        admin_password = lease.resource.admin_password.reveal() if lease.resource.admin_password else ""
+        return [password, admin_password]
+
     try:
         connector.drop_user(db=lease.db, username=lease.username)
         ended = connector.kill_user_connections(db=lease.db, username=lease.username)
@@ -428,52 +448,70 @@ def _revoke_on_server(*, lease: Lease, connector) -> RevokeOutcome:
                 return RevokeOutcome(lease, role_error, ended)
             return RevokeOutcome(lease, None, ended, role_note=role_note)
     except ConnectorError as exc:
-        return RevokeOutcome(lease, _safe_error(exc, [password, admin_password]))
+        return RevokeOutcome(lease, _safe_error(exc, secrets_to_hide()))
     except Exception as exc:  # a bug or an unexpected driver error: keep retrying, never leak its text
         log.exception("unexpected error revoking lease %s", lease.lease_id)
-        return RevokeOutcome(lease, _safe_error(exc, [password, admin_password]))
+        return RevokeOutcome(lease, _safe_error(exc, secrets_to_hide()))
     return RevokeOutcome(lease, None, ended)
 
 
+def _outcome_changes(outcome: RevokeOutcome, *, now: datetime) -> tuple[AuditAction, dict]:
+    """The audit action and the row changes that record one outcome (state, attempts, error, next attempt)."""
+    lease = outcome.lease
+    attempts = lease.attempts + 1
+    if outcome.error is not None:
+        changes = {
+            "state": LeaseState.REVOKE_FAILED,
+            "attempts": attempts,
+            "last_error": outcome.error,
+            "next_attempt_at": now + revoke_backoff(attempts),
+        }
+        return AuditAction.LEASE_REVOKE_FAILED, changes
+    if lease.revoke_reason == ISSUE_FAILED_REASON:
+        final = LeaseState.FAILED  # the clean-up after a failed issue: it stays a failed attempt
+    elif lease.revoke_reason == "expired":
+        final = LeaseState.EXPIRED
+    else:
+        final = LeaseState.REVOKED
+    changes = {"state": final, "revoked_at": now, "attempts": attempts, "last_error": "", "next_attempt_at": None}
+    if final == LeaseState.FAILED:  # keep why the issue failed; it was never revoked from anyone
+        changes.update(revoked_at=None, last_error=lease.last_error)
+    return AuditAction.LEASE_REVOKE, changes
+
+
 def _record_outcomes(outcomes: list[RevokeOutcome], *, actor) -> list[Lease]:
-    """Write each outcome (state, attempts, error, next attempt) with its audit row, in one short transaction."""
+    """Write each outcome (state, attempts, error, next attempt) with its audit row, in one short transaction.
+
+    An outcome is written only while this worker's claim stands (the lease is still `revoking` with the claim's
+    deadline); a claim another worker took over after its deadline keeps that worker's outcome. Outcomes that
+    write the same changes share one UPDATE, and the audit rows are appended together: a batch holds the
+    database's locks for a handful of statements, not three per lease.
+    """
     now = timezone.now()
     recorded = []
     with transaction.atomic():
+        claims = Q()
+        for outcome in outcomes:
+            claims |= Q(pk=outcome.lease.pk, next_attempt_at=outcome.lease.next_attempt_at)
+        single = len(outcomes) == 1  # one lease (the API's revoke): its conditional UPDATE says whether it stands
+        standing = set()
+        if len(outcomes) > 1:
+            standing = set(
+                Lease.objects.select_for_update().filter(claims, state=LeaseState.REVOKING).values_list("pk", flat=True)
+            )
+        groups: dict[str, tuple[dict, list[Lease]]] = {}
+        entries = []
         for outcome in outcomes:
             lease = outcome.lease
-            attempts = lease.attempts + 1
-            claimed = Lease.objects.filter(
-                pk=lease.pk, state=LeaseState.REVOKING, next_attempt_at=lease.next_attempt_at
-            )
-            if outcome.error is None:
-                if lease.revoke_reason == ISSUE_FAILED_REASON:
-                    final = LeaseState.FAILED  # the clean-up after a failed issue: it stays a failed attempt
-                elif lease.revoke_reason == "expired":
-                    final = LeaseState.EXPIRED
-                else:
-                    final = LeaseState.REVOKED
-                changes = {
-                    "state": final,
-                    "revoked_at": now,
-                    "attempts": attempts,
-                    "last_error": "",
-                    "next_attempt_at": None,
-                }
-                if final == LeaseState.FAILED:  # keep why the issue failed; it was never revoked from anyone
-                    changes.update(revoked_at=None, last_error=lease.last_error)
-                action = AuditAction.LEASE_REVOKE
+            action, changes = _outcome_changes(outcome, now=now)
+            if single:
+                if not Lease.objects.filter(claims, state=LeaseState.REVOKING).update(**changes):
+                    continue  # another worker took the claim over after its deadline; its outcome stands
+            elif lease.pk in standing:
+                key = json.dumps(changes, sort_keys=True, cls=DjangoJSONEncoder)
+                groups.setdefault(key, (changes, []))[1].append(lease)
             else:
-                final = LeaseState.REVOKE_FAILED
-                changes = {
-                    "state": final,
-                    "attempts": attempts,
-                    "last_error": outcome.error,
-                    "next_attempt_at": now + revoke_backoff(attempts),
-                }
-                action = AuditAction.LEASE_REVOKE_FAILED
-            if not claimed.update(**changes):
-                continue  # another worker took the claim over after its deadline; its outcome stands
+                continue  # as above: the claim was taken over
             for name, value in changes.items():
                 setattr(lease, name, value)
             data = {
@@ -481,8 +519,8 @@ def _record_outcomes(outcomes: list[RevokeOutcome], *, actor) -> list[Lease]:
                 "username": lease.username,
                 "db": lease.db,
                 "reason": lease.revoke_reason,
-                "attempt": attempts,
-                "state": final,
+                "attempt": changes["attempts"],
+                "state": changes["state"],
                 "duration_ms": round(outcome.seconds * 1000),
             }
             if outcome.error is None:
@@ -491,8 +529,11 @@ def _record_outcomes(outcomes: list[RevokeOutcome], *, actor) -> list[Lease]:
                     data["role"] = outcome.role_note
             else:
                 data.update(error=outcome.error, next_attempt_at=changes["next_attempt_at"])
-            audit_record(action=action, actor=actor, target=lease, data=data)
+            entries.append(AuditEntry(action=action, actor=actor, target=lease, data=data))
             recorded.append(lease)
+        for changes, leases in groups.values():
+            Lease.objects.filter(pk__in=[lease.pk for lease in leases], state=LeaseState.REVOKING).update(**changes)
+        audit_record_many(entries=entries)
         _end_sessions_of_revoked(recorded, actor=actor)
         notifications_revoke_failed(leases=recorded)
     return recorded
@@ -504,32 +545,68 @@ def _end_sessions_of_revoked(leases: list[Lease], *, actor) -> None:
     from access.services.sessions import session_end_many
 
     gone = [lease.pk for lease in leases if lease.state in (LeaseState.REVOKED, LeaseState.EXPIRED)]
-    if gone:
+    if not gone:
+        return
+    # Most leases never had a gateway session: a narrow look first, the sessions themselves only when there are some.
+    open_ones = list(Session.objects.filter(lease_id__in=gone, state=SessionState.OPEN).values_list("pk", flat=True))
+    if open_ones:
         session_end_many(
-            sessions=Session.objects.filter(lease_id__in=gone), reason=SessionEndReason.ACCOUNT_REVOKED, actor=actor
+            sessions=Session.objects.filter(pk__in=open_ones), reason=SessionEndReason.ACCOUNT_REVOKED, actor=actor
         )
 
 
-class ConnectorCache:
-    """One connector per resource, shared by the threads of a revocation batch (pymongo clients are thread-safe).
+def _connector_key(resource: Resource) -> str:
+    """What a connector was built from: where it connects, with which credentials, and whether that was verified.
 
-    A resource whose configuration changed (its `updated_at`) gets a fresh connector.
+    Any change (hosts, TLS, CA, admin account or its password, Atlas keys, the verified fingerprint, the row's
+    `updated_at`) makes a different key, so a cached connector never outlives the settings it was made for.
     """
 
-    def __init__(self, factory: Callable = connector_for):
+    def secret_digest(secret) -> str:
+        # The stored ciphertext stands for the secret (a new password is a new token) without decrypting it.
+        value = secret.token if secret is not None and hasattr(secret, "token") else (secret or "")
+        return hashlib.sha256(value.encode()).hexdigest()
+
+    parts = [
+        resource.kind,
+        resource.connection_fingerprint(),
+        resource.verified_fingerprint,
+        resource.updated_at.isoformat() if resource.updated_at else "",
+        resource.admin_username,
+        resource.auth_database,
+        secret_digest(resource.admin_password),
+        resource.atlas_group_id,
+        resource.atlas_public_key,
+        secret_digest(resource.atlas_private_key),
+    ]
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
+
+
+class ConnectorCache:
+    """One connector per resource, shared by threads (pymongo clients and Atlas sessions are thread-safe).
+
+    A resource whose settings or credentials changed (see `_connector_key`) gets a fresh connector, and the
+    old one is closed. After a fork the child starts afresh: pymongo clients must not cross a fork.
+    """
+
+    def __init__(self, factory: Callable | None = None):
         self._factory = factory
-        self._connectors: dict[int, tuple[datetime, object]] = {}
+        self._connectors: dict[int, tuple[str, object]] = {}
         self._lock = threading.Lock()
+        self._pid = os.getpid()
 
     def for_resource(self, resource: Resource):
+        key = _connector_key(resource)
         with self._lock:
+            if self._pid != os.getpid():
+                self._connectors, self._pid = {}, os.getpid()
             cached = self._connectors.get(resource.pk)
-            if cached is not None and cached[0] == resource.updated_at:
+            if cached is not None and cached[0] == key:
                 return cached[1]
             if cached is not None:
                 cached[1].close()
-            connector = self._factory(resource)
-            self._connectors[resource.pk] = (resource.updated_at, connector)
+            connector = (self._factory or connector_for)(resource)
+            self._connectors[resource.pk] = (key, connector)
             return connector
 
     def close(self) -> None:
@@ -543,6 +620,15 @@ class ConnectorCache:
 
     def __exit__(self, *exc_info) -> None:
         self.close()
+
+
+_process_connectors = ConnectorCache()
+
+
+def connectors_shared() -> ConnectorCache:
+    """This process's connectors, kept between requests: a lease issued or revoked by the API reuses the admin
+    client (its connections and its SCRAM login) instead of connecting and logging in each time."""
+    return _process_connectors
 
 
 def _revoke_claimed(
@@ -578,19 +664,16 @@ def lease_revoke(*, lease: Lease, actor=None, reason: str = "revoked", connector
     Idempotent: a lease already revoked or expired is returned unchanged, and one that another worker is
     revoking right now is returned as `revoking` rather than revoked twice.
     """
-    now = timezone.now()
-    claimed = _claim(Lease.objects.filter(pk=lease.pk), reason=reason, now=now)
+    current, claimed = _claim_one(lease.pk, reason=reason, now=timezone.now())
     if not claimed:
-        # Another worker holds the claim (PostgreSQL's SKIP LOCKED passed its row over): wait for that claim to
-        # commit, so the caller sees `revoking` or the outcome, never the `active` from before it.
-        with transaction.atomic():
-            return Lease.objects.select_for_update(of=("self",)).select_related("resource", "role").get(pk=lease.pk)
+        return current  # revoked or expired already, or another worker's claim (waited for): `revoking` or its outcome
     if connector is not None:
-        outcome = lease_revoke_on_server(lease=claimed[0], connector=connector)
-        _record_outcomes([outcome], actor=actor)
+        outcome = lease_revoke_on_server(lease=current, connector=connector)
+        recorded = _record_outcomes([outcome], actor=actor)
     else:
-        with ConnectorCache() as connectors:
-            _revoke_claimed(claimed, actor=actor, connectors=connectors, pool=None)
+        recorded = _revoke_claimed([current], actor=actor, connectors=connectors_shared(), pool=None)
+    if recorded:
+        return recorded[0]  # as written: the claimed row (with its resource and role) and the outcome's changes
     return Lease.objects.select_related("resource", "role").get(pk=lease.pk)
 
 

@@ -146,3 +146,23 @@ def totp_qr_data_uri(device: TOTPDevice) -> str:
     out = io.BytesIO()
     image.save(out)
     return "data:image/svg+xml;base64," + base64.b64encode(out.getvalue()).decode()
+
+
+def mfa_code_verify(*, user, code: str) -> bool:
+    """Whether `code` is the current code of `user`'s authenticator app or one of their backup codes.
+
+    The API's fresh second factor (an approver's decision from the CLI, a target that requires MFA): no browser
+    session is involved, so email codes are not offered. Each device throttles wrong codes (django-otp); a refused
+    code is audited, a throttled device refuses without trying.
+    """
+    code = (code or "").strip().replace(" ", "")
+    if not code:
+        return False
+    for device in (totp_device_of(user), backup_device_of(user)):
+        if device is None or device_throttle(device) is not None:
+            continue
+        if device.verify_token(code):
+            return True
+    with transaction.atomic():
+        audit_record(action=AuditAction.MFA_CODE_REFUSED, actor=user, target=user, data={"via": "api"})
+    return False

@@ -21,7 +21,6 @@ from typing import Any
 
 import requests
 from django.conf import settings
-from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.urls import reverse
 from django.utils import timezone
@@ -30,7 +29,7 @@ from access.durations import format_duration
 from access.models import AuditAction, Notification, NotificationTarget
 from access.models.notifications import NotificationEvent, NotificationKind, NotificationState
 from access.services.audit import audit_record
-from access.services.changes import changes_apply, changes_audit_data
+from access.services.changes import changes_refuse_unknown, changes_save
 from access.transports import USER_AGENT, DeliveryError, json_bytes, network_error, peer_of, signed_headers
 
 log = logging.getLogger(__name__)
@@ -46,9 +45,7 @@ _COLORS = {"good": "2EB886", "warning": "DAA038", "attention": "A30200"}
 
 # -- targets ------------------------------------------------------------------------------------------------------
 def _refuse_unknown(fields: dict[str, Any]) -> None:
-    unknown = set(fields) - TARGET_FIELDS
-    if unknown:
-        raise ValidationError({sorted(unknown)[0]: "This field is not set on a notification target."})
+    changes_refuse_unknown(fields, allowed=TARGET_FIELDS, noun="a notification target")
 
 
 def notification_target_create(*, actor, **fields: Any) -> NotificationTarget:
@@ -56,30 +53,14 @@ def notification_target_create(*, actor, **fields: Any) -> NotificationTarget:
     _refuse_unknown(fields)
     with transaction.atomic():
         target = NotificationTarget()
-        changed = changes_apply(target, fields)
-        target.full_clean()
-        target.save()
-        audit_record(
-            action=AuditAction.NOTIFICATIONTARGET_CREATE,
-            actor=actor,
-            target=target,
-            data=changes_audit_data(target, changed),
-        )
+        changes_save(target, fields, action=AuditAction.NOTIFICATIONTARGET_CREATE, actor=actor)
     return target
 
 
 def notification_target_update(*, actor, target: NotificationTarget, **fields: Any) -> NotificationTarget:
     _refuse_unknown(fields)
     with transaction.atomic():
-        changed = changes_apply(target, fields)
-        target.full_clean()
-        target.save()
-        audit_record(
-            action=AuditAction.NOTIFICATIONTARGET_UPDATE,
-            actor=actor,
-            target=target,
-            data=changes_audit_data(target, changed),
-        )
+        changes_save(target, fields, action=AuditAction.NOTIFICATIONTARGET_UPDATE, actor=actor)
     return target
 
 

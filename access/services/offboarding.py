@@ -33,6 +33,7 @@ from access.models.policies import RequestState
 from access.models.sessions import SessionEndReason, SessionState, session_end_words
 from access.selectors.policies import access_grant_for
 from access.services.audit import audit_record
+from access.services.cli import cli_logins_end
 from access.services.sessions import _session_end_if_open
 
 
@@ -77,7 +78,8 @@ def leases_revoke_now(*, lease_ids: Iterable[int], reason: str, actor) -> list[L
 
 
 def user_access_end(*, user, reason: SessionEndReason | str, actor) -> AccessEndReport:
-    """End everything `user` holds: open sessions end, live leases are revoked, API tokens are revoked; audited.
+    """End everything `user` holds: open sessions end, live leases are revoked, API tokens and CLI logins are revoked;
+    audited.
 
     `reason` is a SessionEndReason (user_deactivated, user_deleted, grant_removed); it is the sessions' end reason,
     the leases' revoke reason and the audit row's words. Idempotent: a second call finds nothing left.
@@ -93,6 +95,7 @@ def user_access_end(*, user, reason: SessionEndReason | str, actor) -> AccessEnd
             Lease.objects.filter(holder=user, state=LeaseState.ACTIVE).order_by("pk").values_list("pk", flat=True)
         )
         report.tokens = ApiToken.objects.filter(user=user, revoked_at__isnull=True).update(revoked_at=now)
+        report.tokens += cli_logins_end(user=user)  # `pam login` tokens too
         audit_record(
             action=AuditAction.USER_ACCESS_END,
             actor=actor,

@@ -16,35 +16,28 @@ from django.db.models import Q
 from access.models import Account, AuditAction, Gateway, Resource, Session
 from access.models.sessions import SessionEndReason
 from access.services.audit import audit_record
-from access.services.changes import changes_apply, changes_audit_data
+from access.services.changes import changes_apply, changes_audit_data, changes_save
 from access.services.connections import resource_changes_verify, resource_mark_verified
 from access.services.sessions import session_end_for_account, session_end_many
 
 ACCOUNT_IDENTITY_FIELDS = frozenset({"resource", "username"})
+# What the admin and the API edit on an account, in the order they show it, and what they only show.
+ACCOUNT_FIELDS = ("resource", "name", "description", "username", "password", "require_mfa", "rotation_period")
+ACCOUNT_RECORDED_FIELDS = ("last_rotated_at", "created_at", "updated_at")
 RESOURCE_TARGET_FIELDS = frozenset({"kind", "uri", "auth_database"})
 
 
 def gateway_create(*, actor, **fields) -> Gateway:
     with transaction.atomic():
         gateway = Gateway()
-        changed = changes_apply(gateway, fields)
-        gateway.full_clean()
-        gateway.save()
-        audit_record(
-            action=AuditAction.GATEWAY_CREATE, actor=actor, target=gateway, data=changes_audit_data(gateway, changed)
-        )
+        changes_save(gateway, fields, action=AuditAction.GATEWAY_CREATE, actor=actor)
     return gateway
 
 
 def gateway_update(*, actor, gateway: Gateway, **fields) -> Gateway:
     """Change a gateway's name, public address or description (its heartbeat is the gateway's own record)."""
     with transaction.atomic():
-        changed = changes_apply(gateway, fields)
-        gateway.full_clean()
-        gateway.save()
-        audit_record(
-            action=AuditAction.GATEWAY_UPDATE, actor=actor, target=gateway, data=changes_audit_data(gateway, changed)
-        )
+        changes_save(gateway, fields, action=AuditAction.GATEWAY_UPDATE, actor=actor)
     return gateway
 
 
@@ -147,24 +140,14 @@ def account_create(*, actor, **fields) -> Account:
     """Store credentials for one database user; the password is encrypted and never shown again."""
     with transaction.atomic():
         account = Account()
-        changed = changes_apply(account, fields)
-        account.full_clean()
-        account.save()
-        audit_record(
-            action=AuditAction.ACCOUNT_CREATE, actor=actor, target=account, data=changes_audit_data(account, changed)
-        )
+        changes_save(account, fields, action=AuditAction.ACCOUNT_CREATE, actor=actor)
     return account
 
 
 def account_update(*, actor, account: Account, **fields) -> Account:
     """Change an account; naming another database user or resource ends its open sessions (granted for the old)."""
     with transaction.atomic():
-        changed = changes_apply(account, fields)
-        account.full_clean()
-        account.save()
-        audit_record(
-            action=AuditAction.ACCOUNT_UPDATE, actor=actor, target=account, data=changes_audit_data(account, changed)
-        )
+        changed = changes_save(account, fields, action=AuditAction.ACCOUNT_UPDATE, actor=actor)
         if ACCOUNT_IDENTITY_FIELDS.intersection(changed):
             session_end_for_account(account=account, reason=SessionEndReason.ACCOUNT_REVOKED, actor=actor)
     return account

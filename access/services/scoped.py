@@ -49,7 +49,7 @@ from access.scopes import (
     scope_text,
 )
 from access.services.audit import audit_record
-from access.services.changes import changes_apply, changes_audit_data
+from access.services.changes import changes_refuse_unknown, changes_save
 from connectors import ConnectorError, connector_for
 from connectors.atlas import CUSTOM_ROLE_ACTIONS, custom_role_key
 from connectors.atlas import delete_after_date as atlas_delete_after_date
@@ -79,47 +79,25 @@ def role_prefix() -> str:
 
 
 # -- permission levels -------------------------------------------------------------------------------------
-LEVEL_FIELDS = frozenset({"name", "description", "actions"})
-
-
-def _refuse_unknown_level_fields(fields: dict) -> None:
-    unknown = set(fields) - LEVEL_FIELDS
-    if unknown:
-        raise ValidationError({sorted(unknown)[0]: "This field is not set on a permission level."})
+LEVEL_FIELDS = ("name", "description", "actions")
 
 
 def permission_level_create(*, actor, **fields) -> PermissionLevel:
     """Define a custom permission level: a name and MongoDB privilege actions (an unknown action is refused)."""
-    _refuse_unknown_level_fields(fields)
+    changes_refuse_unknown(fields, allowed=LEVEL_FIELDS, noun="a permission level")
     with transaction.atomic():
         level = PermissionLevel()
-        changed = changes_apply(level, fields)
-        level.full_clean()
-        level.save()
-        audit_record(
-            action=AuditAction.PERMISSIONLEVEL_CREATE,
-            actor=actor,
-            target=level,
-            data=changes_audit_data(level, changed),
-        )
+        changes_save(level, fields, action=AuditAction.PERMISSIONLEVEL_CREATE, actor=actor)
     return level
 
 
 def permission_level_update(*, actor, level: PermissionLevel, **fields) -> PermissionLevel:
     """Change a level's description or actions (its name stays: envelopes name it). Grants made keep their actions."""
-    _refuse_unknown_level_fields(fields)
+    changes_refuse_unknown(fields, allowed=LEVEL_FIELDS, noun="a permission level")
     if "name" in fields and fields["name"] != level.name:
         raise ValidationError({"name": "A level keeps its name: policies name it. Define a new level instead."})
     with transaction.atomic():
-        changed = changes_apply(level, fields)
-        level.full_clean()
-        level.save()
-        audit_record(
-            action=AuditAction.PERMISSIONLEVEL_UPDATE,
-            actor=actor,
-            target=level,
-            data=changes_audit_data(level, changed),
-        )
+        changes_save(level, fields, action=AuditAction.PERMISSIONLEVEL_UPDATE, actor=actor)
     return level
 
 
@@ -321,6 +299,7 @@ def scoped_grant_make(*, request: AccessRequest, actor, connector=None) -> Scope
     ValidationError when the request is not approved or its window is closed.
     """
     from access.services.leases import (
+        connectors_shared,
         lease_issue_failed_record,
         password_generate,
         system_tag,
@@ -389,36 +368,29 @@ def scoped_grant_make(*, request: AccessRequest, actor, connector=None) -> Scope
     tag = {"pam": {"lease_id": lease.lease_id, "system": system_tag(), "request": request.pk}}
     made: list[str] = []  # what may exist on the server if a step fails (then the sweeper cleans up)
     try:
-        own = connector is None
-        connector = connector or connector_for(resource)
-        try:
-            if resource.is_atlas:
-                _atlas_grant(
-                    connector=connector,
-                    lease=lease,
-                    password=password,
-                    roles=atlas_roles,
-                    custom_role=custom_role,
-                    tag=tag,
-                    made=made,
-                )
-            else:
-                privileges = [
-                    {"resource": r.as_dict(), "actions": list(scope["actions"])} for r in scope_resources(scope)
-                ]
-                made.append("role")
-                connector.create_role(db=ROLE_DB, name=server_role, privileges=privileges)
-                made.append("user")
-                connector.create_user(
-                    db=ROLE_DB,
-                    username=username,
-                    password=password,
-                    roles=[{"role": server_role, "db": ROLE_DB}],
-                    custom_data=tag,
-                )
-        finally:
-            if own:
-                connector.close()
+        connector = connector or connectors_shared().for_resource(resource)
+        if resource.is_atlas:
+            _atlas_grant(
+                connector=connector,
+                lease=lease,
+                password=password,
+                roles=atlas_roles,
+                custom_role=custom_role,
+                tag=tag,
+                made=made,
+            )
+        else:
+            privileges = [{"resource": r.as_dict(), "actions": list(scope["actions"])} for r in scope_resources(scope)]
+            made.append("role")
+            connector.create_role(db=ROLE_DB, name=server_role, privileges=privileges)
+            made.append("user")
+            connector.create_user(
+                db=ROLE_DB,
+                username=username,
+                password=password,
+                roles=[{"role": server_role, "db": ROLE_DB}],
+                custom_data=tag,
+            )
     except (ConnectorError, ScopedGrantRefused) as exc:
         error = _error_text(exc, [password])
         nothing_made = not made or (len(made) == 1 and _refused_before_acting(exc))

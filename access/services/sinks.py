@@ -34,10 +34,11 @@ from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from access.events import COMMAND_FIELDS
 from access.models import AuditAction, AuditEvent, SessionCommand, Sink, SinkCursor
 from access.models.sinks import SinkKind, SinkStream, sink_file_path
 from access.services.audit import audit_record
-from access.services.changes import changes_apply, changes_audit_data
+from access.services.changes import changes_apply, changes_audit_data, changes_refuse_unknown
 from access.services.locks import background_lock_acquire, background_lock_release, background_lock_renew
 from access.transports import (
     DeliveryError,
@@ -83,9 +84,7 @@ ROUND_BUDGET_SECONDS = 2.0
 
 # -- configuration ------------------------------------------------------------------------------------------------
 def _refuse_unknown(fields: dict[str, Any]) -> None:
-    unknown = set(fields) - SINK_FIELDS
-    if unknown:
-        raise ValidationError({sorted(unknown)[0]: "This field is not set on a sink."})
+    changes_refuse_unknown(fields, allowed=SINK_FIELDS, noun="a sink")
 
 
 def _ensure_cursors(sink: Sink) -> None:
@@ -211,19 +210,7 @@ def _command_records(position: int, limit: int) -> list[SinkRecord]:
         SessionCommand.objects.filter(pk__gt=position)
         .order_by("pk")
         .values(
-            "pk",
-            "at",
-            "connection_id",
-            "database",
-            "collection",
-            "command",
-            "summary",
-            "ok",
-            "n",
-            "error_code",
-            "error_message",
-            "refused",
-            "latency_us",
+            *COMMAND_FIELDS,
             "session__public_id",
             "session__username",
             "session__user_name",
@@ -233,7 +220,7 @@ def _command_records(position: int, limit: int) -> list[SinkRecord]:
     )
     records = []
     for row in rows:
-        record_id = f"cmd:{row['pk']}"
+        record_id = f"cmd:{row['id']}"
         body = {
             "id": record_id,
             "system": system,
@@ -244,20 +231,12 @@ def _command_records(position: int, limit: int) -> list[SinkRecord]:
             "user": row["session__user_name"],
             "account": row["session__account__name"],
             "gateway": row["session__gateway__name"],
-            "connection_id": row["connection_id"],
-            "database": row["database"],
-            "collection": row["collection"],
-            "command": row["command"],
-            "summary": row["summary"],  # redacted by the gateway and scrubbed again when it was stored
-            "ok": row["ok"],
-            "n": row["n"],
-            "error_code": row["error_code"],
-            "error_message": row["error_message"],
-            "refused": row["refused"],
-            "latency_us": row["latency_us"],
+            # What a live event carries (connection_id to latency_us); the summary was redacted by the gateway
+            # and scrubbed again when it was stored.
+            **{name: row[name] for name in COMMAND_FIELDS if name not in ("id", "at")},
         }
         severity = 4 if row["refused"] or not row["ok"] else 6
-        records.append(SinkRecord(SinkStream.COMMANDS.value, row["pk"], record_id, row["at"], body, severity))
+        records.append(SinkRecord(SinkStream.COMMANDS.value, row["id"], record_id, row["at"], body, severity))
     return records
 
 

@@ -24,7 +24,7 @@ from django.utils import timezone
 
 from access.models import AuditAction, IdpMfaDevice, SsoGroupMapping, SsoIdentity
 from access.services.audit import audit_record
-from access.services.changes import changes_apply, changes_audit_data
+from access.services.changes import changes_save
 from access.services.offboarding import AccessEndReport, access_grants_reconcile
 from access.sso_backend import SsoError, idp_asserts_mfa
 
@@ -231,29 +231,13 @@ def sso_group_mapping_create(*, actor, **fields: Any) -> SsoGroupMapping:
     """Map a value of the groups claim to a Django group (applied at each person's next sign-in)."""
     with transaction.atomic():
         mapping = SsoGroupMapping()
-        changed = changes_apply(mapping, fields)
-        mapping.full_clean()
-        mapping.save()
-        audit_record(
-            action=AuditAction.SSO_GROUP_MAPPING_CREATE,
-            actor=actor,
-            target=mapping,
-            data=changes_audit_data(mapping, changed),
-        )
+        changes_save(mapping, fields, action=AuditAction.SSO_GROUP_MAPPING_CREATE, actor=actor)
     return mapping
 
 
 def sso_group_mapping_update(*, actor, mapping: SsoGroupMapping, **fields: Any) -> SsoGroupMapping:
     with transaction.atomic():
-        changed = changes_apply(mapping, fields)
-        mapping.full_clean()
-        mapping.save()
-        audit_record(
-            action=AuditAction.SSO_GROUP_MAPPING_UPDATE,
-            actor=actor,
-            target=mapping,
-            data=changes_audit_data(mapping, changed),
-        )
+        changes_save(mapping, fields, action=AuditAction.SSO_GROUP_MAPPING_UPDATE, actor=actor)
     return mapping
 
 

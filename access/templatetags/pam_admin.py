@@ -14,6 +14,7 @@ from django import template
 from django.contrib.admin.templatetags.base import InclusionAdminNode
 from django.contrib.admin.utils import get_fields_from_path
 from django.db import models
+from django.template.defaultfilters import pluralize
 from django.utils import formats, timezone
 from django.utils.text import capfirst
 from django.utils.translation import gettext as _
@@ -171,8 +172,8 @@ def pam_admin_alerts(context):
         error = f": {status.last_error}" if status.last_error else ""
         alerts.append(
             {
-                "text": f"Sink {status.sink.name} is stuck: {status.lag} {status.stream} record(s) waiting, the oldest "
-                f"for {minutes} min{error}",
+                "text": f"Sink {status.sink.name} is stuck: {status.lag} {status.stream} "
+                f"record{pluralize(status.lag)} waiting, the oldest for {minutes} min{error}",
                 "url": reverse("admin:access_sink_change", args=[status.sink.pk]),
             }
         )

@@ -15,6 +15,9 @@
  *                                  no ambiguity, sequence identifiers and where the command document starts.
  *   read_op_msg(raw, max_size)     codec.Request.read for such an OP_MSG: the header and flag bits checked
  *                                  and read too, so a request costs one call.
+ *   cursor_table(buffer, op, ...)  a table of (session, cursor) pairs in memory the gateway's worker
+ *                                  processes share, so a getMore may reach any worker (no Python reference:
+ *                                  without the extension the gateway runs one worker).
  *
  * Every function returns None whenever its input is anything but ordinary (a structural problem, a field
  * given twice, a value the Python code would treat specially); the caller then runs the Python function,
@@ -26,6 +29,7 @@
 #include <stdint.h>
 #include <string.h>
 #include <math.h>
+#include <sched.h>
 
 #define OP_REPLY 1
 #define OP_MSG 2013
@@ -1036,6 +1040,181 @@ static PyObject *py_read_op_msg(PyObject *self, PyObject *args) {
     return result;
 }
 
+
+/* ---------------------------------------------------------------------------------------------------- */
+/* A table of (session id, cursor id) pairs in memory shared by the gateway's worker processes          */
+/* ---------------------------------------------------------------------------------------------------- */
+
+/*
+ * The buffer (an anonymous shared mmap made before the workers fork) holds a header and a power-of-two
+ * number of 16-byte slots; a slot with session 0 is free (session ids start at 1). Open addressing with
+ * linear probing and backward-shift deletion, so no tombstones build up. One spinlock (an atomic word in
+ * the header) guards every operation: each is a few probes long.
+ */
+
+typedef struct {
+    uint32_t lock;
+    uint32_t count;
+    uint32_t capacity;
+    uint32_t magic;
+} TableHead;
+
+typedef struct {
+    int64_t session;
+    int64_t cursor;
+} Slot;
+
+#define TABLE_MAGIC 0x43555253u
+
+static uint64_t mix64(uint64_t x) {
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdULL;
+    x ^= x >> 33;
+    x *= 0xc4ceb9fe1a85ec53ULL;
+    x ^= x >> 33;
+    return x;
+}
+
+static void table_lock(TableHead *h) {
+    int spins = 0;
+    while (__atomic_exchange_n(&h->lock, 1u, __ATOMIC_ACQUIRE)) {
+        if (++spins > 64) {
+            Py_BEGIN_ALLOW_THREADS
+            sched_yield();
+            Py_END_ALLOW_THREADS
+            spins = 0;
+        }
+    }
+}
+
+static void table_unlock(TableHead *h) { __atomic_store_n(&h->lock, 0u, __ATOMIC_RELEASE); }
+
+/* The table in ``buffer`` (initialised when ``init``); NULL with an exception when it is not one. */
+static TableHead *table_of(Py_buffer *view, int init) {
+    if (view->len < (Py_ssize_t)(sizeof(TableHead) + 16 * sizeof(Slot))) {
+        PyErr_SetString(PyExc_ValueError, "the cursor table's buffer is too small");
+        return NULL;
+    }
+    TableHead *h = view->buf;
+    if (init) {
+        uint64_t slots = (uint64_t)(view->len - sizeof(TableHead)) / sizeof(Slot);
+        uint32_t capacity = 16;
+        while ((uint64_t)capacity * 2 <= slots && capacity < (1u << 30)) capacity *= 2;
+        memset(view->buf, 0, sizeof(TableHead) + (size_t)capacity * sizeof(Slot));
+        h->capacity = capacity;
+        h->magic = TABLE_MAGIC;
+    } else if (h->magic != TABLE_MAGIC) {
+        PyErr_SetString(PyExc_ValueError, "the buffer holds no cursor table");
+        return NULL;
+    }
+    return h;
+}
+
+static Slot *table_slots(TableHead *h) { return (Slot *)(h + 1); }
+
+/* The slot holding (session, cursor), or the free slot where it would go. */
+static uint32_t table_find(TableHead *h, int64_t session, int64_t cursor) {
+    Slot *slots = table_slots(h);
+    uint32_t mask = h->capacity - 1;
+    uint32_t i = (uint32_t)mix64((uint64_t)session * 0x9E3779B97F4A7C15ULL ^ (uint64_t)cursor) & mask;
+    while (slots[i].session != 0 && !(slots[i].session == session && slots[i].cursor == cursor)) i = (i + 1) & mask;
+    return i;
+}
+
+static uint32_t table_home(TableHead *h, Slot *slot) {
+    return (uint32_t)mix64((uint64_t)slot->session * 0x9E3779B97F4A7C15ULL ^ (uint64_t)slot->cursor) &
+           (h->capacity - 1);
+}
+
+static void table_delete_at(TableHead *h, uint32_t i) {
+    Slot *slots = table_slots(h);
+    uint32_t mask = h->capacity - 1, j = i;
+    slots[i].session = 0;
+    for (;;) {
+        j = (j + 1) & mask;
+        if (slots[j].session == 0) break;
+        uint32_t home = table_home(h, &slots[j]);
+        /* move slots[j] back into the hole at i unless its home lies cyclically in (i, j] */
+        int stays = (i <= j) ? (i < home && home <= j) : (i < home || home <= j);
+        if (!stays) {
+            slots[i] = slots[j];
+            slots[j].session = 0;
+            i = j;
+        }
+    }
+    h->count--;
+}
+
+static PyObject *py_cursor_table(PyObject *self, PyObject *args) {
+    Py_buffer view;
+    const char *op;
+    long long session = 0, cursor = 0;
+    if (!PyArg_ParseTuple(args, "w*s|LL", &view, &op, &session, &cursor)) return NULL;
+    PyObject *result = NULL;
+    int init = strcmp(op, "init") == 0;
+    TableHead *h = table_of(&view, init);
+    if (h == NULL) goto done;
+    if (init) {
+        result = PyLong_FromUnsignedLong(h->capacity);
+        goto done;
+    }
+    if (strcmp(op, "count") == 0) {
+        result = PyLong_FromUnsignedLong(__atomic_load_n(&h->count, __ATOMIC_RELAXED));
+        goto done;
+    }
+    if (session <= 0) {
+        PyErr_SetString(PyExc_ValueError, "session ids are positive");
+        goto done;
+    }
+    table_lock(h);
+    if (strcmp(op, "add") == 0) {
+        uint32_t i = table_find(h, session, cursor);
+        int added = 1;
+        if (table_slots(h)[i].session == 0) {
+            if ((uint64_t)h->count * 4 >= (uint64_t)h->capacity * 3) {
+                added = 0;  /* full: the worker that holds the cursor still knows it */
+            } else {
+                table_slots(h)[i].session = session;
+                table_slots(h)[i].cursor = cursor;
+                h->count++;
+            }
+        }
+        table_unlock(h);
+        result = PyBool_FromLong(added);
+    } else if (strcmp(op, "has") == 0) {
+        uint32_t i = table_find(h, session, cursor);
+        int found = table_slots(h)[i].session != 0;
+        table_unlock(h);
+        result = PyBool_FromLong(found);
+    } else if (strcmp(op, "remove") == 0) {
+        uint32_t i = table_find(h, session, cursor);
+        int found = table_slots(h)[i].session != 0;
+        if (found) table_delete_at(h, i);
+        table_unlock(h);
+        result = PyBool_FromLong(found);
+    } else if (strcmp(op, "purge") == 0) {
+        /* drop every cursor of the session; a slot refilled by a backward shift is looked at again */
+        long removed = 0;
+        Slot *slots = table_slots(h);
+        for (uint32_t i = 0; i < h->capacity;) {
+            if (slots[i].session == session) {
+                table_delete_at(h, i);
+                removed++;
+            } else {
+                i++;
+            }
+        }
+        table_unlock(h);
+        result = PyLong_FromLong(removed);
+    } else {
+        table_unlock(h);
+        PyErr_Format(PyExc_ValueError, "unknown cursor table operation %s", op);
+    }
+done:
+    PyBuffer_Release(&view);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"reply_outcome", py_reply_outcome, METH_O,
      "(ok, n, code, errmsg, cursor_id) of a reply, or None: see redact.reply_outcome"},
@@ -1043,6 +1222,8 @@ static PyMethodDef methods[] = {
      "(key, patches) for the command log's summary cache, or None: see redact.summary_key"},
     {"scan_op_msg", py_scan_op_msg, METH_VARARGS,
      "(command, database, collection, '', sequences, body_at) of an ordinary OP_MSG, or None: see codec"},
+    {"cursor_table", py_cursor_table, METH_VARARGS,
+     "cursor_table(buffer, op[, session, cursor]): init, count, add, has, remove, purge (see workers.CursorTable)"},
     {"read_op_msg", py_read_op_msg, METH_VARARGS,
      "(request_id, flags, command, database, collection, '', sequences, body_at) of an OP_MSG, or None"},
     {NULL, NULL, 0, NULL},

@@ -13,11 +13,11 @@ from django.views.decorators.http import require_POST
 from access.models import Lease
 from access.models.leases import ISSUE_FAILED_REASON, LeaseState
 from access.selectors.leases import lease_connection_string, leases_held_by, roles_granted_to
-from access.selectors.policies import GrantNeedsMfa, NoGrant, access_grant_require
+from access.selectors.policies import GrantNeedsMfa
 from access.services.leases import LeaseError, lease_reveal_password
 from access.services.usage import access_lease_issue, access_lease_renew, access_lease_revoke, access_scoped_reveal
 from portal.forms import LeaseForm, RenewForm
-from portal.guards import mfa_fresh, portal_view, step_up_redirect
+from portal.guards import grant_or_redirect, mfa_fresh, portal_view, step_up_redirect
 from portal.listing import listing
 
 LEASE_STATES = [("active", "Active"), ("expired", "Expired"), ("revoked", "Revoked"), ("failed", "Issue failed")]
@@ -40,13 +40,9 @@ def _own_lease(request, pk: int) -> Lease:
 def role_use(request, role_id: int):
     """Ask for credentials on a role the user holds a policy for; a fresh code first when the grant requires MFA."""
     role = get_object_or_404(roles_granted_to(request.user), pk=role_id)
-    try:
-        grant = access_grant_require(user=request.user, role=role, mfa_verified=mfa_fresh(request))
-    except GrantNeedsMfa:
-        return step_up_redirect(request, request.get_full_path())
-    except NoGrant:
-        messages.info(request, f"You need an approved request before using {role}.")
-        return redirect("portal:catalogue")
+    grant, elsewhere = grant_or_redirect(request, role=role)
+    if elsewhere:
+        return elsewhere
     form = LeaseForm(request.POST or None, initial={"ttl": grant.cap(role.effective_default_ttl)})
     if request.method == "POST" and form.is_valid():
         try:

@@ -12,7 +12,6 @@ from django.views.decorators.http import require_POST
 
 from access.models import Session
 from access.models.sessions import SessionState
-from access.selectors.policies import GrantNeedsMfa, NoGrant, access_grant_require
 from access.selectors.sessions import (
     accounts_granted_to,
     session_commands,
@@ -22,7 +21,7 @@ from access.selectors.sessions import (
 )
 from access.services.usage import access_session_end, access_session_open
 from portal.forms import SessionForm
-from portal.guards import mfa_fresh, portal_view, step_up_redirect
+from portal.guards import grant_or_redirect, mfa_fresh, portal_view
 from portal.listing import listing
 
 RECENT_COMMANDS = 100
@@ -38,13 +37,9 @@ def _own_session(request, public_id) -> Session:
 def account_use(request, account_id: int):
     """Open a gateway session on an account the user holds a policy for; a fresh code first when MFA is required."""
     account = get_object_or_404(accounts_granted_to(request.user), pk=account_id)
-    try:
-        grant = access_grant_require(user=request.user, account=account, mfa_verified=mfa_fresh(request))
-    except GrantNeedsMfa:
-        return step_up_redirect(request, request.get_full_path())
-    except NoGrant:
-        messages.info(request, f"You need an approved request before using {account}.")
-        return redirect("portal:catalogue")
+    grant, elsewhere = grant_or_redirect(request, account=account)
+    if elsewhere:
+        return elsewhere
     form = SessionForm(
         request.POST or None,
         initial={"duration": grant.cap(min(grant.max_duration, timedelta(hours=1))), "read_only": grant.read_only},
@@ -57,6 +52,7 @@ def account_use(request, account_id: int):
                 duration=form.cleaned_data["duration"],
                 read_only=form.cleaned_data["read_only"],
                 mfa_verified=mfa_fresh(request),
+                databases=form.cleaned_data.get("databases") or [],
             )
         except (PermissionDenied, ValidationError) as exc:
             form.add_error(None, " ".join(getattr(exc, "messages", [str(exc)])))

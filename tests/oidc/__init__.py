@@ -15,13 +15,13 @@ import json
 import os
 import shutil
 import subprocess
-import time
 from pathlib import Path
 from urllib.parse import urljoin
 
 import requests
 
 from tests.gateway_fixtures import free_port
+from tests.helpers import process_stop, process_wait_ready
 
 HERE = Path(__file__).resolve().parent
 INSTALL = HERE.parent / "install-oidc.sh"
@@ -87,26 +87,24 @@ class OidcProvider:
             [node, str(HERE / "provider.js"), str(config)], cwd=HERE, stdout=log, stderr=subprocess.STDOUT
         )
         log.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"oidc-provider exited with {self.process.returncode}:\n{self.log_text()[-3000:]}")
-            try:
-                if requests.get(f"{self.issuer}/.well-known/openid-configuration", timeout=2).status_code == 200:
-                    return self
-            except requests.RequestException:
-                time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"oidc-provider did not answer in {timeout}s:\n{self.log_text()[-3000:]}")
+        process_wait_ready(
+            self.process,
+            self._answers,
+            name="oidc-provider",
+            timeout=timeout,
+            log_text=self.log_text,
+            poll=0.1,
+        )
+        return self
+
+    def _answers(self) -> bool:
+        try:
+            return requests.get(f"{self.issuer}/.well-known/openid-configuration", timeout=2).status_code == 200
+        except requests.RequestException:
+            return False
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        process_stop(self.process)
         self.process = None
 
     def log_text(self) -> str:

@@ -1,9 +1,11 @@
-"""``manage.py runproxy``: run this host's MongoDB gateway (see ``gatewayproxy.server``)."""
+"""``manage.py runproxy``: run this host's MongoDB gateway (``gatewayproxy.server``; several worker processes with
+``--workers``: ``gatewayproxy.workers``)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import sys
@@ -16,6 +18,7 @@ from access.services.gateway import gateway_register
 from gatewayproxy.commandlog import WriterProcess
 from gatewayproxy.metrics import serve_metrics
 from gatewayproxy.server import GatewayServer, raise_open_file_limit
+from gatewayproxy.workers import Supervisor, default_workers
 
 
 def host_port(value: str, *, default_port: int) -> tuple[str, int]:
@@ -45,12 +48,18 @@ class Command(BaseCommand):
         parser.add_argument("--public-port", type=int, default=None, help="Port clients connect to.")
         parser.add_argument("--metrics", default=None, help="HOST:PORT for Prometheus metrics (off by default).")
         parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+        parser.add_argument(
+            "--workers",
+            type=int,
+            default=None,
+            help="Worker processes sharing the port (default: one per core; one without the C extension).",
+        )
 
     def handle(self, *args, **options):
         host, port = host_port(options["listen"], default_port=27018)
         logging.basicConfig(
             level=options["log_level"],
-            format="time=%(asctime)s level=%(levelname)s logger=%(name)s %(message)s",
+            format="time=%(asctime)s level=%(levelname)s logger=%(name)s pid=%(process)d %(message)s",
             stream=sys.stderr,
             force=True,
         )
@@ -76,15 +85,38 @@ class Command(BaseCommand):
             limit,
         )
         bridge = GatewayBridge(gateway.pk)
-        # Fork the command log writer now: before the event loop and its threads exist, with no open connection.
+        workers = options["workers"] or default_workers()
+        if workers < 1:
+            raise CommandError("--workers must be at least 1")
+        # Fork the command log writer (and the workers) now: before any event loop or thread exists, with no
+        # open database connection; what is alive now is frozen out of the garbage collector's passes.
         connections.close_all()
-        writer = WriterProcess(bridge.record_commands)
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(20_000, 20, 50)  # the relay allocates a few small objects per message, none cyclic
+        writer = WriterProcess(bridge.record_commands, inputs=workers)
         writer.start()
-        server = GatewayServer(bridge, host=host, port=port, log_output=writer.input(0))
         try:
-            asyncio.run(self._serve(server, metrics_address))
+            if workers > 1:
+                supervisor = Supervisor(
+                    bridge,
+                    host=host,
+                    port=port,
+                    workers=workers,
+                    writer=writer,
+                    metrics_address=metrics_address,
+                    announce=self._announce,
+                )
+                supervisor.run()
+            else:
+                server = GatewayServer(bridge, host=host, port=port, log_output=writer.input(0))
+                asyncio.run(self._serve(server, metrics_address))
         finally:
             writer.close()
+
+    def _announce(self, line: str) -> None:
+        self.stdout.write(line, ending="\n")
+        self.stdout.flush()
 
     async def _serve(self, server: GatewayServer, metrics_address: tuple[str, int] | None) -> None:
         stop = asyncio.Event()

@@ -1,0 +1,90 @@
+"""How `pam` prints: tables and a live status line for people, JSON for scripts."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import sys
+from collections.abc import Iterable, Sequence
+
+import click
+
+
+def print_json(value) -> None:
+    click.echo(json.dumps(value, indent=2, sort_keys=True, default=str))
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[object]], *, empty: str = "Nothing to show.") -> None:
+    rows = [["" if cell is None else str(cell) for cell in row] for row in rows]
+    if not rows:
+        click.echo(empty)
+        return
+    widths = [max(len(headers[i]), *(len(row[i]) for row in rows)) for i in range(len(headers))]
+    click.echo("  ".join(header.upper().ljust(widths[i]) for i, header in enumerate(headers)).rstrip())
+    for row in rows:
+        click.echo("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip())
+
+
+def when(value: str | None) -> str:
+    """An API timestamp as `YYYY-MM-DD HH:MM:SS UTC` (or "—")."""
+    if not value:
+        return "—"
+    try:
+        moment = datetime.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return str(value)
+    return moment.astimezone(datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def seconds_left(value: str | None) -> int:
+    if not value:
+        return 0
+    moment = datetime.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    return max(0, int((moment - datetime.datetime.now(datetime.UTC)).total_seconds()))
+
+
+def duration_words(seconds: int) -> str:
+    hours, rest = divmod(int(seconds), 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    if minutes:
+        return f"{minutes}m{secs:02d}s"
+    return f"{secs}s"
+
+
+class Live:
+    """One status line rewritten in place on a terminal (plain lines, only when they change, elsewhere)."""
+
+    def __init__(self, stream=None) -> None:
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self.last = ""
+
+    def __enter__(self) -> Live:
+        return self
+
+    def update(self, text: str) -> None:
+        if self.tty:
+            self.stream.write("\r\033[K" + text)
+            self.stream.flush()
+        elif text != self.last and _changed_beyond_clock(self.last, text):
+            self.stream.write(text + "\n")
+            self.stream.flush()
+        self.last = text
+
+    def clear(self) -> None:
+        """Remove the line on a terminal (elsewhere the lines stay, as a log)."""
+        if self.tty and self.last:
+            self.stream.write("\r\033[K")
+            self.stream.flush()
+        self.last = ""
+
+    def __exit__(self, *exc) -> None:
+        self.clear()
+
+
+def _changed_beyond_clock(before: str, after: str) -> bool:
+    """Whether two status lines differ by more than their countdown (so logs get a line per real change)."""
+    strip = str.maketrans("", "", "0123456789")
+    return before.translate(strip) != after.translate(strip)
