@@ -95,7 +95,7 @@ def session_login_lookup(*, username: str) -> SessionLogin | None:
             refusal = "the account has no stored password"
         elif not resource_credentials_may_go(resource):
             # settings changed since verified: the stored password is not sent (access.services.connections)
-            refusal = "the resource's address or TLS settings changed and were not verified since"
+            refusal = "the resource's connection settings are not verified: its stored credentials are held back"
         else:
             upstream = UpstreamTarget(
                 uri=resource.uri,

@@ -19,6 +19,7 @@ from pymongo import MongoClient
 from access.models import AuditAction, AuditEvent
 from gatewayproxy.wire import codec, scram
 from tests.gateway_fixtures import account_on, session_on, wait_for
+from tests.helpers import unique_name
 from tests.security.gateway_wire import RawClient, TunedGateway
 
 pytestmark = [pytest.mark.wireserver, pytest.mark.django_db(transaction=True)]
@@ -108,12 +109,13 @@ def test_a_login_must_finish_before_the_deadline(wire_server, tuned, gateway_row
     talker.close()
     # A driver that logged in keeps its monitoring connection (hellos only) and its pool past the deadline.
     session, secret = session_on(gateway_row, account_on(wire_server))
+    database = unique_name("app")
     with MongoClient(
         tuned.uri(session.username, secret), serverSelectionTimeoutMS=5000, heartbeatFrequencyMS=500
     ) as driver:
-        driver.app.items.insert_one({"n": 1})
+        driver[database].items.insert_one({"n": 1})
         time.sleep(4)
-        assert driver.app.items.count_documents({}) == 1
+        assert driver[database].items.count_documents({}) == 1
     assert tuned.metrics()["pam_gateway_login_deadline_closed_total"] >= 3
 
 

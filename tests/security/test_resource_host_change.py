@@ -61,7 +61,8 @@ def test_a_host_moved_through_the_api_gets_no_stored_credential(api_client, reso
     with pytest.raises(ConnectorError), connector_for(Resource.objects.get(pk=resource.pk)) as connector:
         connector.drop_user(db="reports", username=lease.username)
     session = SessionFactory(account=AccountFactory(resource=resource))
-    assert session_login_lookup(username=session.username) is None
+    login = session_login_lookup(username=session.username)  # no upstream target: no password handed over
+    assert login.upstream is None and "stored credentials are held back" in login.refusal
     assert collector.connections == 0
 
 

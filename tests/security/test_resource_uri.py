@@ -129,7 +129,8 @@ def test_a_plain_uri_stored_before_the_rule_sends_nothing_from_any_connector_pat
         resource_rotate_root(resource=resource, actor="test")
     account = AccountFactory(resource=resource)
     session = SessionFactory(account=account)
-    assert session_login_lookup(username=session.username) is None
+    login = session_login_lookup(username=session.username)  # no upstream target: no password handed over
+    assert login.upstream is None and "stored credentials are held back" in login.refusal
     assert collector.connections == 0 and b"Stored-Admin-Pw-881" not in collector.received
 
 
