@@ -87,7 +87,7 @@ class GatewayBridge:
         )
 
     async def sessions_to_close(self, session_ids: list[int]) -> dict[int, str]:
-        return await _in_thread(sessions_to_close, gateway_id=self.gateway_id, session_ids=session_ids)
+        return await _in_thread(sessions_to_close, gateway_id=self.gateway_id, session_ids=session_ids, in_words=True)
 
     async def heartbeat(self) -> None:
         """Record this gateway alive, then end the sessions of gateways silent for LOST_GATEWAY_GRACE (crashed).

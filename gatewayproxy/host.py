@@ -115,7 +115,7 @@ class Domain(Protocol):
         ...
 
     async def sessions_to_close(self, session_ids: list[int]) -> dict[int, str]:
-        """Which of these sessions must close now, with the end reason; ids to keep are absent."""
+        """Which of these sessions must close now, with why in words (what clients are told); ids to keep absent."""
         ...
 
     async def heartbeat(self) -> None:

@@ -173,6 +173,12 @@ def test_sessions_to_close_reports_ended_expired_gone_and_keeps_live(opened):
     }
     expired.refresh_from_db()
     assert (expired.state, expired.end_reason) == (SessionState.ENDED, SessionEndReason.EXPIRED)
+    worded = sessions_to_close(gateway_id=None, session_ids=[killed.pk, expired.pk, 424242], in_words=True)
+    assert worded == {  # what the gateway tells the clients, as its ended-session notices do
+        killed.pk: "the session was killed by an administrator",
+        expired.pk: "the session expired",
+        424242: "the session no longer exists",
+    }
 
 
 def test_gateway_stop_and_lost_sweep_end_only_that_gateways_sessions():

@@ -25,7 +25,7 @@ from access.events import (
     publish_session_event,
     session_events_use_channel_layer,
 )
-from access.models import AuditAction, Gateway, Session, SessionCommand
+from access.models import AuditAction, Gateway, Session, SessionCommand, SessionRevocation
 from access.models.leases import LeaseState
 from access.models.sessions import SessionEndReason, SessionState, session_end_words
 from access.services.audit import audit_record
@@ -286,11 +286,12 @@ def _publish_commands(rows: list[SessionCommand]) -> None:
         publish_session_event(sessions[row.session_id], {"type": COMMAND_EVENT, "command": command_event_fields(row)})
 
 
-def sessions_to_close(*, gateway_id: int | None, session_ids: list[int]) -> dict[int, str]:
+def sessions_to_close(*, gateway_id: int | None, session_ids: list[int], in_words: bool = False) -> dict[int, str]:
     """Which of the gateway's sessions must close now, with the reason; due sessions are ended here as expired.
 
     A session closes when it has ended (any reason), expired, lost its account or lease, or no longer
-    exists (reported as `killed`).
+    exists (reported as `killed`). With `in_words` the reason is what the gateway tells the clients, as its ended-
+    session notices do ("the session was killed by alice"; "the session no longer exists").
     """
     wanted = {int(pk) for pk in session_ids}
     if not wanted:
@@ -314,7 +315,22 @@ def sessions_to_close(*, gateway_id: int | None, session_ids: list[int]) -> dict
                 continue
             _session_end_if_open(session=session, reason=reason, actor="gateway")
         closing[pk] = session.end_reason or SessionEndReason.KILLED.value
+    if in_words:
+        return _closing_words(closing, found)
     return closing
+
+
+def _closing_words(closing: dict[int, str], found: dict[int, Session]) -> dict[int, str]:
+    """The reasons of `sessions_to_close` in words: each session's last end notice, else its end reason's words."""
+    notices = dict(
+        SessionRevocation.objects.filter(session_id__in=list(closing))
+        .order_by("id")
+        .values_list("session_id", "description")
+    )  # the last notice of each session wins
+    return {
+        pk: notices.get(pk) or (session_end_words(code) if pk in found else "the session no longer exists")
+        for pk, code in closing.items()
+    }
 
 
 def _end_reason_now(session: Session, now: datetime) -> SessionEndReason | None:
