@@ -27,6 +27,7 @@ _SAMPLES = {
     "role": "reader",
     "name": "reader",
     "pk": "1",
+    "policy": "1",
     "lease_id": "mongodb/creds/reader/x",
     "prefix": "mongodb/",
 }
