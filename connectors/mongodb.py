@@ -22,7 +22,7 @@ import re
 import tempfile
 import threading
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from bson.binary import Binary
@@ -55,6 +55,8 @@ MAJORITY = {"w": "majority"}
 
 LOGIN_PROBES = 8
 """At most this many credential-less clients per connector try logins at once (threads of a revocation batch)."""
+PROBE_WAIT_SECONDS = 60
+"""How long a login check waits for one of them before the revocation counts as failed (and is retried)."""
 
 # Server error codes (src/mongo/base/error_codes.yml)
 AUTHENTICATION_FAILED = 18
@@ -73,6 +75,9 @@ BAD_VALUE = 2
 FAILED_TO_PARSE = 9
 UNKNOWN_FIELD = 40415
 _UNSUPPORTED = frozenset({COMMAND_NOT_FOUND, COMMAND_NOT_SUPPORTED, NOT_IMPLEMENTED})
+TYPE_MISMATCH = 14
+_LIST_REFUSED = _UNSUPPORTED | {BAD_VALUE, FAILED_TO_PARSE, TYPE_MISMATCH}
+"""Answers of a server that takes no list of users in usersInfo: ask for them one by one instead."""
 
 _DNS_HINTS = (
     "name or service not known",
@@ -121,6 +126,15 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _effective_users(operation: Mapping[str, Any]) -> set[tuple[str, str]]:
+    """The (db, user) pairs a currentOp entry runs as."""
+    return {
+        (str(user.get("db")), str(user.get("user")))
+        for user in operation.get("effectiveUsers") or []
+        if isinstance(user, Mapping)
+    }
+
+
 def user_definition(doc: Mapping[str, Any]) -> dict[str, Any]:
     """A usersInfo document without credentials, as plain JSON: what may be kept in a record."""
     return {k: _plain(v) for k, v in doc.items() if k not in ("credentials", "$clusterTime", "operationTime")}
@@ -147,6 +161,44 @@ _NETWORK_WORDS = {
 }
 
 
+class _Combiner:
+    """Runs concurrent calls of one kind as one server command (flat combining).
+
+    A call queues its key; whoever gets the turn sends one command for every key queued by then, so the threads
+    of a revocation batch that look up or cut users at the same moment share a `usersInfo` or a
+    `killAllSessions` instead of sending one each. Alone, a call is one command with one key, as before.
+    """
+
+    def __init__(self, run_many: Callable[[list], dict]):
+        self._run_many = run_many
+        self._pending: list[list] = []
+        self._lock = threading.Lock()  # guards _pending
+        self._turn = threading.Lock()  # one command in flight
+
+    def __call__(self, key):
+        slot = [key, False, None, None]  # key, done, result, error
+        with self._lock:
+            self._pending.append(slot)
+        with self._turn:
+            if not slot[1]:
+                with self._lock:
+                    batch, self._pending = self._pending, []
+                try:
+                    results = self._run_many(list(dict.fromkeys(queued[0] for queued in batch)))
+                    for queued in batch:
+                        queued[2] = results[queued[0]]
+                except ConnectorError as exc:
+                    for queued in batch:
+                        queued[3] = exc
+                finally:
+                    for queued in batch:
+                        queued[1] = True
+        if slot[3] is not None:
+            exc = slot[3]  # a copy per caller: threads never raise (and annotate) one exception object together
+            raise ConnectorError(exc.message, kind=exc.kind, code=exc.code)
+        return slot[2]
+
+
 class MongoDBConnector:
     """Manages database users on one MongoDB deployment through its admin account.
 
@@ -164,6 +216,8 @@ class MongoDBConnector:
         self._lock = threading.Lock()  # one cached client even when threads of a batch ask at once
         self._probes: queue.LifoQueue[MongoClient] = queue.LifoQueue()
         self._probes_made = 0
+        self._users_info = _Combiner(self._users_info_many)
+        self._kill = _Combiner(self._kill_many)
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def __enter__(self) -> MongoDBConnector:
@@ -440,7 +494,14 @@ class MongoDBConnector:
         probe = self._probe_take()
         reusable = False
         try:
-            for mechanism in ("SCRAM-SHA-256", "SCRAM-SHA-1"):
+            try:  # the mechanisms the server holds for this user, as a driver asks before it logs in
+                hello = probe.admin.command(SON([("hello", 1), ("saslSupportedMechs", f"{db}.{username}")]))
+            except PyMongoError as exc:
+                raise self._translate(exc, doing, secrets=[password], client=probe) from None
+            held = hello.get("saslSupportedMechs") or []
+            # A driver's choice: SCRAM-SHA-256 unless the user holds only SCRAM-SHA-1 credentials.
+            mechanisms = ("SCRAM-SHA-1",) if held and "SCRAM-SHA-256" not in held else ("SCRAM-SHA-256", "SCRAM-SHA-1")
+            for mechanism in mechanisms:
                 try:
                     scram.authenticate(
                         lambda command: probe[db].command(SON((k, v) for k, v in command.items() if k != "$db")),
@@ -454,7 +515,7 @@ class MongoDBConnector:
                         reusable = True
                         return False
                     if exc.code == MECHANISM_UNAVAILABLE and mechanism == "SCRAM-SHA-256":
-                        continue  # a user with SCRAM-SHA-1 credentials only
+                        continue  # SCRAM-SHA-256 is not enabled on this server
                     raise self._translate(exc, doing, secrets=[password]) from None
                 except scram.ScramError as exc:  # the server's answers do not add up (nonce, signature)
                     raise ConnectorError(
@@ -479,8 +540,8 @@ class MongoDBConnector:
             if make:
                 self._probes_made += 1
         if not make:
-            try:
-                return self._probes.get(timeout=self.timeout_ms / 1000)
+            try:  # a queue, not a failure: under a burst of revocations the checks take turns
+                return self._probes.get(timeout=PROBE_WAIT_SECONDS)
             except queue.Empty:
                 raise ConnectorError(f"{self._name}: every login check client stayed busy", kind="timeout") from None
         try:
@@ -503,14 +564,38 @@ class MongoDBConnector:
 
     # -- users -----------------------------------------------------------------------------------
     def get_user(self, *, db: str, username: str) -> dict | None:
-        """The user's definition (roles, mechanisms, customData, authenticationRestrictions), or None."""
-        reply = self._command(
-            db,
-            SON([("usersInfo", {"user": username, "db": db}), ("showAuthenticationRestrictions", True)]),
-            f"Could not read user {username!r} on {self._name}",
-        )
-        users = reply.get("users") or []
-        return user_definition(users[0]) if users else None
+        """The user's definition (roles, mechanisms, customData, authenticationRestrictions), or None.
+
+        Concurrent calls (the threads of a revocation batch) share one `usersInfo` for all their users.
+        """
+        return self._users_info((db, username))
+
+    def _users_info_many(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], dict | None]:
+        if len(keys) > 1:
+            command = SON(
+                [
+                    ("usersInfo", [{"user": username, "db": db} for db, username in keys]),
+                    ("showAuthenticationRestrictions", True),
+                ]
+            )
+            try:
+                reply = self._command("admin", command, f"Could not read {len(keys)} users on {self._name}")
+            except ConnectorError as error:
+                if error.code not in _LIST_REFUSED:
+                    raise
+            else:  # the server's answer names each user it found
+                found = {(doc.get("db"), doc.get("user")): doc for doc in reply.get("users") or []}
+                return {key: user_definition(found[key]) if key in found else None for key in keys}
+        results = {}
+        for db, username in keys:  # one key, or a server that takes no list
+            reply = self._command(
+                db,
+                SON([("usersInfo", {"user": username, "db": db}), ("showAuthenticationRestrictions", True)]),
+                f"Could not read user {username!r} on {self._name}",
+            )
+            users = reply.get("users") or []
+            results[(db, username)] = user_definition(users[0]) if users else None
+        return results
 
     def list_users(self, *, db: str | None = None) -> list[dict]:
         """Users of one database, or of every database when `db` is None (definitions without credentials)."""
@@ -610,36 +695,44 @@ class MongoDBConnector:
             raise ConnectorError(f"{doing}: the server did not keep the authenticationRestrictions", kind="server")
 
     # -- connections -----------------------------------------------------------------------------
-    def _user_operations(self, *, db: str, username: str) -> list[dict] | None:
-        """The user's connections and operations seen by currentOp (idle ones too), or None when refused."""
-        command = SON(
-            [
-                ("currentOp", 1),
-                ("$all", True),
-                ("$ownOps", False),
-                ("effectiveUsers", {"$elemMatch": {"user": username, "db": db}}),
-            ]
-        )
+    def _users_operations(self, keys: list[tuple[str, str]], doing: str) -> list[dict] | None:
+        """The connections and operations of these users seen by currentOp (idle ones too), or None when refused."""
+        if len(keys) == 1:
+            mine = {"user": keys[0][1], "db": keys[0][0]}
+        else:
+            mine = {"$or": [{"user": username, "db": db} for db, username in keys]}
+        command = SON([("currentOp", 1), ("$all", True), ("$ownOps", False), ("effectiveUsers", {"$elemMatch": mine})])
         try:
-            return list(self.client.admin.command(command).get("inprog") or [])
+            operations = list(self.client.admin.command(command).get("inprog") or [])
         except OperationFailure as exc:
             if exc.code == UNAUTHORIZED or exc.code in _UNSUPPORTED:
                 return None
-            raise self._translate(exc, f"Could not list the connections of {username!r}") from None
+            raise self._translate(exc, doing) from None
         except PyMongoError as exc:
-            raise self._translate(exc, f"Could not list the connections of {username!r}") from None
+            raise self._translate(exc, doing) from None
+        wanted = set(keys)  # whatever the server's filter did, count and kill only these users' operations
+        return [op for op in operations if wanted & _effective_users(op)]
 
     def kill_user_connections(self, *, db: str, username: str) -> int:
         """End every live connection and operation of `username`@`db`; return how many currentOp showed.
 
         Uses killAllSessions for the user; where the server refuses it, kills each of the user's
-        operations found by currentOp with killOp.
+        operations found by currentOp with killOp. Concurrent calls (the threads of a revocation batch)
+        share one currentOp and one killAllSessions for all their users.
         """
-        doing = f"Could not end the connections of {username!r} on {self._name}"
-        operations = self._user_operations(db=db, username=username)
+        return self._kill((db, username))
+
+    def _kill_many(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], int]:
+        if len(keys) == 1:
+            doing = f"Could not end the connections of {keys[0][1]!r} on {self._name}"
+        else:
+            doing = f"Could not end the connections of {len(keys)} users on {self._name}"
+        operations = self._users_operations(keys, doing)
+        shown = {key: sum(1 for op in operations or [] if key in _effective_users(op)) for key in keys}
         try:
-            self.client.admin.command(SON([("killAllSessions", [{"user": username, "db": db}])]))
-            return len(operations or [])
+            patterns = [{"user": username, "db": db} for db, username in keys]
+            self.client.admin.command(SON([("killAllSessions", patterns)]))
+            return shown
         except OperationFailure as exc:
             refused = exc.code == UNAUTHORIZED or exc.code in _UNSUPPORTED
             if not refused:
@@ -650,13 +743,14 @@ class MongoDBConnector:
                 ) from None
         except PyMongoError as exc:
             raise self._translate(exc, doing) from None
-        killed = 0
+        killed = dict.fromkeys(keys, 0)
         for operation in operations:
             opid = operation.get("opid")
             if opid is None:
                 continue
             self._command("admin", SON([("killOp", 1), ("op", opid)]), doing)
-            killed += 1
+            for key in _effective_users(operation) & set(keys):
+                killed[key] += 1
         return killed
 
     # -- roles (scoped access) -------------------------------------------------------------------

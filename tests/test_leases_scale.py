@@ -64,6 +64,71 @@ def test_refused_logins_are_tried_on_one_kept_client_and_a_successful_one_is_not
 
 
 @pytest.mark.wireserver
+@pytest.mark.parametrize("mechanisms", [["SCRAM-SHA-1"], ["SCRAM-SHA-256"], ["SCRAM-SHA-1", "SCRAM-SHA-256"]])
+def test_the_login_check_uses_the_mechanism_the_user_holds(wire_resource, mechanisms):
+    with mongodb.MongoDBConnector(wire_resource) as connector:
+        password = password_new()
+        connector.create_user(db="app", username="scale-mech", password=password, roles=["read"], mechanisms=mechanisms)
+        try:
+            assert connector.can_login(db="app", username="scale-mech", password=password) is True
+            assert connector.can_login(db="app", username="scale-mech", password=password_new()) is False
+        finally:
+            connector.drop_user(db="app", username="scale-mech")
+        assert connector.can_login(db="app", username="scale-mech", password=password) is False
+
+
+@pytest.mark.wireserver
+def test_concurrent_lookups_and_kills_share_their_commands_and_each_caller_gets_its_own_answer(
+    wire_resource, monkeypatch
+):
+    import threading
+
+    from pymongo import monitoring
+
+    seen: list[str] = []
+
+    class Seen(monitoring.CommandListener):
+        def started(self, event):
+            seen.append(event.command_name)
+
+        def succeeded(self, event):
+            pass
+
+        def failed(self, event):
+            pass
+
+    class Listened(mongodb.MongoClient):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, event_listeners=[Seen()], **kwargs)
+
+    monkeypatch.setattr(mongodb, "MongoClient", Listened)
+    names = [f"scale-share-{index}" for index in range(12)]
+    with mongodb.MongoDBConnector(wire_resource) as connector:
+        for name in names[::2]:
+            connector.create_user(db="app", username=name, password=password_new(), roles=["read"])
+        gate = threading.Barrier(len(names))
+        answers: dict[str, tuple] = {}
+
+        def one(name: str) -> None:
+            gate.wait()
+            answers[name] = (
+                connector.get_user(db="app", username=name) is not None,
+                connector.kill_user_connections(db="app", username=name),
+            )
+
+        threads = [threading.Thread(target=one, args=(name,)) for name in names]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        for name in names[::2]:
+            connector.drop_user(db="app", username=name)
+    assert answers == {name: (index % 2 == 0, 0) for index, name in enumerate(names)}
+    assert seen.count("usersInfo") < len(names)  # some calls shared a command
+    assert seen.count("killAllSessions") < len(names)
+
+
+@pytest.mark.wireserver
 def test_api_leases_in_a_row_log_the_admin_in_once_and_every_revocation_is_still_verified(
     wire_server, wire_role, clients_made, monkeypatch
 ):

@@ -490,9 +490,12 @@ def _record_outcomes(outcomes: list[RevokeOutcome], *, actor) -> list[Lease]:
     now = timezone.now()
     recorded = []
     with transaction.atomic():
-        claims = Q()
+        by_deadline: dict[datetime | None, list[int]] = {}  # a claim's leases share its deadline: usually one group
         for outcome in outcomes:
-            claims |= Q(pk=outcome.lease.pk, next_attempt_at=outcome.lease.next_attempt_at)
+            by_deadline.setdefault(outcome.lease.next_attempt_at, []).append(outcome.lease.pk)
+        claims = Q()
+        for deadline, pks in by_deadline.items():
+            claims |= Q(pk__in=pks, next_attempt_at=deadline)
         single = len(outcomes) == 1  # one lease (the API's revoke): its conditional UPDATE says whether it stands
         standing = set()
         if len(outcomes) > 1:
