@@ -30,6 +30,7 @@ import datetime
 import logging
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any, Protocol
 
 from gatewayproxy.auth import ALLOWED_BEFORE_LOGIN, REFUSED_AFTER_LOGIN, ClientLogin, LoginError, refused
@@ -125,7 +126,7 @@ class ClientConnection:
         self.counted_login = False
         self._request_ids = 0
         self.pipe: Pipe | None = None
-        self._done: asyncio.Future | None = None
+        self._finished = False
 
     @property
     def username_tried(self) -> str:
@@ -155,8 +156,6 @@ class ClientConnection:
             self.pipe.close(reason)
         with contextlib.suppress(Exception):
             self.writer.transport.abort()
-        if self._done is not None and not self._done.done():
-            self._done.set_result(None)
         if self.upstream is not None:
             self.upstream.close()
         if self._expiry is not None:
@@ -192,6 +191,7 @@ class ClientConnection:
     async def run(self) -> None:
         """Serve the connection until the client leaves, a bad message arrives or the session ends."""
         self._deadline = asyncio.get_running_loop().call_later(self.host.login_limits.deadline, self._login_deadline)
+        handed_over = False
         try:
             while not self.closed:
                 try:
@@ -201,7 +201,9 @@ class ClientConnection:
                 self.host.metrics.bytes_in += len(raw)
                 await self._before_login(raw)
                 if self.login is not None and not self.closed:
-                    await self._run_pipe()
+                    # The pipe owns both sockets from now on and ends the connection when it closes; this task
+                    # (its frames, its context) ends here, so an idle connection costs less memory.
+                    handed_over = self._start_pipe()
                     break
         except codec.WireError as exc:
             self.close(f"bad message: {exc}")
@@ -214,11 +216,19 @@ class ClientConnection:
             log.exception("event=connection_error connection=%s", self.id)
             self.close("internal error")
         finally:
-            if not self.closed:
-                self.close("client closed the connection")
-            if self.upstream is not None:
-                self.upstream.close()  # an upstream opened while the client left during its login
-            self.host.connection_closed(self)
+            if not handed_over:
+                self._finish()
+
+    def _finish(self) -> None:
+        """The connection ended (before login, or when its pipe closed): close what is left, tell the server once."""
+        if self._finished:
+            return
+        self._finished = True
+        if not self.closed:
+            self.close("client closed the connection")
+        if self.upstream is not None:
+            self.upstream.close()  # an upstream opened while the client left during its login
+        self.host.connection_closed(self)
 
     async def _send(self, data: bytes) -> None:
         self.writer.write(data)
@@ -501,14 +511,12 @@ class ClientConnection:
 
     def _on_pipe_close(self, reason: str) -> None:
         self.close(reason)
-        if self._done is not None and not self._done.done():
-            self._done.set_result(None)
+        self._finish()
 
-    async def _run_pipe(self) -> None:
-        """Hand both sockets to a :class:`~gatewayproxy.pipe.Pipe` and wait until it stops."""
+    def _start_pipe(self) -> bool:
+        """Hand both sockets to a :class:`~gatewayproxy.pipe.Pipe`; True while it runs (it ends the connection)."""
         upstream = self.upstream
         assert upstream is not None
-        self._done = asyncio.get_running_loop().create_future()
         self.pipe = Pipe(
             client=self.writer.transport,
             upstream=upstream.writer.transport,
@@ -524,9 +532,32 @@ class ClientConnection:
             with contextlib.suppress(Exception):
                 if not transport.is_reading():
                     transport.resume_reading()
-        if self.closed:
-            return
-        await self._done
+        self._slim()
+        return not self.closed
+
+    def _slim(self) -> None:
+        """Let go of what the login needed and the relay does not, so that an idle connection costs little memory.
+
+        The streams' readers and protocols (the pipe owns both sockets; the writers stay for their transports),
+        the upstream's hello (its limits stay), the session's verifiers (only which mechanisms exist is asked
+        after login) and the login's upstream target.
+        """
+        upstream = self.upstream
+        assert upstream is not None
+        _release_stream(self.writer)
+        _release_stream(upstream.writer)
+        self.reader = upstream.reader = None
+        upstream.hello = {}
+        if self.login is not None:
+            mechanisms = {name: {} for name in self.login.verifiers or {}}
+            self.login = replace(self.login, verifiers=mechanisms, upstream=None)
+            self._login_flow.login = self.login
+
+
+def _release_stream(writer: asyncio.StreamWriter) -> None:
+    """Drop a stream writer's protocol and reader (with their buffer, futures and deque): only its transport is
+    used once the pipe owns the socket. The writer itself stays: dropping it would close the transport."""
+    writer._protocol = writer._reader = None  # type: ignore[assignment]
 
 
 def _take_buffered(reader: asyncio.StreamReader) -> bytes:

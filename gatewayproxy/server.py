@@ -163,9 +163,10 @@ class GatewayServer:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         connection = ClientConnection(self, next(self._ids), reader, writer)
+        del reader, writer  # the connection holds the streams, and lets them go once its pipe owns the sockets
         if not self.guard.admit(connection.client_ip):
             self.metrics.prelogin_refused += 1
-            writer.transport.abort()  # over the cap of unauthenticated connections (per address or in total)
+            connection.writer.transport.abort()  # over the cap of unauthenticated connections (per address, in all)
             return
         connection.admitted = True
         self.metrics.connections_unauthenticated = self.guard.unauthenticated
