@@ -292,8 +292,22 @@ def open_session(upstream: Upstream) -> tuple[str, str]:
     return username, secret
 
 
-def start_gateway(port: int, log: Path) -> subprocess.Popen:
+def raise_fd_limit(wanted: int = 262_144) -> int:
+    """Raise RLIMIT_NOFILE for this process and the ones it starts: 10,000 idle connections through the gateway
+    take 20,000 descriptors there (client and upstream sides) and 10,000 in the client and in the upstream.
+    Root may raise the hard limit too; otherwise the soft limit goes up to the hard one."""
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, max(hard, wanted)))
+    except (ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def start_gateway(port: int, log: Path, workers: int | None = None) -> subprocess.Popen:
     command = [sys.executable, "manage.py", "runproxy", "--listen", f"127.0.0.1:{port}"]
+    if workers:
+        command += ["--workers", str(workers)]
     process = subprocess.Popen(
         [*command, "--gateway", "bench", "--log-level", "WARNING"],
         cwd=ROOT,
@@ -442,10 +456,24 @@ def percentile(values: list[int], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] / 1000 if ordered else float("nan")
 
 
-def idle_rss(python: Path, pid: int, port: int, count: int, credentials: tuple[str, str] | None) -> tuple[int, int]:
-    """Open ``count`` idle connections through a proxy (logging in when given credentials); RSS before and after."""
-    pids = process_tree(pid)
-    before = rss_kib(pids)
+@dataclass
+class Idle:
+    """What opening ``count`` idle connections through a proxy gave: how many opened and failed, in how many
+    seconds, how many answered a ping afterwards, and the proxy's RSS (KiB, with its child processes)."""
+
+    count: int
+    opened: int = 0
+    failed: int = 0
+    seconds: float = 0.0
+    answered: int = 0
+    rss_before: int = 0
+    rss_after: int = 0
+
+
+def idle_rss(python: Path, pid: int, port: int, count: int, credentials: tuple[str, str] | None) -> Idle:
+    """Open ``count`` idle connections through a proxy (logging in when given credentials), all held at once;
+    then ping each. RSS before and after (the proxy's process tree)."""
+    result = Idle(count, rss_before=rss_kib(process_tree(pid)))
     env = dict(os.environ)
     if credentials:
         env["BENCH_USER"], env["BENCH_PASSWORD"] = credentials
@@ -457,16 +485,20 @@ def idle_rss(python: Path, pid: int, port: int, count: int, credentials: tuple[s
         env=env,
     )
     try:
-        line = driver.stdout.readline()
-        if line.strip() != "ready":
+        line = driver.stdout.readline().split()
+        if not line or line[0] != "ready":
             raise SystemExit(f"the idle connections failed: {line!r}")
+        result.opened, result.failed, result.seconds = int(line[1]), int(line[2]), float(line[3])
         time.sleep(1.0)
-        after = rss_kib(process_tree(pid))
+        result.rss_after = rss_kib(process_tree(pid))
+        driver.stdin.write("check\n")
+        driver.stdin.flush()
+        result.answered = int(driver.stdout.readline().split()[1])
         driver.stdin.write("close\n")
         driver.stdin.flush()
     finally:
-        driver.wait(60)
-    return before, after
+        driver.wait(120)
+    return result
 
 
 def ratio(numerator: float, denominator: float) -> str:
@@ -567,12 +599,16 @@ def main() -> int:
         default=None,
         help="after that row, one more gateway round under py-spy (needs py-spy beside this Python)",
     )
-    parser.add_argument("--idle", type=int, default=1000, help="idle connections per proxy (0: skip)")
+    parser.add_argument(
+        "--idle", type=int, default=1000, help="idle connections held at once per proxy (0: skip; 10000: the check)"
+    )
+    parser.add_argument(
+        "--gateway-workers", type=int, default=None, help="runproxy --workers (default: its own, one per core)"
+    )
     args = parser.parse_args()
     plan = parse_plan(args)
     columns = [name for name in COLUMNS if name in args.columns.split(",")]
-    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
+    open_files = raise_fd_limit()
 
     BENCH_DIR.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="pam-bench-"))
@@ -598,7 +634,7 @@ def main() -> int:
             username, secret = open_session(upstream)
             credentials = (username, secret)
             port = free_port()
-            gateway = start_gateway(port, workdir / "gateway.log")
+            gateway = start_gateway(port, workdir / "gateway.log", args.gateway_workers)
             uri = f"mongodb://{quote_plus(username)}:{quote_plus(secret)}@127.0.0.1:{port}/?authSource=admin"
             table["gateway"] = Column("gateway", uri, gateway.pid, port)
         if mongobetween is not None:
@@ -609,17 +645,21 @@ def main() -> int:
         print(f"command: {' '.join(shlex.quote(part) for part in sys.argv)}")
         print(
             f"upstream: {args.upstream}; clients: pymongo {DRIVER_PYMONGO}; mongobetween {MONGOBETWEEN_VERSION} "
-            f"({go_version}); {os.cpu_count()} CPUs; {args.rounds} rounds x {args.duration:g} s; logs in {workdir}"
+            f"({go_version}); {os.cpu_count()} CPUs; {args.rounds} rounds x {args.duration:g} s; "
+            f"open files {open_files}; logs in {workdir}"
         )
         for name in ("gateway", "mongobetween"):
             if args.idle and name in table:
                 column = table[name]
                 login = credentials if name == "gateway" else None
-                before, after = idle_rss(python, column.pid, column.port, args.idle, login)
+                idle = idle_rss(python, column.pid, column.port, args.idle, login)
                 how = "logged in, each with its own upstream connection" if name == "gateway" else "hello + ping"
                 print(
-                    f"idle {name}: {args.idle} connections ({how}): RSS {before} -> {after} KiB, "
-                    f"{(after - before) / args.idle:.1f} KiB per connection"
+                    f"idle {name}: {idle.opened} of {args.idle} connections open at once ({how}) in "
+                    f"{idle.seconds:.1f} s, {idle.failed} failed, {idle.answered} answered a ping afterwards; "
+                    f"RSS {idle.rss_before} -> {idle.rss_after} KiB, "
+                    f"{(idle.rss_after - idle.rss_before) / max(idle.opened, 1):.1f} KiB per connection",
+                    flush=True,
                 )
         print_header(columns)
         for workload, levels in plan:

@@ -8,7 +8,8 @@ gateway, mongobetween) is driven by the same pymongo, one old enough for mongobe
   for DURATION seconds from that moment; print one JSON line ``{"ops": N, "samples": [ns, ...]}``.
 - ``populate``: load the collections the workloads read, for a real upstream (the fast upstream needs none).
 - ``idle HOST PORT COUNT``: open COUNT connections, each running hello, a SCRAM-SHA-256 login when
-  ``BENCH_USER`` is set, and ping; print ``ready`` and keep them open until a line arrives on stdin.
+  ``BENCH_USER`` is set, and ping; print ``ready OPENED FAILED SECONDS`` and keep them open; each ``check``
+  line on stdin pings every one (``checked ANSWERED OPENED``); any other line closes them.
 
 Secrets come from the environment, never the command line: ``BENCH_URI`` (run, populate), ``BENCH_USER`` and
 ``BENCH_PASSWORD`` (idle).
@@ -183,7 +184,7 @@ def _scram_sha256(username: str, password: str, salted_cache: dict):
 async def _idle(host: str, port: int, count: int, username: str | None, password: str | None) -> int:
     salted_cache: dict = {}
 
-    async def connect() -> asyncio.StreamWriter:
+    async def connect() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         reader, writer = await asyncio.open_connection(host, port)
         request_id = 0
 
@@ -210,16 +211,33 @@ async def _idle(host: str, port: int, count: int, username: str | None, password
                 except StopIteration:
                     break
         await command({"ping": 1, "$db": "admin"})
-        return writer
+        return reader, writer
 
-    writers = []
+    # Fifty at a time; a connection that fails is counted, not fatal: the report says how many opened.
+    started = time.monotonic()
+    opened, errors = [], []
     for start in range(0, count, 50):
-        writers += await asyncio.gather(*(connect() for _ in range(start, min(count, start + 50))))
-    print("ready", flush=True)
-    await asyncio.to_thread(sys.stdin.readline)
-    for writer in writers:
+        for outcome in await asyncio.gather(
+            *(connect() for _ in range(start, min(count, start + 50))), return_exceptions=True
+        ):
+            (errors if isinstance(outcome, BaseException) else opened).append(outcome)
+    print(f"ready {len(opened)} {len(errors)} {time.monotonic() - started:.1f}", flush=True)
+    if errors:
+        print(f"first error: {type(errors[0]).__name__}: {errors[0]}", file=sys.stderr, flush=True)
+    while (await asyncio.to_thread(sys.stdin.readline)).strip() == "check":
+        # Every connection still answers: a ping on each, all at once.
+        answered = await asyncio.gather(*(_ping(*pair) for pair in opened), return_exceptions=True)
+        print(f"checked {sum(1 for item in answered if item is True)} {len(opened)}", flush=True)
+    for _reader, writer in opened:
         writer.close()
     return 0
+
+
+async def _ping(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+    writer.write(_op_msg({"ping": 1, "$db": "admin"}, 1_000_000))
+    header = await reader.readexactly(16)
+    body = await reader.readexactly(struct.unpack("<i", header[:4])[0] - 16)
+    return bool(bson.decode(body[5:]).get("ok"))
 
 
 def main(argv: list[str]) -> int:
