@@ -32,6 +32,7 @@ import pickle
 import selectors
 import signal
 import struct
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -46,6 +47,9 @@ except ImportError:  # built by `pip install -e .`; without a compiler the cache
 log = logging.getLogger("gatewayproxy.commandlog")
 
 MAX_QUEUED = 50_000
+#: The writer gathers rows for up to this many seconds (or WRITER_BATCH rows) before a transaction.
+WRITER_LINGER = 0.25
+WRITER_BATCH = 10_000
 #: Bytes a producer may have queued for the writer before it drops records (the writer is stuck).
 MAX_UNSENT = 64 * 1024 * 1024
 _FRAME = struct.Struct("<I")
@@ -180,9 +184,9 @@ class WriterProcess:
     contend for the GIL with the relay. ``inputs`` pipes are made at construction, one per producer (a
     gateway worker process): :meth:`start` forks the child, which must happen before any event loop or
     thread exists (``manage.py runproxy`` does it first, after closing its database connections); a
-    producer takes its pipe with :meth:`input`. The child reads every pipe, and writes what arrived
-    together as one batch; it ignores SIGINT/SIGTERM and finishes when every pipe is closed (its
-    producers stopped or died).
+    producer takes its pipe with :meth:`input`. The child reads every pipe and writes what arrived within
+    ``WRITER_LINGER`` seconds as one batch (one transaction); it ignores SIGINT/SIGTERM and finishes, after
+    writing what it holds, when every pipe is closed (its producers stopped or died).
     """
 
     def __init__(self, write: Callable[[list[CommandRecord]], None], *, inputs: int = 1) -> None:
@@ -251,8 +255,10 @@ def _writer_main(reads: list[int], writes: list[int], write: Callable[[list[Comm
         selector.register(fd, selectors.EVENT_READ)
         pending[fd] = bytearray()
     rows: list[tuple] = []
+    since = 0.0  # when the oldest unwritten row arrived
     while pending:
-        for key, _events in selector.select(timeout=1.0):
+        wait = 1.0 if not rows else max(0.0, since + WRITER_LINGER - time.monotonic())
+        for key, _events in selector.select(timeout=wait):
             fd = key.fd
             try:
                 data = os.read(fd, 4 * _PIPE_SIZE)
@@ -271,10 +277,13 @@ def _writer_main(reads: list[int], writes: list[int], write: Callable[[list[Comm
                 if len(buffer) - position - 4 < size:
                     break
                 # Only this gateway's own processes hold these pipes (made before the fork, never inherited further).
+                if not rows:
+                    since = time.monotonic()
                 rows.extend(pickle.loads(memoryview(buffer)[position + 4 : position + 4 + size]))  # noqa: S301
                 position += 4 + size
             del buffer[:position]
-        if rows:
+        # One transaction per WRITER_LINGER seconds at most (each costs a few milliseconds whatever its size).
+        if rows and (len(rows) >= WRITER_BATCH or not pending or time.monotonic() - since >= WRITER_LINGER):
             _write_rows(rows, write)
             rows = []
 
