@@ -18,11 +18,22 @@ a ``pam_bench`` database on the PostgreSQL server and Redis database 7, both emp
   the test client of a superuser whose session passed OTP, timed around Django's request handler (server time).
   Also one filtered view each (state=active; one action) and the first date-hierarchy drill-down. Goal: under
   300 ms with the default filters.
+- the audit chain: audit events/s appended by 1, 4 and 16 concurrent writers (processes, one database connection
+  each, one event per transaction through ``audit_record``), and the API's throughput and p95 (``--audit-clients``
+  clients issuing and revoking on two daphne processes) with auditing and with ``audit_record`` replaced by a no-op
+  in the daphne processes, to show whether the chain serialises the system;
+- concurrency: ``--clients`` (200) API clients for ``--load-seconds`` against two daphne processes (each with a
+  pool of 20 database connections), each client issuing a lease and revoking it in a loop (HTTP/1.1 keep-alive),
+  then the same mix of raw operations at the same concurrency (``createUser``; then dropUser, currentOp,
+  killAllSessions, usersInfo and a login try on a kept connection): p50/p95/p99 of each side and the portal's
+  share of the p95, (API p95 - raw p95) / API p95 (goal: at most 20 %).
+Every figure comes with the 1-minute load average measured beside it: the machine is shared.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -41,6 +52,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 PROFILES = ("sqlite", "postgres")
+SECTIONS = ("api", "lag", "audit", "concurrency", "changelists")
 TITLES = {"sqlite": "SQLite + ORM broker", "postgres": "PostgreSQL + Redis"}
 BENCH_DATABASE = "pam_bench"
 BENCH_REDIS_DB = 7
@@ -123,6 +135,11 @@ def run_parent(args) -> int:
 
 def child_options(args) -> list[str]:
     return [
+        f"--sections={','.join(args.sections)}",
+        f"--clients={args.clients}",
+        f"--load-seconds={args.load_seconds}",
+        f"--audit-seconds={args.audit_seconds}",
+        f"--audit-clients={args.audit_clients}",
         f"--leases={args.leases}",
         f"--lag-leases={args.lag_leases}",
         f"--lag-spread={args.lag_spread}",
@@ -133,11 +150,38 @@ def child_options(args) -> list[str]:
 
 
 ROWS = [
+    ("load average during the API rows", "api_load", "{:.1f}"),
     ("API issue (creds), leases/s", "issue_per_s", "{:.1f}"),
     ("API revoke, leases/s", "revoke_per_s", "{:.1f}"),
     ("API issue latency p50 / p99, ms", ("issue_p50_ms", "issue_p99_ms"), "{:.0f} / {:.0f}"),
+    ("handler CPU per issue / revoke, ms", ("issue_cpu_ms", "revoke_cpu_ms"), "{:.1f} / {:.1f}"),
     ("expiry to revoked lag p50, s", "lag_p50_s", "{:.2f}"),
     ("expiry to revoked lag p99, s", "lag_p99_s", "{:.2f}"),
+    ("audit events/s, 1 writer", "audit_1_per_s", "{:.0f}"),
+    ("audit events/s, 4 writers", "audit_4_per_s", "{:.0f}"),
+    ("audit events/s, 16 writers", "audit_16_per_s", "{:.0f}"),
+    ("  load average meanwhile", "audit_load", "{:.1f}"),
+    ("API ops/s (p95 ms), audited", ("api_audited_per_s", "api_audited_p95"), "{:.0f} ({:.0f})"),
+    ("API ops/s (p95 ms), audit_record no-op", ("api_unaudited_per_s", "api_unaudited_p95"), "{:.0f} ({:.0f})"),
+    ("  load average audited / no-op", ("api_audited_load", "api_unaudited_load"), "{:.1f} / {:.1f}"),
+    ("concurrency: clients x seconds", ("clients", "load_seconds"), "{:.0f} x {:.0f}"),
+    ("  API issue p50/p95/p99, ms", ("api_issue_p50", "api_issue_p95", "api_issue_p99"), "{:.0f}/{:.0f}/{:.0f}"),
+    ("  raw createUser p50/p95/p99, ms", ("raw_issue_p50", "raw_issue_p95", "raw_issue_p99"), "{:.0f}/{:.0f}/{:.0f}"),
+    ("  API revoke p50/p95/p99, ms", ("api_revoke_p50", "api_revoke_p95", "api_revoke_p99"), "{:.0f}/{:.0f}/{:.0f}"),
+    ("  raw revoke p50/p95/p99, ms", ("raw_revoke_p50", "raw_revoke_p95", "raw_revoke_p99"), "{:.0f}/{:.0f}/{:.0f}"),
+    ("  API all p50/p95/p99, ms", ("api_all_p50", "api_all_p95", "api_all_p99"), "{:.0f}/{:.0f}/{:.0f}"),
+    ("  raw all p50/p95/p99, ms", ("raw_all_p50", "raw_all_p95", "raw_all_p99"), "{:.0f}/{:.0f}/{:.0f}"),
+    ("  API / raw operations per s", ("api_ops_per_s", "raw_ops_per_s"), "{:.0f} / {:.0f}"),
+    ("  API errors / raw errors", ("api_errors", "raw_errors"), "{:.0f} / {:.0f}"),
+    ("  portal share of p95 (goal <= 20 %)", "portal_p95_share_pct", "{:.0f} %"),
+    ("  load average API / raw", ("api_run_load", "raw_run_load"), "{:.1f} / {:.1f}"),
+    ("  daphne CPU per API request, ms", "daphne_cpu_ms_per_request", "{:.1f}"),
+    (
+        "  server CPU per API request / raw op, ms",
+        ("wire_cpu_ms_per_api_request", "wire_cpu_ms_per_raw_operation"),
+        "{:.1f} / {:.1f}",
+    ),
+    ("  raw client CPU per operation, ms", "raw_client_cpu_ms_per_operation", "{:.1f}"),
     ("bulk load (leases + audit), s", "bulk_load_s", "{:.0f}"),
     ("admin leases changelist, ms", "lease_changelist_ms", "{:.0f}"),
     ("  … filtered state=active, ms", "lease_filtered_ms", "{:.0f}"),
@@ -149,7 +193,7 @@ ROWS = [
 
 
 def print_table(results: dict[str, dict | str], args) -> None:
-    width = 34
+    width = 38
     print()
     print(
         f"{args.leases} leases through the API, {args.lag_leases} expiring over {args.lag_spread:.0f} s; "
@@ -176,7 +220,8 @@ def print_table(results: dict[str, dict | str], args) -> None:
         for k in ("lease_changelist_ms", "audit_changelist_ms")
         if r.get(k, 0) >= 300
     ]
-    print("changelist goal (< 300 ms): " + ("met" if not goal else "MISSED by " + ", ".join(goal)))
+    if "changelists" in args.sections:
+        print("changelist goal (< 300 ms): " + ("met" if not goal else "MISSED by " + ", ".join(goal)))
 
 
 # == the child: one profile ================================================================================
@@ -253,27 +298,47 @@ def portal_setup(uri: str, password: str):
 
 
 def measure_api(role, client, n: int) -> dict:
+    """Sequential issue then revoke through the test client; also the CPU Django's handler spends per request."""
+    from django.core.handlers.base import BaseHandler
+
     path = f"/api/v1/mongodb/{role.resource.name}/creds/{role.name}"
     client.get(path)  # warm up: connection pools, imports
-    latencies, lease_ids = [], []
-    started = time.perf_counter()
-    for _ in range(n):
-        t0 = time.perf_counter()
-        response = client.get(path)
-        latencies.append(time.perf_counter() - t0)
-        assert response.status_code == 200, response.status_code
-        lease_ids.append(response.json()["lease_id"])
-    issue_elapsed = time.perf_counter() - started
-    started = time.perf_counter()
-    for lease_id in lease_ids:
-        response = client.put("/api/v1/sys/leases/revoke", {"lease_id": lease_id}, format="json")
-        assert response.status_code == 204, response.status_code
-    revoke_elapsed = time.perf_counter() - started
+    cpu = [0.0]
+    original = BaseHandler.get_response
+
+    def timed(handler, request):
+        started = time.thread_time()
+        try:
+            return original(handler, request)
+        finally:
+            cpu[0] += time.thread_time() - started
+
+    BaseHandler.get_response = timed
+    try:
+        latencies, lease_ids = [], []
+        started = time.perf_counter()
+        for _ in range(n):
+            t0 = time.perf_counter()
+            response = client.get(path)
+            latencies.append(time.perf_counter() - t0)
+            assert response.status_code == 200, response.status_code
+            lease_ids.append(response.json()["lease_id"])
+        issue_elapsed, issue_cpu = time.perf_counter() - started, cpu[0]
+        cpu[0] = 0.0
+        started = time.perf_counter()
+        for lease_id in lease_ids:
+            response = client.put("/api/v1/sys/leases/revoke", {"lease_id": lease_id}, format="json")
+            assert response.status_code == 204, response.status_code
+        revoke_elapsed, revoke_cpu = time.perf_counter() - started, cpu[0]
+    finally:
+        BaseHandler.get_response = original
     return {
         "issue_per_s": n / issue_elapsed,
         "revoke_per_s": n / revoke_elapsed,
         "issue_p50_ms": percentile(latencies, 50) * 1000,
         "issue_p99_ms": percentile(latencies, 99) * 1000,
+        "issue_cpu_ms": issue_cpu / n * 1000,
+        "revoke_cpu_ms": revoke_cpu / n * 1000,
     }
 
 
@@ -483,22 +548,407 @@ def measure_changelists(user, repeat: int) -> dict:
     }
 
 
+# -- the audit chain ------------------------------------------------------------------------------------------
+def load_now() -> float:
+    return os.getloadavg()[0]
+
+
+AUDIT_WRITER = """
+import os, sys, time
+from pathlib import Path
+import django
+django.setup()
+from access.models import AuditAction
+from access.services.audit import audit_record
+start, seconds, index = Path(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
+(start.parent / f"ready-{index}").touch()
+while not start.exists():
+    time.sleep(0.005)
+stop_at, count = time.monotonic() + seconds, 0
+while time.monotonic() < stop_at:
+    audit_record(action=AuditAction.SCHEDULES_SETUP, actor="bench-writer", data={"w": index, "n": count})
+    count += 1
+print(count)
+"""
+
+
+def _audit_writers_run(writers: int, seconds: float) -> float:
+    """Events/s appended by `writers` processes at once for `seconds`, one event per transaction each.
+
+    Processes, not threads: each has its own database connection and its own interpreter, so what limits the rate
+    is the chain (its lock and its head read) and the database, not one process's GIL.
+    """
+    gate = Path(tempfile.mkdtemp(prefix="pam-audit-writers-"))
+    start = gate / "start"
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", AUDIT_WRITER, str(start), str(seconds), str(index)],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for index in range(writers)
+    ]
+    deadline = time.monotonic() + 120
+    while len(list(gate.glob("ready-*"))) < writers and time.monotonic() < deadline:
+        time.sleep(0.05)
+    start.touch()
+    counts = []
+    for process in processes:
+        output, _ = process.communicate(timeout=seconds + 120)
+        assert process.returncode == 0, f"an audit writer failed (exit {process.returncode})"
+        counts.append(int(output.strip().splitlines()[-1]))
+    return sum(counts) / seconds
+
+
+def measure_audit_writers(seconds: float) -> dict:
+    """Audit events/s appended by 1, 4 and 16 processes at once; the chain must hold afterwards."""
+    from access.selectors import audit_chain_verify
+
+    result: dict = {}
+    loads = []
+    for writers in (1, 4, 16):
+        result[f"audit_{writers}_per_s"] = _audit_writers_run(writers, seconds)
+        loads.append(load_now())
+        print(f"   audit: {writers} writers {result[f'audit_{writers}_per_s']:.0f} events/s", flush=True)
+    report = audit_chain_verify()
+    assert report.ok, report.problem
+    result["audit_load"] = max(loads)
+    return result
+
+
+def _audit_switched_off():
+    """Replace audit_record and audit_record_many by no-ops wherever they were imported; returns the undo."""
+    import access.services.audit as audit_module
+
+    originals = {"audit_record": audit_module.audit_record, "audit_record_many": audit_module.audit_record_many}
+    fakes = {"audit_record": lambda **_: None, "audit_record_many": lambda **_: []}
+    patched = [(audit_module, name, original) for name, original in originals.items()]
+    for name in originals:  # modules imported from now on take the no-ops
+        setattr(audit_module, name, fakes[name])
+    for module in list(sys.modules.values()):
+        for name, original in originals.items():
+            if getattr(module, name, None) is original:
+                setattr(module, name, fakes[name])
+                patched.append((module, name, original))
+
+    def undo() -> None:
+        for module, name, original in patched:
+            setattr(module, name, original)
+
+    return undo
+
+
+def measure_audit_cost(role, raw_token: str, workdir: Path, args, wire_pid: int) -> dict:
+    """The API's throughput with auditing and with audit_record a no-op: `--audit-clients` on two daphne each."""
+    result = {}
+    for audit in (True, False):
+        run = api_load_run(
+            role,
+            raw_token,
+            workdir,
+            clients=args.audit_clients,
+            seconds=args.audit_seconds * 2,
+            wire_pid=wire_pid,
+            audit=audit,
+        )
+        side = "audited" if audit else "unaudited"
+        every = run["times"]["issue"] + run["times"]["revoke"]
+        result |= {
+            f"api_{side}_per_s": run["ops"],
+            f"api_{side}_p95": percentile(every, 95) * 1000,
+            f"api_{side}_errors": run["errors"],
+            f"api_{side}_load": run["load"],
+        }
+        print(f"   API {side}: {run['ops']} operations/s, p95 {result[f'api_{side}_p95']:.0f} ms", flush=True)
+    return result
+
+
+# -- 200 clients ---------------------------------------------------------------------------------------------
+DAPHNE_WITHOUT_AUDIT = """
+import sys
+import django
+django.setup()
+sys.path.insert(0, "benchmarks")
+from production import _audit_switched_off
+_audit_switched_off()
+from daphne.cli import CommandLineInterface
+CommandLineInterface().run(sys.argv[1:])
+"""
+
+
+def start_daphne(workdir: Path, name: str, *, audit: bool = True) -> tuple[subprocess.Popen, int]:
+    """daphne serving the portal on a free port; with `audit` False, audit_record is a no-op in it (to compare)."""
+    import socket
+    import urllib.request
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    log = (workdir / f"{name}.log").open("w")
+    launch = [sys.executable, "-m", "daphne"] if audit else [sys.executable, "-c", DAPHNE_WITHOUT_AUDIT]
+    process = subprocess.Popen(
+        [*launch, "-b", "127.0.0.1", "-p", str(port), "portal.asgi:application"],
+        cwd=ROOT,
+        env={**os.environ, "DATABASE_POOL_MAX_SIZE": "20"},  # as deploy/systemd/pam-daphne@.service runs it
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"daphne exited; see {workdir / (name + '.log')}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
+                if response.status == 200:
+                    return process, port
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError("daphne did not answer")
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _percentiles(prefix: str, values: list[float]) -> dict:
+    return {f"{prefix}_p{p}": percentile(values, p) * 1000 for p in (50, 95, 99)}
+
+
+def _run_clients(clients: int, seconds: float, cycle) -> tuple[dict[str, list[float]], int, int]:
+    """Run `cycle(state, record)` in `clients` threads for `seconds`; each records (kind, seconds) or an error."""
+    import threading
+
+    times: dict[str, list[float]] = {"issue": [], "revoke": []}
+    errors = [0]
+    lock = threading.Lock()
+    stop_at = [0.0]
+    # The clock starts once every client is warm: the barrier's action runs before any of them is released.
+    gate = threading.Barrier(clients + 1, action=lambda: stop_at.__setitem__(0, time.monotonic() + seconds))
+
+    def record(kind: str, elapsed: float | None) -> None:
+        with lock:
+            if elapsed is None:
+                errors[0] += 1
+            else:
+                times[kind].append(elapsed)
+
+    def client(index: int) -> None:
+        state: dict = {"index": index}
+        with contextlib.suppress(Exception):  # one untimed cycle: connections made, caches warm
+            cycle(state, None)
+        gate.wait()
+        while time.monotonic() < stop_at[0]:
+            try:
+                cycle(state, record)
+            except Exception:
+                record("issue", None)
+        state.get("close", lambda: None)()
+
+    threads = [threading.Thread(target=client, args=(index,), daemon=True) for index in range(clients)]
+    for thread in threads:
+        thread.start()
+    gate.wait()
+    started = time.monotonic()
+    for thread in threads:
+        thread.join(timeout=seconds + 180)
+    elapsed = time.monotonic() - started
+    return times, errors[0], int(sum(len(v) for v in times.values()) / elapsed)
+
+
+def api_load_run(role, raw_token: str, workdir: Path, *, clients: int, seconds: float, wire_pid: int, audit=True):
+    """`clients` API clients (issue, then revoke, in a loop; HTTP/1.1 keep-alive) on two fresh daphne processes."""
+    import http.client
+
+    daphnes = [start_daphne(workdir, f"daphne-{index}{'' if audit else '-unaudited'}", audit=audit) for index in (1, 2)]
+    path = f"/api/v1/mongodb/{role.resource.name}/creds/{role.name}"
+    headers = {"Authorization": f"Bearer {raw_token}", "Content-Type": "application/json"}
+
+    def api_cycle(state: dict, record) -> None:
+        if "conn" not in state:
+            port = daphnes[state["index"] % 2][1]
+            state["conn"] = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
+            state["close"] = state["conn"].close
+
+        def call(method: str, url: str, body: bytes | None) -> tuple[int, bytes, float]:
+            started = time.monotonic()
+            try:
+                state["conn"].request(method, url, body=body, headers=headers)
+                response = state["conn"].getresponse()
+                payload = response.read()
+            except (OSError, http.client.HTTPException):
+                state["conn"].close()
+                raise
+            return response.status, payload, time.monotonic() - started
+
+        status, payload, elapsed = call("GET", path, None)
+        if status != 200:
+            if record:
+                record("issue", None)
+            return
+        if record:
+            record("issue", elapsed)
+        lease_id = json.loads(payload)["lease_id"]
+        body = json.dumps({"lease_id": lease_id}).encode()
+        status, _payload, elapsed = call("PUT", "/api/v1/sys/leases/revoke", body)
+        if record:
+            record("revoke", elapsed if status == 204 else None)
+
+    try:
+        load = load_now()
+        cpu_before = [process_cpu(process.pid) for process, _port in daphnes] + [process_cpu(wire_pid)]
+        times, errors, ops = _run_clients(clients, seconds, api_cycle)
+        cpu_after = [process_cpu(process.pid) for process, _port in daphnes] + [process_cpu(wire_pid)]
+        load = max(load, load_now())
+    finally:
+        for process, _port in daphnes:
+            stop_process_group(process)
+    requests = max(1, sum(len(v) for v in times.values()))
+    return {
+        "times": times,
+        "errors": errors,
+        "ops": ops,
+        "load": load,
+        "daphne_cpu_ms_per_request": (sum(cpu_after[:2]) - sum(cpu_before[:2])) * 1000 / requests,
+        "wire_cpu_ms_per_request": (cpu_after[2] - cpu_before[2]) * 1000 / requests,
+    }
+
+
+def measure_concurrency(role, raw_token: str, uri: str, password: str, workdir: Path, args, wire_pid: int) -> dict:
+    """`args.clients` API clients on two daphne processes, then the same mix raw at the same concurrency."""
+    import queue
+    from urllib.parse import urlsplit as split
+
+    import pymongo
+
+    from gatewayproxy.wire import scram
+
+    api = api_load_run(role, raw_token, workdir, clients=args.clients, seconds=args.load_seconds, wire_pid=wire_pid)
+    api_times, api_errors, api_ops, api_load = api["times"], api["errors"], api["ops"], api["load"]
+    print(f"   API: {api_ops} operations/s, {api_errors} errors", flush=True)
+
+    host = split(uri).netloc.rsplit("@", 1)[-1]
+    address = f"mongodb://{host}/?directConnection=true"
+    admin = pymongo.MongoClient(address, username="admin", password=password, maxPoolSize=args.clients)
+    probes: queue.Queue = queue.Queue()
+    for _ in range(16):  # as many login-check clients as the two daphne processes keep (8 each)
+        probes.put(pymongo.MongoClient(address, maxPoolSize=1, retryReads=False))
+    db = admin[role.db]
+
+    def raw_cycle(state: dict, record) -> None:
+        name, pwd = f"raw-{secrets.token_hex(8)}", secrets.token_urlsafe(24)
+        started = time.monotonic()
+        db.command("createUser", name, pwd=pwd, roles=list(role.roles), writeConcern={"w": "majority"})
+        if record:
+            record("issue", time.monotonic() - started)
+        started = time.monotonic()
+        db.command("dropUser", name, writeConcern={"w": "majority"})
+        mine = {"$elemMatch": {"user": name, "db": role.db}}
+        admin.admin.command({"currentOp": 1, "$all": True, "$ownOps": False, "effectiveUsers": mine})
+        admin.admin.command("killAllSessions", [{"user": name, "db": role.db}])
+        assert not db.command("usersInfo", {"user": name, "db": role.db})["users"]
+        probe = probes.get()
+        try:
+            probe.admin.command({"hello": 1, "saslSupportedMechs": f"{role.db}.{name}"})  # as the portal asks
+            scram.authenticate(
+                lambda command: probe[role.db].command({k: v for k, v in command.items() if k != "$db"}),
+                mechanism="SCRAM-SHA-256",
+                username=name,
+                password=pwd,
+                source=role.db,
+            )
+            raise AssertionError("a dropped user logged in")
+        except pymongo.errors.OperationFailure as exc:
+            if exc.code != 18:
+                raise
+        finally:
+            probes.put(probe)
+        if record:
+            record("revoke", time.monotonic() - started)
+
+    try:
+        raw_load = load_now()
+        wire_before, own_before = process_cpu(wire_pid), process_cpu(os.getpid())
+        raw_times, raw_errors, raw_ops = _run_clients(args.clients, args.load_seconds, raw_cycle)
+        wire_cpu_raw, own_cpu_raw = process_cpu(wire_pid) - wire_before, process_cpu(os.getpid()) - own_before
+        raw_load = max(raw_load, load_now())
+        raw_requests = sum(len(v) for v in raw_times.values())
+    finally:
+        admin.close()
+        while not probes.empty():
+            probes.get().close()
+    print(f"   raw: {raw_ops} operations/s, {raw_errors} errors", flush=True)
+
+    result = {"clients": args.clients, "load_seconds": args.load_seconds}
+    for side, times in (("api", api_times), ("raw", raw_times)):
+        result |= _percentiles(f"{side}_issue", times["issue"])
+        result |= _percentiles(f"{side}_revoke", times["revoke"])
+        result |= _percentiles(f"{side}_all", times["issue"] + times["revoke"])
+    result |= {
+        "api_ops_per_s": api_ops,
+        "raw_ops_per_s": raw_ops,
+        "api_errors": api_errors,
+        "raw_errors": raw_errors,
+        "api_run_load": api_load,
+        "raw_run_load": raw_load,
+        "daphne_cpu_ms_per_request": api["daphne_cpu_ms_per_request"],
+        "wire_cpu_ms_per_api_request": api["wire_cpu_ms_per_request"],
+        "wire_cpu_ms_per_raw_operation": wire_cpu_raw * 1000 / max(1, raw_requests),
+        "raw_client_cpu_ms_per_operation": own_cpu_raw * 1000 / max(1, raw_requests),
+        "portal_p95_share_pct": max(0.0, (result["api_all_p95"] - result["raw_all_p95"]) / result["api_all_p95"] * 100),
+    }
+    return result
+
+
+def load_user(role):
+    """A person (not a superuser) whose policy grants the role without approval, and their API token."""
+    from django.contrib.auth import get_user_model
+
+    from access.models import AccessPolicy
+    from access.services.tokens import api_token_create
+
+    user = get_user_model().objects.create_user("load", "load@example.com", secrets.token_urlsafe(16))
+    AccessPolicy.objects.create(name="load", user=user, role=role, approval_required=False)
+    _token, raw = api_token_create(user=user)
+    return raw
+
+
 def run_child(args) -> int:
     workdir = Path(os.environ["PAM_VAR_DIR"])
     child_bootstrap(args.child)
     result: dict = {}
+    sections = set(args.sections)
     wire, uri, password = start_wire_server(workdir)
     try:
         user, role, client = portal_setup(uri, password)
-        result |= measure_api(role, client, args.leases)
-        print(f"   API: {result['issue_per_s']:.1f} issued/s, {result['revoke_per_s']:.1f} revoked/s", flush=True)
-        result |= measure_lag(role, user, workdir, args.lag_leases, args.lag_spread)
-        print(f"   lag: p50 {result['lag_p50_s']:.2f} s, p99 {result['lag_p99_s']:.2f} s", flush=True)
+        if "api" in sections:
+            result["api_load"] = load_now()
+            result |= measure_api(role, client, args.leases)
+            print(f"   API: {result['issue_per_s']:.1f} issued/s, {result['revoke_per_s']:.1f} revoked/s", flush=True)
+        if "lag" in sections:
+            result |= measure_lag(role, user, workdir, args.lag_leases, args.lag_spread)
+            print(f"   lag: p50 {result['lag_p50_s']:.2f} s, p99 {result['lag_p99_s']:.2f} s", flush=True)
+        if "audit" in sections:
+            result |= measure_audit_writers(args.audit_seconds)
+            result |= measure_audit_cost(role, load_user(role), workdir, args, wire.pid)
+        if "concurrency" in sections:
+            from access.models import AccessPolicy
+
+            token = load_user(role) if not AccessPolicy.objects.filter(name="load").exists() else None
+            if token is None:
+                from access.services.tokens import api_token_create
+
+                _token, token = api_token_create(user=AccessPolicy.objects.get(name="load").user)
+            result |= measure_concurrency(role, token, uri, password, workdir, args, wire.pid)
     finally:
         stop_process_group(wire)
-    result["bulk_load_s"] = bulk_load(role, user, args.bulk_leases, args.bulk_audit)
-    print(f"   bulk load: {result['bulk_load_s']:.0f} s", flush=True)
-    result |= measure_changelists(user, args.repeat)
+    if "changelists" in sections:
+        result["bulk_load_s"] = bulk_load(role, user, args.bulk_leases, args.bulk_audit)
+        print(f"   bulk load: {result['bulk_load_s']:.0f} s", flush=True)
+        result |= measure_changelists(user, args.repeat)
     Path(args.out).write_text(json.dumps(result))
     return 0
 
@@ -512,6 +962,16 @@ def main() -> int:
     parser.add_argument("--bulk-leases", type=int, default=100_000)
     parser.add_argument("--bulk-audit", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=5, help="timed GETs per changelist")
+    parser.add_argument(
+        "--sections",
+        type=lambda text: text.split(","),
+        default=list(SECTIONS),
+        help=f"comma-separated, from {','.join(SECTIONS)}",
+    )
+    parser.add_argument("--clients", type=int, default=200, help="concurrent API clients (and raw ones)")
+    parser.add_argument("--load-seconds", type=float, default=60.0, help="seconds each concurrency side runs")
+    parser.add_argument("--audit-seconds", type=float, default=10.0, help="seconds per audit measurement")
+    parser.add_argument("--audit-clients", type=int, default=50, help="API clients for the with/without audit runs")
     parser.add_argument("--child", choices=PROFILES, help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
