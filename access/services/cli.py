@@ -135,7 +135,7 @@ def cli_login_revoke(*, refresh_token, actor) -> bool:
     """
     model = get_refresh_token_model()
     with transaction.atomic():
-        locked = model.objects.select_for_update().select_related("user").get(pk=refresh_token.pk)
+        locked = model.objects.select_for_update(of=("self",)).select_related("user").get(pk=refresh_token.pk)
         if locked.revoked is not None:
             return False
         if locked.token_family:

@@ -280,7 +280,7 @@ def lease_renew(*, lease: Lease, increment: timedelta | None = None, actor=None,
         )
     atlas_expiry = _atlas_expiry_move(lease=lease, increment=increment, connector=connector)
     with transaction.atomic():
-        current = Lease.objects.select_for_update().select_related("role__resource").get(pk=lease.pk)
+        current = Lease.objects.select_for_update(of=("self",)).select_related("role__resource").get(pk=lease.pk)
         now = timezone.now()
         if current.state != LeaseState.ACTIVE or current.expires_at <= now:
             raise LeaseError(
