@@ -378,8 +378,10 @@ def _claim(queryset: QuerySet, *, reason: str, now: datetime, limit: int | None 
             next_attempt_at=deadline,
             revoke_reason=Case(When(state=LeaseState.ACTIVE, then=Value(reason)), default=F("revoke_reason")),
         )
+    # Prefetched, not joined: the claim's leases share one instance of each resource and role (a batch of 200
+    # reads and builds a handful of those rows, not 200 copies of each).
     return list(
-        Lease.objects.filter(pk__in=ids, state=LeaseState.REVOKING, next_attempt_at=deadline).select_related(
+        Lease.objects.filter(pk__in=ids, state=LeaseState.REVOKING, next_attempt_at=deadline).prefetch_related(
             "resource", "role"
         )
     )
@@ -639,12 +641,23 @@ def _revoke_claimed(
 ) -> list[Lease]:
     """Work on the server for each claimed lease (in `pool` when given), recording outcomes in small batches."""
     recorded: list[Lease] = []
+    chosen: dict[int, object] = {}  # per resource of this batch: its connector, or the error that stops it
+
+    def connector_of(resource: Resource):
+        if resource.pk not in chosen:
+            try:
+                chosen[resource.pk] = connectors.for_resource(resource)
+            except ConnectorError as exc:
+                chosen[resource.pk] = exc
+        return chosen[resource.pk]
+
+    for lease in leases:  # in this thread, once per resource: the workers below only look it up
+        connector_of(lease.resource)
 
     def work(lease: Lease) -> RevokeOutcome:
-        try:
-            connector = connectors.for_resource(lease.resource)
-        except ConnectorError as exc:
-            return RevokeOutcome(lease, _safe_error(exc, []))
+        connector = chosen[lease.resource_id]
+        if isinstance(connector, ConnectorError):
+            return RevokeOutcome(lease, _safe_error(connector, []))
         return lease_revoke_on_server(lease=lease, connector=connector)
 
     if pool is None:
