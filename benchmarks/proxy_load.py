@@ -65,7 +65,7 @@ def _worker(uri: str, workload: str, threads: int, duration: float, ready, start
 
     def run(index: int) -> None:
         rng = index * 7919 + os.getpid()
-        # Warm up together so that the pool opens (and logs in) one connection per thread before the clock starts.
+        # Warm up together; the pool opens (and logs in) a connection per thread before the clock starts.
         deadline = time.monotonic() + 0.3
         done = False
         while not done or time.monotonic() < deadline:
@@ -92,12 +92,26 @@ def _worker(uri: str, workload: str, threads: int, duration: float, ready, start
     for thread in pool:
         thread.start()
     warm.wait()
+    # The pool may still be short of one connection per thread (a thread may have reused another's): let the
+    # driver open the rest (minPoolSize) now, so that no login happens while the clock runs.
+    deadline = time.monotonic() + 30
+    while (_pool_size(client) or threads) < threads and time.monotonic() < deadline:
+        time.sleep(0.05)
     ready.release()
     for thread in pool:
         thread.join()
     client.close()
     merged = [value for local in samples for value in local]
     results.put((sum(counts), merged[:: max(1, len(merged) // 20000)]))
+
+
+def _pool_size(client: MongoClient) -> int | None:
+    """Connections in the client's pool (idle and checked out), read from pymongo 4.10's internals; None if unknown."""
+    try:
+        pools = [server.pool for server in client._topology._servers.values()]
+        return sum(len(pool.conns) + pool.active_sockets for pool in pools)
+    except Exception:
+        return None
 
 
 def command_run(uri: str, workload: str, clients: int, duration: float) -> int:
