@@ -120,7 +120,8 @@ def _use_path(request: AccessRequest) -> tuple[str, str]:
 
 
 def _locked(request: AccessRequest) -> AccessRequest:
-    return AccessRequest.objects.select_for_update(of=("self",)).select_related("requester", "policy").get(pk=request.pk)
+    locked = AccessRequest.objects.select_for_update(of=("self",)).select_related("requester", "policy")
+    return locked.get(pk=request.pk)
 
 
 def access_request_create(
