@@ -498,30 +498,31 @@ def storm_run(role: DynamicRole, client: APIClient, ids: list[int], window_start
 def run(server: Server, tag: str, args) -> list[tuple[str, str]]:
     _resource, role, client = portal_setup(server, tag)
     table: list[tuple[str, str]] = []
-    m = measure_side_by_side(server, role, client, args.n, args.rounds)
-    rounds_load = f"[load {min(m['load']):.1f}-{max(m['load']):.1f}]"
-    table += [
-        (
-            f"API issue (creds) /s, {m['n']} leases",
-            f"{m['issue_per_s']:8.1f}   raw createUser /s {m['create_per_s']:8.1f}   ratio "
-            f"{m['issue_per_s'] / m['create_per_s']:5.2f}   (target >= 0.60) {rounds_load}",
-        ),
-        (
-            "  portal's own time per issue",
-            f"{m['portal_ms_per_issue']:8.2f} ms (API wall time per lease minus the driver's wait for createUser, "
-            f"{m['create_wait_ms']:.2f} ms)   (target <= 2 ms)",
-        ),
-        (
-            "API revoke (verified) /s",
-            f"{m['revoke_per_s']:8.1f}   raw same steps /s {m['verified_per_s']:8.1f}   ratio "
-            f"{m['revoke_per_s'] / m['verified_per_s']:5.2f}   (target >= 0.60) {rounds_load}",
-        ),
-        (
-            "  (raw, new client per login try /s)",
-            f"{m['verified_new_client_per_s']:8.1f}   the old baseline; API ratio "
-            f"{m['revoke_per_s'] / m['verified_new_client_per_s']:5.2f}",
-        ),
-    ]
+    if args.n:
+        m = measure_side_by_side(server, role, client, args.n, args.rounds)
+        rounds_load = f"[load {min(m['load']):.1f}-{max(m['load']):.1f}]"
+        table += [
+            (
+                f"API issue (creds) /s, {m['n']} leases",
+                f"{m['issue_per_s']:8.1f}   raw createUser /s {m['create_per_s']:8.1f}   ratio "
+                f"{m['issue_per_s'] / m['create_per_s']:5.2f}   (target >= 0.60) {rounds_load}",
+            ),
+            (
+                "  portal's own time per issue",
+                f"{m['portal_ms_per_issue']:8.2f} ms (API wall time per lease minus the driver's wait for createUser, "
+                f"{m['create_wait_ms']:.2f} ms)   (target <= 2 ms)",
+            ),
+            (
+                "API revoke (verified) /s",
+                f"{m['revoke_per_s']:8.1f}   raw same steps /s {m['verified_per_s']:8.1f}   ratio "
+                f"{m['revoke_per_s'] / m['verified_per_s']:5.2f}   (target >= 0.60) {rounds_load}",
+            ),
+            (
+                "  (raw, new client per login try /s)",
+                f"{m['verified_new_client_per_s']:8.1f}   the old baseline; API ratio "
+                f"{m['revoke_per_s'] / m['verified_new_client_per_s']:5.2f}",
+            ),
+        ]
     cluster = start_qcluster()
     try:
         if args.lag_n:
@@ -580,9 +581,11 @@ def print_table(name: str, table: list[tuple[str, str]]) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=200, help="leases issued and revoked through the API (and raw)")
+    parser.add_argument(
+        "--n", type=int, default=200, help="leases issued and revoked through the API (and raw); 0 skips"
+    )
     parser.add_argument("--rounds", type=int, default=4, help="interleaved API/raw rounds the n are split into")
-    parser.add_argument("--lag-n", type=int, default=200, help="leases with staggered expiries")
+    parser.add_argument("--lag-n", type=int, default=200, help="leases with staggered expiries; 0 skips")
     parser.add_argument("--lag-spread", type=float, default=20.0, help="seconds over which they expire")
     parser.add_argument("--storm", type=int, default=10_000, help="storm size (0: skip)")
     parser.add_argument("--storm-window", type=float, default=60.0, help="seconds over which the storm expires")

@@ -411,8 +411,14 @@ def access_request_post_review(*, request: AccessRequest, reviewer, comment: str
     return current
 
 
+POLICY_USE_GRANULARITY = 60  # seconds, as API tokens' last use (access.api.authentication.LAST_USED_GRANULARITY)
+
+
 def access_policy_mark_used(*, policy: AccessPolicy | None, at=None) -> None:
-    """Record that a lease or session was just issued under `policy` (the access review's "last used")."""
+    """Record that a lease or session was just issued under `policy` (the access review's "last used", per minute)."""
     if policy is None:
         return
-    AccessPolicy.objects.filter(pk=policy.pk).update(last_used_at=at or timezone.now())
+    at = at or timezone.now()
+    if policy.last_used_at is not None and abs((at - policy.last_used_at).total_seconds()) < POLICY_USE_GRANULARITY:
+        return  # recorded moments ago (as loaded with the grant): a lease per second writes it once a minute
+    AccessPolicy.objects.filter(pk=policy.pk).update(last_used_at=at)
