@@ -89,6 +89,8 @@ class GatewayServer:
         self.heartbeat_interval = heartbeat_interval
         self.ended_interval = ended_interval
         self.login_limits = login_limits or getattr(domain, "login_limits", None) or LoginLimits()
+        if coordinator is not None:  # one worker of several: its share of the gateway's pre-login limits
+            self.login_limits = self.login_limits.shared_by(coordinator.workers)
         self.guard = PreLoginGuard(self.login_limits)
         self.metrics = GatewayMetrics()
         self.topology_cache = TopologyCache()
