@@ -378,28 +378,7 @@ class AccessPolicySerializer(serializers.ModelSerializer):
 
     class Meta:
         model = AccessPolicy
-        fields = [
-            "id",
-            "name",
-            "user",
-            "group",
-            "account",
-            "role",
-            "scope_resource",
-            "scope_databases",
-            "scope_collections",
-            "scope_levels",
-            "max_duration",
-            "approval_required",
-            "mfa_required",
-            "break_glass_allowed",
-            "read_only",
-            "database_allow_list",
-            "privileged_commands",
-            "is_enabled",
-            "last_used_at",
-            "created_at",
-        ]
+        fields = ["id", *policy_services.POLICY_FIELDS, "last_used_at", "created_at"]
         read_only_fields = ["id", "last_used_at", "created_at"]
 
 
