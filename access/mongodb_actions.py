@@ -1,9 +1,9 @@
 """MongoDB's privilege actions, and the built-in permission levels of scoped access as sets of them.
 
-`PRIVILEGE_ACTIONS` is the MongoDB manual's "Privilege Actions" list (7.x/8.0): the names a role's privileges
-may grant. A custom permission level (access.models.PermissionLevel) is validated against it, so a level that
-names an unknown action is refused before any server sees it (mongod would refuse it too, with
-"Unrecognized action privilege strings").
+`PRIVILEGE_ACTIONS` (kept in gatewayproxy.wire.actions, which the test wire server shares) is the MongoDB
+manual's "Privilege Actions" list (7.x/8.0): the names a role's privileges may grant. A custom permission level
+(access.models.PermissionLevel) is validated against it, so a level that names an unknown action is refused
+before any server sees it (mongod would refuse it too, with "Unrecognized action privilege strings").
 
 The built-in levels (`read`, `readWrite`, `dbAdmin`) are the actions of MongoDB's built-in roles of those
 names on non-system collections, limited to actions every supported server version (5.0 and later) knows, so
@@ -13,41 +13,12 @@ the chosen `{db, collection}` resources.
 
 from __future__ import annotations
 
+from gatewayproxy.wire.actions import PRIVILEGE_ACTIONS
+
 
 def _actions(text: str) -> frozenset[str]:
     return frozenset(text.split())
 
-
-PRIVILEGE_ACTIONS = _actions(
-    """
-    addShard advanceClusterTime allCollectionStats analyze analyzeShardKey anyAction appendOplogNote
-    applicationMessage applyOps auditConfigure auditLogRotate authCheck authenticate authSchemaUpgrade
-    bypassDocumentValidation bypassWriteBlockingMode changeCustomData changeOwnCustomData changeOwnPassword
-    changePassword changeStream checkFreeMonitoringStatus checkMetadataConsistency cleanupOrphaned
-    cleanupStructuredEncryptionData clearJumboFlag closeAllDatabases collMod collStats compact
-    compactStructuredEncryptionData configureQueryAnalyzer connPoolStats connPoolSync convertToCapped
-    cpuProfiler createCollection createDatabase createIndex createRole createSearchIndexes createUser dbCheck
-    dbHash dbStats dropAllRolesFromDatabase dropAllUsersFromDatabase dropCollection dropConnections
-    dropDatabase dropIndex dropRole dropSearchIndex dropUser emptycapped enableProfiler enableSharding
-    exportCollection find flushRouterConfig forceUUID fsync fsyncUnlock getChangeStreamState
-    getClusterParameter getCmdLineOpts getDatabaseVersion getDefaultRWConcern getLog getParameter getShardMap
-    getShardVersion grantPrivilegesToRole grantRole grantRolesToRole grantRolesToUser hostInfo impersonate
-    importCollection indexStats inprog insert internal invalidateUserCache issueDirectShardOperations
-    killAnyCursor killAnySession killCursors killop listCachedAndActiveUsers listCollections listCursors
-    listDatabases listIndexes listSampledQueries listSearchIndexes listSessions listShards logRotate
-    moveChunk moveCollection netstat oidReset oidcListKeys oidcRefreshKeys operationMetrics
-    planCacheIndexFilter planCacheRead planCacheWrite querySettings queryStatsRead queryStatsReadTransformed
-    reIndex refineCollectionShardKey remove removeShard renameCollection renameCollectionSameDB
-    repairDatabase replSetConfigure replSetGetConfig replSetGetStatus replSetHeartbeat replSetReconfig
-    replSetResizeOplog replSetStateChange reshardCollection resync revokePrivilegesFromRole revokeRole
-    revokeRolesFromRole revokeRolesFromUser rotateCertificates runAsLessPrivilegedUser runTenantMigration
-    serverStatus setAuthenticationRestriction setChangeStreamState setClusterParameter setDefaultRWConcern
-    setFeatureCompatibilityVersion setFreeMonitoring setParameter setUserWriteBlockMode shardCollection
-    shardedDataDistribution shardingState shutdown splitChunk splitVector storageDetails top touch
-    trafficRecord transitionFromDedicatedConfigServer transitionToDedicatedConfigServer unlock update
-    updateRole updateSearchIndex updateUser useTenant useUUID validate viewRole viewUser
-    """
-)
 
 ESCALATING_ACTIONS = _actions(
     """

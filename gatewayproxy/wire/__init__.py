@@ -5,7 +5,9 @@
 - :mod:`gatewayproxy.wire.scram`: SCRAM-SHA-1 and SCRAM-SHA-256 as MongoDB speaks them, client and server.
 - :mod:`gatewayproxy.wire.hello`: the hello/isMaster and buildInfo replies a proxy presents to drivers.
 - :mod:`gatewayproxy.wire.redact`: what a command log may keep of a request and a reply.
+- :mod:`gatewayproxy.wire.actions`: the privilege action names a MongoDB role may grant.
 
 The gateway (the rest of :mod:`gatewayproxy`), the test wire server (``tests/mongo/wireserver``) and the
-benchmarks use it; the Django side uses :mod:`~gatewayproxy.wire.scram` to make session verifiers.
+benchmarks use it; the Django side uses :mod:`~gatewayproxy.wire.scram` to make session verifiers and
+:mod:`~gatewayproxy.wire.actions` to check custom permission levels.
 """

@@ -11,8 +11,8 @@ user's roles cover all of them, with mongod's matching rules.
 The built-in roles are expressed here as privileges (:func:`builtin_privileges`), written from the
 manual's "Built-In Roles" page (7.x) and checked against the server's behaviour, without the
 sharded/serverless-only patterns, so that built-in and user-defined roles share one authorization path.
-The action names are the manual's "Privilege Actions" list; an unknown one is refused when a role is
-defined, as mongod does.
+The action names are the manual's "Privilege Actions" list (``gatewayproxy.wire.actions``, which the portal
+shares); an unknown one is refused when a role is defined, as mongod does.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from gatewayproxy.wire.actions import PRIVILEGE_ACTIONS
+
 from .errors import CommandError, bad_value, type_mismatch
 
 
@@ -28,37 +30,6 @@ def _actions(text: str) -> frozenset[str]:
     return frozenset(text.split())
 
 
-# The privilege actions a role may name (the manual's "Privilege Actions").
-ACTIONS = _actions(
-    """
-    addShard advanceClusterTime allCollectionStats analyze analyzeShardKey anyAction appendOplogNote
-    applicationMessage applyOps auditConfigure auditLogRotate authCheck authenticate authSchemaUpgrade
-    bypassDocumentValidation bypassWriteBlockingMode changeCustomData changeOwnCustomData changeOwnPassword
-    changePassword changeStream checkFreeMonitoringStatus checkMetadataConsistency cleanupOrphaned
-    cleanupStructuredEncryptionData clearJumboFlag closeAllDatabases collMod collStats compact
-    compactStructuredEncryptionData configureQueryAnalyzer connPoolStats connPoolSync convertToCapped
-    cpuProfiler createCollection createDatabase createIndex createRole createSearchIndexes createUser dbCheck
-    dbHash dbStats dropAllRolesFromDatabase dropAllUsersFromDatabase dropCollection dropConnections
-    dropDatabase dropIndex dropRole dropSearchIndex dropUser emptycapped enableProfiler enableSharding
-    exportCollection find flushRouterConfig forceUUID fsync fsyncUnlock getChangeStreamState
-    getClusterParameter getCmdLineOpts getDatabaseVersion getDefaultRWConcern getLog getParameter getShardMap
-    getShardVersion grantPrivilegesToRole grantRole grantRolesToRole grantRolesToUser hostInfo impersonate
-    importCollection indexStats inprog insert internal invalidateUserCache issueDirectShardOperations
-    killAnyCursor killAnySession killCursors killop listCachedAndActiveUsers listCollections listCursors
-    listDatabases listIndexes listSampledQueries listSearchIndexes listSessions listShards logRotate
-    moveChunk moveCollection netstat oidReset oidcListKeys oidcRefreshKeys operationMetrics
-    planCacheIndexFilter planCacheRead planCacheWrite querySettings queryStatsRead queryStatsReadTransformed
-    reIndex refineCollectionShardKey remove removeShard renameCollection renameCollectionSameDB
-    repairDatabase replSetConfigure replSetGetConfig replSetGetStatus replSetHeartbeat replSetReconfig
-    replSetResizeOplog replSetStateChange reshardCollection resync revokePrivilegesFromRole revokeRole
-    revokeRolesFromRole revokeRolesFromUser rotateCertificates runAsLessPrivilegedUser runTenantMigration
-    serverStatus setAuthenticationRestriction setChangeStreamState setClusterParameter setDefaultRWConcern
-    setFeatureCompatibilityVersion setFreeMonitoring setParameter setUserWriteBlockMode shardCollection
-    shardedDataDistribution shardingState shutdown splitChunk splitVector storageDetails top touch
-    trafficRecord transitionFromDedicatedConfigServer transitionToDedicatedConfigServer unlock update
-    updateRole updateSearchIndex updateUser useTenant useUUID validate viewRole viewUser
-    """
-)
 ANY_ACTION = "anyAction"
 #: The wire server's own action, held only by ``root``: it guards ``wireserverFault``. It is not a
 #: mongod action, so no user-defined role can be given it.
@@ -206,8 +177,8 @@ def parse_privileges(value: Any, command: str) -> list[Privilege]:
         actions = item["actions"]
         if not isinstance(actions, list) or not all(isinstance(a, str) for a in actions):
             raise type_mismatch("BSON field 'privileges.actions' is the wrong type, expected an array of strings")
-        unrecognized.extend(a for a in actions if a not in ACTIONS and a not in unrecognized)
-        privileges.append(Privilege(resource, frozenset(a for a in actions if a in ACTIONS)))
+        unrecognized.extend(a for a in actions if a not in PRIVILEGE_ACTIONS and a not in unrecognized)
+        privileges.append(Privilege(resource, frozenset(a for a in actions if a in PRIVILEGE_ACTIONS)))
     if unrecognized:
         raise CommandError(9, f"Unrecognized action privilege strings: {','.join(unrecognized)}", "FailedToParse")
     return merge(privileges)
