@@ -1,6 +1,7 @@
 """The tests' shared helpers, one of each: unique names and passwords, API times, the audit trail as text, TOTP
-codes, clients past the second factor (browser, API token, websocket), approvers, a cut MongoDB connection, and
-starting and stopping the servers a browser test runs (daphne, the OIDC provider).
+codes, clients past the second factor (browser, API token, websocket), approvers, a cut MongoDB connection, a
+fresh database with documents, a scoped-access envelope with its requester and approver, and starting and stopping
+the servers a browser test runs (daphne, the OIDC provider).
 
 Fixtures live in tests/conftest.py and the plugins it lists; the MongoDB test servers and logging in as a database
 user in tests/mongo/; Resource rows on a test server in `tests.factories.resource_on`.
@@ -16,7 +17,8 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -154,7 +156,45 @@ def make_approver(user, *, through_group: bool = True):
     return user
 
 
-# -- MongoDB connections -----------------------------------------------------------------------------------------
+# -- MongoDB connections and data ---------------------------------------------------------------------------------
+@contextmanager
+def database_on(uri: str, prefix: str = "shop", **collections: list[dict]) -> Iterator[str]:
+    """A fresh database (`unique_name(prefix)`) on the server at `uri` holding `collections` (name=documents);
+    yields its name and drops it afterwards."""
+    import pymongo
+
+    name = unique_name(prefix)
+    with pymongo.MongoClient(uri, serverSelectionTimeoutMS=5000) as admin:
+        for collection, documents in collections.items():
+            admin[name][collection].insert_many(documents)
+        yield name
+        admin.drop_database(name)
+
+
+def scoped_envelope(server, databases: list[str], *, requester: str, approver: str, **policy_fields) -> dict:
+    """A scoped-access envelope on the test MongoDB `server`: a fresh Resource, a requester and an approver (users
+    named `unique_name(requester)`, `unique_name(approver)`), and the requester's policy to ask inside `databases`
+    for read or readWrite, approval required (`policy_fields` add or override). Clears the cache first: the
+    databases a server lists are cached. Returns {"resource", "requester", "approver", "policy"}."""
+    from django.core.cache import cache
+
+    from access.services.policies import access_policy_create
+    from tests.factories import UserFactory, resource_on
+
+    cache.clear()
+    resource = resource_on(server, name=unique_name("res"))
+    requester_user = UserFactory(username=unique_name(requester))
+    approver_user = make_approver(UserFactory(username=unique_name(approver)))
+    policy = access_policy_create(
+        actor="test",
+        user=requester_user,
+        scope_resource=resource,
+        scope_databases=list(databases),
+        **{"scope_levels": ["read", "readWrite"], "approval_required": True, **policy_fields},
+    )
+    return {"resource": resource, "requester": requester_user, "approver": approver_user, "policy": policy}
+
+
 def assert_connection_cut(client) -> None:
     """The pymongo `client`'s open connection is gone: its next command fails (and reconnecting fails too)."""
     import pytest

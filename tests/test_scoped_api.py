@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import pymongo
 import pytest
-from django.core.cache import cache
 
 from access.models import AuditEvent, PermissionLevel
 from access.models.leases import LeaseState
 from access.services.policies import access_policy_create
-from tests.factories import UserFactory, resource_on
-from tests.helpers import make_approver, token_client
+from tests.factories import UserFactory
+from tests.helpers import database_on, scoped_envelope, token_client
 from tests.helpers import unique_name as _name
 
 pytestmark = pytest.mark.wireserver
@@ -20,32 +19,22 @@ pytestmark = pytest.mark.wireserver
 
 @pytest.fixture
 def shop(wire_server):
-    name = _name("shop")
-    with pymongo.MongoClient(wire_server.uri, serverSelectionTimeoutMS=5000) as admin:
-        admin[name].orders.insert_one({"_id": 1})
-        admin[name].customers.insert_one({"_id": 1})
-        admin[name].audit_log.insert_one({"_id": 1})
+    with database_on(wire_server.uri, orders=[{"_id": 1}], customers=[{"_id": 1}], audit_log=[{"_id": 1}]) as name:
         yield name
-        admin.drop_database(name)
 
 
 @pytest.fixture
 def setup(db, wire_server, shop):
-    cache.clear()
-    resource = resource_on(wire_server, name=_name("res"))
-    alice = UserFactory(username=_name("alice"))
-    bob = make_approver(UserFactory(username=_name("bob")))
-    policy = access_policy_create(
-        actor="test",
+    world = scoped_envelope(
+        wire_server,
+        [shop],
+        requester="alice",
+        approver="bob",
         name="shop-readers",
-        user=alice,
-        scope_resource=resource,
-        scope_databases=[shop],
         scope_collections=[f"{shop}.orders", f"{shop}.customers"],
-        scope_levels=["read", "readWrite"],
-        approval_required=True,
     )
-    return {"resource": resource, "alice": token_client(alice), "bob": token_client(bob), "policy": policy}
+    alice, bob = token_client(world["requester"]), token_client(world["approver"])
+    return {"resource": world["resource"], "alice": alice, "bob": bob, "policy": world["policy"]}
 
 
 def test_envelopes_and_the_databases_inside_them_come_from_the_server_filtered_and_cached(setup, shop, wire_server):

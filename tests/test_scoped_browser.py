@@ -11,12 +11,18 @@ import pymongo
 import pytest
 from pymongo.errors import OperationFailure
 
-from tests.helpers import totp_code
-from tests.helpers import unique_name as _name
+from tests.helpers import database_on, scoped_envelope, totp_code
 from tests.secret_scan import remember
 from tests.test_portal_browser import browser, chromium_path, enter_code, portal_server, sign_in, steps  # noqa: F401
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture
+def shop(wire_server):
+    orders = [{"_id": 1, "item": "book"}, {"_id": 2, "item": "pen"}]
+    with database_on(wire_server.uri, orders=orders, customers=[{"_id": 1, "name": "Ada"}]) as name:
+        yield name
 
 
 def test_pick_collections_and_a_level_narrowed_by_the_approver_and_read_what_was_granted(
@@ -24,40 +30,23 @@ def test_pick_collections_and_a_level_narrowed_by_the_approver_and_read_what_was
     portal_server,  # noqa: F811
     steps,  # noqa: F811
     wire_server,
+    shop,
 ):
-    from django.core.cache import cache
     from django_otp.plugins.otp_totp.models import TOTPDevice
 
     from access.models import AccessRequest
-    from access.services.policies import access_policy_create
     from access.services.scoped import scoped_lease_of
-    from tests.factories import UserFactory, resource_on
-    from tests.helpers import make_approver
 
-    cache.clear()
-    shop = _name("shop")
-    with pymongo.MongoClient(wire_server.uri, serverSelectionTimeoutMS=5000) as admin:
-        admin[shop].orders.insert_many([{"_id": 1, "item": "book"}, {"_id": 2, "item": "pen"}])
-        admin[shop].customers.insert_one({"_id": 1, "name": "Ada"})
-    resource = resource_on(wire_server, name="shop-scoped")
-    engineer = UserFactory(username="sam")
-    engineer_device = TOTPDevice.objects.create(user=engineer, name="app", confirmed=True)
-    approver = make_approver(UserFactory(username="ann"))
-    approver_device = TOTPDevice.objects.create(user=approver, name="app", confirmed=True)
-    policy = access_policy_create(
-        actor="test",
-        name="shop scoped",
-        user=engineer,
-        scope_resource=resource,
-        scope_databases=[shop],
-        scope_levels=["read", "readWrite"],
-        max_duration=timedelta(hours=2),
-        approval_required=True,
+    world = scoped_envelope(
+        wire_server, [shop], requester="sam", approver="ann", name="shop scoped", max_duration=timedelta(hours=2)
     )
+    engineer, approver, policy = world["requester"], world["approver"], world["policy"]
+    engineer_device = TOTPDevice.objects.create(user=engineer, name="app", confirmed=True)
+    approver_device = TOTPDevice.objects.create(user=approver, name="app", confirmed=True)
 
     sam_context = browser.new_context()
     sam = steps.watch(sam_context.new_page())
-    sign_in(sam, portal_server.url, "sam")
+    sign_in(sam, portal_server.url, engineer.username)
     sam.wait_for_url(re.compile(r"/mfa/"))
     enter_code(sam, totp_code(engineer_device))
     sam.wait_for_selector("h1:has-text('Hello')")
@@ -78,7 +67,7 @@ def test_pick_collections_and_a_level_narrowed_by_the_approver_and_read_what_was
 
     ann_context = browser.new_context()
     ann = steps.watch(ann_context.new_page())
-    sign_in(ann, portal_server.url, "ann")
+    sign_in(ann, portal_server.url, approver.username)
     ann.wait_for_url(re.compile(r"/mfa/"))
     enter_code(ann, totp_code(approver_device))
     ann.wait_for_selector("h1:has-text('Hello')")
@@ -119,4 +108,3 @@ def test_pick_collections_and_a_level_narrowed_by_the_approver_and_read_what_was
     sam_context.close()
     with pymongo.MongoClient(wire_server.uri, serverSelectionTimeoutMS=5000) as admin:
         assert admin.admin.command("rolesInfo", {"role": lease.server_role, "db": "admin"})["roles"] == []
-        admin.drop_database(shop)

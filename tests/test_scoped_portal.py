@@ -10,46 +10,31 @@ from datetime import timedelta
 
 import pymongo
 import pytest
-from django.core.cache import cache
 
 from access.models import AccessPolicy, AccessRequest, AuditEvent, PermissionLevel
 from access.models.leases import LeaseState
-from access.services.policies import access_policy_create
 from access.services.requests import access_request_approve, access_request_create
 from access.services.scoped import scoped_lease_of
-from tests.factories import UserFactory, resource_on
-from tests.helpers import make_approver, verified_client
-from tests.helpers import unique_name as _name
+from tests.helpers import database_on, scoped_envelope, verified_client
 
 pytestmark = pytest.mark.wireserver
 
 
 @pytest.fixture
 def shop(wire_server):
-    name = _name("shop")
-    with pymongo.MongoClient(wire_server.uri, serverSelectionTimeoutMS=5000) as admin:
-        admin[name].orders.insert_many([{"_id": 1}, {"_id": 2}])
-        admin[name].customers.insert_one({"_id": 1})
+    with database_on(wire_server.uri, orders=[{"_id": 1}, {"_id": 2}], customers=[{"_id": 1}]) as name:
         yield name
-        admin.drop_database(name)
 
 
 @pytest.fixture
 def world(db, wire_server, shop):
-    cache.clear()
-    resource = resource_on(wire_server, name=_name("res"))
-    rita = UserFactory(username=_name("rita"))
-    alan = make_approver(UserFactory(username=_name("alan")))
-    policy = access_policy_create(
-        actor="test",
-        name="shop-oncall",
-        user=rita,
-        scope_resource=resource,
-        scope_databases=[shop],
-        scope_levels=["read", "readWrite"],
-        approval_required=True,
-    )
-    return {"resource": resource, "rita": rita, "alan": alan, "policy": policy}
+    world = scoped_envelope(wire_server, [shop], requester="rita", approver="alan", name="shop-oncall")
+    return {
+        "resource": world["resource"],
+        "rita": world["requester"],
+        "alan": world["approver"],
+        "policy": world["policy"],
+    }
 
 
 def _text(response) -> str:
