@@ -284,18 +284,21 @@ def _roles_named(req: Request, field: str = "roles") -> list[dict[str, str]]:
         return []  # the handler refuses the malformed entry
 
 
-def _grant_roles(req: Request) -> list[Need]:
+def _role_needs(req: Request, verb: str) -> list[Need]:
+    """What granting (``verb="grant"``) or revoking the roles a command names needs: ``<verb>Role`` on each
+    role's database."""
     return [
-        need(Resource.database(r["db"]), "grantRole", message=f"Not authorized to grant role: {r['role']}@{r['db']}")
+        need(Resource.database(r["db"]), f"{verb}Role", message=f"Not authorized to {verb} role: {r['role']}@{r['db']}")
         for r in _roles_named(req)
     ]
+
+
+def _grant_roles(req: Request) -> list[Need]:
+    return _role_needs(req, "grant")
 
 
 def _revoke_roles(req: Request) -> list[Need]:
-    return [
-        need(Resource.database(r["db"]), "revokeRole", message=f"Not authorized to revoke role: {r['role']}@{r['db']}")
-        for r in _roles_named(req)
-    ]
+    return _role_needs(req, "revoke")
 
 
 def _privilege_resources(req: Request) -> list[Resource]:
@@ -310,53 +313,31 @@ def _privilege_resources(req: Request) -> list[Resource]:
     return resources
 
 
-def _grant_privileges(req: Request) -> list[Need]:
+def _privilege_needs(req: Request, verb: str) -> list[Need]:
+    """What granting (``verb="grant"``) or revoking privileges needs: ``<verb>Role`` on the database each
+    privilege's resource names, or on ``admin`` for a resource spanning databases or the cluster."""
     needs = []
     for resource in _privilege_resources(req):
         db = resource.names_database()
         if db is not None:
             # mongod's message has no space before "database"
-            needs.append(
-                need(
-                    Resource.database(db),
-                    "grantRole",
-                    message=f"Not authorized to grant privileges on the {db}database",
-                )
-            )
+            message = f"Not authorized to {verb} privileges on the {db}database"
+            needs.append(need(Resource.database(db), f"{verb}Role", message=message))
         else:
-            needs.append(
-                need(
-                    Resource.database("admin"),
-                    "grantRole",
-                    message="To grant privileges affecting multiple databases or the cluster,"
-                    " must be authorized to grant roles from the admin database",
-                )
+            message = (
+                f"To {verb} privileges affecting multiple databases or the cluster,"
+                f" must be authorized to {verb} roles from the admin database"
             )
+            needs.append(need(Resource.database("admin"), f"{verb}Role", message=message))
     return needs
+
+
+def _grant_privileges(req: Request) -> list[Need]:
+    return _privilege_needs(req, "grant")
 
 
 def _revoke_privileges(req: Request) -> list[Need]:
-    needs = []
-    for resource in _privilege_resources(req):
-        db = resource.names_database()
-        if db is not None:
-            needs.append(
-                need(
-                    Resource.database(db),
-                    "revokeRole",
-                    message=f"Not authorized to revoke privileges on the {db}database",
-                )
-            )
-        else:
-            needs.append(
-                need(
-                    Resource.database("admin"),
-                    "revokeRole",
-                    message="To revoke privileges affecting multiple databases or the cluster,"
-                    " must be authorized to revoke roles from the admin database",
-                )
-            )
-    return needs
+    return _privilege_needs(req, "revoke")
 
 
 def _restrictions(req: Request) -> list[Need]:
