@@ -46,11 +46,10 @@ def session_verifiers(*, username: str, secret: str) -> dict[str, dict]:
     return {mechanism: derive_credentials(mechanism, username, secret).to_dict() for mechanism in SESSION_MECHANISMS}
 
 
-def _gateway_for(account: Account, gateway: Gateway | None, *, resource=None) -> Gateway | None:
+def _gateway_for(resource, gateway: Gateway | None = None) -> Gateway | None:
     """The gateway a new session uses: the given one, the resource's, else the freshest alive (or any) gateway."""
     if gateway is not None:
         return gateway
-    resource = resource if resource is not None else account.resource
     if resource.gateway_id is not None:
         return resource.gateway
     return (
@@ -93,7 +92,38 @@ def session_open(
         raise ValidationError({"account": "Gateway sessions need an account on a MongoDB resource with a URI."})
     read_only = bool(read_only or grant.read_only)
     allowed = _session_databases(grant, databases)
-    chosen_gateway = _gateway_for(account, gateway)
+    return _session_create(
+        user=user,
+        actor=actor,
+        gateway=_gateway_for(account.resource, gateway),
+        fields={
+            "account": account,
+            "read_only": read_only,
+            "database_allow_list": allowed,
+            "privileged_commands": list(grant.privileged_commands),
+            "started_at": now,
+            "expires_at": now + capped,
+        },
+        audit_data={
+            "account": str(account),
+            "account_id": account.pk,
+            "duration_seconds": int(capped.total_seconds()),
+            "requested_seconds": int(duration.total_seconds()),
+            "read_only": read_only,
+            "databases": allowed,
+            "privileged_commands": list(grant.privileged_commands),
+            "policy": grant.policy.name if grant.policy else None,
+            "request_id": grant.request.pk if grant.request else None,
+        },
+    )
+
+
+def _session_create(*, user, actor, gateway: Gateway | None, fields: dict, audit_data: dict) -> tuple[Session, str]:
+    """Draw a session username and a one-time secret, create the session with `fields` and audit its opening.
+
+    The audit row carries the session's username and gateway with `audit_data`. A rare username collision draws
+    again; the secret is returned once and only its SCRAM verifiers are stored.
+    """
     secret = new_token(nbytes=SECRET_BYTES)
     for _attempt in range(5):
         username = session_username_new()
@@ -103,33 +133,16 @@ def session_open(
                 session = Session.objects.create(
                     user=user,
                     user_name=user.get_username(),
-                    account=account,
-                    gateway=chosen_gateway,
+                    gateway=gateway,
                     username=username,
                     verifiers=verifiers,
-                    read_only=read_only,
-                    database_allow_list=allowed,
-                    privileged_commands=list(grant.privileged_commands),
-                    started_at=now,
-                    expires_at=now + capped,
+                    **fields,
                 )
                 audit_record(
                     action=AuditAction.SESSION_OPEN,
                     actor=actor or user,
                     target=session,
-                    data={
-                        "account": str(account),
-                        "account_id": account.pk,
-                        "username": username,
-                        "gateway": chosen_gateway.name if chosen_gateway else None,
-                        "duration_seconds": int(capped.total_seconds()),
-                        "requested_seconds": int(duration.total_seconds()),
-                        "read_only": read_only,
-                        "databases": allowed,
-                        "privileged_commands": list(grant.privileged_commands),
-                        "policy": grant.policy.name if grant.policy else None,
-                        "request_id": grant.request.pk if grant.request else None,
-                    },
+                    data={"username": username, "gateway": gateway.name if gateway else None, **audit_data},
                 )
             return session, secret
         except IntegrityError:
@@ -171,45 +184,25 @@ def session_open_on_lease(
     now = timezone.now()
     if expires_at - now < _MIN_DURATION:
         raise PermissionDenied("Your access has ended.")
-    chosen_gateway = _gateway_for(None, None, resource=lease.resource)
-    secret = new_token(nbytes=SECRET_BYTES)
-    for _attempt in range(5):
-        username = session_username_new()
-        verifiers = session_verifiers(username=username, secret=secret)
-        try:
-            with transaction.atomic():
-                session = Session.objects.create(
-                    user=user,
-                    user_name=user.get_username(),
-                    lease=lease,
-                    gateway=chosen_gateway,
-                    username=username,
-                    verifiers=verifiers,
-                    database_allow_list=list(database_allow_list or []),
-                    started_at=now,
-                    expires_at=expires_at,
-                )
-                audit_record(
-                    action=AuditAction.SESSION_OPEN,
-                    actor=actor or user,
-                    target=session,
-                    data={
-                        "lease": lease.lease_id,
-                        "username": username,
-                        "upstream_user": lease.username,
-                        "gateway": chosen_gateway.name if chosen_gateway else None,
-                        "duration_seconds": int((expires_at - now).total_seconds()),
-                        "requested_seconds": int(requested.total_seconds()),
-                        "databases": list(database_allow_list or []),
-                        **(audit_data or {}),
-                    },
-                )
-            return session, secret
-        except IntegrityError:
-            if Session.objects.filter(username=username).exists():
-                continue
-            raise
-    raise RuntimeError("Could not draw a unique session username.")
+    return _session_create(
+        user=user,
+        actor=actor,
+        gateway=_gateway_for(lease.resource),
+        fields={
+            "lease": lease,
+            "database_allow_list": list(database_allow_list or []),
+            "started_at": now,
+            "expires_at": expires_at,
+        },
+        audit_data={
+            "lease": lease.lease_id,
+            "upstream_user": lease.username,
+            "duration_seconds": int((expires_at - now).total_seconds()),
+            "requested_seconds": int(requested.total_seconds()),
+            "databases": list(database_allow_list or []),
+            **(audit_data or {}),
+        },
+    )
 
 
 def session_end(*, session: Session, reason: SessionEndReason | str, actor=None) -> Session:
