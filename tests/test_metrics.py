@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 import urllib.error
 import urllib.request
 from datetime import timedelta
@@ -26,6 +24,7 @@ from access.models.sessions import SessionState
 from access.services.audit import audit_record
 from access.services.sinks import sink_create
 from tests.factories import GatewayFactory, LeaseFactory, SessionFactory
+from tests.helpers import daphne_start, process_stop
 from tests.profile import require_production_profile, subprocess_env
 from tests.sink_receivers import free_port, wait_for
 
@@ -133,14 +132,7 @@ def test_a_running_portal_serves_the_same_numbers_to_prometheus(profile, tmp_pat
     SessionFactory(gateway=GatewayFactory(name="gw-1", last_heartbeat=timezone.now()))
     port = free_port()
     log = tmp_path / "daphne.log"
-    with open(log, "wb") as output:
-        daphne = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "portal.asgi:application"],
-            env=subprocess_env(PAM_METRICS_TOKEN=token),
-            cwd=ROOT,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
+    daphne = daphne_start(port=port, env=subprocess_env(PAM_METRICS_TOKEN=token), log_path=log, timeout=60)
     url = f"http://127.0.0.1:{port}/metrics"
 
     def scrape(bearer: str | None) -> tuple[int, str]:
@@ -157,8 +149,7 @@ def test_a_running_portal_serves_the_same_numbers_to_prometheus(profile, tmp_pat
         assert wait_for(lambda: scrape(None)[0] == 401, timeout=60, interval=0.3), log.read_text()[-3000:]
         status, text = scrape(token)
     finally:
-        daphne.terminate()
-        daphne.wait(timeout=30)
+        process_stop(daphne)
     assert status == 200
     served = _families(text)
     settings.PAM_METRICS_TOKEN = ""

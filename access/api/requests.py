@@ -67,12 +67,13 @@ def catalogue_entry_data(entry, *, user) -> dict:
     }
 
 
-def request_data(access_request: AccessRequest) -> dict:
+def request_common_data(access_request: AccessRequest) -> dict:
+    """What every request's answer says, scoped or not: who asked under which policy, why, for how long, and
+    where the decision stands."""
     return {
         "id": access_request.pk,
         "requester": access_request.requester.get_username(),
         "policy": {"id": access_request.policy_id, "name": access_request.policy.name},
-        "target": _target(access_request),
         "reason": access_request.reason,
         "duration": format_duration(access_request.duration),
         "state": request_display_state(access_request),
@@ -82,8 +83,21 @@ def request_data(access_request: AccessRequest) -> dict:
         "expires_at": access_request.expires_at,
         "approver": access_request.approver.get_username() if access_request.approver else None,
         "decision_comment": access_request.decision_comment,
+    }
+
+
+def request_data(access_request: AccessRequest) -> dict:
+    return {
+        **request_common_data(access_request),
+        "target": _target(access_request),
         "approvers": _approver_names(access_request),
     }
+
+
+def require_approver(user) -> None:
+    """Refuse (403) a decision from someone who may not decide access requests."""
+    if not user_may_approve(user):
+        raise exceptions.PermissionDenied("Only approvers may decide access requests.")
 
 
 class CatalogueApi(APIView):
@@ -142,8 +156,11 @@ class RequestDetailApi(APIView):
         return Response(request_data(_visible_request(request, pk)))
 
 
-class DecisionSerializer(serializers.Serializer):
+class CommentSerializer(serializers.Serializer):
     comment = serializers.CharField(required=False, allow_blank=True, default="")
+
+
+class DecisionSerializer(CommentSerializer):
     otp = serializers.CharField(required=False, allow_blank=True, default="", write_only=True)
 
 
@@ -154,8 +171,7 @@ class _DecisionApi(APIView):
     def post(self, request, pk: int):
         serializer = DecisionSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        if not user_may_approve(request.user):
-            raise exceptions.PermissionDenied("Only approvers may decide access requests.")
+        require_approver(request.user)
         access_request = _visible_request(request, pk)
         otp = serializer.validated_data["otp"]
         if not otp:

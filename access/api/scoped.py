@@ -17,13 +17,14 @@ from rest_framework import exceptions, serializers, status, viewsets
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from access.api.requests import CommentSerializer, RequestCreateSerializer, request_common_data, require_approver
 from access.api.serializers import DurationField
 from access.api.views import ModelPermissions
 from access.durations import format_duration
 from access.models import AccessPolicy, AccessRequest, PermissionLevel, Resource
-from access.models.policies import RequestState, user_may_approve
+from access.models.policies import RequestState
 from access.selectors.leases import lease_connection_string
-from access.selectors.requests import request_display_state, requests_visible
+from access.selectors.requests import approval_queue, requests_visible
 from access.selectors.scoped import envelope_levels, envelopes_granted_to, scope_choices, scoped_leases_of
 from access.selectors.sessions import session_connection_info
 from access.services import policies as policy_services
@@ -106,22 +107,11 @@ def grant_data(access_request: AccessRequest) -> dict | None:
 
 def scoped_request_data(access_request: AccessRequest) -> dict:
     return {
-        "id": access_request.pk,
-        "requester": access_request.requester.get_username(),
-        "policy": {"id": access_request.policy_id, "name": access_request.policy.name},
+        **request_common_data(access_request),
         "resource": access_request.resource.name,
         "requested": access_request.scope_requested,
         "granted": access_request.scope,
         "narrowed": access_request.scope_narrowed,
-        "reason": access_request.reason,
-        "duration": format_duration(access_request.duration),
-        "state": request_display_state(access_request),
-        "break_glass": access_request.break_glass,
-        "created_at": access_request.created_at,
-        "decided_at": access_request.decided_at,
-        "expires_at": access_request.expires_at,
-        "approver": access_request.approver.get_username() if access_request.approver else None,
-        "decision_comment": access_request.decision_comment,
         "grant": grant_data(access_request),
     }
 
@@ -133,13 +123,9 @@ class ResourcesField(serializers.ListField):
         super().__init__(child=serializers.JSONField(), **kwargs)
 
 
-class ScopedRequestCreateSerializer(serializers.Serializer):
-    policy = serializers.IntegerField()
+class ScopedRequestCreateSerializer(RequestCreateSerializer):
     resources = ResourcesField()
     level = serializers.CharField(max_length=64)
-    duration = DurationField()
-    reason = serializers.CharField(max_length=request_services.REASON_MAX_LENGTH, allow_blank=True)
-    break_glass = serializers.BooleanField(default=False)
 
 
 def _scoped_requests(user):
@@ -152,13 +138,10 @@ class ScopedRequestListCreateApi(APIView):
 
     @extend_schema(operation_id="scoped_requests_list", responses={200: dict})
     def get(self, request):
-        rows = _scoped_requests(request.user)
         if request.query_params.get("queue"):
-            if not user_may_approve(request.user):
-                rows = rows.none()
-            rows = rows.filter(state=RequestState.PENDING).exclude(requester=request.user).order_by("created_at")
+            rows = approval_queue(request.user).filter(resource__isnull=False).select_related("resource")
         else:
-            rows = rows.filter(requester=request.user).order_by("-created_at")
+            rows = _scoped_requests(request.user).filter(requester=request.user).order_by("-created_at")
         return Response({"results": [scoped_request_data(row) for row in rows[:200]]})
 
     @extend_schema(operation_id="scoped_requests_create", request=ScopedRequestCreateSerializer, responses={201: dict})
@@ -190,8 +173,7 @@ class ScopedRequestDetailApi(APIView):
         return Response(scoped_request_data(_visible(request, pk)))
 
 
-class ApproveSerializer(serializers.Serializer):
-    comment = serializers.CharField(required=False, allow_blank=True, default="")
+class ApproveSerializer(CommentSerializer):
     resources = ResourcesField(required=False)
     level = serializers.CharField(required=False, max_length=64)
     duration = DurationField(required=False)
@@ -205,8 +187,7 @@ class ScopedRequestApproveApi(APIView):
     def post(self, request, pk: int):
         serializer = ApproveSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        if not user_may_approve(request.user):
-            raise exceptions.PermissionDenied("Only approvers may decide access requests.")
+        require_approver(request.user)
         data = serializer.validated_data
         decided = request_services.access_request_approve(
             request=_visible(request, pk),
@@ -219,10 +200,6 @@ class ScopedRequestApproveApi(APIView):
         return Response(scoped_request_data(decided))
 
 
-class CommentSerializer(serializers.Serializer):
-    comment = serializers.CharField(required=False, allow_blank=True, default="")
-
-
 class ScopedRequestDenyApi(APIView):
     """Deny a pending scoped request."""
 
@@ -230,8 +207,7 @@ class ScopedRequestDenyApi(APIView):
     def post(self, request, pk: int):
         serializer = CommentSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        if not user_may_approve(request.user):
-            raise exceptions.PermissionDenied("Only approvers may decide access requests.")
+        require_approver(request.user)
         decided = request_services.access_request_deny(
             request=_visible(request, pk), approver=request.user, comment=serializer.validated_data["comment"]
         )
