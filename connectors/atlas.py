@@ -25,6 +25,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -59,6 +60,12 @@ PAGE_SIZE = 500
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 CUSTOM_ROLES_VERSION = "2023-01-01"
 """Resource version of customDBRoles/roles."""
+PROJECT_LIMITS_VERSION = "2023-01-01"
+"""Resource version of groups/{groupId}/limits/{limitName}."""
+CUSTOM_ROLES_LIMIT_NAME = "atlas.project.security.databaseAccess.customRoles"
+"""The project limit on custom database roles (Atlas's default 100, raisable by the project's owner)."""
+LIMITS_UNSUPPORTED = frozenset({404, 405, 406, 501})
+"""Answers meaning this Atlas (or Cloud Manager / a stand-in) has no project-limits endpoint for that limit."""
 CUSTOM_ROLE_ACTIONS = {
     "find": "FIND",
     "insert": "INSERT",
@@ -115,6 +122,17 @@ CUSTOM_ROLE_ACTIONS = {
 }
 """MongoDB privilege actions that Atlas custom roles accept, with Atlas's name for each (a subset: Atlas's
 custom-role API supports fewer actions than mongod)."""
+
+
+@dataclass(frozen=True)
+class ProjectLimit:
+    """A project limit: `limit` and `usage` as Atlas reports them (`source` "atlas"), or, where Atlas does not
+    report it, the limit from the named setting and no usage (`source` "setting": the caller counts for itself)."""
+
+    name: str
+    limit: int
+    usage: int | None
+    source: str
 
 
 def media_type(version: str) -> str:
@@ -658,6 +676,46 @@ class AtlasConnector:
         return sorted(
             user["user"] for user in self.list_users() if any(role.get("role") == name for role in user["roles"])
         )
+
+    # -- project limits ---------------------------------------------------------------------------------------------
+    def project_limit(self, name: str) -> dict | None:
+        """One limit of the project as Atlas returns it ({name, value, currentUsage, defaultLimit, maximumLimit}),
+        or None when this Atlas does not offer it (404, or an answer in LIMITS_UNSUPPORTED)."""
+        what = f"reading the project limit {name}"
+        try:
+            response = self._request(
+                "GET", f"/limits/{quote(name, safe='')}", version=PROJECT_LIMITS_VERSION, what=what
+            )
+        except ConnectorError as exc:
+            if getattr(exc, "http_status", None) in LIMITS_UNSUPPORTED:
+                return None
+            raise
+        if response.status_code == 404:
+            return None
+        doc = response.json()
+        if not isinstance(doc, dict):
+            raise ConnectorError(f"Atlas answered {what} with no limit document.", kind="server")
+        return doc
+
+    def custom_role_limit(self) -> ProjectLimit:
+        """How many custom database roles the project may hold and holds, from Atlas's project limit
+        CUSTOM_ROLES_LIMIT_NAME (`value`, else `defaultLimit`; `currentUsage`). Only where Atlas does not offer that
+        endpoint is the limit the setting PAM_ATLAS_CUSTOM_ROLE_LIMIT (usage None). Other failures raise."""
+        doc = self.project_limit(CUSTOM_ROLES_LIMIT_NAME)
+        if doc is not None:
+            value = doc.get("value", doc.get("defaultLimit"))
+            usage = doc.get("currentUsage")
+            try:
+                limit = int(value)
+                usage = None if usage is None else int(usage)
+            except (TypeError, ValueError):
+                raise ConnectorError(
+                    f"Atlas reported the project limit {CUSTOM_ROLES_LIMIT_NAME} without a number: {value!r}.",
+                    kind="server",
+                ) from None
+            return ProjectLimit(CUSTOM_ROLES_LIMIT_NAME, limit, usage, "atlas")
+        limit = int(_setting("PAM_ATLAS_CUSTOM_ROLE_LIMIT", None))
+        return ProjectLimit(CUSTOM_ROLES_LIMIT_NAME, limit, None, "setting")
 
     def close(self) -> None:
         with self._sessions_lock:

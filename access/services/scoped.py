@@ -11,8 +11,9 @@ when its policy needs no approval), `scoped_grant_make` makes the grant on the s
   tell the roles this installation made.
 - Atlas: built-in roles where the level is one (`read` and `readWrite`, with `collectionName` for collections;
   `dbAdmin` on whole databases); otherwise one custom database role for the scope, reused when the project
-  already has an identical one, and refused near the project's limit of custom roles (settings
-  PAM_ATLAS_CUSTOM_ROLE_LIMIT, PAM_ATLAS_CUSTOM_ROLE_HEADROOM). The user is created with `deleteAfterDate` and
+  already has an identical one, and refused near the project's limit of custom roles (the limit and usage Atlas
+  reports for the project, PAM_ATLAS_CUSTOM_ROLE_LIMIT only where it reports none; PAM_ATLAS_CUSTOM_ROLE_HEADROOM
+  of them left free). The user is created with `deleteAfterDate` and
   returns only once every cluster applied the change, so credentials are never shown before they work.
 
 The grant is a Lease without a dynamic role (`Lease.request`, `.scope`, `.server_role`): it ends through the
@@ -454,10 +455,11 @@ def _atlas_grant(
 
 
 def atlas_custom_role_ensure(*, connector, role: dict) -> str:
-    """The name of a custom role granting exactly `role`'s actions: an identical existing one, else a new one.
+    """The name of a custom role granting exactly `role`'s actions: an identical existing one (reused without
+    counting it against the limit), else a new one.
 
     ScopedGrantRefused when the project holds so many custom roles that making another would leave fewer than
-    PAM_ATLAS_CUSTOM_ROLE_HEADROOM of its PAM_ATLAS_CUSTOM_ROLE_LIMIT free.
+    PAM_ATLAS_CUSTOM_ROLE_HEADROOM of its limit free (`atlas_custom_roles_full`).
     """
     key = custom_role_key(role)
     existing = connector.list_custom_roles()
@@ -465,9 +467,9 @@ def atlas_custom_role_ensure(*, connector, role: dict) -> str:
     if identical:
         ours = [r for r in identical if r.get("roleName") == role["roleName"]]
         return (ours or identical)[0]["roleName"]
-    limit, headroom = settings.PAM_ATLAS_CUSTOM_ROLE_LIMIT, settings.PAM_ATLAS_CUSTOM_ROLE_HEADROOM
-    if len(existing) >= limit - headroom:
-        raise ScopedGrantRefused(_limit_message(connector.group_id, len(existing)))
+    full = atlas_custom_roles_full(connector=connector, existing=existing)
+    if full is not None:
+        raise ScopedGrantRefused(full)
     connector.create_custom_role(
         name=role["roleName"], actions=role["actions"], inherited_roles=role.get("inheritedRoles"), wait=False
     )
@@ -485,30 +487,54 @@ def atlas_custom_role_precheck(*, policy: AccessPolicy, scope: dict) -> None:
             existing = connector.list_custom_roles()
             if any(custom_role_key(r) == custom_role_key(custom_role) for r in existing):
                 return
-            limit, headroom = settings.PAM_ATLAS_CUSTOM_ROLE_LIMIT, settings.PAM_ATLAS_CUSTOM_ROLE_HEADROOM
-            if len(existing) >= limit - headroom:
-                raise ValidationError({"level": _limit_message(connector.group_id, len(existing))})
+            full = atlas_custom_roles_full(connector=connector, existing=existing)
     except ConnectorError as exc:
         log.warning("could not count the custom roles of %s: %s", policy.scope_resource.name, exc)
+        return
+    if full is not None:
+        raise ValidationError({"level": full})
 
 
-def _limit_message(group_id: str, count: int) -> str:
-    limit, headroom = settings.PAM_ATLAS_CUSTOM_ROLE_LIMIT, settings.PAM_ATLAS_CUSTOM_ROLE_HEADROOM
+def atlas_custom_roles_full(*, connector, existing: list[dict]) -> str | None:
+    """Why the project has no room for another custom role (a message a requester can act on), or None.
+
+    The limit and usage are the project's own (`AtlasConnector.custom_role_limit`: Atlas's project-limits
+    endpoint, the setting PAM_ATLAS_CUSTOM_ROLE_LIMIT only where Atlas offers none); the count is the larger of
+    Atlas's usage and the roles listed in `existing` (either may lag a change just made). The portal stops
+    PAM_ATLAS_CUSTOM_ROLE_HEADROOM roles short of the limit.
+    """
+    limit = connector.custom_role_limit()
+    count = max(len(existing), limit.usage or 0)
+    headroom = max(0, int(settings.PAM_ATLAS_CUSTOM_ROLE_HEADROOM))
+    if count < limit.limit - headroom:
+        return None
+    if limit.source == "atlas":
+        allows = f"Atlas allows {limit.limit} per project (its limit {limit.name} for this project)"
+        raise_it = f"raise the project's limit {limit.name} in Atlas"
+    else:
+        allows = (
+            f"Atlas allows {limit.limit} per project (PAM_ATLAS_CUSTOM_ROLE_LIMIT: this Atlas does not report "
+            "its project limits)"
+        )
+        raise_it = "raise the project's limit in Atlas and PAM_ATLAS_CUSTOM_ROLE_LIMIT with it"
+    keeps = f" and the portal keeps {headroom} of them free for the project's administrators" if headroom else ""
     return (
-        f"The Atlas project {group_id} already has {count} custom roles; Atlas allows {limit} per project and the "
-        f"portal keeps {headroom} of them free for the project's administrators, so it makes no more. Ask for a "
-        "built-in level (read or readWrite), or have an Atlas administrator remove unused custom roles or raise "
-        "the project's limit (PAM_ATLAS_CUSTOM_ROLE_LIMIT)."
+        f"The Atlas project {connector.group_id} already has {count} custom roles; {allows}{keeps}, so it makes "
+        "no more. Ask for a built-in level (read or readWrite), or have an Atlas administrator remove unused "
+        f"custom roles or {raise_it}."
     )
 
 
 def atlas_custom_roles_usage(*, connector) -> dict:
-    """How many custom roles the project holds, of how many, and how many this installation made."""
+    """How many custom roles the project holds, of how many (and where that limit came from), and how many this
+    installation made."""
     roles = connector.list_custom_roles()
+    limit = connector.custom_role_limit()
     prefix = role_prefix()
     return {
-        "count": len(roles),
-        "limit": settings.PAM_ATLAS_CUSTOM_ROLE_LIMIT,
+        "count": max(len(roles), limit.usage or 0),
+        "limit": limit.limit,
+        "limit_source": limit.source,
         "headroom": settings.PAM_ATLAS_CUSTOM_ROLE_HEADROOM,
         "ours": sorted(r["roleName"] for r in roles if str(r.get("roleName", "")).startswith(prefix)),
     }

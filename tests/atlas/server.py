@@ -18,6 +18,10 @@ It speaks the protocol the connector must cope with, not a convenient subset of 
   holds, and the project's limit (`custom_role_limit`, 100 by default: 400 CUSTOM_ROLE_LIMIT_EXCEEDED beyond).
   A role change makes every cluster PENDING like a user change; a user naming a role that is neither built in
   nor a custom role of the project is refused (400 INVALID_ROLE).
+- Project limits (`limits/{limitName}`, GET): `atlas.project.security.databaseAccess.customRoles` and
+  `...databaseAccess.users` as Atlas documents them ({name, value, currentUsage, defaultLimit, maximumLimit});
+  another name is 400 INVALID_ENUM_VALUE. `project_limits = False` makes the endpoint absent (404), as on an
+  Atlas-compatible API without it.
 
 Fault knobs: `fail_next(method, path_fragment, status=..., times=..., retry_after=...)`. Everything it
 received is in `requests_seen` (method, path, status) for assertions. Run it with `AtlasApiServer().start()`.
@@ -43,7 +47,12 @@ VERSIONS = {
     "clusterStatus": {"2023-01-01"},
     "clusters": {"2023-02-01", "2024-08-05"},
     "customDBRoles": {"2023-01-01"},
+    "limits": {"2023-01-01"},
 }
+CUSTOM_ROLES_LIMIT = "atlas.project.security.databaseAccess.customRoles"
+USERS_LIMIT = "atlas.project.security.databaseAccess.users"
+LIMIT_BOUNDS = {CUSTOM_ROLES_LIMIT: (100, 1400), USERS_LIMIT: (100, 900)}
+"""Atlas's documented default and the most an API override may set, per limit name."""
 BUILTIN_ROLES = frozenset(
     {
         "atlasAdmin",
@@ -83,6 +92,7 @@ _CLUSTERS = re.compile(r"^/api/atlas/v2/groups/(?P<group>[^/]+)/clusters/?$")
 _STATUS = re.compile(r"^/api/atlas/v2/groups/(?P<group>[^/]+)/clusters/(?P<cluster>[^/]+)/status/?$")
 _ROLES = re.compile(r"^/api/atlas/v2/groups/(?P<group>[^/]+)/customDBRoles/roles/?$")
 _ROLE = re.compile(r"^/api/atlas/v2/groups/(?P<group>[^/]+)/customDBRoles/roles/(?P<role>[^/]+)/?$")
+_LIMIT = re.compile(r"^/api/atlas/v2/groups/(?P<group>[^/]+)/limits/(?P<limit>[^/]+)/?$")
 _AUTH_PARAM = re.compile(r'(\w+)=(?:"([^"]*)"|([^\s,]+))')
 
 
@@ -114,6 +124,8 @@ class AtlasState:
     users: dict[tuple[str, str], dict] = field(default_factory=dict)
     custom_roles: dict[str, dict] = field(default_factory=dict)
     custom_role_limit: int = 100
+    project_limits: bool = True
+    """False: no `limits/{limitName}` endpoint (404), as an Atlas-compatible API without project limits."""
     pending: dict[str, int] = field(default_factory=dict)
     nonces: dict[str, tuple[float, int]] = field(default_factory=dict)
     faults: list[Fault] = field(default_factory=list)
@@ -431,6 +443,7 @@ class _Handler(BaseHTTPRequestHandler):
             (_STATUS, self._status),
             (_ROLES, self._roles),
             (_ROLE, self._role),
+            (_LIMIT, self._limit),
         ):
             match = pattern.match(path)
             if match:
@@ -747,6 +760,35 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, doc, version=version)
         else:
             self._send(405, _error(405, "METHOD_NOT_ALLOWED", "Method not allowed.", "Method Not Allowed"))
+
+    def _limit(self, match):
+        state = self.atlas.state
+        if not state.project_limits:
+            path = urlsplit(self.path).path
+            self._send(404, _error(404, "RESOURCE_NOT_FOUND", f"Cannot find resource {path}.", "Not Found"))
+            return
+        version = self._version_ok("limits")
+        if version is None:
+            return
+        if self.command != "GET":
+            self._send(405, _error(405, "METHOD_NOT_ALLOWED", "Method not allowed.", "Method Not Allowed"))
+            return
+        name = unquote(match.group("limit"))
+        if name not in LIMIT_BOUNDS:
+            self._send(
+                400,
+                _error(400, "INVALID_ENUM_VALUE", f"An invalid enumeration value {name} was specified.", "Bad Request"),
+            )
+            return
+        default, maximum = LIMIT_BOUNDS[name]
+        with state.lock:
+            self.atlas._sweep_expired()
+            if name == CUSTOM_ROLES_LIMIT:
+                value, usage = state.custom_role_limit, len(state.custom_roles)
+            else:
+                value, usage = default, len(state.users)
+        body = {"name": name, "value": value, "currentUsage": usage, "defaultLimit": default, "maximumLimit": maximum}
+        self._send(200, body, version=version)
 
     def _clusters(self, match):
         version = self._version_ok("clusters")

@@ -21,6 +21,7 @@ from access.services.requests import access_request_approve, access_request_crea
 from access.services.scoped import permission_level_create, role_prefix, scoped_lease_of
 from access.services.usage import access_lease_revoke, access_scoped_reveal
 from connectors import ConnectorError, connector_for
+from connectors.atlas import CUSTOM_ROLES_LIMIT_NAME, ProjectLimit
 from tests.factories import UserFactory
 from tests.helpers import make_approver
 from tests.helpers import unique_name as _name
@@ -200,6 +201,84 @@ def test_near_the_custom_role_limit_requests_are_refused_in_words_and_built_in_l
     assert atlas_api.user(failed.username) is None and len(atlas_api.state.custom_roles) == 95
     event = AuditEvent.objects.get(action="scoped.grant_failed", target_id=str(failed.pk))
     assert "custom roles" in event.data["error"]
+
+
+def test_the_limit_and_usage_come_from_the_projects_limits_and_an_identical_role_is_reused_at_the_limit(
+    atlas_api, atlas_resource, people, auditor, settings
+):
+    requester, _approver = people
+    # The setting says 100; the project's own limit, as Atlas reports it, is 10 and wins.
+    settings.PAM_ATLAS_CUSTOM_ROLE_LIMIT, settings.PAM_ATLAS_CUSTOM_ROLE_HEADROOM = 100, 1
+    atlas_api.state.custom_role_limit = 10
+    _fill_custom_roles(atlas_api, 8)
+    with connector_for(atlas_resource) as connector:
+        assert connector.custom_role_limit() == ProjectLimit(CUSTOM_ROLES_LIMIT_NAME, 10, 8, "atlas")
+    assert atlas_api.count("GET", f"/limits/{CUSTOM_ROLES_LIMIT_NAME}", 200) == 1
+    policy = _policy(atlas_resource, requester, levels=["auditor"])
+    first = scoped_lease_of(_ask(policy, requester, ["shop.orders"], level="auditor"))
+    assert first.state == LeaseState.ACTIVE and len(atlas_api.state.custom_roles) == 9
+
+    # 9 of 10 with one kept free: refused in words, before anyone approves, naming Atlas's limit.
+    with pytest.raises(ValidationError) as refused:
+        _ask(policy, requester, ["shop.customers"], level="auditor")
+    message = " ".join(refused.value.message_dict["level"])
+    assert "already has 9 custom roles" in message and "Atlas allows 10 per project" in message
+    assert CUSTOM_ROLES_LIMIT_NAME in message and "keeps 1 of them free" in message
+    assert "PAM_ATLAS_CUSTOM_ROLE_LIMIT" not in message
+
+    # Nothing kept free: the tenth role is made, and at 10 of 10 the portal refuses before Atlas would (no POST).
+    settings.PAM_ATLAS_CUSTOM_ROLE_HEADROOM = 0
+    tenth = scoped_lease_of(_ask(policy, requester, ["shop.customers"], level="auditor"))
+    assert tenth.state == LeaseState.ACTIVE and len(atlas_api.state.custom_roles) == 10
+    posts = atlas_api.count("POST", "/customDBRoles/roles")
+    with pytest.raises(ValidationError) as full:
+        _ask(policy, requester, ["shop.invoices"], level="auditor")
+    message = " ".join(full.value.message_dict["level"])
+    assert "already has 10 custom roles" in message and "Atlas allows 10 per project" in message
+    assert "keeps" not in message
+    assert atlas_api.count("POST", "/customDBRoles/roles") == posts
+    assert atlas_api.count("POST", "/customDBRoles/roles", 400) == 0
+
+    # At the limit, a grant identical to an existing role reuses it and counts nothing more.
+    again = scoped_lease_of(_ask(policy, requester, ["shop.orders"], level="auditor"))
+    assert again.state == LeaseState.ACTIVE and again.server_role == first.server_role
+    assert len(atlas_api.state.custom_roles) == 10 and atlas_api.count("POST", "/customDBRoles/roles") == posts
+    assert atlas_api.user(again.username)["roles"] == [{"roleName": first.server_role, "databaseName": "admin"}]
+
+
+def test_where_atlas_reports_no_project_limits_the_setting_is_the_limit(
+    atlas_api, atlas_resource, people, auditor, settings
+):
+    requester, _approver = people
+    atlas_api.state.project_limits = False  # an Atlas-compatible API without the limits endpoint: 404
+    settings.PAM_ATLAS_CUSTOM_ROLE_LIMIT, settings.PAM_ATLAS_CUSTOM_ROLE_HEADROOM = 12, 2
+    _fill_custom_roles(atlas_api, 10)
+    with connector_for(atlas_resource) as connector:
+        assert connector.custom_role_limit() == ProjectLimit(CUSTOM_ROLES_LIMIT_NAME, 12, None, "setting")
+    policy = _policy(atlas_resource, requester, levels=["auditor"])
+    with pytest.raises(ValidationError) as refused:
+        _ask(policy, requester, ["shop.orders"], level="auditor")
+    message = " ".join(refused.value.message_dict["level"])
+    assert "already has 10 custom roles" in message and "allows 12 per project" in message
+    assert "PAM_ATLAS_CUSTOM_ROLE_LIMIT" in message and "does not report its project limits" in message
+    assert atlas_api.count("GET", "/limits/", 404) >= 1 and len(atlas_api.state.custom_roles) == 10
+
+
+def test_other_failures_of_the_limits_endpoint_are_not_taken_for_the_setting(atlas_api, atlas_resource, settings):
+    settings.PAM_ATLAS_CUSTOM_ROLE_LIMIT = 1000
+    atlas_api.fail_next("GET", "/limits/", status=403, error_code="USER_UNAUTHORIZED")
+    with connector_for(atlas_resource) as connector, pytest.raises(ConnectorError) as refused:
+        connector.custom_role_limit()
+    assert refused.value.kind == "permission" and "USER_UNAUTHORIZED" in str(refused.value)
+    with connector_for(atlas_resource) as connector:
+        users_limit = connector.project_limit("atlas.project.security.databaseAccess.users")
+    assert users_limit == {
+        "name": "atlas.project.security.databaseAccess.users",
+        "value": 100,
+        "currentUsage": 0,
+        "defaultLimit": 100,
+        "maximumLimit": 900,
+    }
 
 
 def test_the_local_admin_api_enforces_the_project_limit_itself(atlas_api, atlas_resource, fast_atlas):
