@@ -112,7 +112,11 @@ def demo_people_ensure() -> list[DemoUser]:
 
 
 def demo_resource_ensure(target: AdminTarget, *, tls: bool) -> Resource:
-    """Register (or point again at) the demo server as the `demo` resource, with the local gateway."""
+    """Register (or point again at) the demo server as the `demo` resource, with the local gateway.
+
+    Each `make run` starts the demo server on a new port: the new settings are verified by logging in (the server
+    is up), otherwise the stored credentials would be held back and every session refused at the gateway.
+    """
     gateway, _ = Gateway.objects.get_or_create(
         name="local", defaults={"public_host": "127.0.0.1", "public_port": 27018}
     )
@@ -127,8 +131,8 @@ def demo_resource_ensure(target: AdminTarget, *, tls: bool) -> Resource:
     }
     resource = Resource.objects.filter(name=DEMO_RESOURCE).first()
     if resource is None:
-        return resource_create(actor="make run", name=DEMO_RESOURCE, **fields)
-    return resource_update(actor="make run", resource=resource, **fields)
+        return resource_create(actor="make run", name=DEMO_RESOURCE, verify=True, **fields)
+    return resource_update(actor="make run", resource=resource, verify=True, **fields)
 
 
 def demo_account_ensure(resource: Resource, user) -> Account:

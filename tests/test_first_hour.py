@@ -91,6 +91,24 @@ def test_the_demo_role_issues_leases_on_ferretdb_and_its_people_show_the_approva
 
 
 @pytest.mark.ferretdb
+def test_the_next_make_run_points_the_demo_resource_at_its_new_port_and_sessions_still_log_in(ferretdb_server):
+    """Each `make run` starts the demo server on a new port: the moved resource must be verified, not held back
+    (which refused every gateway login with "its stored credentials are held back")."""
+    from access.models import AuditEvent
+    from access.services.connections import resource_credentials_may_go
+    from portal import demo
+
+    first = demo.demo_resource_ensure(demo.split_admin_uri(ferretdb_server.uri), tls=False)
+    moved_uri = ferretdb_server.uri.replace("127.0.0.1", "localhost")  # another address of the same server
+    assert moved_uri != ferretdb_server.uri
+    moved = demo.demo_resource_ensure(demo.split_admin_uri(moved_uri), tls=False)
+    assert moved.pk == first.pk and "localhost" in moved.uri
+    assert moved.connection_verified and resource_credentials_may_go(moved)
+    update = AuditEvent.objects.filter(action="resource.update").latest("seq")
+    assert update.data["connection"] == "verified"
+
+
+@pytest.mark.ferretdb
 def test_a_failed_issue_shows_as_a_failed_attempt_not_a_revoked_lease(ferretdb_server):
     # A role with MongoDB roles on FerretDB: its createUser refuses roles, so the issue fails on a real server.
     role = DynamicRoleFactory(resource=resource_on(ferretdb_server), name="rw", db="admin", roles=["readWrite"])
