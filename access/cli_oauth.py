@@ -25,6 +25,7 @@ from oauth2_provider.models import (
 )
 from oauth2_provider.oauth2_validators import OAuth2Validator
 from oauthlib.oauth2.rfc8628.endpoints.pre_configured import DeviceApplicationServer
+from oauthlib.oauth2.rfc8628.errors import SlowDownError
 
 from access.generators import new_token
 from access.services.cli import (
@@ -32,6 +33,8 @@ from access.services.cli import (
     DEVICE_CODE_GRANT,
     cli_application,
     cli_device_code_consume,
+    cli_device_grant_start,
+    cli_device_poll_too_soon,
     cli_device_request_record,
     cli_login_lapsed,
     cli_login_record,
@@ -130,9 +133,10 @@ class DeviceAuthorizationView(oauth_views.DeviceAuthorizationView):
         fields["verification_uri"] = base
         fields["verification_uri_complete"] = f"{base}?user_code={data['user_code']}"
         with transaction.atomic():
-            create_device_grant(
+            grant = create_device_grant(
                 DeviceRequest(client_id=request.POST["client_id"], scope=scope), DeviceCodeResponse(**fields)
             )
+            cli_device_grant_start(device_grant=grant, interval=fields["interval"])
             cli_device_request_record(device_code=fields["device_code"])
         return JsonResponse(fields, headers={"Cache-Control": "no-store"})
 
@@ -147,16 +151,27 @@ _DEVICE_RESPONSE_FIELDS = (
 )
 
 
+def _no_store(response):
+    response["Cache-Control"] = "no-store"
+    return response
+
+
 class TokenView(oauth_views.TokenView):
-    """`POST /oauth/token/`: exchange a confirmed device code, or a refresh token, for new tokens."""
+    """`POST /oauth/token/`: exchange a confirmed device code, or a refresh token, for new tokens. A client polling a
+    pending code sooner than half its interval after its previous poll is told `slow_down`, and the code's interval
+    grows by 5 seconds (access.services.cli.cli_device_poll_too_soon)."""
 
     def post(self, request, *args, **kwargs):
         if request.POST.get("grant_type") == DEVICE_CODE_GRANT:
             grant = get_device_grant_model().objects.filter(device_code=request.POST.get("device_code", "")).first()
             if grant is not None:
                 grant.is_expired()  # marks a lapsed code expired, so the toolkit answers expired_token, not pending
+            pending = grant is not None and grant.status == grant.AUTHORIZATION_PENDING
+            # RFC 8628 §3.5 slow_down, which the toolkit leaves as a TODO (it answers pending by itself)
+            if pending and cli_device_poll_too_soon(device_grant=grant):
+                return _no_store(JsonResponse(json.loads(SlowDownError().json), status=400))
         response = super().post(request, *args, **kwargs)
-        response["Cache-Control"] = "no-store"
+        _no_store(response)
         if response.status_code == 200:
             response["X-One-Time-Secret"] = "1"  # the one answer that carries the tokens (the leak scan skips it)
         return response

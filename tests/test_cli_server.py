@@ -151,6 +151,87 @@ def test_a_code_confirmed_then_expired_before_the_exchange_is_refused():
     assert _exchange(codes["device_code"]).json()["error"] == "expired_token"
 
 
+def _poll_later(seconds: float) -> None:
+    """As if `seconds` passed since the device code's last poll (moves its `last_checked` back)."""
+    model = get_device_grant_model()
+    for grant in model.objects.all():
+        model.objects.filter(pk=grant.pk).update(last_checked=grant.last_checked - timedelta(seconds=seconds))
+
+
+def test_polling_a_pending_code_faster_than_its_interval_is_told_to_slow_down_and_the_interval_grows():
+    codes = _device_code()
+    assert codes["interval"] == 5
+    first = _exchange(codes["device_code"])  # the first poll, right after the code was issued: fine
+    assert first.status_code == 400 and first.json()["error"] == "authorization_pending"
+    hurried = _exchange(codes["device_code"])  # at once again: too soon
+    assert hurried.status_code == 400 and hurried.json()["error"] == "slow_down"
+    assert get_device_grant_model().objects.get().interval == 10  # RFC 8628 §3.5: +5 s, for all later polls
+    _poll_later(4)  # under half the interval: too soon again
+    assert _exchange(codes["device_code"]).json()["error"] == "slow_down"
+    assert get_device_grant_model().objects.get().interval == 15
+    _poll_later(10)
+    assert _exchange(codes["device_code"]).json()["error"] == "authorization_pending"
+    _confirm(verified_client(UserFactory()), codes["user_code"])
+    tokens = _exchange(codes["device_code"])  # a confirmed code is exchanged whenever it is asked for
+    assert tokens.status_code == 200, tokens.content
+
+
+class _DjangoHttp:
+    """What `pam` does with `requests.Session`, served by Django's test client (no network)."""
+
+    def __init__(self) -> None:
+        self.headers: dict[str, str] = {}
+
+    def post(self, url, data=None, timeout=None):
+        return self.request("POST", url, data=data)
+
+    def request(self, method, url, json=None, params=None, data=None, headers=None, timeout=None):
+        import requests
+
+        path = "/" + url.split("/", 3)[3]
+        auth = (headers or {}).get("Authorization")
+        client = Client(HTTP_AUTHORIZATION=auth) if auth else Client()
+        if data is not None:
+            answer = _form(client, path, data)
+        else:
+            answer = client.generic(method, path + (f"?{urlencode(params)}" if params else ""))
+        response = requests.Response()
+        response.status_code, response._content = answer.status_code, answer.content
+        response.headers.update({key: value for key, value in answer.items()})
+        return response
+
+
+def test_pam_login_adds_five_seconds_to_its_interval_when_told_to_slow_down(monkeypatch, tmp_path):
+    """The CLI's device login against the token endpoint, with a clock that only moves when it sleeps: the portal
+    asks for 5 s, then raises the code's interval (as a busy server may); each slow_down adds 5 s to the CLI's wait."""
+    import types
+
+    import cli.api
+    import cli.login
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    monkeypatch.setattr(cli.login.requests, "Session", _DjangoHttp)
+    monkeypatch.setattr(cli.api.requests, "Session", _DjangoHttp)
+    user, slept = UserFactory(), []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        if len(slept) == 1:  # while the CLI waits for its first poll, the portal wants 20 s between polls
+            get_device_grant_model().objects.update(interval=20, last_checked=timezone.now())
+        _poll_later(seconds)
+        if len(slept) == 4:
+            grant = get_device_grant_model().objects.get()
+            _confirm(verified_client(user), grant.user_code)
+
+    clock = types.SimpleNamespace(sleep=sleep, monotonic=time.monotonic, time=time.time)
+    monkeypatch.setattr(cli.login, "time", clock)
+    done = cli.login.device_login("http://testserver", open_browser=False, echo=lambda text: None)
+    assert done.username == user.username
+    # 5 s (as told): 5 < 20/2, slow_down; 10 s: 10 < 25/2, slow_down; 15 s: pending; 15 s: confirmed
+    assert slept == [5, 10, 15, 15]
+    assert (tmp_path / "pam" / "credentials.json").exists()
+
+
 def test_refresh_rotates_and_a_used_refresh_token_is_refused():
     tokens = _login(UserFactory())
     refresh = {"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"], "client_id": CLI_CLIENT_ID}

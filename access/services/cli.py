@@ -92,6 +92,33 @@ def cli_device_decide(*, device_grant, user, approve: bool):
     return grant
 
 
+SLOW_DOWN_SECONDS = 5  # RFC 8628 §3.5: a slow_down answer adds 5 seconds to the interval, for good
+
+
+def cli_device_grant_start(*, device_grant, interval: int) -> None:
+    """Give a new device code the polling interval the CLI was told (the toolkit stores its model's default), and
+    a previous poll one interval back, so that the first poll is never too soon."""
+    model = get_device_grant_model()
+    earlier = timezone.now() - timedelta(seconds=interval)
+    model.objects.filter(pk=device_grant.pk).update(interval=interval, last_checked=earlier)
+
+
+def cli_device_poll_too_soon(*, device_grant) -> bool:
+    """Note one poll of a pending device code; True when it came sooner than half the code's interval after the
+    previous poll (RFC 8628 §3.5 `slow_down`), and then the code's interval grows by 5 seconds for every later poll.
+
+    The previous poll is the grant's `last_checked`. Polls are routine: not audited.
+    """
+    model = get_device_grant_model()
+    with transaction.atomic():
+        grant = model.objects.select_for_update().get(pk=device_grant.pk)
+        too_soon = (timezone.now() - grant.last_checked).total_seconds() < grant.interval / 2
+        grant.interval += SLOW_DOWN_SECONDS if too_soon else 0
+        grant.save(update_fields=["last_checked", "interval"])  # last_checked: now (auto_now)
+    device_grant.interval = grant.interval
+    return too_soon
+
+
 def cli_device_code_consume(*, device_grant) -> bool:
     """Use an authorized device code up (codes are single use); False when it was already used or is not authorized."""
     model = get_device_grant_model()
