@@ -26,6 +26,7 @@ from access.models.policies import database_list_errors
 from access.models.sessions import SessionEndReason, SessionState
 from access.selectors.policies import AccessGrant, access_grant_require
 from access.services.audit import audit_record
+from access.services.connections import resource_credentials_may_go
 from access.services.revocations import session_revocation_record
 from gatewayproxy.wire.scram import derive_credentials
 
@@ -90,6 +91,14 @@ def session_open(
         raise PermissionDenied(f"Your access to the account {account} has ended.")
     if account.resource.is_atlas or not account.resource.uri:
         raise ValidationError({"account": "Gateway sessions need an account on a MongoDB resource with a URI."})
+    if not resource_credentials_may_go(account.resource):
+        # The gateway would refuse every login on it: say so now, not after the secret is handed out.
+        raise ValidationError(
+            {
+                "account": f"The connection settings of {account.resource.name} changed and are not verified yet, "
+                "so its stored credentials are held back: ask the security team to verify the connection."
+            }
+        )
     read_only = bool(read_only or grant.read_only)
     allowed = _session_databases(grant, databases)
     return _session_create(

@@ -138,3 +138,19 @@ def test_the_admin_and_the_api_verify_alike_and_refuse_alike(otp_admin_client, a
     )
     assert verified.status_code == 200 and verified.json()["connection_verified"] is True
     assert not Lease.objects.exists()
+
+
+def test_a_session_on_a_moved_host_is_refused_when_opened_not_after_its_secret_is_handed_out(resource):
+    from django.core.exceptions import ValidationError
+
+    from access.models import Session
+    from access.services.usage import access_session_open
+
+    Resource.objects.filter(pk=resource.pk).update(uri=resource.uri + "&appName=moved")  # unverified now
+    account = AccountFactory(resource=Resource.objects.get(pk=resource.pk), username="app")
+    user = UserFactory(username="operator")
+    AccessPolicyFactory(user=user, account=account, approval_required=False, max_duration=timedelta(hours=1))
+    with pytest.raises(ValidationError) as refused:
+        access_session_open(user=user, account=account, duration=timedelta(minutes=30))
+    assert "not verified yet" in str(refused.value) and "verify the connection" in str(refused.value)
+    assert not Session.objects.filter(account=account).exists()
