@@ -9,9 +9,10 @@ import pytest
 
 from access.models import AuditEvent, PermissionLevel
 from access.models.leases import LeaseState
+from access.otp import totp_device_create
 from access.services.policies import access_policy_create
 from tests.factories import UserFactory
-from tests.helpers import database_on, scoped_envelope, token_client
+from tests.helpers import database_on, scoped_envelope, token_client, totp_code
 from tests.helpers import unique_name as _name
 
 pytestmark = pytest.mark.wireserver
@@ -34,7 +35,13 @@ def setup(db, wire_server, shop):
         scope_collections=[f"{shop}.orders", f"{shop}.customers"],
     )
     alice, bob = token_client(world["requester"]), token_client(world["approver"])
-    return {"resource": world["resource"], "alice": alice, "bob": bob, "policy": world["policy"]}
+    return {
+        "resource": world["resource"],
+        "alice": alice,
+        "bob": bob,
+        "policy": world["policy"],
+        "approver": world["approver"],
+    }
 
 
 def test_envelopes_and_the_databases_inside_them_come_from_the_server_filtered_and_cached(setup, shop, wire_server):
@@ -99,11 +106,21 @@ def test_ask_narrow_approve_and_get_the_credentials_once(setup, shop, wire_serve
     assert [r["id"] for r in queue] == [body["id"]]
     assert alice.post(f"/api/v1/scoped/requests/{body['id']}/approve", {}, format="json").status_code == 403
 
-    wider = bob.post(f"/api/v1/scoped/requests/{body['id']}/approve", {"duration": "2h"}, format="json")
+    device = totp_device_create(user=setup["approver"])
+    no_code = bob.post(f"/api/v1/scoped/requests/{body['id']}/approve", {}, format="json")
+    assert no_code.status_code == 403 and no_code.json()["error"]["field"] == "otp"  # a fresh second factor
+    wider = bob.post(
+        f"/api/v1/scoped/requests/{body['id']}/approve", {"duration": "2h", "otp": totp_code(device)}, format="json"
+    )
     assert wider.status_code == 400 and wider.json()["error"]["field"] == "duration"
     approved = bob.post(
         f"/api/v1/scoped/requests/{body['id']}/approve",
-        {"resources": [f"{shop}.orders"], "level": "read", "comment": "read is enough"},
+        {
+            "resources": [f"{shop}.orders"],
+            "level": "read",
+            "comment": "read is enough",
+            "otp": totp_code(device, steps_ahead=1),  # the code just used is not taken twice
+        },
         format="json",
     ).json()
     assert approved["state"] == "approved" and approved["narrowed"] is True

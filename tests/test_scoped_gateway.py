@@ -14,9 +14,10 @@ from pymongo.errors import OperationFailure, PyMongoError
 
 from access.models import Lease, Session
 from access.models.leases import LeaseState
+from access.otp import totp_device_create
 from access.services.leases import ConnectorCache, leases_revoke_due
 from tests.gateway_fixtures import wait_for
-from tests.helpers import database_on, scoped_envelope, token_client, unique_name
+from tests.helpers import database_on, scoped_envelope, token_client, totp_code, unique_name
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.wireserver]
 
@@ -60,7 +61,8 @@ def test_a_scoped_gateway_session_reads_what_was_granted_and_is_cut_with_its_use
         )
         assert asked.status_code == 201, asked.content
         request_id = asked.json()["id"]
-        approved = bob.post(f"/api/v1/scoped/requests/{request_id}/approve", {}, format="json").json()
+        code = totp_code(totp_device_create(user=world["approver"]))  # deciding needs a fresh second factor
+        approved = bob.post(f"/api/v1/scoped/requests/{request_id}/approve", {"otp": code}, format="json").json()
         assert approved["state"] == "approved" and approved["grant"]["state"] == LeaseState.ACTIVE
         lease = Lease.objects.get(request_id=request_id)
 

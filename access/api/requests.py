@@ -164,6 +164,18 @@ class DecisionSerializer(CommentSerializer):
     otp = serializers.CharField(required=False, allow_blank=True, default="", write_only=True)
 
 
+def fresh_code_refusal(user, otp: str) -> Response | None:
+    """The 403 answer (field `otp`) when a decision comes without `user`'s current one-time code; None when the
+    code is right. Deciding a request from the API needs a fresh second factor, as in the portal."""
+    if not otp:
+        message = "Deciding a request needs a fresh one-time code."
+    elif not mfa_code_verify(user=user, code=otp):
+        message = "That one-time code is not right: try the current one."
+    else:
+        return None
+    return Response({"error": {"message": message, "field": "otp"}}, status=status.HTTP_403_FORBIDDEN)
+
+
 class _DecisionApi(APIView):
     approve = True
 
@@ -173,17 +185,9 @@ class _DecisionApi(APIView):
         serializer.is_valid(raise_exception=True)
         require_approver(request.user)
         access_request = _visible_request(request, pk)
-        otp = serializer.validated_data["otp"]
-        if not otp:
-            return Response(
-                {"error": {"message": "Deciding a request needs a fresh one-time code.", "field": "otp"}},
-                status=status.HTTP_403_FORBIDDEN,
-            )
-        if not mfa_code_verify(user=request.user, code=otp):
-            return Response(
-                {"error": {"message": "That one-time code is not right: try the current one.", "field": "otp"}},
-                status=status.HTTP_403_FORBIDDEN,
-            )
+        refusal = fresh_code_refusal(request.user, serializer.validated_data["otp"])
+        if refusal is not None:
+            return refusal
         decide = request_services.access_request_approve if self.approve else request_services.access_request_deny
         decided = decide(request=access_request, approver=request.user, comment=serializer.validated_data["comment"])
         return Response(request_data(decided))

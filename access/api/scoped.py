@@ -17,13 +17,21 @@ from rest_framework import exceptions, serializers, status, viewsets
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from access.api.requests import CommentSerializer, RequestCreateSerializer, request_common_data, require_approver
+from access.api.requests import (
+    DecisionSerializer,
+    RequestCreateSerializer,
+    fresh_code_refusal,
+    request_common_data,
+    require_approver,
+)
 from access.api.serializers import DurationField
+from access.api.sessions import mfa_needed, mfa_verified_for
 from access.api.views import ModelPermissions
 from access.durations import format_duration
 from access.models import AccessPolicy, AccessRequest, PermissionLevel, Resource
 from access.models.policies import RequestState
 from access.selectors.leases import lease_connection_string
+from access.selectors.policies import GrantNeedsMfa
 from access.selectors.requests import approval_queue, requests_visible
 from access.selectors.scoped import envelope_levels, envelopes_granted_to, scope_choices, scoped_leases_of
 from access.selectors.sessions import session_connection_info
@@ -35,8 +43,8 @@ from access.services.usage import access_scoped_reveal, access_scoped_session_op
 
 
 def _mfa_verified(request) -> bool:
-    verified = getattr(request.user, "is_verified", None)
-    return bool(callable(verified) and verified())
+    """A browser session past the second factor, or a fresh one-time code in the body (`otp`, as `pam` sends)."""
+    return mfa_verified_for(request, str(request.data.get("otp") or "") if hasattr(request.data, "get") else "")
 
 
 def _lease_error(exc: LeaseError):
@@ -173,7 +181,7 @@ class ScopedRequestDetailApi(APIView):
         return Response(scoped_request_data(_visible(request, pk)))
 
 
-class ApproveSerializer(CommentSerializer):
+class ApproveSerializer(DecisionSerializer):
     resources = ResourcesField(required=False)
     level = serializers.CharField(required=False, max_length=64)
     duration = DurationField(required=False)
@@ -181,7 +189,8 @@ class ApproveSerializer(CommentSerializer):
 
 class ScopedRequestApproveApi(APIView):
     """Approve a pending scoped request, optionally narrowed (fewer resources, a lesser level, less time; never
-    wider: 400 naming the field). The user and role are made at once; `grant` says how that went."""
+    wider: 400 naming the field), with a fresh one-time code (`otp`). The user and role are made at once; `grant`
+    says how that went."""
 
     @extend_schema(operation_id="scoped_requests_approve", request=ApproveSerializer, responses={200: dict})
     def post(self, request, pk: int):
@@ -189,8 +198,12 @@ class ScopedRequestApproveApi(APIView):
         serializer.is_valid(raise_exception=True)
         require_approver(request.user)
         data = serializer.validated_data
+        access_request = _visible(request, pk)
+        refusal = fresh_code_refusal(request.user, data["otp"])
+        if refusal is not None:
+            return refusal
         decided = request_services.access_request_approve(
-            request=_visible(request, pk),
+            request=access_request,
             approver=request.user,
             comment=data["comment"],
             resources=data.get("resources"),
@@ -201,15 +214,19 @@ class ScopedRequestApproveApi(APIView):
 
 
 class ScopedRequestDenyApi(APIView):
-    """Deny a pending scoped request."""
+    """Deny a pending scoped request, with a fresh one-time code (`otp`)."""
 
-    @extend_schema(operation_id="scoped_requests_deny", request=CommentSerializer, responses={200: dict})
+    @extend_schema(operation_id="scoped_requests_deny", request=DecisionSerializer, responses={200: dict})
     def post(self, request, pk: int):
-        serializer = CommentSerializer(data=request.data)
+        serializer = DecisionSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         require_approver(request.user)
+        access_request = _visible(request, pk)
+        refusal = fresh_code_refusal(request.user, serializer.validated_data["otp"])
+        if refusal is not None:
+            return refusal
         decided = request_services.access_request_deny(
-            request=_visible(request, pk), approver=request.user, comment=serializer.validated_data["comment"]
+            request=access_request, approver=request.user, comment=serializer.validated_data["comment"]
         )
         return Response(scoped_request_data(decided))
 
@@ -252,6 +269,8 @@ class ScopedCredentialsApi(APIView):
         _access_request, lease = _own_active_lease(request, pk)
         try:
             password = access_scoped_reveal(user=request.user, lease=lease, mfa_verified=_mfa_verified(request))
+        except GrantNeedsMfa as exc:
+            return mfa_needed(exc)
         except LeaseError as exc:
             raise _lease_error(exc) from None
         if password is None:
@@ -273,6 +292,7 @@ class ScopedCredentialsApi(APIView):
 
 class SessionSerializer(serializers.Serializer):
     duration = DurationField(required=False)
+    otp = serializers.CharField(required=False, allow_blank=True, write_only=True)
 
 
 class ScopedSessionOpenApi(APIView):
@@ -290,6 +310,8 @@ class ScopedSessionOpenApi(APIView):
                 duration=serializer.validated_data.get("duration"),
                 mfa_verified=_mfa_verified(request),
             )
+        except GrantNeedsMfa as exc:
+            return mfa_needed(exc)
         except LeaseError as exc:
             raise _lease_error(exc) from None
         session, secret = opened.session, opened.secret
