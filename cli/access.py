@@ -87,12 +87,13 @@ def ensure_grant(api: Api, entry: dict, *, duration: str, reason: str | None, js
     wait_for_request(api, request_id)
 
 
-def wait_for_request(api: Api, request_id: int) -> dict:
-    """Poll a request until it is decided; the approved request, or CliError (exit 4) when denied or withdrawn."""
+def wait_for_request(api: Api, request_id: int, *, path: str = "requests") -> dict:
+    """Poll a request (`path`: "requests", or "scoped/requests") until it is decided; the approved request, or
+    CliError (exit 4) when denied or withdrawn."""
     started = time.monotonic()
     with Live() as live:
         while True:
-            data = api.get(f"requests/{request_id}")
+            data = api.get(f"{path}/{request_id}")
             state = data["state"]
             if state == "approved":
                 live.clear()
@@ -129,8 +130,8 @@ def with_fresh_code(call, body: dict):
 # -- the session -----------------------------------------------------------------------------------------------
 @dataclass
 class AccessOptions:
-    resource: str
-    account: str
+    resource: str | None
+    account: str | None
     duration: str = "1h"
     reason: str | None = None
     read_only: bool = False
@@ -141,10 +142,33 @@ class AccessOptions:
     connect: bool = False
     mongosh: str = ""
     mongosh_args: tuple[str, ...] = ()
+    scoped: int | None = None  # a scoped request's grant instead of an account
+    duration_given: bool = True
+
+
+def open_scoped_session(api: Api, options: AccessOptions) -> tuple[dict, str]:
+    """Open a gateway session through the user made for the caller's approved scoped request `options.scoped`."""
+    request_id = options.scoped
+    asked = api.get(f"scoped/requests/{request_id}")
+    if asked["state"] == "pending":
+        _info(f"Waiting on your pending scoped request #{request_id}.", json_out=options.json_out)
+        asked = wait_for_request(api, request_id, path="scoped/requests")
+    if not asked.get("grant") or asked["grant"]["state"] != "active":
+        state = asked["grant"]["state"] if asked.get("grant") else asked["state"]
+        raise CliError(f"Scoped request #{request_id} has no active grant ({state}): ask again.", EXIT_DENIED)
+    body = {"duration": options.duration} if options.duration_given else {}
+    opened = with_fresh_code(lambda data: api.post(f"scoped/requests/{request_id}/session", data), body)
+    show_warnings(opened)
+    secret = opened.pop("secret")
+    session = api.get(f"sessions/{opened['session_id']}")  # the gateway's address, the read-only flag, ...
+    session["account"] = {"name": f"{asked['resource']} (scoped request #{request_id})"}
+    return session, secret
 
 
 def open_session(api: Api, options: AccessOptions) -> tuple[dict, str]:
     """Open the gateway session (after the grant is settled); returns its data and its secret (kept in memory)."""
+    if options.scoped is not None:
+        return open_scoped_session(api, options)
     entry = find_entry(api, kind="account", resource=options.resource, name=options.account)
     if entry is None:
         raise no_grant("account", options.resource, options.account)

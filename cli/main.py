@@ -29,17 +29,9 @@ from cli.access import (
 from cli.api import Api, CliError
 from cli.config import credentials_path, forget_login, load_login
 from cli.login import device_login
-from cli.output import print_json, table, when
-
-JSON_HELP = "Print JSON for scripts."
-
-
-def json_option(function):
-    return click.option("--json", "json_out", is_flag=True, help=JSON_HELP)(function)
-
-
-def _json(ctx: click.Context, json_out: bool) -> bool:
-    return json_out or bool((ctx.find_root().obj or {}).get("json"))
+from cli.output import JSON_HELP, json_option, print_credentials, print_json, table, when
+from cli.output import wants_json as _json
+from cli.scoped import scoped_group
 
 
 class PamGroup(click.Group):
@@ -124,8 +116,14 @@ def db():
 
 def _access_options(function):
     options = [
-        click.option("--resource", "-r", required=True, help="The resource (deployment) name."),
-        click.option("--account", "-a", required=True, help="The account name on that resource."),
+        click.option("--resource", "-r", help="The resource (deployment) name."),
+        click.option("--account", "-a", help="The account name on that resource."),
+        click.option(
+            "--scoped",
+            type=int,
+            metavar="ID",
+            help="Instead of an account: the grant of your scoped request ID (`pam scoped request`).",
+        ),
         click.option("--duration", "-d", default="1h", show_default=True, help="How long: 90s, 30m, 1h…"),
         click.option("--reason", help="Why (needed when access must be approved)."),
         click.option("--read-only", is_flag=True, help="Refuse writes in this session."),
@@ -147,12 +145,30 @@ def _access_options(function):
 @db.command("access")
 @_access_options
 @click.pass_context
-def db_access(ctx, resource, account, duration, reason, read_only, databases, port, listen, json_out):
-    """Open a session and serve it on 127.0.0.1 for any client, with no password; Ctrl+C ends it."""
+def db_access(ctx, resource, account, scoped, duration, reason, read_only, databases, port, listen, json_out):
+    """Open a session and serve it on 127.0.0.1 for any client, with no password; Ctrl+C ends it.
+
+    Either `--resource R --account A`, or `--scoped ID` for the grant of an approved scoped request.
+    """
     options = AccessOptions(
         resource, account, duration, reason, read_only, databases, port, listen, _json(ctx, json_out)
     )
+    options = _target_of(ctx, options, scoped)
     ctx.exit(run_access(Api.from_environment(), options))
+
+
+def _target_of(ctx: click.Context, options: AccessOptions, scoped: int | None) -> AccessOptions:
+    """Check that the command names one target: an account on a resource, or a scoped request's grant."""
+    if scoped is not None:
+        if options.account:
+            raise click.UsageError("Give either --account (with --resource) or --scoped, not both.")
+        if options.read_only or options.databases:
+            raise click.UsageError("A scoped grant is limited to what was granted: drop --read-only and --database.")
+        options.scoped = scoped
+        options.duration_given = ctx.get_parameter_source("duration") != click.core.ParameterSource.DEFAULT
+    elif not (options.resource and options.account):
+        raise click.UsageError("Name what to open: --resource R --account A, or --scoped ID.")
+    return options
 
 
 @db.command("connect", context_settings={"ignore_unknown_options": True})
@@ -161,7 +177,19 @@ def db_access(ctx, resource, account, duration, reason, read_only, databases, po
 @click.argument("mongosh_args", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
 def db_connect(
-    ctx, resource, account, duration, reason, read_only, databases, port, listen, json_out, mongosh, mongosh_args
+    ctx,
+    resource,
+    account,
+    scoped,
+    duration,
+    reason,
+    read_only,
+    databases,
+    port,
+    listen,
+    json_out,
+    mongosh,
+    mongosh_args,
 ):
     """The same, then run mongosh on it in the foreground; the session ends when mongosh exits.
 
@@ -181,14 +209,11 @@ def db_connect(
         mongosh=mongosh,
         mongosh_args=tuple(mongosh_args),
     )
+    options = _target_of(ctx, options, scoped)
     ctx.exit(run_access(Api.from_environment(), options))
 
 
 # -- leases ---------------------------------------------------------------------------------------------------
-def _shell_quote(value: str) -> str:
-    return "'" + value.replace("'", "'\"'\"'") + "'"
-
-
 @cli.command()
 @click.argument("role")
 @click.option("--resource", "-r", required=True, help="The resource the role belongs to.")
@@ -203,20 +228,11 @@ def creds(ctx, role, resource, ttl, reason, fmt, json_out):
         Api.from_environment(), resource=resource, role=role, ttl=ttl, reason=reason, json_out=_json(ctx, json_out)
     )
     data = answer["data"]
-    if fmt == "json" or _json(ctx, json_out):
-        print_json({"lease_id": answer["lease_id"], "lease_duration": answer["lease_duration"], **data})
-    elif fmt == "uri":
-        click.echo(data["connection_string"])
-    else:
-        for name, value in (
-            ("MONGODB_URI", data["connection_string"]),
-            ("MONGODB_USERNAME", data["username"]),
-            ("MONGODB_PASSWORD", data["password"]),
-            ("MONGODB_DATABASE", data["db"]),
-            ("PAM_LEASE_ID", answer["lease_id"]),
-            ("PAM_LEASE_EXPIRES", str(data.get("expires_at", ""))),
-        ):
-            click.echo(f"export {name}={_shell_quote(value)}")
+    print_credentials(
+        "json" if _json(ctx, json_out) else fmt,
+        {"lease_id": answer["lease_id"], "lease_duration": answer["lease_duration"], **data},
+        database=data["db"],
+    )
 
 
 @cli.command("exec", context_settings={"ignore_unknown_options": True})
@@ -462,6 +478,9 @@ def requests_cancel(ctx, request_id, json_out):
         print_json(cancelled)
     else:
         click.echo(f"Request #{request_id} is {cancelled['state']}.")
+
+
+cli.add_command(scoped_group)
 
 
 def main(argv: list[str] | None = None) -> int:

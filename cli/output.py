@@ -9,9 +9,44 @@ from collections.abc import Iterable, Sequence
 
 import click
 
+JSON_HELP = "Print JSON for scripts."
+
+
+def json_option(function):
+    """A command's `--json` flag (as `json_out`); `pam --json COMMAND` works too (wants_json)."""
+    return click.option("--json", "json_out", is_flag=True, help=JSON_HELP)(function)
+
+
+def wants_json(ctx: click.Context, json_out: bool) -> bool:
+    return json_out or bool((ctx.find_root().obj or {}).get("json"))
+
 
 def print_json(value) -> None:
     click.echo(json.dumps(value, indent=2, sort_keys=True, default=str))
+
+
+def shell_quote(value: str) -> str:
+    return "'" + value.replace("'", "'\"'\"'") + "'"
+
+
+def print_credentials(fmt: str, answer: dict, *, database: str) -> None:
+    """A lease's credentials as `fmt`: `json` (all of `answer`), `uri` (the connection string alone) or `env`
+    (shell `export` lines: MONGODB_URI, MONGODB_USERNAME, MONGODB_PASSWORD, MONGODB_DATABASE, PAM_LEASE_ID,
+    PAM_LEASE_EXPIRES). `answer` has lease_id, username, password, connection_string and expires_at."""
+    if fmt == "json":
+        print_json(answer)
+    elif fmt == "uri":
+        click.echo(answer["connection_string"])
+    else:
+        for name, value in (
+            ("MONGODB_URI", answer["connection_string"]),
+            ("MONGODB_USERNAME", answer["username"]),
+            ("MONGODB_PASSWORD", answer["password"]),
+            ("MONGODB_DATABASE", database),
+            ("PAM_LEASE_ID", answer["lease_id"]),
+            ("PAM_LEASE_EXPIRES", str(answer.get("expires_at", ""))),
+        ):
+            click.echo(f"export {name}={shell_quote(str(value))}")
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[object]], *, empty: str = "Nothing to show.") -> None:

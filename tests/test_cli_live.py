@@ -43,6 +43,7 @@ ACCOUNT_USER = "cli-acct"
 GATED_USER = "cli-gated"
 ACCOUNT_PASSWORD = "cli-acct-pass-7Hq2"
 DOCUMENT = "cli-sku-4471"
+DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 
 
 # -- processes --------------------------------------------------------------------------------------------------
@@ -112,6 +113,10 @@ class Stack:
         )
         env.update(extra)
         return env
+
+    def boss_env(self) -> dict[str, str]:
+        """The approver's `pam`: an API token in the environment (no stored login)."""
+        return self.env(PAM_PORTAL=self.portal.url, PAM_TOKEN=self.approver_token, XDG_CONFIG_HOME=str(self.tmp))
 
     def pam(self, *args: str, env: dict | None = None, input: str | None = None, timeout: float = 60):
         return subprocess.run(
@@ -266,6 +271,41 @@ def _code(key: bytes) -> str:
     return f"{totp(key):06d}"
 
 
+@contextlib.contextmanager
+def _chromium():
+    """Debian's chromium through Playwright (never a downloaded browser); Django's ORM stays usable meanwhile."""
+    from playwright.sync_api import sync_playwright
+
+    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+            try:
+                yield browser
+            finally:
+                browser.close()
+    finally:
+        if previous is None:
+            os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+        else:
+            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
+
+
+def _portal_sign_in(page, stack: Stack, username: str, key: bytes, *, url: str = "") -> None:
+    """Sign `page` in as `username`: password, then the authenticator's code (from `url`, or the portal's home)."""
+    page.set_default_timeout(15_000)
+    page.goto(url or f"{stack.portal.url}/")
+    assert "/accounts/login/" in page.url
+    page.fill("#id_username", username)
+    page.fill("#id_password", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(re.compile(r"/mfa/"))
+    page.fill("#id_token", _code(key))
+    page.click("form:has(#id_token) button[type=submit]")
+    page.wait_for_url(lambda address: "/mfa/" not in address)
+
+
 # -- before any login ------------------------------------------------------------------------------------------
 @pytest.mark.django_db(transaction=True)  # also makes pytest-django create the test database the stack shares
 def test_without_a_login_pam_says_how_to_sign_in(tmp_path):
@@ -288,44 +328,25 @@ def test_without_a_login_pam_says_how_to_sign_in(tmp_path):
 @pytest.fixture(scope="module")
 def logged_in(stack) -> dict:
     """`pam login` completed in chromium: password, TOTP, then the explicit confirm of the code it printed."""
-    from playwright.sync_api import sync_playwright
-
     login = stack.start("login", "login", "--portal", stack.portal.url)
     link = login.wait_for(r"\(or open (\S+/device/\?user_code=(\w+))\)", timeout=30)
     url, user_code = link.group(1), link.group(2)
     shown = login.wait_for(r"enter the code (\w{4}-\w{4})").group(1)
-    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
-    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-    try:
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-            page = browser.new_page()
-            page.set_default_timeout(15_000)
-            page.goto(url)
-            assert "/accounts/login/" in page.url  # the device page needs a signed-in user
-            page.fill("#id_username", "eng")
-            page.fill("#id_password", PASSWORD)
-            page.click("button[type=submit]")
-            page.wait_for_url(re.compile(r"/mfa/"))  # ... past the second factor
-            page.fill("#id_token", _code(stack.engineer_key))
-            page.click("form:has(#id_token) button[type=submit]")
-            page.wait_for_url(re.compile(r"/device/"))
-            page.click("#device-code-form button[type=submit]")
-            page.wait_for_selector("#device-confirm")
-            confirm_page = {
-                "code": page.inner_text("#device-code"),
-                "client": page.inner_text("#device-client"),
-                "origin": page.inner_text("#device-origin"),
-            }
-            page.click("#device-approve")
-            page.wait_for_selector("#device-done")
-            done_text = page.inner_text("#device-done")
-            browser.close()
-    finally:
-        if previous is None:
-            os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
-        else:
-            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
+    with _chromium() as browser:
+        page = browser.new_page()
+        # the device page needs a signed-in user, past the second factor
+        _portal_sign_in(page, stack, "eng", stack.engineer_key, url=url)
+        page.wait_for_url(re.compile(r"/device/"))
+        page.click("#device-code-form button[type=submit]")
+        page.wait_for_selector("#device-confirm")
+        confirm_page = {
+            "code": page.inner_text("#device-code"),
+            "client": page.inner_text("#device-client"),
+            "origin": page.inner_text("#device-origin"),
+        }
+        page.click("#device-approve")
+        page.wait_for_selector("#device-done")
+        done_text = page.inner_text("#device-done")
     exit_code = login.finish(timeout=30)
     return {
         "exit_code": exit_code,
@@ -357,6 +378,21 @@ def test_device_login_in_chromium_stores_a_private_token_and_is_audited(stack, l
     assert AuditEvent.objects.filter(action=AuditAction.CLI_DEVICE_CONFIRM, actor_name="eng").exists()
     whoami = stack.pam("whoami")
     assert whoami.returncode == 0 and whoami.stdout.startswith("eng on "), whoami.stderr
+
+
+def test_a_client_polling_the_token_endpoint_too_fast_is_told_to_slow_down(stack):
+    """RFC 8628 §3.5, through daphne with a raw HTTP client: polls closer than half the interval (1 s here) are
+    answered slow_down and each adds 5 s to the code's interval; `pam login` above, polling every second, never was."""
+    import requests
+
+    codes = requests.post(f"{stack.portal.url}/oauth/device-authorization/", data={"client_id": "pam-cli"}, timeout=10)
+    assert codes.status_code == 200 and codes.json()["interval"] == 1
+    poll = {"grant_type": DEVICE_GRANT, "device_code": codes.json()["device_code"], "client_id": "pam-cli"}
+    answers = [requests.post(f"{stack.portal.url}/oauth/token/", data=poll, timeout=10) for _ in range(3)]
+    assert [a.json()["error"] for a in answers] == ["authorization_pending", "slow_down", "slow_down"]
+    assert all(a.status_code == 400 and a.headers["Cache-Control"] == "no-store" for a in answers)
+    time.sleep(1.2)  # the first interval (1 s) is long over, but the code's is now 11 s
+    assert requests.post(f"{stack.portal.url}/oauth/token/", data=poll, timeout=10).json()["error"] == "slow_down"
 
 
 def test_creds_leases_renew_and_revoke_from_the_terminal(stack, logged_in, orm):
@@ -485,7 +521,7 @@ def test_an_admin_kill_makes_the_cli_exit_with_the_reason(stack, logged_in, orm)
     assert "pam: An administrator killed the session." in access.text
 
 
-def test_an_approval_wait_completes_when_a_second_user_approves(stack, logged_in, orm):
+def test_an_approval_wait_completes_when_a_second_user_approves_in_the_portal(stack, logged_in, orm):
     from access.models import AccessRequest
 
     needs_reason = stack.pam("db", "access", "-r", "ferret", "-a", "app-gated")
@@ -499,16 +535,22 @@ def test_an_approval_wait_completes_when_a_second_user_approves(stack, logged_in
         waiting.wait_for(rf"Request #{request_id}: pending, waiting for boss to approve")
         assert AccessRequest.objects.get(pk=request_id).state == "pending"
 
-        boss = stack.env(PAM_PORTAL=stack.portal.url, PAM_TOKEN=stack.approver_token, XDG_CONFIG_HOME=str(stack.tmp))
-        queue = stack.pam("requests", env=boss)
+        queue = stack.pam("requests", env=stack.boss_env())
         assert queue.returncode == 0 and "Waiting for your decision" in queue.stdout and "INC-77" in queue.stdout
-        approved = stack.pam(
-            "requests", "approve", str(request_id), "--comment", "go", env=boss, input=_code(stack.approver_key) + "\n"
-        )
-        assert approved.returncode == 0, approved.stderr
-        assert f"Request #{request_id} of eng is approved." in approved.stdout
+        with _chromium() as browser:  # the second user approves in the portal's approval queue
+            page = browser.new_page()
+            _portal_sign_in(page, stack, "boss", stack.approver_key)
+            page.goto(f"{stack.portal.url}/approvals/")
+            card = f"[data-request='{request_id}']"
+            assert "INC-77" in page.inner_text(card)
+            page.fill(f"{card} textarea[name=comment]", "go")
+            page.click(f"{card} button[value=approve]")
+            page.wait_for_selector(".messages li.success")
+            assert f"Request #{request_id} of eng is approved." in page.inner_text(".messages li.success")
+            approved_at = time.monotonic()
 
         waiting.wait_for(rf"Request #{request_id} approved by boss")
+        print(f"portal approval -> pam saw it after {(time.monotonic() - approved_at) * 1000:.0f} ms")
         _local_uri(waiting)
         session = _session_of(waiting)
         waiting.process.send_signal(signal.SIGTERM)
@@ -611,6 +653,102 @@ def test_listening_beyond_loopback_demands_the_local_password_printed_once(stack
     finally:
         if access.process.poll() is None:
             access.process.kill()
+
+
+@pytest.mark.wireserver
+def test_scoped_access_asked_narrowed_and_used_from_the_terminal(stack, logged_in, orm, wire_server, gateway_process):
+    """eng asks for readWrite on shop.orders and shop.customers; boss narrows it to read on shop.orders from his
+    terminal (with a fresh code); the credentials (once) and a `pam db access --scoped` session read shop.orders
+    through pymongo and are refused on shop.customers and on writes (the wire server enforces the request's role)."""
+    from django.contrib.auth import get_user_model
+
+    from access.models import Gateway, Lease
+    from access.services.policies import access_policy_create
+    from tests.factories import resource_on
+    from tests.helpers import database_on, totp_code
+    from tests.secret_scan import remember
+
+    orders, customers = [{"_id": 1, "sku": "cli-scoped-1"}], [{"_id": 1, "name": "Ada"}]
+    with database_on(wire_server.uri, orders=orders, customers=customers) as shop:
+        resource = resource_on(wire_server, name="wire", gateway=Gateway.objects.get(name=gateway_process.name))
+        access_policy_create(
+            actor="test",
+            name="shop scoped",
+            user=get_user_model().objects.get(username="eng"),
+            scope_resource=resource,
+            scope_databases=[shop],
+            scope_levels=["read", "readWrite"],
+            approval_required=True,
+            max_duration=timedelta(hours=2),
+        )
+        envelopes = stack.pam("scoped", "envelopes", "-r", "wire")
+        assert envelopes.returncode == 0 and shop in envelopes.stdout and "read, readWrite" in envelopes.stdout
+        outside = stack.pam(
+            "scoped", "request", "-r", "wire", "--database", "billing", "--level", "read", "--reason", "x"
+        )
+        assert outside.returncode == 1 and "Outside what the policy allows" in outside.stderr, outside.stderr
+        asked = stack.pam(
+            "scoped", "request", "-r", "wire", "--database", shop, "--collection", "orders",
+            "--collection", "customers", "--level", "readWrite", "-d", "1h", "--reason", "INC-88 orders", "--json",
+        )  # fmt: skip
+        assert asked.returncode == 0, asked.stderr
+        request_id = json.loads(asked.stdout)["id"]
+        assert json.loads(asked.stdout)["state"] == "pending"
+        assert f"readWrite on {shop}.orders, {shop}.customers" in stack.pam("scoped", "list").stdout
+
+        boss = stack.boss_env()
+        queue = stack.pam("scoped", env=boss)
+        assert "Waiting for your decision" in queue.stdout and "INC-88 orders" in queue.stdout, queue.stdout
+        approved = stack.pam(
+            "scoped", "approve", str(request_id), "--only", f"{shop}.orders", "--level", "read",
+            "--comment", "read is enough", env=boss, input=totp_code(stack.approver_key, steps_ahead=1) + "\n",
+        )  # fmt: skip
+        assert approved.returncode == 0, approved.stderr
+        assert f"Scoped request #{request_id} of eng is approved: read on {shop}.orders for 1h (narrowed)." in (
+            approved.stdout
+        )
+        shown = stack.pam("scoped", "show", str(request_id))
+        assert f"granted: read on {shop}.orders (narrowed)" in shown.stdout and "active until" in shown.stdout
+
+        issued = stack.pam("scoped", "creds", str(request_id), "--format", "json")
+        assert issued.returncode == 0, issued.stderr
+        creds = json.loads(issued.stdout)
+        remember(creds["password"])  # shown once on purpose; nowhere else
+        with pymongo.MongoClient(creds["connection_string"], serverSelectionTimeoutMS=5000) as client:
+            assert client[shop].orders.find_one({"_id": 1})["sku"] == "cli-scoped-1"
+            for refused in (lambda: client[shop].customers.find_one(), lambda: client[shop].orders.insert_one({})):
+                with pytest.raises(pymongo.errors.OperationFailure) as caught:
+                    refused()
+                assert caught.value.code == 13
+        again = stack.pam("scoped", "creds", str(request_id))
+        assert again.returncode == 1 and "already shown once" in again.stderr
+
+        access = stack.start("db-scoped", "db", "access", "--scoped", str(request_id), "-d", "20m")
+        try:
+            uri = _local_uri(access)
+            session = _session_of(access)
+            assert session.lease.request_id == request_id
+            with pymongo.MongoClient(uri, serverSelectionTimeoutMS=5000) as client:  # no password: the proxy's
+                assert client[shop].orders.count_documents({}) == 1
+                with pytest.raises(pymongo.errors.OperationFailure) as caught:
+                    client[shop].customers.find_one()
+                assert caught.value.code == 13
+            access.process.send_signal(signal.SIGTERM)
+            assert access.finish(timeout=10) == 0, access.text
+        finally:
+            if access.process.poll() is None:
+                access.process.kill()
+        session.refresh_from_db()
+        assert session.state == "ended" and "ended (ended by user)" in access.text
+
+        given_up = stack.pam("scoped", "cancel", str(request_id))
+        assert given_up.returncode == 0 and "is cancelled" in given_up.stdout, given_up.stdout + given_up.stderr
+        assert Lease.objects.get(request_id=request_id).state == "revoked"
+        with (
+            pytest.raises(pymongo.errors.OperationFailure),
+            pymongo.MongoClient(creds["connection_string"], serverSelectionTimeoutMS=5000) as client,
+        ):
+            client[shop].orders.find_one()
 
 
 def test_logout_revokes_the_token_and_a_stolen_copy_is_refused(stack, logged_in):
