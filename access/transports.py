@@ -3,12 +3,21 @@
 No database access here: a transport takes a batch of `SinkRecord`s and either returns (the destination accepted
 every one of them) or raises `DeliveryError` with a message fit for the admin (never a secret, never a URL path,
 which for chat webhooks is the secret). The delivery worker (access.services.sinks) decides what to send and when.
+Of the protocols below, RELP, HEC, the webhook and the file acknowledge each batch end to end (the receiver says
+it took it, or the fsync returned); plain syslog over TLS cannot, so a receiver crash can lose part of a batch.
 
-- Syslog: RFC 5424 messages framed by octet counting (RFC 6587 §3.4.1) over TLS (RFC 5425), one TLS connection
-  per batch. Syslog has no acknowledgement, so a batch counts as delivered once the receiver has read it up to our
-  TLS close_notify and closed the connection in answer (RFC 5425 §4.4): a receiver that stops with the batch unread
-  resets the connection instead, and the batch is sent again. (A receiver killed after reading but before writing
-  is the protocol's blind spot; the HTTP sinks have an end-to-end acknowledgement.)
+- Syslog over TLS (the sink's `syslog_protocol` "tls", RFC 5425): RFC 5424 messages framed by octet counting
+  (RFC 6587 §3.4.1), one TLS connection per batch. This protocol has no acknowledgement, so a batch counts as
+  delivered once the receiver has read it up to our TLS close_notify and closed the connection in answer (RFC 5425
+  §4.4): a receiver that stops with the batch unread resets the connection instead, and the batch is sent again. Its
+  blind spot: a receiver killed after reading a batch but before writing it closes cleanly all the same (the kernel
+  sends the FIN), and the rest of that batch is lost.
+- RELP over TLS (`syslog_protocol` "relp", rsyslog's Reliable Event Logging Protocol, imrelp): the same RFC 5424
+  messages, each in a RELP frame `<txnr> syslog <len> <message>\\n` after the `open` handshake (relp_version=0,
+  commands=syslog), pipelined up to `RELP_WINDOW` frames ahead. The receiver answers `<txnr> rsp 6 200 OK` for
+  each message once it has taken it; the batch counts as delivered only when every message of it was answered so,
+  and anything else (a refusal, `serverclose`, a closed or reset connection, a timeout) fails the whole batch, which
+  is sent again. This is the syslog choice that survives a receiver crash.
 - Splunk HEC: the batch as concatenated event objects, `Authorization: Splunk <token>`, accepted on HTTP 200 with
   `{"code": 0}`.
 - Webhook: `{"system", "stream", "records": [...]}` with `X-PAM-Timestamp` and `X-PAM-Signature: sha256=<hex>`, the
@@ -132,14 +141,19 @@ def _printable(value: str, limit: int) -> str:
     return cleaned or "-"
 
 
-def syslog_frame(record: SinkRecord, *, facility: int, hostname: str, app_name: str, system: str) -> bytes:
-    """One RFC 5424 message with its octet count: `<len> <PRI>1 TIMESTAMP HOST APP - MSGID [SD] JSON`."""
+def syslog_message(record: SinkRecord, *, facility: int, hostname: str, app_name: str, system: str) -> bytes:
+    """One RFC 5424 message: `<PRI>1 TIMESTAMP HOST APP - MSGID [SD] JSON`."""
     pri = facility * 8 + record.severity
     timestamp = record.time.isoformat().replace("+00:00", "Z")
     msgid = "audit" if record.stream == "audit" else "command"
     sd = f'[{SD_ID} id="{_sd_escape(record.id)}" system="{_sd_escape(system)}"]'
     header = f"<{pri}>1 {timestamp} {_printable(hostname, 255)} {_printable(app_name, 48)} - {msgid} {sd} "
-    message = header.encode() + json_bytes(record.body)
+    return header.encode() + json_bytes(record.body)
+
+
+def syslog_frame(record: SinkRecord, *, facility: int, hostname: str, app_name: str, system: str) -> bytes:
+    """One RFC 5424 message with its octet count (RFC 6587 §3.4.1): `<len> <message>`."""
+    message = syslog_message(record, facility=facility, hostname=hostname, app_name=app_name, system=system)
     return str(len(message)).encode() + b" " + message
 
 
@@ -192,6 +206,167 @@ class SyslogTlsTransport:
             pass  # rsyslog closes the TCP connection without a close_notify: a clean close all the same
         except ssl.SSLZeroReturnError:
             pass
+
+    def close(self) -> None:
+        pass
+
+
+RELP_WINDOW = 128
+"""How many syslog frames a RELP session sends ahead of their answers (librelp's own client uses the same)."""
+RELP_MAX_FRAME = 128 * 1024
+"""The longest answer frame accepted from a RELP receiver (its answers are a few bytes; the open offer a line or so)."""
+
+
+class _RelpSession:
+    """One RELP session on a connected TLS socket: frames out, answer frames in (`txnr command datalen [data]\\n`)."""
+
+    def __init__(self, tls: ssl.SSLSocket, where: str):
+        self.tls, self.where, self.buffer = tls, where, b""
+
+    def send(self, txnr: int, command: str, data: bytes = b"") -> None:
+        self.tls.sendall(relp_frame(txnr, command, data))
+
+    def _fill(self) -> None:
+        chunk = self.tls.recv(65536)
+        if not chunk:
+            raise DeliveryError(f"RELP receiver at {self.where} closed the connection before the batch was confirmed")
+        self.buffer += chunk
+
+    def _token(self, limit: int) -> tuple[bytes, bytes]:
+        """The next header token and the separator that ended it (a space, or LF after a zero length)."""
+        while True:
+            for index, byte in enumerate(self.buffer[: limit + 1]):
+                if byte in (0x20, 0x0A):
+                    token, separator = self.buffer[:index], self.buffer[index : index + 1]
+                    self.buffer = self.buffer[index + 1 :]
+                    return token, separator
+            if len(self.buffer) > limit:
+                raise self._garbled()
+            self._fill()
+
+    def _garbled(self) -> DeliveryError:
+        return DeliveryError(f"RELP receiver at {self.where} sent a frame that is not RELP")
+
+    def receive(self) -> tuple[int, str, bytes]:
+        """The next frame from the receiver: (txnr, command, data)."""
+        txnr, separator = self._token(9)
+        command, separator2 = self._token(32)
+        length, end = self._token(9)
+        if separator != b" " or separator2 != b" " or not txnr.isdigit() or not length.isdigit():
+            raise self._garbled()
+        size = int(length)
+        if size > RELP_MAX_FRAME or (size == 0) != (end == b"\n"):
+            raise self._garbled()
+        if size:
+            while len(self.buffer) < size + 1:
+                self._fill()
+            data, trailer = self.buffer[:size], self.buffer[size : size + 1]
+            self.buffer = self.buffer[size + 1 :]
+            if trailer != b"\n":
+                raise self._garbled()
+        else:
+            data = b""
+        return int(txnr), command.decode("ascii", "replace"), data
+
+    def answer(self, expected: set[int]) -> tuple[int, bytes]:
+        """The next `rsp` frame for one of `expected` txnrs: (txnr, its data); anything else fails the batch."""
+        txnr, command, data = self.receive()
+        if command == "serverclose":
+            raise DeliveryError(f"RELP receiver at {self.where} closed the session before the batch was confirmed")
+        if command != "rsp" or txnr not in expected:
+            raise DeliveryError(f"RELP receiver at {self.where} answered out of turn ({_printable(command, 32)})")
+        return txnr, data
+
+
+def relp_frame(txnr: int, command: str, data: bytes = b"") -> bytes:
+    """A RELP frame: `TXNR SP COMMAND SP DATALEN [SP DATA] LF`."""
+    head = f"{txnr} {command} {len(data)}".encode()
+    return head + (b" " + data if data else b"") + b"\n"
+
+
+def _relp_status(data: bytes) -> tuple[int, str]:
+    """The status code and text of an `rsp` frame's data (`200 OK`, `500 reason`, then maybe more lines)."""
+    first = data.split(b"\n", 1)[0].decode("utf-8", "replace")
+    code, _, text = first.partition(" ")
+    return (int(code) if code.isdigit() else 0), "".join(ch for ch in text if ch.isprintable())[:120]
+
+
+class RelpTlsTransport:
+    """RELP over TLS: one session per batch; delivered once the receiver answered `200 OK` to every message of it."""
+
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        ca_certificate: str = "",
+        tls_verify: bool = True,
+        facility: int = 13,
+        app_name: str = "mongo-pam",
+        system: str = "mongo-pam",
+        timeout: float = 10.0,
+    ):
+        self.host, self.port, self.timeout = host, port, timeout
+        self.facility, self.app_name, self.system = facility, app_name, system
+        self.hostname = socket.gethostname()
+        self.context = tls_context(ca_certificate=ca_certificate, verify=tls_verify)
+        self.where = f"{host}:{port}"
+
+    def send(self, records: list[SinkRecord]) -> None:
+        messages = [
+            syslog_message(
+                record, facility=self.facility, hostname=self.hostname, app_name=self.app_name, system=self.system
+            )
+            for record in records
+        ]
+        try:
+            with socket.create_connection((self.host, self.port), timeout=self.timeout) as raw:
+                tls = self.context.wrap_socket(raw, server_hostname=self.host)
+                try:
+                    session = _RelpSession(tls, self.where)
+                    self._open(session)
+                    self._deliver(session, messages)
+                    self._close(session, len(messages) + 2)
+                finally:
+                    tls.close()
+        except DeliveryError:
+            raise
+        except (OSError, ssl.SSLError) as exc:
+            raise network_error(exc, self.where) from None
+
+    def _open(self, session: _RelpSession) -> None:
+        session.send(1, "open", f"relp_version=0\nrelp_software={USER_AGENT}\ncommands=syslog".encode())
+        _, data = session.answer({1})
+        code, text = _relp_status(data)
+        if code != 200:
+            raise DeliveryError(f"RELP receiver at {self.where} refused the session: {code} {text}".rstrip())
+        offers = dict(line.partition("=")[::2] for line in data.decode("utf-8", "replace").split("\n")[1:])
+        if "syslog" not in offers.get("commands", "").split(","):
+            raise DeliveryError(f"RELP receiver at {self.where} does not take syslog messages")
+
+    def _deliver(self, session: _RelpSession, messages: list[bytes]) -> None:
+        """Send every message (txnr 2, 3, …) at most `RELP_WINDOW` ahead of the answers; all must be `200 OK`."""
+        waiting: set[int] = set()
+        for txnr, message in enumerate(messages, start=2):
+            while len(waiting) >= RELP_WINDOW:
+                self._acknowledged(session, waiting)
+            session.send(txnr, "syslog", message)
+            waiting.add(txnr)
+        while waiting:
+            self._acknowledged(session, waiting)
+
+    def _acknowledged(self, session: _RelpSession, waiting: set[int]) -> None:
+        txnr, data = session.answer(waiting)
+        code, text = _relp_status(data)
+        if code != 200:
+            raise DeliveryError(f"RELP receiver at {self.where} refused a message: {code} {text}".rstrip())
+        waiting.discard(txnr)
+
+    def _close(self, session: _RelpSession, txnr: int) -> None:
+        """End the session politely; every message is confirmed already, so a receiver that just hangs up is fine."""
+        with contextlib.suppress(DeliveryError, OSError, ssl.SSLError):
+            session.send(txnr, "close")
+            session.answer({txnr})
 
     def close(self) -> None:
         pass

@@ -1,10 +1,13 @@
 """Real receivers for the sink and notification tests: Debian's rsyslogd with TLS, and an HTTP server in a thread.
 
 - `make_pki(directory)`: a throw-away CA and a server certificate for 127.0.0.1/localhost, made with `cryptography`.
-- `Rsyslog`: rsyslogd in the foreground (`-n`) with a config file in the test's tmp directory: imtcp with the GnuTLS
-  driver (RFC 5425) writing each message's raw text to a file; `stop()` (SIGTERM, as a service restart does) and
-  `start()` again on the same port. Skips the test when rsyslogd or its TLS driver is not installed
-  (tests/install-rsyslog.sh installs them; `make test` runs it).
+- `Rsyslog`: rsyslogd in the foreground (`-n`) with a config file in the test's tmp directory, writing each message's
+  raw text to a file: imtcp with the GnuTLS driver (RFC 5425), or with `protocol="relp"` imrelp over TLS (rsyslog's
+  RELP input, which acknowledges each message once the direct queue has written it); `stop()` (SIGTERM, as a service
+  restart does, or SIGKILL for a crash) and `start()` again on the same port. Skips the test when rsyslogd, its TLS
+  driver or imrelp is not installed (tests/install-rsyslog.sh installs them; `make test` runs it).
+- `RelpRefuser`: a TLS server in a thread that opens RELP sessions like imrelp and then answers every message with
+  `500`, as a RELP receiver refusing messages does (rsyslog cannot be told to refuse).
 - `HttpReceiver`: http.server in a thread that checks what a real receiver would (the Splunk token, the webhook's
   HMAC signature and timestamp), records every accepted record id in arrival order, can answer errors for a while,
   and can be stopped and started again on the same port.
@@ -12,6 +15,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import hmac
@@ -108,23 +112,28 @@ def make_pki(directory: Path) -> dict[str, Path]:
 
 
 # -- rsyslog --------------------------------------------------------------------------------------------------------
-def rsyslogd_path() -> str:
-    """rsyslogd with its GnuTLS network driver, or skip the test (tests/install-rsyslog.sh installs both)."""
+def rsyslogd_path(*, relp: bool = False) -> str:
+    """rsyslogd with its GnuTLS network driver (and imrelp), or skip (tests/install-rsyslog.sh installs them)."""
     path = shutil.which("rsyslogd") or ("/usr/sbin/rsyslogd" if os.path.exists("/usr/sbin/rsyslogd") else None)
     drivers = list(Path("/usr/lib").glob("*/rsyslog/lmnsd_gtls.so"))
     if not path or not drivers:
         pytest.skip("rsyslogd with rsyslog-gnutls is not installed (tests/install-rsyslog.sh)")
+    if relp and not list(Path("/usr/lib").glob("*/rsyslog/imrelp.so")):
+        pytest.skip("rsyslog's RELP input (rsyslog-relp) is not installed (tests/install-rsyslog.sh)")
     return path
 
 
 class Rsyslog:
-    """rsyslogd listening with TLS on 127.0.0.1, writing each received message's raw text to `output`.
+    """rsyslogd listening with TLS on 127.0.0.1 (syslog, or RELP), writing each received message's raw text to `output`.
 
-    Queues are direct, so a message is in the output file before rsyslogd reads the next bytes of its connection.
+    Queues are direct, so a message is in the output file before rsyslogd reads the next bytes of its connection, and
+    (RELP) before imrelp answers `200 OK` for it. imrelp uses librelp's OpenSSL driver: its GnuTLS one insists on a
+    client certificate once the server has one.
     """
 
-    def __init__(self, directory: Path, pki: dict[str, Path]):
-        self.binary = rsyslogd_path()
+    def __init__(self, directory: Path, pki: dict[str, Path], *, protocol: str = "tls"):
+        self.protocol = protocol
+        self.binary = rsyslogd_path(relp=protocol == "relp")
         self.directory = directory
         self.directory.mkdir(parents=True, exist_ok=True)
         (directory / "work").mkdir(exist_ok=True)
@@ -133,6 +142,18 @@ class Rsyslog:
         self.config = directory / "rsyslog.conf"
         self.pidfile = directory / "rsyslogd.pid"
         self.log = directory / "rsyslogd.log"
+        if protocol == "relp":
+            listener = f"""
+module(load="imrelp" tls.tlslib="openssl")
+input(type="imrelp" port="{self.port}" address="127.0.0.1" ruleset="pam" tls="on"
+      tls.caCert="{pki["ca"]}" tls.myCert="{pki["cert"]}" tls.myPrivKey="{pki["key"]}")
+"""
+        else:
+            listener = f"""
+module(load="imtcp" StreamDriver.Name="gtls" StreamDriver.Mode="1" StreamDriver.AuthMode="anon"
+       MaxSessions="50")
+input(type="imtcp" port="{self.port}" address="127.0.0.1" ruleset="pam")
+"""
         self.config.write_text(
             f"""
 global(workDirectory="{directory / "work"}"
@@ -141,15 +162,12 @@ global(workDirectory="{directory / "work"}"
        DefaultNetstreamDriverCAFile="{pki["ca"]}"
        DefaultNetstreamDriverCertFile="{pki["cert"]}"
        DefaultNetstreamDriverKeyFile="{pki["key"]}")
-module(load="imtcp" StreamDriver.Name="gtls" StreamDriver.Mode="1" StreamDriver.AuthMode="anon"
-       MaxSessions="50")
 main_queue(queue.type="Direct")
 template(name="raw" type="string" string="%rawmsg%\\n")
 ruleset(name="pam" queue.type="Direct") {{
   action(type="omfile" file="{self.output}" template="raw" flushOnTXEnd="on" asyncWriting="off")
 }}
-input(type="imtcp" port="{self.port}" address="127.0.0.1" ruleset="pam")
-"""
+{listener}"""
         )
         self.process: subprocess.Popen | None = None
         self.starts = 0
@@ -197,6 +215,74 @@ input(type="imtcp" port="{self.port}" address="127.0.0.1" ruleset="pam")
             body = line[line.index("{") :]
             found.append(json.loads(body)["id"])
         return found
+
+
+class RelpRefuser:
+    """A RELP-over-TLS receiver on 127.0.0.1 that opens sessions as imrelp does and answers every message `500`.
+
+    `refused` counts the messages it answered so; rsyslog itself acknowledges whatever its input takes, so a
+    receiver refusing messages (full, shutting down, a relay whose upstream is gone) is played by this one.
+    """
+
+    REASON = "refused by the test receiver"
+
+    def __init__(self, pki: dict[str, Path]):
+        import ssl
+
+        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.context.load_cert_chain(pki["cert"], pki["key"])
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.refused = 0
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+
+    def start(self) -> RelpRefuser:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() (close alone does not, on Linux)
+        self.listener.close()
+        self.thread.join(timeout=5)
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                raw, _ = self.listener.accept()
+            except OSError:
+                return  # stopped
+            try:
+                with self.context.wrap_socket(raw, server_side=True) as tls, tls.makefile("rwb") as stream:
+                    self._session(stream)
+            except (OSError, ValueError):
+                pass  # the client went away
+
+    def _session(self, stream) -> None:
+        while True:
+            header = b""
+            while header.count(b" ") < 2:
+                byte = stream.read(1)
+                if not byte:
+                    return
+                header += byte
+            txnr, command = header.decode().split(" ")[:2]
+            length = b""
+            while (byte := stream.read(1)) not in (b" ", b"\n", b""):
+                length += byte
+            if byte == b" ":
+                stream.read(int(length) + 1)  # the data and the trailing LF
+            if command == "open":
+                answer = b"200 OK\nrelp_version=0\nrelp_software=test-refuser\ncommands=syslog"
+            elif command == "syslog":
+                self.refused += 1
+                answer = f"500 {self.REASON}".encode()
+            else:  # close
+                stream.write(f"{txnr} rsp 0\n".encode())
+                stream.flush()
+                return
+            stream.write(f"{txnr} rsp {len(answer)} ".encode() + answer + b"\n")
+            stream.flush()
 
 
 # -- HTTP -----------------------------------------------------------------------------------------------------------

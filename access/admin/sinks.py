@@ -38,7 +38,7 @@ class SinkAdmin(ServiceAdmin):
     readonly_fields = ["stream_status", "created_at", "updated_at"]
     fieldsets = [
         (None, {"fields": ["name", "kind", "enabled", "stream_audit", "stream_commands"]}),
-        ("Syslog over TLS", {"fields": ["host", "port", "syslog_facility"]}),
+        ("Syslog (TLS or RELP over TLS)", {"fields": ["syslog_protocol", "host", "port", "syslog_facility"]}),
         ("HTTP (Splunk HEC, webhook)", {"fields": ["url", "hec_token", "hec_index", "hec_sourcetype", "hmac_key"]}),
         ("TLS", {"fields": ["ca_certificate", "tls_verify"]}),
         ("JSON-lines file", {"fields": ["path"]}),

@@ -1,8 +1,8 @@
 """Sinks: where the audit trail and the gateway command log are streamed to (a SIEM, a log shipper, a webhook).
 
-A sink is one destination (syslog over TLS, Splunk HEC, a signed webhook, a JSON-lines file). Each of its two
-streams (audit events, session commands) has a `SinkCursor`: the last record the destination confirmed, so
-delivery resumes after any restart where it stopped (at least once, in order per stream). The delivery worker
+A sink is one destination (syslog over TLS or RELP over TLS, Splunk HEC, a signed webhook, a JSON-lines file). Each
+of its two streams (audit events, session commands) has a `SinkCursor`: the last record the destination confirmed,
+so delivery resumes after any restart where it stopped (at least once, in order per stream). The delivery worker
 (access.services.sinks) is the only writer of cursors; the admin shows their lag, last delivered id and error.
 """
 
@@ -39,6 +39,11 @@ class SinkKind(models.TextChoices):
     FILE = "file", "JSON-lines file"
 
 
+class SyslogProtocol(models.TextChoices):
+    TLS = "tls", "Syslog over TLS (RFC 5425): no acknowledgement"
+    RELP = "relp", "RELP over TLS (rsyslog imrelp): each message acknowledged"
+
+
 class SinkStream(models.TextChoices):
     AUDIT = "audit", "Audit events"
     COMMANDS = "commands", "Session commands"
@@ -56,9 +61,18 @@ class Sink(models.Model):
     stream_audit = models.BooleanField("send audit events", default=True)
     stream_commands = models.BooleanField("send session commands", default=False)
     # syslog
-    host = models.CharField(max_length=255, blank=True, help_text="Syslog receiver host (TLS, RFC 5425).")
+    syslog_protocol = models.CharField(
+        max_length=8,
+        choices=SyslogProtocol.choices,
+        default=SyslogProtocol.TLS,
+        help_text="RELP confirms every message, so a receiver crash loses nothing; plain TLS syslog cannot confirm.",
+    )
+    host = models.CharField(max_length=255, blank=True, help_text="Syslog receiver host.")
     port = models.PositiveIntegerField(
-        null=True, blank=True, validators=[MinValueValidator(1), MaxValueValidator(65535)], help_text="Usually 6514."
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(65535)],
+        help_text="Usually 6514 for TLS syslog; the imrelp input's port for RELP (often 2514 or 20514).",
     )
     syslog_facility = models.PositiveSmallIntegerField(
         default=13, validators=[MaxValueValidator(23)], help_text="RFC 5424 facility; 13 is 'log audit'."
@@ -101,7 +115,7 @@ class Sink(models.Model):
             if not self.host:
                 errors["host"] = "A syslog sink needs the receiver's host."
             if not self.port:
-                errors["port"] = "A syslog sink needs the receiver's port (usually 6514)."
+                errors["port"] = "A syslog sink needs the receiver's port (usually 6514, or the RELP input's port)."
         if self.kind in (SinkKind.HEC, SinkKind.WEBHOOK) and not self.url:
             errors["url"] = "An HTTP sink needs a URL."
         if self.kind == SinkKind.HEC and not (self.hec_token and self.hec_token.reveal()):

@@ -36,7 +36,7 @@ from django.utils import timezone
 
 from access.events import COMMAND_FIELDS
 from access.models import AuditAction, AuditEvent, SessionCommand, Sink, SinkCursor
-from access.models.sinks import SinkKind, SinkStream, sink_file_path
+from access.models.sinks import SinkKind, SinkStream, SyslogProtocol, sink_file_path
 from access.services.audit import audit_record
 from access.services.changes import changes_apply, changes_audit_data, changes_refuse_unknown
 from access.services.locks import background_lock_acquire, background_lock_release, background_lock_renew
@@ -44,6 +44,7 @@ from access.transports import (
     DeliveryError,
     FileTransport,
     HecTransport,
+    RelpTlsTransport,
     SinkRecord,
     SyslogTlsTransport,
     Transport,
@@ -62,6 +63,7 @@ SINK_FIELDS = frozenset(
         "host",
         "port",
         "syslog_facility",
+        "syslog_protocol",
         "url",
         "hec_token",
         "hec_index",
@@ -267,7 +269,8 @@ def sink_transport(sink: Sink) -> Transport:
     timeout = float(sink.timeout_seconds)
     system = _system()
     if sink.kind == SinkKind.SYSLOG:
-        return SyslogTlsTransport(
+        syslog = RelpTlsTransport if sink.syslog_protocol == SyslogProtocol.RELP else SyslogTlsTransport
+        return syslog(
             host=sink.host,
             port=int(sink.port or 6514),
             ca_certificate=sink.ca_certificate,
