@@ -65,6 +65,11 @@ def no_grant(kind: str, resource: str, name: str) -> CliError:
     )
 
 
+def no_scoped_request(request_id: int) -> CliError:
+    words = f"There is no scoped request #{request_id} you may see: `pam scoped list` lists yours."
+    return CliError(words, EXIT_DENIED)
+
+
 def ensure_grant(api: Api, entry: dict, *, duration: str, reason: str | None, json_out: bool) -> None:
     """Return once the entry's target is usable: file a request when approval is needed, and wait for it."""
     if entry["usable_now"]:
@@ -149,7 +154,12 @@ class AccessOptions:
 def open_scoped_session(api: Api, options: AccessOptions) -> tuple[dict, str]:
     """Open a gateway session through the user made for the caller's approved scoped request `options.scoped`."""
     request_id = options.scoped
-    asked = api.get(f"scoped/requests/{request_id}")
+    try:
+        asked = api.get(f"scoped/requests/{request_id}")
+    except CliError as exc:
+        if exc.status == 404:
+            raise no_scoped_request(request_id) from None
+        raise
     if asked["state"] == "pending":
         _info(f"Waiting on your pending scoped request #{request_id}.", json_out=options.json_out)
         asked = wait_for_request(api, request_id, path="scoped/requests")
@@ -187,7 +197,17 @@ def open_session(api: Api, options: AccessOptions) -> tuple[dict, str]:
     return opened, secret
 
 
+def _mongosh(options: AccessOptions) -> str:
+    """The mongosh `pam db connect` runs (`--mongosh`, `PAM_MONGOSH`, else PATH); CliError before any session."""
+    mongosh = options.mongosh or os.environ.get("PAM_MONGOSH") or shutil.which("mongosh")
+    if not mongosh:
+        raise CliError("mongosh is not on PATH: install it, or use `pam db access` with any client.", EXIT_ERROR)
+    return mongosh
+
+
 def run_access(api: Api, options: AccessOptions) -> int:
+    if options.connect:
+        options.mongosh = _mongosh(options)  # checked before a session is opened for nothing
     session, secret = open_session(api, options)
     try:
         return asyncio.run(_serve(api, session, secret, options))
@@ -280,12 +300,7 @@ async def _serve(api: Api, session: dict, secret: str, options: AccessOptions) -
     waiters = {asyncio.ensure_future(stop.wait()): "signal", watcher: "watch"}
     child = None
     if options.connect:
-        mongosh = options.mongosh or os.environ.get("PAM_MONGOSH") or shutil.which("mongosh")
-        if not mongosh:
-            await proxy.stop()
-            await asyncio.to_thread(_end_session, api, session_id)
-            raise CliError("mongosh is not on PATH: install it, or use `pam db access` with any client.", EXIT_ERROR)
-        child = await asyncio.create_subprocess_exec(mongosh, uri, *options.mongosh_args)
+        child = await asyncio.create_subprocess_exec(options.mongosh, uri, *options.mongosh_args)
         waiters[asyncio.ensure_future(child.wait())] = "child"
     done, pending = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
     which = waiters[next(iter(done))]
@@ -333,4 +348,7 @@ def issue_lease(api: Api, *, resource: str, role: str, ttl: str | None, reason: 
 
 
 def lease_left(lease: dict) -> str:
+    """The time an active lease has left ("—" once it ended)."""
+    if lease.get("state") != "active":
+        return "—"
     return duration_words(seconds_left(lease.get("expires_at")))

@@ -29,7 +29,7 @@ from cli.access import (
 from cli.api import Api, CliError
 from cli.config import credentials_path, forget_login, load_login
 from cli.login import device_login
-from cli.output import JSON_HELP, json_option, print_credentials, print_json, table, when
+from cli.output import JSON_HELP, duration_words, json_option, print_credentials, print_json, table, when
 from cli.output import wants_json as _json
 from cli.scoped import scoped_group
 
@@ -106,6 +106,43 @@ def whoami(ctx, json_out):
         print_json({**me, "portal": api.portal})
     else:
         click.echo(f"{me['username']} on {api.portal} ({'API token' if me['auth'] == 'api_token' else 'pam login'})")
+
+
+@cli.command()
+@json_option
+@click.pass_context
+def catalogue(ctx, json_out):
+    """What you may use: accounts (`pam db access`), roles (`pam creds`) and scope envelopes (`pam scoped`)."""
+    rows = Api.from_environment().get("catalogue")["results"]
+    if _json(ctx, json_out):
+        print_json(rows)
+        return
+
+    def status(entry: dict) -> str:
+        if entry["usable_now"]:
+            until = f" until {when(entry['usable_until'])}" if entry.get("usable_until") else ""
+            return "usable now" + until
+        if entry.get("pending_request"):
+            return f"request #{entry['pending_request']} pending"
+        return "needs approval" if entry["approval_required"] else "not now"
+
+    use = {"account": "pam db access -r {r} -a {n}", "role": "pam creds {n} -r {r}", "scoped": "pam scoped envelopes"}
+    table(
+        ["kind", "resource", "name", "status", "max", "approvers", "use with"],
+        [
+            (
+                e["target"]["kind"],
+                e["target"]["resource"],
+                e["target"]["name"] or "(you choose)",
+                status(e),
+                e["max_duration"],
+                ", ".join(e.get("approvers") or []) or "—",
+                use.get(e["target"]["kind"], "").format(r=e["target"]["resource"], n=e["target"]["name"]),
+            )
+            for e in rows
+        ],
+        empty="Nothing: no access policy names you yet. Ask your security team.",
+    )
 
 
 # -- databases ------------------------------------------------------------------------------------------------
@@ -315,7 +352,8 @@ def renew(ctx, lease_id, increment, json_out):
     if _json(ctx, json_out):
         print_json(answer)
     else:
-        click.echo(f"Lease {lease_id} renewed: {answer['lease_duration']} s left.")
+        left = duration_words(int(answer["lease_duration"]))
+        click.echo(f"Lease {lease_id} renewed: {left} left (a lease renews to the increment from now).")
 
 
 @cli.command()
@@ -352,7 +390,7 @@ def sessions(ctx, show_all, json_out):
             (
                 r["session_id"],
                 (r.get("account") or {}).get("name"),
-                r["state"] + (f" ({r['end_reason']})" if r.get("end_reason") else ""),
+                r["state"] + (f" ({r['end_reason'].replace('_', ' ')})" if r.get("end_reason") else ""),
                 when(r["started_at"]),
                 when(r["expires_at"]),
                 when(r.get("ended_at")),

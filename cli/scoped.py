@@ -13,7 +13,7 @@ import os
 
 import click
 
-from cli.access import show_warnings, wait_for_request, with_fresh_code
+from cli.access import no_scoped_request, show_warnings, wait_for_request, with_fresh_code
 from cli.api import EXIT_DENIED, Api, CliError
 from cli.output import json_option, print_credentials, print_json, table, wants_json, when
 
@@ -227,7 +227,7 @@ def scoped_list(ctx, json_out):
 @click.pass_context
 def scoped_show(ctx, request_id, json_out):
     """One scoped request: what was asked, what was granted, and its grant."""
-    row = Api.from_environment().get(f"{PATH}/{request_id}")
+    row = _call(Api.from_environment(), "GET", request_id)
     if wants_json(ctx, json_out):
         print_json(row)
         return
@@ -241,10 +241,20 @@ def scoped_show(ctx, request_id, json_out):
     click.echo(f"  grant:   {_grant_words(row)}")
 
 
+def _call(api: Api, method: str, request_id: int, action: str = "", body: dict | None = None):
+    """One call on scoped request `request_id`; an unknown (or someone else's) request said in words."""
+    try:
+        return api.call(method, f"{PATH}/{request_id}" + (f"/{action}" if action else ""), json=body)
+    except CliError as exc:
+        if exc.status == 404:
+            raise no_scoped_request(request_id) from None
+        raise
+
+
 def _decide(api: Api, request_id: int, verb: str, body: dict, otp: str) -> dict:
-    api.get(f"{PATH}/{request_id}")  # 404 in words before asking for a code
+    _call(api, "GET", request_id)  # 404 in words before asking for a code
     code = otp or os.environ.get("PAM_OTP") or click.prompt("One-time code from your authenticator app", err=True)
-    return api.post(f"{PATH}/{request_id}/{verb}", {**body, "otp": code.strip()})
+    return _call(api, "POST", request_id, verb, {**body, "otp": code.strip()})
 
 
 @scoped_group.command("approve")
@@ -297,7 +307,7 @@ def scoped_deny(ctx, request_id, comment, otp, json_out):
 @click.pass_context
 def scoped_cancel(ctx, request_id, json_out):
     """Withdraw your pending request, or give up a grant (its database user and role are dropped now)."""
-    cancelled = Api.from_environment().post(f"{PATH}/{request_id}/cancel")
+    cancelled = _call(Api.from_environment(), "POST", request_id, "cancel", {})
     if wants_json(ctx, json_out):
         print_json(cancelled)
     else:
@@ -312,5 +322,5 @@ def scoped_cancel(ctx, request_id, json_out):
 def scoped_creds(ctx, request_id, fmt, json_out):
     """The credentials of the database user made for your approved request: shown once, keep them."""
     api = Api.from_environment()
-    answer = with_fresh_code(lambda data: api.post(f"{PATH}/{request_id}/credentials", data), {})
+    answer = with_fresh_code(lambda data: _call(api, "POST", request_id, "credentials", data), {})
     print_credentials("json" if wants_json(ctx, json_out) else fmt, answer, database=answer["auth_database"])

@@ -626,6 +626,9 @@ def test_db_connect_runs_mongosh_in_the_foreground_and_ends_the_session_when_it_
     public_id = re.search(r"Session ([0-9a-f-]{36}) on", result.stdout).group(1)
     session = Session.objects.get(public_id=public_id)
     assert session.state == "ended" and session.end_reason == "ended_by_user"
+    deadline = time.monotonic() + 10  # the gateway writes the session's log in batches
+    while not session.commands.filter(command__in=["count", "aggregate"]).exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
     assert session.commands.filter(command__in=["count", "aggregate"]).exists()
 
 
@@ -668,6 +671,16 @@ def test_scoped_access_asked_narrowed_and_used_from_the_terminal(stack, logged_i
     from tests.helpers import database_on, totp_code
     from tests.secret_scan import remember
 
+    transcript: list[str] = []
+
+    def pam(*args: str, **kwargs):
+        """`pam` with a transcript, which the leak scan searches (the credentials' own output is left out)."""
+        result = stack.pam(*args, **kwargs)
+        if args[:2] != ("scoped", "creds") or result.returncode != 0:
+            transcript.append(f"$ pam {' '.join(args)}\n{result.stdout}{result.stderr}")
+        (stack.tmp / "pam-scoped.log").write_text("\n".join(transcript))
+        return result
+
     orders, customers = [{"_id": 1, "sku": "cli-scoped-1"}], [{"_id": 1, "name": "Ada"}]
     with database_on(wire_server.uri, orders=orders, customers=customers) as shop:
         resource = resource_on(wire_server, name="wire", gateway=Gateway.objects.get(name=gateway_process.name))
@@ -681,25 +694,28 @@ def test_scoped_access_asked_narrowed_and_used_from_the_terminal(stack, logged_i
             approval_required=True,
             max_duration=timedelta(hours=2),
         )
-        envelopes = stack.pam("scoped", "envelopes", "-r", "wire")
+        catalogue = pam("catalogue")
+        assert re.search(r"scoped\s+wire\s+\(you choose\)\s+needs approval.*pam scoped envelopes", catalogue.stdout)
+        assert re.search(r"account\s+ferret\s+app-rw\s+usable now", catalogue.stdout), catalogue.stdout
+        envelopes = pam("scoped", "envelopes", "-r", "wire")
         assert envelopes.returncode == 0 and shop in envelopes.stdout and "read, readWrite" in envelopes.stdout
-        outside = stack.pam(
-            "scoped", "request", "-r", "wire", "--database", "billing", "--level", "read", "--reason", "x"
-        )
+        outside = pam("scoped", "request", "-r", "wire", "--database", "billing", "--level", "read", "--reason", "x")
         assert outside.returncode == 1 and "Outside what the policy allows" in outside.stderr, outside.stderr
-        asked = stack.pam(
+        asked = pam(
             "scoped", "request", "-r", "wire", "--database", shop, "--collection", "orders",
-            "--collection", "customers", "--level", "readWrite", "-d", "1h", "--reason", "INC-88 orders", "--json",
+            "--collection", "customers", "--level", "readWrite", "-d", "1h", "--reason", "INC-88 orders",
         )  # fmt: skip
         assert asked.returncode == 0, asked.stderr
-        request_id = json.loads(asked.stdout)["id"]
-        assert json.loads(asked.stdout)["state"] == "pending"
-        assert f"readWrite on {shop}.orders, {shop}.customers" in stack.pam("scoped", "list").stdout
+        request_id = int(re.search(r"Scoped request #(\d+) ", asked.stdout).group(1))
+        assert f"(readWrite on {shop}.orders, {shop}.customers on wire for 1h) is pending" in asked.stdout
+        as_json = json.loads(pam("scoped", "show", str(request_id), "--json").stdout)
+        assert as_json["state"] == "pending" and as_json["requested"]["level"] == "readWrite"
+        assert f"readWrite on {shop}.orders, {shop}.customers" in pam("scoped", "list").stdout
 
         boss = stack.boss_env()
-        queue = stack.pam("scoped", env=boss)
+        queue = pam("scoped", env=boss)
         assert "Waiting for your decision" in queue.stdout and "INC-88 orders" in queue.stdout, queue.stdout
-        approved = stack.pam(
+        approved = pam(
             "scoped", "approve", str(request_id), "--only", f"{shop}.orders", "--level", "read",
             "--comment", "read is enough", env=boss, input=totp_code(stack.approver_key, steps_ahead=1) + "\n",
         )  # fmt: skip
@@ -707,10 +723,10 @@ def test_scoped_access_asked_narrowed_and_used_from_the_terminal(stack, logged_i
         assert f"Scoped request #{request_id} of eng is approved: read on {shop}.orders for 1h (narrowed)." in (
             approved.stdout
         )
-        shown = stack.pam("scoped", "show", str(request_id))
+        shown = pam("scoped", "show", str(request_id))
         assert f"granted: read on {shop}.orders (narrowed)" in shown.stdout and "active until" in shown.stdout
 
-        issued = stack.pam("scoped", "creds", str(request_id), "--format", "json")
+        issued = pam("scoped", "creds", str(request_id), "--format", "json")
         assert issued.returncode == 0, issued.stderr
         creds = json.loads(issued.stdout)
         remember(creds["password"])  # shown once on purpose; nowhere else
@@ -720,7 +736,7 @@ def test_scoped_access_asked_narrowed_and_used_from_the_terminal(stack, logged_i
                 with pytest.raises(pymongo.errors.OperationFailure) as caught:
                     refused()
                 assert caught.value.code == 13
-        again = stack.pam("scoped", "creds", str(request_id))
+        again = pam("scoped", "creds", str(request_id))
         assert again.returncode == 1 and "already shown once" in again.stderr
 
         access = stack.start("db-scoped", "db", "access", "--scoped", str(request_id), "-d", "20m")
@@ -741,7 +757,7 @@ def test_scoped_access_asked_narrowed_and_used_from_the_terminal(stack, logged_i
         session.refresh_from_db()
         assert session.state == "ended" and "ended (ended by user)" in access.text
 
-        given_up = stack.pam("scoped", "cancel", str(request_id))
+        given_up = pam("scoped", "cancel", str(request_id))
         assert given_up.returncode == 0 and "is cancelled" in given_up.stdout, given_up.stdout + given_up.stderr
         assert Lease.objects.get(request_id=request_id).state == "revoked"
         with (
