@@ -766,6 +766,22 @@ def test_scoped_access_asked_narrowed_and_used_from_the_terminal(stack, logged_i
         ):
             client[shop].orders.find_one()
 
+        # A request denied (boss types one of his backup codes): its grant cannot be used.
+        from access.services.mfa import mfa_backup_codes_generate
+
+        backup = mfa_backup_codes_generate(user=get_user_model().objects.get(username="boss"))[0]
+        remember(backup)
+        second = pam(
+            "scoped", "request", "-r", "wire", "--database", shop, "--level", "read", "--reason", "INC-89", "--json"
+        )
+        second_id = json.loads(second.stdout)["id"]
+        denied = pam("scoped", "deny", str(second_id), "--comment", "not today", env=boss, input=backup + "\n")
+        assert denied.returncode == 0 and f"Scoped request #{second_id} of eng is denied." in denied.stdout
+        refused = pam("db", "access", "--scoped", str(second_id))
+        assert refused.returncode == 4 and f"Scoped request #{second_id} has no active grant (denied)" in refused.stderr
+        unknown = pam("scoped", "creds", "9999")
+        assert unknown.returncode == 4 and "There is no scoped request #9999 you may see" in unknown.stderr
+
 
 def test_logout_revokes_the_token_and_a_stolen_copy_is_refused(stack, logged_in):
     import requests

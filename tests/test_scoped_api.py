@@ -190,3 +190,38 @@ def test_permission_levels_and_envelope_policies_through_the_api(setup, api_clie
     assert in_use.status_code == 400 and "auditors" in in_use.json()["error"]["message"]
     nobody = token_client(UserFactory(username=_name("eve")))
     assert nobody.get("/api/v1/policies/").status_code == 403
+
+
+def test_a_scoped_grant_under_an_mfa_policy_needs_the_requesters_code_and_a_denial_the_approvers(setup, shop):
+    alice, bob, policy = setup["alice"], setup["bob"], setup["policy"]
+    policy.mfa_required, policy.approval_required = True, False
+    policy.save(update_fields=["mfa_required", "approval_required"])
+    asked = alice.post(
+        "/api/v1/scoped/requests",
+        {"policy": policy.pk, "resources": [f"{shop}.orders"], "level": "read", "duration": "1h", "reason": "x"},
+        format="json",
+    ).json()
+    assert asked["grant"]["state"] == LeaseState.ACTIVE  # no approval needed: made at once
+    url = f"/api/v1/scoped/requests/{asked['id']}"
+    no_code = alice.post(f"{url}/credentials", {}, format="json")
+    assert no_code.status_code == 403 and no_code.json()["error"]["field"] == "otp"
+    opened = alice.post(f"{url}/session", {"duration": "5m"}, format="json")
+    assert opened.status_code == 403 and opened.json()["error"]["field"] == "otp"
+    device = totp_device_create(user=policy.user)
+    creds = alice.post(f"{url}/credentials", {"otp": totp_code(device)}, format="json")
+    assert creds.status_code == 200 and creds.json()["password"]
+    opened = alice.post(f"{url}/session", {"duration": "5m", "otp": totp_code(device, steps_ahead=1)}, format="json")
+    assert opened.status_code == 201, opened.json()
+
+    policy.approval_required = True
+    policy.save(update_fields=["approval_required"])
+    pending = alice.post(
+        "/api/v1/scoped/requests",
+        {"policy": policy.pk, "resources": [f"{shop}.orders"], "level": "read", "duration": "1h", "reason": "y"},
+        format="json",
+    ).json()
+    refused = bob.post(f"/api/v1/scoped/requests/{pending['id']}/deny", {"comment": "no"}, format="json")
+    assert refused.status_code == 403 and refused.json()["error"]["field"] == "otp"
+    code = totp_code(totp_device_create(user=setup["approver"]))
+    denied = bob.post(f"/api/v1/scoped/requests/{pending['id']}/deny", {"otp": code}, format="json")
+    assert denied.status_code == 200 and denied.json()["state"] == "denied"
