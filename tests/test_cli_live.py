@@ -697,8 +697,9 @@ def test_scoped_access_asked_narrowed_and_used_from_the_terminal(stack, logged_i
         catalogue = pam("catalogue")
         assert re.search(r"scoped\s+wire\s+\(you choose\)\s+needs approval.*pam scoped envelopes", catalogue.stdout)
         assert re.search(r"account\s+ferret\s+app-rw\s+usable now", catalogue.stdout), catalogue.stdout
-        envelopes = pam("scoped", "envelopes", "-r", "wire")
+        envelopes = pam("scoped", "envelopes", "-r", "wire", "--choices")
         assert envelopes.returncode == 0 and shop in envelopes.stdout and "read, readWrite" in envelopes.stdout
+        assert f"  {shop} (whole database allowed): customers, orders" in envelopes.stdout, envelopes.stdout
         outside = pam("scoped", "request", "-r", "wire", "--database", "billing", "--level", "read", "--reason", "x")
         assert outside.returncode == 1 and "Outside what the policy allows" in outside.stderr, outside.stderr
         asked = pam(
