@@ -20,9 +20,13 @@ from access.services.sweeper import lease_sweeper_run
 log = logging.getLogger(__name__)
 
 SWEEP_TASK = "access.tasks.sweep_leases"
+LOOP_SECONDS = 10.0
+"""How long one run of a looping task (the sweeper, sink delivery) holds its worker before its successor takes
+over. A stopping qcluster waits for the task in hand, so this bounds how long a stop (Ctrl+C of `make run`,
+`systemctl stop`) takes; a handover costs one broker round trip."""
 
 
-def sweep_leases(run_for: float = 25.0) -> dict:
+def sweep_leases(run_for: float = LOOP_SECONDS) -> dict:
     """Run the lease sweeper loop; when it ran its full time, hand over to a successor at once."""
     report = lease_sweeper_run(run_for=run_for)
     if report.acquired and report.completed:

@@ -12,11 +12,12 @@ from django_q.tasks import async_task
 
 from access.services.notifications import notification_send, notifications_send_due
 from access.services.sinks import sinks_deliver_run
+from access.tasks import LOOP_SECONDS
 
 DELIVER_TASK = "access.tasks_sinks.deliver_sinks"
 
 
-def deliver_sinks(run_for: float = 25.0) -> dict:
+def deliver_sinks(run_for: float = LOOP_SECONDS) -> dict:
     """Deliver to the sinks whose locks are free for `run_for` seconds; chain a successor if it served any."""
     report = sinks_deliver_run(run_for=run_for)
     if report.sinks and report.completed:

@@ -159,6 +159,7 @@ def _demo_run(tmp_path, env: dict[str, str]) -> None:
         # "Stopped." only once every child (daphne, the qcluster and its workers, the gateway and its log writer,
         # FerretDB) has exited: none is left when it is printed, and make has nothing left to wait for either.
         assert "Stopped." in reader.text
+        assert "did not stop" not in reader.text  # each part stopped on its own, none had to be killed
         assert processes_with(f"PAM_VAR_DIR={tmp_path}") == []
         assert not port_is_open(http_port) and not port_is_open(gateway_port)
     finally:

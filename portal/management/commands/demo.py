@@ -241,11 +241,19 @@ class Command(BaseCommand):
             time.sleep(0.5)
 
     def _stop_all(self) -> None:
-        """SIGTERM every child's process group, SIGKILL what is left after STOP_TIMEOUT, and wait until none runs."""
+        """SIGTERM every child, SIGKILL its process group if anything is left after STOP_TIMEOUT, and wait until
+        none runs.
+
+        Only the child itself is sent SIGTERM, not its group: each stops its own processes (the qcluster its
+        workers, runproxy its workers), and the qcluster hangs when its sentinel is killed under it, which a
+        SIGTERM to the whole group does.
+        """
+        if self.processes:
+            self.stdout.write("Stopping… (the background tasks finish the run in hand: up to 10 s)")
         for _name, process in reversed(self.processes):
             if process.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGTERM)
+                    process.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + STOP_TIMEOUT
         for _name, process in self.processes:
             while time.monotonic() < deadline and (process.poll() is None or group_alive(process.pid)):
