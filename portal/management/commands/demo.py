@@ -209,6 +209,8 @@ class Command(BaseCommand):
             out(f"  Role:     {role.name!r}: {role.description}")
         out("  Try it:   sign in as engineer, request access in the Catalogue; sign in as approver (another")
         out("            browser) and approve it; as engineer open a session and run the mongosh line shown.")
+        out(f"  Terminal: .venv/bin/pam login --portal http://{http}   then   .venv/bin/pam db access --resource")
+        out(f"            {resource.name} --account {account.name} --reason '…'   (a local proxy: no password)")
         if not self.new_people:
             names = ", ".join(person.username for person in people)
             out(f"  (the demo users {names} exist; `manage.py changepassword NAME` and `manage.py add_totp NAME` reset")
