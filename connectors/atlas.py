@@ -58,6 +58,14 @@ DESCRIPTION_PREFIX = "pam:"
 PAGE_SIZE = 500
 """Items per page when listing users and clusters (Atlas's maximum)."""
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+PROCESSES_VERSION = "2023-01-01"
+"""Resource version of processes and processes/{processId}/databases (Monitoring and Logs)."""
+PRIMARY_PROCESS_TYPES = frozenset({"REPLICA_PRIMARY", "SHARD_PRIMARY", "SHARD_STANDALONE"})
+DATA_PROCESS_TYPES = PRIMARY_PROCESS_TYPES | {"REPLICA_SECONDARY", "SHARD_SECONDARY"}
+"""`typeName`s of the mongod processes that hold a replica set's (or shard's) data; config servers, mongos and
+processes still deploying (NO_DATA) hold none of the project's databases."""
+SYSTEM_DATABASES = frozenset({"admin", "local", "config"})
+"""The server's own databases, never offered for scoped access from a listing."""
 CUSTOM_ROLES_VERSION = "2023-01-01"
 """Resource version of customDBRoles/roles."""
 PROJECT_LIMITS_VERSION = "2023-01-01"
@@ -223,8 +231,10 @@ class AtlasConnector:
 
     `create_user`, `drop_user`, `get_user`, `list_users`, `kill_user_connections`, `can_login` take the same
     arguments as their MongoDB counterparts (the `db` is always Atlas's auth database, `admin`), plus
-    Atlas's `scopes`, `expires_at` (sets `deleteAfterDate`) and `update_user_expiry` for renewals. One
-    connector may be shared by threads: each thread gets its own HTTP session.
+    Atlas's `scopes`, `expires_at` (sets `deleteAfterDate`) and `update_user_expiry` for renewals.
+    `list_database_names` reads the databases of the project's clusters (processes/{id}/databases); collections
+    cannot be listed (`lists_collections` False). One connector may be shared by threads: each thread gets its
+    own HTTP session.
     """
 
     def __init__(
@@ -409,6 +419,64 @@ class AtlasConnector:
                     kind="timeout",
                 )
             self._sleep(min(self.poll_interval, max(0.0, deadline - time.monotonic())))
+
+    # -- databases (scoped access: what a requester may pick) ----------------------------------------------------
+    lists_collections = False
+    """The Admin API lists the databases of a process but not their collections (no listCollections)."""
+
+    def _paged(self, path: str, *, version: str, what: str) -> list[dict]:
+        """Every item of a paginated list (`pageNum`/`itemsPerPage`, PAGE_SIZE a page, up to `totalCount`)."""
+        items: list[dict] = []
+        page = 1
+        while True:
+            response = self._request(
+                "GET", path, version=version, params={"pageNum": page, "itemsPerPage": PAGE_SIZE}, what=what
+            )
+            if response.status_code == 404:
+                raise self._error(response, what=what, secrets=())
+            doc = response.json()
+            results = [item for item in (doc.get("results") or []) if isinstance(item, dict)]
+            items += results
+            if not results or len(items) >= int(doc.get("totalCount") or 0):
+                return items
+            page += 1
+
+    def data_processes(self) -> list[dict]:
+        """One mongod per replica set of the project (each shard of a sharded cluster is one): its primary, else
+        a secondary (they hold the same databases), as Atlas describes processes ({id, typeName, replicaSetName,
+        hostname, userAlias, ...}), sorted by id."""
+        chosen: dict[str, tuple[int, dict]] = {}
+        for process in self._paged("/processes", version=PROCESSES_VERSION, what="listing the project's processes"):
+            kind = process.get("typeName")
+            if kind not in DATA_PROCESS_TYPES or not process.get("id"):
+                continue
+            key = process.get("replicaSetName") or process["id"]
+            rank = 0 if kind in PRIMARY_PROCESS_TYPES else 1
+            if key not in chosen or (rank, process["id"]) < (chosen[key][0], chosen[key][1]["id"]):
+                chosen[key] = (rank, process)
+        return sorted((process for _, process in chosen.values()), key=lambda process: process["id"])
+
+    def list_database_names(self) -> list[str]:
+        """The names of the databases on the project's clusters, sorted, without the server's own (admin, local,
+        config): each replica set's (or shard's) primary asked through the Admin API, every page, names merged."""
+        names: set[str] = set()
+        for process in self.data_processes():
+            process_id = process["id"]
+            for doc in self._paged(
+                f"/processes/{quote(process_id, safe=':')}/databases",
+                version=PROCESSES_VERSION,
+                what=f"listing the databases of {process.get('userAlias') or process_id}",
+            ):
+                name = str(doc.get("databaseName") or "")
+                if name and name not in SYSTEM_DATABASES:
+                    names.add(name)
+        return sorted(names)
+
+    def list_collection_names(self, *, db: str) -> list[str]:
+        """The Admin API cannot list collections: ConnectorError(config) saying so (see `lists_collections`)."""
+        raise ConnectorError(
+            f"Atlas's Admin API lists no collections (asked for those of {db!r}); name them instead.", kind="config"
+        )
 
     # -- users ----------------------------------------------------------------------------------------------
     def _user_path(self, username: str, db: str = AUTH_DATABASE) -> str:

@@ -45,6 +45,8 @@ class ScopeChoices:
     levels: list[dict]
     listed: bool
     error: str = ""
+    collections_listed: bool = True
+    note: str = ""
 
     def as_dict(self) -> dict:
         return {
@@ -53,18 +55,29 @@ class ScopeChoices:
             ],
             "levels": self.levels,
             "listed_from_server": self.listed,
+            "collections_listed_from_server": self.listed and self.collections_listed,
             "error": self.error,
+            "note": self.note,
         }
 
 
-def _server_listing(resource, *, allowed, refresh: bool) -> dict[str, list[str]]:
-    """{database: [collections]} of the databases `allowed(db)` lets through, read through the resource's admin
-    account; each answer is cached PAM_SCOPE_LIST_CACHE_SECONDS (collections only of the databases asked about)."""
+ATLAS_COLLECTIONS_NOTE = (
+    "Atlas's Admin API lists databases but not collections: the collections offered are the ones the policy "
+    "names; type others it allows."
+)
+
+
+def _server_listing(resource, *, allowed, refresh: bool) -> tuple[dict[str, list[str]], bool]:
+    """({database: [collections]} of the databases `allowed(db)` lets through, whether the collections came from
+    the server), read through the resource's connector (its admin account; Atlas's Admin API); each answer is
+    cached PAM_SCOPE_LIST_CACHE_SECONDS (collections only of the databases asked about). A connector that cannot
+    list collections (`lists_collections` False: Atlas) gives each database an empty list."""
     stamp = resource.updated_at.timestamp() if resource.updated_at else 0
     prefix = f"pam:scope-listing:{resource.pk}:{stamp}"
     ttl = settings.PAM_SCOPE_LIST_CACHE_SECONDS
     listing: dict[str, list[str]] = {}
     with connector_for(resource) as connector:
+        lists_collections = getattr(connector, "lists_collections", True)
         names = None if refresh else cache.get(f"{prefix}:databases")
         if names is None:
             names = connector.list_database_names()
@@ -72,13 +85,26 @@ def _server_listing(resource, *, allowed, refresh: bool) -> dict[str, list[str]]
         for db in names:
             if not allowed(db):
                 continue
+            if not lists_collections:
+                listing[db] = []
+                continue
             key = f"{prefix}:collections:{db}"
             collections = None if refresh else cache.get(key)
             if collections is None:
                 collections = connector.list_collection_names(db=db)
                 cache.set(key, collections, ttl)
             listing[db] = collections
-    return listing
+    return listing, lists_collections
+
+
+def _literal_collections(collections_allowed: list[str], db: str) -> list[str]:
+    """The collections of `db` an envelope names literally (`shop.orders`, or `*.orders` for any database)."""
+    names = []
+    for item in collections_allowed:
+        pattern, _, collection = item.partition(".")
+        if not is_pattern(collection) and (pattern == db or (is_pattern(pattern) and database_allowed([pattern], db))):
+            names.append(collection)
+    return names
 
 
 def envelope_levels(policy: AccessPolicy) -> list[dict]:
@@ -94,26 +120,28 @@ def envelope_levels(policy: AccessPolicy) -> list[dict]:
 def scope_choices(*, policy: AccessPolicy, refresh: bool = False) -> ScopeChoices:
     """The databases and collections a requester may pick under `policy`'s envelope, filtered by it.
 
-    MongoDB: read from the server (listDatabases, listCollections) through the resource's admin account and
-    cached briefly; `refresh` reads again. Atlas (whose Admin API lists no databases) and a server that cannot be
-    read: the envelope's literal names only, with the reason in `error`; a requester may still type names the
-    envelope's patterns allow.
+    Read from the server through the resource's connector and cached briefly (`refresh` reads again): MongoDB
+    through its admin account (listDatabases, listCollections); Atlas through the Admin API (the databases of
+    each cluster's primary), whose collections cannot be listed, so the envelope's literal collection names are
+    offered with a `note` saying so. A server that cannot be read: the envelope's literal names only, with the
+    reason in `error`. A requester may still type names the envelope's patterns allow.
     """
     resource = policy.scope_resource
     databases_allowed = list(policy.scope_databases or [])
     collections_allowed = list(policy.scope_collections or [])
     listing: dict[str, list[str]] | None = None
-    error = ""
-    if resource.is_atlas:
-        error = "Atlas's Admin API does not list databases: type the names you need."
-    else:
-        try:
-            listing = _server_listing(
-                resource, allowed=lambda db: database_allowed(databases_allowed, db), refresh=refresh
-            )
-        except ConnectorError as exc:
-            error = f"The databases could not be read from {resource.name}: {exc}"
-            log.warning("listing databases of %s for a scoped request failed: %s", resource.name, exc)
+    collections_listed = True
+    error = note = ""
+    try:
+        listing, collections_listed = _server_listing(
+            resource, allowed=lambda db: database_allowed(databases_allowed, db), refresh=refresh
+        )
+    except ConnectorError as exc:
+        error = f"The databases could not be read from {resource.name}: {exc}"
+        log.warning("listing databases of %s for a scoped request failed: %s", resource.name, exc)
+    if listing is not None and not collections_listed:
+        listing = {db: _literal_collections(collections_allowed, db) for db in listing}
+        note = ATLAS_COLLECTIONS_NOTE
     if listing is None:
         listing = {}
         for pattern in databases_allowed:
@@ -136,7 +164,14 @@ def scope_choices(*, policy: AccessPolicy, refresh: bool = False) -> ScopeChoice
         whole = not collections_allowed
         if names or whole:
             choices.append(DatabaseChoice(db, whole, names))
-    return ScopeChoices(choices, envelope_levels(policy), listed=not error, error=error)
+    return ScopeChoices(
+        choices,
+        envelope_levels(policy),
+        listed=not error,
+        error=error,
+        collections_listed=collections_listed,
+        note=note,
+    )
 
 
 def scoped_grants(*, limit: int = 500) -> list[Lease]:

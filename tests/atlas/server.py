@@ -22,6 +22,10 @@ It speaks the protocol the connector must cope with, not a convenient subset of 
   `...databaseAccess.users` as Atlas documents them ({name, value, currentUsage, defaultLimit, maximumLimit});
   another name is 400 INVALID_ENUM_VALUE. `project_limits = False` makes the endpoint absent (404), as on an
   Atlas-compatible API without it.
+- Processes and their databases (`processes`, `processes/{processId}/databases`, GET, paginated by `pageNum` and
+  `itemsPerPage` (1..500, else 400)): each cluster is a three-member replica set whose primary is not always the
+  first member; each member lists the cluster's databases (`admin`, `config`, `local` and those seeded with
+  `set_databases(cluster, names)`) as `{databaseName, links}`. An unknown process is 404.
 
 Fault knobs: `fail_next(method, path_fragment, status=..., times=..., retry_after=...)`. Everything it
 received is in `requests_seen` (method, path, status) for assertions. Run it with `AtlasApiServer().start()`.
@@ -48,7 +52,9 @@ VERSIONS = {
     "clusters": {"2023-02-01", "2024-08-05"},
     "customDBRoles": {"2023-01-01"},
     "limits": {"2023-01-01"},
+    "processes": {"2023-01-01"},
 }
+SERVER_DATABASES = ("admin", "config", "local")
 CUSTOM_ROLES_LIMIT = "atlas.project.security.databaseAccess.customRoles"
 USERS_LIMIT = "atlas.project.security.databaseAccess.users"
 LIMIT_BOUNDS = {CUSTOM_ROLES_LIMIT: (100, 1400), USERS_LIMIT: (100, 900)}
@@ -92,6 +98,8 @@ _CLUSTERS = re.compile(r"^/api/atlas/v2/groups/(?P<group>[^/]+)/clusters/?$")
 _STATUS = re.compile(r"^/api/atlas/v2/groups/(?P<group>[^/]+)/clusters/(?P<cluster>[^/]+)/status/?$")
 _ROLES = re.compile(r"^/api/atlas/v2/groups/(?P<group>[^/]+)/customDBRoles/roles/?$")
 _ROLE = re.compile(r"^/api/atlas/v2/groups/(?P<group>[^/]+)/customDBRoles/roles/(?P<role>[^/]+)/?$")
+_PROCESSES = re.compile(r"^/api/atlas/v2/groups/(?P<group>[^/]+)/processes/?$")
+_PROCESS_DATABASES = re.compile(r"^/api/atlas/v2/groups/(?P<group>[^/]+)/processes/(?P<process>[^/]+)/databases/?$")
 _LIMIT = re.compile(r"^/api/atlas/v2/groups/(?P<group>[^/]+)/limits/(?P<limit>[^/]+)/?$")
 _AUTH_PARAM = re.compile(r'(\w+)=(?:"([^"]*)"|([^\s,]+))')
 
@@ -126,6 +134,8 @@ class AtlasState:
     custom_role_limit: int = 100
     project_limits: bool = True
     """False: no `limits/{limitName}` endpoint (404), as an Atlas-compatible API without project limits."""
+    databases: dict[str, list[str]] = field(default_factory=dict)
+    """Per cluster, the databases it holds besides the server's own (see `set_databases`)."""
     pending: dict[str, int] = field(default_factory=dict)
     nonces: dict[str, tuple[float, int]] = field(default_factory=dict)
     faults: list[Fault] = field(default_factory=list)
@@ -235,6 +245,45 @@ class AtlasApiServer:
         """Put a custom role in the project directly (as an Atlas administrator would in the UI)."""
         with self.state.lock:
             self.state.custom_roles[doc["roleName"]] = {"actions": [], "inheritedRoles": [], **doc}
+
+    def set_databases(self, cluster: str, names: list[str]) -> None:
+        """Make `cluster` hold these databases (besides admin, config and local), as its processes list them."""
+        with self.state.lock:
+            self.state.databases[cluster] = list(names)
+
+    def processes(self) -> list[dict]:
+        """The project's processes as Atlas describes them: three mongod per cluster, one of them the primary."""
+        return [doc for _, doc in self._process_table()]
+
+    def _process_table(self) -> list[tuple[str, dict]]:
+        """(cluster name, process document) for every process, sorted by process id."""
+        with self.state.lock:
+            clusters = list(self.state.clusters)
+        docs = []
+        for index, cluster in enumerate(clusters):
+            slug = re.sub(r"[^a-z0-9]", "", cluster.lower()) or "cluster"
+            replica_set = f"atlas-{hashlib.sha256(cluster.encode()).hexdigest()[:6]}-shard-0"
+            for member in range(3):
+                alias = f"{slug}-shard-00-{member:02d}.abcde.mongodb.net"
+                docs.append(
+                    (
+                        cluster,
+                        {
+                            "created": "2026-01-01T00:00:00Z",
+                            "groupId": self.state.group_id,
+                            "hostname": f"atlas-{slug}-shard-00-{member:02d}.abcde.mongodb.net",
+                            "id": f"{alias}:27017",
+                            "lastPing": "2026-01-01T00:00:00Z",
+                            "links": [],
+                            "port": 27017,
+                            "replicaSetName": replica_set,
+                            "typeName": "REPLICA_PRIMARY" if member == index % 3 else "REPLICA_SECONDARY",
+                            "userAlias": alias,
+                            "version": "8.0.4",
+                        },
+                    )
+                )
+        return sorted(docs, key=lambda row: row[1]["id"])
 
     def is_applied(self) -> bool:
         with self.state.lock:
@@ -444,6 +493,8 @@ class _Handler(BaseHTTPRequestHandler):
             (_ROLES, self._roles),
             (_ROLE, self._role),
             (_LIMIT, self._limit),
+            (_PROCESSES, self._processes),
+            (_PROCESS_DATABASES, self._process_databases),
         ):
             match = pattern.match(path)
             if match:
@@ -789,6 +840,58 @@ class _Handler(BaseHTTPRequestHandler):
                 value, usage = default, len(state.users)
         body = {"name": name, "value": value, "currentUsage": usage, "defaultLimit": default, "maximumLimit": maximum}
         self._send(200, body, version=version)
+
+    def _page(self, docs: list[dict], version: str) -> None:
+        """Answer one page of `docs` as Atlas lists things ({links, results, totalCount}); 400 for a bad page."""
+        query = parse_qs(urlsplit(self.path).query)
+        try:
+            page = int(query.get("pageNum", ["1"])[0])
+            per_page = int(query.get("itemsPerPage", ["100"])[0])
+        except ValueError:
+            page = per_page = 0
+        if page < 1 or not 1 <= per_page <= 500:
+            self._send(
+                400,
+                _error(
+                    400,
+                    "INVALID_QUERY_PARAMETER",
+                    "pageNum must be at least 1 and itemsPerPage between 1 and 500.",
+                    "Bad Request",
+                ),
+            )
+            return
+        chunk = docs[(page - 1) * per_page : page * per_page]
+        self._send(200, {"links": [], "results": chunk, "totalCount": len(docs)}, version=version)
+
+    def _processes(self, match):
+        version = self._version_ok("processes")
+        if version is None:
+            return
+        if self.command != "GET":
+            self._send(405, _error(405, "METHOD_NOT_ALLOWED", "Method not allowed.", "Method Not Allowed"))
+            return
+        self._page(self.atlas.processes(), version)
+
+    def _process_databases(self, match):
+        version = self._version_ok("processes")
+        if version is None:
+            return
+        if self.command != "GET":
+            self._send(405, _error(405, "METHOD_NOT_ALLOWED", "Method not allowed.", "Method Not Allowed"))
+            return
+        process_id = unquote(match.group("process"))
+        cluster = next((name for name, doc in self.atlas._process_table() if doc["id"] == process_id), None)
+        if cluster is None:
+            self._send(
+                404,
+                _error(
+                    404, "PROCESS_NOT_FOUND", f"No process {process_id} exists in group.", "Not Found", [process_id]
+                ),
+            )
+            return
+        with self.atlas.state.lock:
+            names = sorted({*SERVER_DATABASES, *self.atlas.state.databases.get(cluster, [])})
+        self._page([{"databaseName": name, "links": []} for name in names], version)
 
     def _clusters(self, match):
         version = self._version_ok("clusters")

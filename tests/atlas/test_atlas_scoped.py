@@ -5,9 +5,12 @@ revocation, the reconciler)."""
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 import pytest
+import requests
+from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
@@ -23,7 +26,7 @@ from access.services.usage import access_lease_revoke, access_scoped_reveal
 from connectors import ConnectorError, connector_for
 from connectors.atlas import CUSTOM_ROLES_LIMIT_NAME, ProjectLimit
 from tests.factories import UserFactory
-from tests.helpers import make_approver
+from tests.helpers import make_approver, token_client, verified_client
 from tests.helpers import unique_name as _name
 
 pytestmark = pytest.mark.usefixtures("fast_atlas")
@@ -314,3 +317,113 @@ def test_the_reconciler_deletes_orphaned_request_roles_on_atlas(atlas_api, atlas
     assert [r.name for r in report.roles_dropped] == [orphan]
     assert set(atlas_api.state.custom_roles) == {live.server_role, "team-role"}
     assert AuditEvent.objects.filter(action="reconcile.drop_role", data__role=orphan).exists()
+
+
+# -- what a requester may pick: the databases Atlas's Admin API lists ------------------------------------------------
+def _envelope(resource, user, databases, collections=()):
+    cache.clear()  # the databases a resource lists are cached
+    return access_policy_create(
+        actor="test",
+        name=_name("atlas-envelope"),
+        user=user,
+        scope_resource=resource,
+        scope_databases=list(databases),
+        scope_collections=list(collections),
+        scope_levels=["read"],
+        max_duration=timedelta(hours=4),
+    )
+
+
+def _databases_asked(atlas_api) -> set[str]:
+    with atlas_api.state.lock:
+        seen = list(atlas_api.state.requests_seen)
+    return {m.group(1) for _, path, _ in seen if (m := re.search(r"/processes/([^/]+)/databases$", path))}
+
+
+def test_an_atlas_envelope_offers_the_databases_its_clusters_hold_read_from_the_admin_api_and_cached(
+    atlas_api, atlas_resource, people, monkeypatch
+):
+    requester, _approver = people
+    monkeypatch.setattr("connectors.atlas.PAGE_SIZE", 2)  # several pages of processes and of databases
+    atlas_api.set_databases("Cluster0", ["shop", "billing"])
+    atlas_api.set_databases("Cluster1", ["shop_eu", "reports"])
+    policy = _envelope(atlas_resource, requester, ["shop*"])
+    alice = token_client(requester)
+
+    choices = alice.get(f"/api/v1/scoped/envelopes/{policy.pk}/choices").json()
+    assert choices["listed_from_server"] is True and choices["error"] == ""
+    assert choices["databases"] == [
+        {"name": "shop", "whole_database": True, "collections": []},
+        {"name": "shop_eu", "whole_database": True, "collections": []},
+    ]
+    assert choices["collections_listed_from_server"] is False
+    assert "lists databases but not collections" in choices["note"]
+    primaries = {p["id"] for p in atlas_api.processes() if p["typeName"] == "REPLICA_PRIMARY"}
+    assert len(primaries) == 2 and _databases_asked(atlas_api) == primaries  # one mongod per cluster, its primary
+    asked = (atlas_api.count("GET", "/processes"), atlas_api.count("GET", "/databases"))
+    assert asked[1] == 2 * 3  # 5 databases per cluster (admin, config, local and 2), 2 a page
+
+    atlas_api.set_databases("Cluster0", ["shop", "billing", "shop_archive"])
+    assert alice.get(f"/api/v1/scoped/envelopes/{policy.pk}/choices").json() == choices  # cached: Atlas not asked
+    assert (atlas_api.count("GET", "/processes"), atlas_api.count("GET", "/databases")) == asked
+    fresh = alice.get(f"/api/v1/scoped/envelopes/{policy.pk}/choices?refresh=1").json()
+    assert [d["name"] for d in fresh["databases"]] == ["shop", "shop_archive", "shop_eu"]
+
+    page = verified_client(requester).get(f"/requests/scoped/{policy.pk}/").content.decode()
+    assert 'value="shop_eu"' in page and 'value="billing"' not in page
+    assert 'id="collections-note"' in page and "lists databases but not collections" in page
+
+
+def test_on_atlas_the_collections_offered_are_the_ones_the_envelope_names(atlas_api, atlas_resource, people):
+    requester, _approver = people
+    atlas_api.set_databases("Cluster0", ["shop", "shop_eu", "billing"])
+    policy = _envelope(
+        atlas_resource, requester, ["shop*", "billing"], ["shop.orders", "shop_eu.inv*", "*.audit", "billing.ledger"]
+    )
+    choices = token_client(requester).get(f"/api/v1/scoped/envelopes/{policy.pk}/choices").json()
+    assert choices["listed_from_server"] is True
+    assert choices["databases"] == [
+        {"name": "billing", "whole_database": False, "collections": ["audit", "ledger"]},
+        {"name": "shop", "whole_database": False, "collections": ["audit", "orders"]},
+        {"name": "shop_eu", "whole_database": False, "collections": ["audit"]},  # inv* is typed, not listed
+    ]
+
+
+def test_an_admin_api_error_is_said_in_words_and_the_envelopes_literal_names_are_offered(
+    atlas_api, atlas_resource, people
+):
+    requester, _approver = people
+    atlas_api.set_databases("Cluster0", ["shop", "shop_eu", "billing"])
+    policy = _envelope(atlas_resource, requester, ["shop", "shop_*"])
+    atlas_api.fail_next("GET", "/processes", status=403, error_code="IP_ADDRESS_NOT_ON_ACCESS_LIST")
+    alice = token_client(requester)
+
+    refused = alice.get(f"/api/v1/scoped/envelopes/{policy.pk}/choices").json()
+    assert refused["listed_from_server"] is False
+    assert refused["error"].startswith("The databases could not be read from atlas-proj: Atlas refused listing")
+    assert "IP_ADDRESS_NOT_ON_ACCESS_LIST" in refused["error"] and "HTTP 403" in refused["error"]
+    assert refused["databases"] == [{"name": "shop", "whole_database": True, "collections": []}]
+    assert atlas_api.state.private_key not in refused["error"]
+
+    again = alice.get(f"/api/v1/scoped/envelopes/{policy.pk}/choices").json()  # a failure is not cached
+    assert again["listed_from_server"] is True and [d["name"] for d in again["databases"]] == ["shop", "shop_eu"]
+
+
+def test_the_local_admin_api_checks_the_version_and_the_page_of_its_process_lists(atlas_api):
+    auth = requests.auth.HTTPDigestAuth(atlas_api.state.public_key, atlas_api.state.private_key)
+    base = f"{atlas_api.base_url}/api/atlas/v2/groups/{atlas_api.state.group_id}/processes"
+    versioned = {"Accept": "application/vnd.atlas.2023-01-01+json"}
+    with requests.Session() as http:
+        http.auth = auth
+        unversioned = http.get(base, headers={"Accept": "application/json"}, timeout=5)
+        assert unversioned.status_code == 406 and unversioned.json()["errorCode"] == "INVALID_VERSION_DATE"
+        assert http.get(base, headers=versioned, params={"itemsPerPage": 501}, timeout=5).status_code == 400
+        listed = http.get(base, headers=versioned, params={"itemsPerPage": 500}, timeout=5).json()
+        assert listed["totalCount"] == 6 and {p["typeName"] for p in listed["results"]} == {
+            "REPLICA_PRIMARY",
+            "REPLICA_SECONDARY",
+        }
+        one = listed["results"][0]["id"]
+        databases = http.get(f"{base}/{one}/databases", headers=versioned, timeout=5).json()
+        assert [d["databaseName"] for d in databases["results"]] == ["admin", "config", "local"]
+        assert http.get(f"{base}/nowhere:27017/databases", headers=versioned, timeout=5).status_code == 404
