@@ -143,6 +143,9 @@ def scoped_envelopes(ctx, resource, choices, json_out):
     )
     for envelope in rows if choices else []:
         click.echo(f"\nOn {envelope['resource']['name']} under policy {envelope['policy']['id']}:")
+        for said in (envelope["choices"].get("error"), envelope["choices"].get("note")):
+            if said:
+                click.echo(f"  ({said})")
         for database in envelope["choices"]["databases"]:
             whole = " (whole database allowed)" if database["whole_database"] else ""
             click.echo(f"  {database['name']}{whole}: {', '.join(database['collections']) or '(no collections)'}")

@@ -375,3 +375,28 @@ def test_deactivating_a_person_ends_their_cli_logins():
     user_access_end(user=user, reason=SessionEndReason.USER_DEACTIVATED, actor="security team")
     assert not get_refresh_token_model().objects.filter(user=user, revoked__isnull=True).exists()
     assert _api(tokens["access_token"]).get("/api/v1/me").status_code == 401
+
+
+def test_pam_scoped_envelopes_says_why_the_choices_are_the_envelopes_own_names(monkeypatch, tmp_path):
+    """When the server cannot be listed, `pam scoped envelopes --choices` shows the portal's reason (as the form
+    does) above the names the envelope itself gives, instead of an unexplained short list."""
+    from types import SimpleNamespace
+
+    from click.testing import CliRunner
+
+    import cli.api
+    from access.services.tokens import api_token_create
+    from cli.main import cli as pam
+    from tests.helpers import scoped_envelope
+
+    unreachable = SimpleNamespace(port=9, username="pam-admin", password="not-used-nothing-listens")
+    envelope = scoped_envelope(unreachable, ["shop"], requester="eng", approver="boss", name="shop-readers")
+    _token, raw = api_token_create(user=envelope["requester"])
+    monkeypatch.setattr(cli.api.requests, "Session", _DjangoHttp)
+    env = {"PAM_PORTAL": "http://testserver", "PAM_TOKEN": raw, "XDG_CONFIG_HOME": str(tmp_path)}
+    result = CliRunner().invoke(pam, ["scoped", "envelopes", "--choices"], env=env)
+    assert result.exit_code == 0, result.output
+    said = [line.strip() for line in result.output.splitlines() if line.strip().startswith("(")]
+    assert said and "127.0.0.1:9" in said[0], result.output  # the reason, in the portal's words
+    assert "shop" in result.output.split(said[0], 1)[1]
+    assert raw not in result.output
