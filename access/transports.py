@@ -153,12 +153,17 @@ def syslog_message(record: SinkRecord, *, facility: int, hostname: str, app_name
 
 def syslog_frame(record: SinkRecord, *, facility: int, hostname: str, app_name: str, system: str) -> bytes:
     """One RFC 5424 message with its octet count (RFC 6587 §3.4.1): `<len> <message>`."""
-    message = syslog_message(record, facility=facility, hostname=hostname, app_name=app_name, system=system)
+    return octet_counted(syslog_message(record, facility=facility, hostname=hostname, app_name=app_name, system=system))
+
+
+def octet_counted(message: bytes) -> bytes:
+    """RFC 6587 §3.4.1 framing: `<len> <message>`."""
     return str(len(message)).encode() + b" " + message
 
 
-class SyslogTlsTransport:
-    """RFC 5425: one TLS connection per batch, confirmed by the receiver closing in answer to our close_notify."""
+class _SyslogOverTls:
+    """What both syslog transports share: the sink's settings, RFC 5424 messages, and one TLS connection per batch
+    whose network errors become a DeliveryError naming the receiver. Subclasses say how a batch is sent over it."""
 
     def __init__(
         self,
@@ -178,25 +183,41 @@ class SyslogTlsTransport:
         self.context = tls_context(ca_certificate=ca_certificate, verify=tls_verify)
         self.where = f"{host}:{port}"
 
-    def send(self, records: list[SinkRecord]) -> None:
-        payload = b"".join(
-            syslog_frame(
+    def messages(self, records: list[SinkRecord]) -> list[bytes]:
+        return [
+            syslog_message(
                 record, facility=self.facility, hostname=self.hostname, app_name=self.app_name, system=self.system
             )
             for record in records
-        )
+        ]
+
+    def send(self, records: list[SinkRecord]) -> None:
+        messages = self.messages(records)
         try:
             with socket.create_connection((self.host, self.port), timeout=self.timeout) as raw:
                 tls = self.context.wrap_socket(raw, server_hostname=self.host)
                 try:
-                    tls.sendall(payload)
-                    self._confirm(tls)
+                    self.send_over(tls, messages)
                 finally:
                     tls.close()
         except DeliveryError:
             raise
         except (OSError, ssl.SSLError) as exc:
             raise network_error(exc, self.where) from None
+
+    def send_over(self, tls: ssl.SSLSocket, messages: list[bytes]) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+class SyslogTlsTransport(_SyslogOverTls):
+    """RFC 5425: one TLS connection per batch, confirmed by the receiver closing in answer to our close_notify."""
+
+    def send_over(self, tls: ssl.SSLSocket, messages: list[bytes]) -> None:
+        tls.sendall(b"".join(octet_counted(message) for message in messages))
+        self._confirm(tls)
 
     def _confirm(self, tls: ssl.SSLSocket) -> None:
         """Send close_notify and wait until the receiver closes: it has then read everything before it."""
@@ -206,9 +227,6 @@ class SyslogTlsTransport:
             pass  # rsyslog closes the TCP connection without a close_notify: a clean close all the same
         except ssl.SSLZeroReturnError:
             pass
-
-    def close(self) -> None:
-        pass
 
 
 RELP_WINDOW = 128
@@ -291,48 +309,14 @@ def _relp_status(data: bytes) -> tuple[int, str]:
     return (int(code) if code.isdigit() else 0), "".join(ch for ch in text if ch.isprintable())[:120]
 
 
-class RelpTlsTransport:
+class RelpTlsTransport(_SyslogOverTls):
     """RELP over TLS: one session per batch; delivered once the receiver answered `200 OK` to every message of it."""
 
-    def __init__(
-        self,
-        *,
-        host: str,
-        port: int,
-        ca_certificate: str = "",
-        tls_verify: bool = True,
-        facility: int = 13,
-        app_name: str = "mongo-pam",
-        system: str = "mongo-pam",
-        timeout: float = 10.0,
-    ):
-        self.host, self.port, self.timeout = host, port, timeout
-        self.facility, self.app_name, self.system = facility, app_name, system
-        self.hostname = socket.gethostname()
-        self.context = tls_context(ca_certificate=ca_certificate, verify=tls_verify)
-        self.where = f"{host}:{port}"
-
-    def send(self, records: list[SinkRecord]) -> None:
-        messages = [
-            syslog_message(
-                record, facility=self.facility, hostname=self.hostname, app_name=self.app_name, system=self.system
-            )
-            for record in records
-        ]
-        try:
-            with socket.create_connection((self.host, self.port), timeout=self.timeout) as raw:
-                tls = self.context.wrap_socket(raw, server_hostname=self.host)
-                try:
-                    session = _RelpSession(tls, self.where)
-                    self._open(session)
-                    self._deliver(session, messages)
-                    self._close(session, len(messages) + 2)
-                finally:
-                    tls.close()
-        except DeliveryError:
-            raise
-        except (OSError, ssl.SSLError) as exc:
-            raise network_error(exc, self.where) from None
+    def send_over(self, tls: ssl.SSLSocket, messages: list[bytes]) -> None:
+        session = _RelpSession(tls, self.where)
+        self._open(session)
+        self._deliver(session, messages)
+        self._close(session, len(messages) + 2)
 
     def _open(self, session: _RelpSession) -> None:
         session.send(1, "open", f"relp_version=0\nrelp_software={USER_AGENT}\ncommands=syslog".encode())
@@ -367,9 +351,6 @@ class RelpTlsTransport:
         with contextlib.suppress(DeliveryError, OSError, ssl.SSLError):
             session.send(txnr, "close")
             session.answer({txnr})
-
-    def close(self) -> None:
-        pass
 
 
 # -- HTTP: Splunk HEC and signed webhooks ------------------------------------------------------------------------
