@@ -29,7 +29,16 @@ from cli.access import (
 from cli.api import Api, CliError
 from cli.config import credentials_path, forget_login, load_login
 from cli.login import device_login
-from cli.output import JSON_HELP, duration_words, json_option, print_credentials, print_json, table, when
+from cli.output import (
+    JSON_HELP,
+    duration_words,
+    json_option,
+    print_credentials,
+    print_json,
+    print_mine_and_queue,
+    table,
+    when,
+)
 from cli.output import wants_json as _json
 from cli.scoped import scoped_group
 
@@ -428,17 +437,14 @@ def requests(ctx, json_out):
     """Your access requests (and, for approvers, the queue); `new`, `approve`, `deny`, `cancel`."""
     if ctx.invoked_subcommand is not None:
         return
-    api = Api.from_environment()
-    mine = api.get("requests")["results"]
-    queue = api.get("requests", queue=1)["results"] if api.get("me")["approver"] else []
-    if _json(ctx, json_out):
-        print_json({"mine": mine, "to_decide": queue})
-        return
-    click.echo("Your requests:")
-    table(REQUEST_HEADERS, _request_rows(mine), empty="  none")
-    if queue:
-        click.echo("\nWaiting for your decision:")
-        table(REQUEST_HEADERS, _request_rows(queue))
+    print_mine_and_queue(
+        Api.from_environment(),
+        "requests",
+        what="requests",
+        headers=REQUEST_HEADERS,
+        rows=_request_rows,
+        as_json=_json(ctx, json_out),
+    )
 
 
 @requests.command("new")

@@ -60,6 +60,21 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[object]], *, empty: st
         click.echo("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip())
 
 
+def print_mine_and_queue(api, path: str, *, what: str, headers: Sequence[str], rows, as_json: bool) -> None:
+    """The caller's requests at `path` and, for an approver, the queue waiting for their decision (`rows` turns
+    the API's answers into table rows); `{"mine", "to_decide"}` with --json."""
+    mine = api.get(path)["results"]
+    queue = api.get(path, queue=1)["results"] if api.get("me")["approver"] else []
+    if as_json:
+        print_json({"mine": mine, "to_decide": queue})
+        return
+    click.echo(f"Your {what}:")
+    table(headers, rows(mine), empty="  none")
+    if queue:
+        click.echo("\nWaiting for your decision:")
+        table(headers, rows(queue))
+
+
 def when(value: str | None) -> str:
     """An API timestamp as `YYYY-MM-DD HH:MM:SS UTC` (or "—")."""
     if not value:

@@ -15,7 +15,7 @@ import click
 
 from cli.access import no_scoped_request, show_warnings, wait_for_request, with_fresh_code
 from cli.api import EXIT_DENIED, Api, CliError
-from cli.output import json_option, print_credentials, print_json, table, wants_json, when
+from cli.output import json_option, print_credentials, print_json, print_mine_and_queue, table, wants_json, when
 
 PATH = "scoped/requests"
 SEE_GRANT = "use it with `pam scoped creds {id}` (credentials, once) or `pam db access --scoped {id}`"
@@ -211,17 +211,14 @@ def _say(row: dict) -> None:
 @click.pass_context
 def scoped_list(ctx, json_out):
     """Your scoped requests (and, for approvers, the ones waiting for a decision)."""
-    api = Api.from_environment()
-    mine = api.get(PATH)["results"]
-    queue = api.get(PATH, queue=1)["results"] if api.get("me")["approver"] else []
-    if wants_json(ctx, json_out):
-        print_json({"mine": mine, "to_decide": queue})
-        return
-    click.echo("Your scoped requests:")
-    table(HEADERS, _rows(mine), empty="  none")
-    if queue:
-        click.echo("\nWaiting for your decision:")
-        table(HEADERS, _rows(queue))
+    print_mine_and_queue(
+        Api.from_environment(),
+        PATH,
+        what="scoped requests",
+        headers=HEADERS,
+        rows=_rows,
+        as_json=wants_json(ctx, json_out),
+    )
 
 
 @scoped_group.command("show")
