@@ -120,6 +120,12 @@ def show_warnings(answer: dict) -> None:
         click.echo(f"pam: note: {warning}", err=True)
 
 
+def one_time_code(given: str = "") -> str:
+    """The one-time code: `given` (--otp), else $PAM_OTP, else asked for on the terminal."""
+    code = given or os.environ.get("PAM_OTP") or click.prompt("One-time code from your authenticator app", err=True)
+    return code.strip()
+
+
 def with_fresh_code(call, body: dict):
     """Run `call(body)`; when the API asks for a one-time code (field `otp`), prompt for one and try once more."""
     try:
@@ -128,8 +134,7 @@ def with_fresh_code(call, body: dict):
         if exc.field != "otp":
             raise
         click.echo(str(exc), err=True)
-        code = os.environ.get("PAM_OTP") or click.prompt("One-time code from your authenticator app", err=True)
-        return call({**body, "otp": code.strip()})
+        return call({**body, "otp": one_time_code()})
 
 
 # -- the session -----------------------------------------------------------------------------------------------

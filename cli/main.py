@@ -22,6 +22,7 @@ from cli.access import (
     issue_lease,
     lease_left,
     no_grant,
+    one_time_code,
     run_access,
     show_warnings,
     wait_for_request,
@@ -481,8 +482,7 @@ def requests_new(ctx, resource, account, role, reason, duration, break_glass, wa
 def _decide(ctx, request_id: int, comment: str, otp: str, json_out: bool, verb: str) -> None:
     api = Api.from_environment()
     api.get(f"requests/{request_id}")  # 404 in words before asking for a code
-    code = otp or os.environ.get("PAM_OTP") or click.prompt("One-time code from your authenticator app", err=True)
-    decided = api.post(f"requests/{request_id}/{verb}", {"comment": comment, "otp": code.strip()})
+    decided = api.post(f"requests/{request_id}/{verb}", {"comment": comment, "otp": one_time_code(otp)})
     if _json(ctx, json_out):
         print_json(decided)
     else:

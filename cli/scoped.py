@@ -9,11 +9,9 @@ database user made for the request, used once as credentials (`pam scoped creds 
 
 from __future__ import annotations
 
-import os
-
 import click
 
-from cli.access import no_scoped_request, show_warnings, wait_for_request, with_fresh_code
+from cli.access import no_scoped_request, one_time_code, show_warnings, wait_for_request, with_fresh_code
 from cli.api import EXIT_DENIED, Api, CliError
 from cli.output import json_option, print_credentials, print_json, print_mine_and_queue, table, wants_json, when
 
@@ -253,8 +251,7 @@ def _call(api: Api, method: str, request_id: int, action: str = "", body: dict |
 
 def _decide(api: Api, request_id: int, verb: str, body: dict, otp: str) -> dict:
     _call(api, "GET", request_id)  # 404 in words before asking for a code
-    code = otp or os.environ.get("PAM_OTP") or click.prompt("One-time code from your authenticator app", err=True)
-    return _call(api, "POST", request_id, verb, {**body, "otp": code.strip()})
+    return _call(api, "POST", request_id, verb, {**body, "otp": one_time_code(otp)})
 
 
 @scoped_group.command("approve")
