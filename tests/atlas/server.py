@@ -429,6 +429,9 @@ class _Handler(BaseHTTPRequestHandler):
             return False
         return True
 
+    def _method_not_allowed(self) -> None:
+        self._send(405, _error(405, "METHOD_NOT_ALLOWED", "Method not allowed.", "Method Not Allowed"))
+
     def _version_ok(self, resource: str) -> str | None:
         accept = self.headers.get("Accept", "")
         match = re.fullmatch(r"application/vnd\.atlas\.(\d{4}-\d{2}-\d{2})\+json", accept.strip())
@@ -585,7 +588,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, {"links": [], "results": chunk, "totalCount": len(docs)}, version=version)
             return
         if self.command != "POST":
-            self._send(405, _error(405, "METHOD_NOT_ALLOWED", "Method not allowed.", "Method Not Allowed"))
+            self._method_not_allowed()
             return
         body = self._json_body()
         if body is None:
@@ -709,7 +712,7 @@ class _Handler(BaseHTTPRequestHandler):
                     self.atlas._touch(doc.get("scopes"))
             self._send(200, self._public(doc), version=version)
         else:
-            self._send(405, _error(405, "METHOD_NOT_ALLOWED", "Method not allowed.", "Method Not Allowed"))
+            self._method_not_allowed()
 
     def _roles(self, match):
         version = self._version_ok("customDBRoles")
@@ -722,7 +725,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, docs, version=version)
             return
         if self.command != "POST":
-            self._send(405, _error(405, "METHOD_NOT_ALLOWED", "Method not allowed.", "Method Not Allowed"))
+            self._method_not_allowed()
             return
         body = self._json_body()
         if body is None:
@@ -810,7 +813,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self.atlas._touch(None)
             self._send(200, doc, version=version)
         else:
-            self._send(405, _error(405, "METHOD_NOT_ALLOWED", "Method not allowed.", "Method Not Allowed"))
+            self._method_not_allowed()
 
     def _limit(self, match):
         state = self.atlas.state
@@ -822,7 +825,7 @@ class _Handler(BaseHTTPRequestHandler):
         if version is None:
             return
         if self.command != "GET":
-            self._send(405, _error(405, "METHOD_NOT_ALLOWED", "Method not allowed.", "Method Not Allowed"))
+            self._method_not_allowed()
             return
         name = unquote(match.group("limit"))
         if name not in LIMIT_BOUNDS:
@@ -868,7 +871,7 @@ class _Handler(BaseHTTPRequestHandler):
         if version is None:
             return
         if self.command != "GET":
-            self._send(405, _error(405, "METHOD_NOT_ALLOWED", "Method not allowed.", "Method Not Allowed"))
+            self._method_not_allowed()
             return
         self._page(self.atlas.processes(), version)
 
@@ -877,7 +880,7 @@ class _Handler(BaseHTTPRequestHandler):
         if version is None:
             return
         if self.command != "GET":
-            self._send(405, _error(405, "METHOD_NOT_ALLOWED", "Method not allowed.", "Method Not Allowed"))
+            self._method_not_allowed()
             return
         process_id = unquote(match.group("process"))
         cluster = next((name for name, doc in self.atlas._process_table() if doc["id"] == process_id), None)
