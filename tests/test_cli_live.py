@@ -34,7 +34,7 @@ from django_otp.oath import totp
 
 from tests.mongo.fixtures import running_in_ci
 from tests.profile import subprocess_env
-from tests.test_portal_browser import CHROMIUM, CHROMIUM_ARGS, PASSWORD, PortalServer
+from tests.test_portal_browser import CHROMIUM, PASSWORD, PortalServer, chromium_browser
 
 pytestmark = [pytest.mark.browser, pytest.mark.ferretdb]
 
@@ -271,27 +271,6 @@ def _code(key: bytes) -> str:
     return f"{totp(key):06d}"
 
 
-@contextlib.contextmanager
-def _chromium():
-    """Debian's chromium through Playwright (never a downloaded browser); Django's ORM stays usable meanwhile."""
-    from playwright.sync_api import sync_playwright
-
-    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
-    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-    try:
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-            try:
-                yield browser
-            finally:
-                browser.close()
-    finally:
-        if previous is None:
-            os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
-        else:
-            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
-
-
 def _portal_sign_in(page, stack: Stack, username: str, key: bytes, *, url: str = "") -> None:
     """Sign `page` in as `username`: password, then the authenticator's code (from `url`, or the portal's home)."""
     page.set_default_timeout(15_000)
@@ -332,7 +311,7 @@ def logged_in(stack) -> dict:
     link = login.wait_for(r"\(or open (\S+/device/\?user_code=(\w+))\)", timeout=30)
     url, user_code = link.group(1), link.group(2)
     shown = login.wait_for(r"enter the code (\w{4}-\w{4})").group(1)
-    with _chromium() as browser:
+    with chromium_browser() as browser:
         page = browser.new_page()
         # the device page needs a signed-in user, past the second factor
         _portal_sign_in(page, stack, "eng", stack.engineer_key, url=url)
@@ -537,7 +516,7 @@ def test_an_approval_wait_completes_when_a_second_user_approves_in_the_portal(st
 
         queue = stack.pam("requests", env=stack.boss_env())
         assert queue.returncode == 0 and "Waiting for your decision" in queue.stdout and "INC-77" in queue.stdout
-        with _chromium() as browser:  # the second user approves in the portal's approval queue
+        with chromium_browser() as browser:  # the second user approves in the portal's approval queue
             page = browser.new_page()
             _portal_sign_in(page, stack, "boss", stack.approver_key)
             page.goto(f"{stack.portal.url}/approvals/")

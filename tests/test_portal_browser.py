@@ -10,6 +10,7 @@ dropped). Every step is screenshotted under test-output/screenshots/<test>/ and 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -96,24 +97,35 @@ def portal_server(django_db_setup, django_db_blocker, gateway_process, tmp_path_
     server.stop()
 
 
-@pytest.fixture(scope="module")
-def browser(chromium_path):
+@contextlib.contextmanager
+def chromium_browser(path: Path = CHROMIUM) -> Iterator:
+    """Debian's chromium through Playwright (never a downloaded browser), closed on the way out.
+
+    Playwright's sync API keeps an asyncio loop on this thread while it runs; the ORM calls of the tests (and
+    pytest-django's flushes between them) are plain blocking calls all the same, so Django is told to allow them.
+    """
     from playwright.sync_api import sync_playwright
 
-    # Playwright's sync API keeps an asyncio loop on this thread for the module's life; the ORM calls of these
-    # tests (and pytest-django's flushes between them) are plain blocking calls all the same.
     previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
     os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
     try:
         with sync_playwright() as playwright:
-            chromium = playwright.chromium.launch(executable_path=str(chromium_path), headless=True, args=CHROMIUM_ARGS)
-            yield chromium
-            chromium.close()
+            chromium = playwright.chromium.launch(executable_path=str(path), headless=True, args=CHROMIUM_ARGS)
+            try:
+                yield chromium
+            finally:
+                chromium.close()
     finally:
         if previous is None:
             os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
         else:
             os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
+
+
+@pytest.fixture(scope="module")
+def browser(chromium_path):
+    with chromium_browser(chromium_path) as chromium:
+        yield chromium
 
 
 # -- a watched browser tab ---------------------------------------------------------------------------------------
