@@ -3,6 +3,8 @@
 - ``wire_server`` (session): a standalone :class:`WireServer` on a free port, in its own thread and
   event loop; ``.uri`` is the root user's connection string (``directConnection=true``).
 - ``wire_server_rs`` (session): the same as the primary of replica set ``rs0`` (``replicaSet=rs0``).
+- ``wire_replica_set`` (function): a fresh two-member replica set ``rs0`` (``WireReplicaSet``), for tests
+  that step its primary down.
 - ``wire_faults_cleared``: clears the faults of both servers after a test that set some.
 
 Session servers are shared: tests should use their own database and user names and clear faults.
@@ -15,6 +17,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.mongo.wireserver import WireServer
+from tests.mongo.wireserver.replset import WireReplicaSet
 
 
 @pytest.fixture(scope="session")
@@ -31,6 +34,14 @@ def wire_server_rs() -> Iterator[WireServer]:
     server = WireServer(replica_set="rs0").start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def wire_replica_set() -> Iterator[WireReplicaSet]:
+    """Two wire servers forming replica set ``rs0`` (one data store), fresh for each test: it may step down."""
+    replica_set = WireReplicaSet("rs0").start()
+    yield replica_set
+    replica_set.stop()
 
 
 @pytest.fixture

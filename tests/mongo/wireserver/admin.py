@@ -1,6 +1,7 @@
 """Diagnostic and administrative commands: ping, buildInfo, getParameter, connectionStatus,
 serverStatus, getLog, endSessions, currentOp (also as the ``$currentOp`` aggregation stage),
-killOp, killAllSessions and the fault-injection command ``wireserverFault``.
+killOp, killAllSessions, replSetStepDown and replSetGetStatus (members of a ``replset.WireReplicaSet``) and the
+fault-injection command ``wireserverFault``.
 
 Kill commands really close other connections: ``killOp {op: N}`` closes the connection whose
 current or last operation is ``N``, ``killAllSessions [{user, db}]`` closes every connection
@@ -225,6 +226,41 @@ def kill_all_sessions(server, conn, db: str, cmd: dict) -> dict:
     return {"ok": 1.0}
 
 
+# -- replication -----------------------------------------------------------------------------------
+def _not_a_set() -> CommandError:
+    return CommandError(76, "not running with --replSet", "NoReplicationEnabled")
+
+
+def repl_set_step_down(server, conn, db: str, cmd: dict) -> dict:
+    """``replSetStepDown``: the primary of a two-member set becomes secondary, the other member primary."""
+    if server.replset is None:
+        raise _not_a_set()
+    server.replset.step_down(server)
+    return {"ok": 1.0}
+
+
+def repl_set_get_status(server, conn, db: str, cmd: dict) -> dict:
+    """``replSetGetStatus``: each member's name and state (PRIMARY 1, SECONDARY 2)."""
+    replset = server.replset
+    if replset is None:
+        raise _not_a_set()
+    members = []
+    for index, member in enumerate(replset.members):
+        primary = replset.is_primary(member)
+        members.append(
+            {
+                "_id": index,
+                "name": member.host_port,
+                "health": 1.0,
+                "state": 1 if primary else 2,
+                "stateStr": "PRIMARY" if primary else "SECONDARY",
+                "self": member is server,
+            }
+        )
+    primary = replset.is_primary(server)
+    return {"set": replset.name, "myState": 1 if primary else 2, "term": replset.term, "members": members, "ok": 1.0}
+
+
 # -- fault injection ----------------------------------------------------------------------------
 def wireserver_fault(server, conn, db: str, cmd: dict) -> dict:
     """The admin command behind the fault-injection API (see ``faults.py`` for the forms)."""
@@ -283,4 +319,6 @@ HANDLERS = {
     "killOp": kill_op,
     "killAllSessions": kill_all_sessions,
     "wireserverFault": wireserver_fault,
+    "replSetStepDown": repl_set_step_down,
+    "replSetGetStatus": repl_set_get_status,
 }

@@ -529,6 +529,8 @@ CHECKS: dict[str, str | Check] = {
     "getLog": _on_cluster("getLog"),
     "getParameter": _on_cluster("getParameter"),
     "wireserverFault": _on_cluster(FAULT_ACTION),
+    "replSetStepDown": _on_cluster("replSetStateChange"),
+    "replSetGetStatus": _on_cluster("replSetGetStatus"),
 }
 
 ADMIN_ONLY = frozenset(
@@ -541,5 +543,7 @@ ADMIN_ONLY = frozenset(
         "serverStatus",
         "getLog",
         "wireserverFault",
+        "replSetStepDown",
+        "replSetGetStatus",
     }
 )

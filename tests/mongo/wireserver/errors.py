@@ -10,6 +10,7 @@ CODE_NAMES = {
     9: "FailedToParse",
     11: "UserNotFound",
     13: "Unauthorized",
+    13435: "NotPrimaryNoSecondaryOk",
     14: "TypeMismatch",
     18: "AuthenticationFailed",
     26: "NamespaceNotFound",
@@ -41,15 +42,22 @@ CODE_NAMES = {
 class CommandError(Exception):
     """A command failed; the server turns it into ``{ok: 0, errmsg, code, codeName}``."""
 
-    def __init__(self, code: int, errmsg: str, code_name: str | None = None) -> None:
+    def __init__(
+        self, code: int, errmsg: str, code_name: str | None = None, *, labels: list[str] | None = None, **extra
+    ) -> None:
         super().__init__(errmsg)
         self.code = code
         self.errmsg = errmsg
         self.code_name = code_name if code_name is not None else CODE_NAMES.get(code, "")
+        self.labels = labels or []
+        self.extra = extra
 
     def to_document(self) -> dict:
-        """The reply document mongod would send for this failure."""
-        return {"ok": 0.0, "errmsg": self.errmsg, "code": self.code, "codeName": self.code_name}
+        """The reply document mongod would send for this failure (with ``errorLabels`` and extra fields if any)."""
+        document = {"ok": 0.0, "errmsg": self.errmsg, "code": self.code, "codeName": self.code_name, **self.extra}
+        if self.labels:
+            document["errorLabels"] = list(self.labels)
+        return document
 
 
 def bad_value(message: str) -> CommandError:

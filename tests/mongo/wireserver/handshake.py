@@ -1,7 +1,8 @@
 """The connection handshake and login: hello/isMaster, saslStart/saslContinue, logout.
 
 hello answers as a standalone or, with ``replica_set``, as the single primary of that set
-(``setName``, ``hosts``, ``me``, ``primary``, ``setVersion``, ``electionId``), advertising
+(``setName``, ``hosts``, ``me``, ``primary``, ``setVersion``, ``electionId``), or as a member of a
+two-member set (``replset.WireReplicaSet``: primary or secondary, with ``topologyVersion``), advertising
 ``maxWireVersion`` 21 so drivers use OP_MSG. It honours ``saslSupportedMechs: "db.user"`` and runs
 a ``speculativeAuthenticate`` saslStart in place. SCRAM itself is ``gatewayproxy.wire.scram``'s
 :class:`ScramServer`; after the proof checks out, the user's ``authenticationRestrictions``
@@ -58,8 +59,12 @@ def hello(server, conn, db: str, cmd: dict) -> dict:
     reply: dict[str, Any] = {}
     if cmd.get("helloOk"):
         reply["helloOk"] = True
-    reply["isWritablePrimary" if name == "hello" else "ismaster"] = True
-    if server.replica_set:
+    replset = getattr(server, "replset", None)
+    writable = replset is None or replset.is_primary(server)
+    reply["isWritablePrimary" if name == "hello" else "ismaster"] = writable
+    if replset is not None:  # a member of a two-member set (replset.py), with topologyVersion as mongod sends it
+        reply.update(replset.hello_fields(server))
+    elif server.replica_set:
         me = server.host_port
         # No topologyVersion: drivers would then stream hellos, which tests do not need.
         reply.update(

@@ -154,6 +154,10 @@ class Connection:
                 self.close(f"fault: closeAfter {faults.close_after} messages")
                 return
         failure = faults.take_failure(name)
+        awaitable = self.server.replset is not None and name in _OP_QUERY_COMMANDS and "maxAwaitTimeMS" in cmd
+        if failure is None and awaitable:
+            await self._awaitable_hello(message, db, name, cmd)
+            return
         document = self._failure_reply(failure) if failure else self._run(db, name, cmd)
         if self.closed:
             return
@@ -169,6 +173,30 @@ class Connection:
         if isinstance(message, wire.OpMsg) and message.more_to_come:
             return
         await self._send(message, document)
+
+    async def _awaitable_hello(self, message: wire.OpMsg | wire.OpQuery, db: str, name: str, cmd: dict) -> None:
+        """An awaitable hello (a member of a set): answer when the state changes or ``maxAwaitTimeMS`` passes;
+        with ``exhaustAllowed``, keep streaming replies flagged ``moreToCome``, each after the next change or wait."""
+        replset = self.server.replset
+        wait = cmd.get("maxAwaitTimeMS")
+        wait_s = max(0.0, float(wait) / 1000) if isinstance(wait, int | float) else 0.0
+        known = cmd.get("topologyVersion")
+        streaming = isinstance(message, wire.OpMsg) and message.exhaust_allowed
+        response_to = message.request_id
+        while not self.closed:
+            await replset.wait_for_change(self.server, known, wait_s)
+            if self.closed:
+                return
+            document = self._run(db, name, {k: v for k, v in cmd.items() if k != "client"})
+            request_id = self.server.next_request_id()
+            if not streaming:
+                await self._send(message, document)
+                return
+            data = wire.build_op_msg(document, flags=wire.MORE_TO_COME, request_id=request_id, response_to=response_to)
+            self.writer.write(data)
+            await self.writer.drain()
+            response_to = request_id
+            known = document.get("topologyVersion")
 
     def _failure_reply(self, failure: CommandFailure) -> dict:
         if failure.close_connection:
@@ -208,6 +236,8 @@ class Connection:
         self.op_ns = f"{db}.$cmd"
         self.op_command = {name: cmd[name] if not isinstance(cmd[name], bytes) else "...", "$db": db}
         try:
+            if self.server.replset is not None:
+                self.server.replset.check_command(self.server, name, cmd)
             return commands.dispatch(self.server, self, db, name, cmd)
         except CommandError as exc:
             return exc.to_document()
@@ -248,6 +278,8 @@ class WireServer:
         self.host = host
         self.port = port
         self.replica_set = replica_set
+        #: The set's state when this server is a member of a ``replset.WireReplicaSet`` (None otherwise).
+        self.replset = None
         self.admin_user = admin_user
         self.admin_password = admin_password or secrets.token_hex(12)
         self.max_message_size = max_message_size
