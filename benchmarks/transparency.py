@@ -1,0 +1,405 @@
+"""Is the gateway transparent? Run drivers' own test suites directly against FerretDB and through the gateway.
+
+Run: ``.venv/bin/python benchmarks/transparency.py [--suites pymongo,ferretdb] [--pymongo-tests FILES]
+[--ferretdb-run REGEX] [--timeout 600]`` (a script, not part of ``make test``; it prints a table).
+
+Each suite runs twice, each time against a fresh FerretDB v1.24.2 (SQLite backend, SCRAM user ``pam-admin``,
+started as ``tests/mongo/ferretdb.py`` does): once **directly** with the FerretDB user, once **through the
+gateway** (``manage.py runproxy`` on a throw-away SQLite portal database; a resource with an **empty deny list**,
+an account holding the FerretDB user, a granted user and a gateway session whose policy allows every privileged
+command family, so that the suites' own user clean-up such as ``dropAllUsersFromDatabase`` is not refused by the
+session's policy) with the session's one-time username and secret. Then it compares per test:
+
+- ``both pass`` / ``both fail`` (FerretDB does not implement it, so it fails alike);
+- ``gateway only fail``: passed directly, failed through the gateway. Each is explained: either a **deliberate**
+  difference (the gateway answers hello itself as a standalone without the server's own fields, only the
+  session's credentials log in, a second login/saslStart/logout after login is refused, the policy's rules on
+  system collections and credentials) with the reason, or ``NOT EXPLAINED`` (a transparency bug to fix);
+- ``gateway only pass``: failed directly, passed through the gateway (flaky or order-dependent tests).
+
+Suites (subsets so that each side finishes in a few minutes on 2 cores):
+
+- **pymongo**: the test suite of the pymongo version in ``.venv`` (the sdist from PyPI, downloaded with
+  ``pip download --no-binary :all: --no-deps`` into ``var/transparency/``), run with pytest in a venv of its own
+  (``var/transparency/venv``: pytest, pytest-asyncio, dnspython) against the sdist's source, configured through
+  its ``DB_IP``/``DB_PORT``/``DB_USER``/``DB_PASSWORD`` variables; ``benchmarks/transparency_pytest.py`` adds the
+  ``enableTestCommands`` parameter FerretDB does not report (else every test stops in set-up). Default subset:
+  ``test/test_collection.py test/test_cursor.py test/test_database.py test/test_bulk.py`` (synchronous API:
+  CRUD, cursors, indexes, bulk writes, database commands). Per-test results from ``pytest --junitxml``.
+- **ferretdb**: FerretDB v1.24.2's integration tests (``integration/``, a Go module of its own, not in the Go
+  module cache: the module zip leaves out nested modules and the Go proxy does not serve it, so it is read from a
+  source tree of the v1.24.2 tag, ``--ferretdb-source``, default ``var/transparency/ferretdb-v1.24.2``, made with
+  ``git -C FerretDB archive v1.24.2 | tar x -C var/transparency/ferretdb-v1.24.2``); compiled with ``go test -c``
+  (dependencies from the Go module proxy) and run with ``-target-backend=ferretdb-sqlite -target-url=URI`` under
+  ``go tool test2json``. Default subset (``--ferretdb-run``): the top-level tests matching
+  ``^Test(Query|Insert|Update|Delete|Aggregate|FindAndModify|Distinct|Count|Cursor|Basic)`` (the compat tests
+  skip themselves without ``-compat-url``). Results per top-level test.
+
+Every run is capped by ``--timeout`` seconds; a run that hits it counts its unfinished tests as failed and is
+flagged in the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import secrets
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import quote_plus
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.proxy import free_port, setup_django, start_gateway, stop  # noqa: E402
+
+WORK = ROOT / "var" / "transparency"
+PYMONGO_TESTS = ("test/test_collection.py", "test/test_cursor.py", "test/test_database.py", "test/test_bulk.py")
+FERRETDB_RUN = "^Test(Query|Insert|Update|Delete|Aggregate|FindAndModify|Distinct|Count|Cursor|Basic)"
+FERRETDB_SOURCE = WORK / "ferretdb-v1.24.2"
+PLUGIN = "transparency_pytest"
+
+#: Failure texts through the gateway that come from its deliberate behaviour, with the reason printed.
+DELIBERATE = (
+    (r"is not allowed after login", "a second login/saslStart/logout after login is refused (deliberate)"),
+    (r"Authentication failed", "only the session's credentials log in through the gateway (deliberate)"),
+    (r"is denied on this resource", "the resource's deny list (deliberate; it should be empty here)"),
+    (r"is not allowed by this session's access policy", "a privileged command family the policy leaves out"),
+    (r"system collections are read-only|which holds credentials", "the policy's system-collection rules"),
+    (r"copies from another server", "copy commands are not relayed (deliberate)"),
+    (r"Unsupported OP_QUERY command", "OP_QUERY only for hello, as MongoDB 5.1+ (deliberate)"),
+    (r"was not opened by this session", "cursors of other sessions are refused (deliberate)"),
+)
+
+#: Tests that fail through the gateway because its own hello differs from the server's (it answers hello itself
+#: as a standalone, without the upstream's own fields) or because it speaks for one session only; the failure
+#: text does not say so, so they are named here, each with the reason found by reading the test.
+DELIBERATE_TESTS: dict[str, str] = {}
+
+
+@dataclass
+class Outcome:
+    passed: bool
+    message: str = ""
+
+
+@dataclass
+class Run:
+    results: dict[str, Outcome] = field(default_factory=dict)
+    seconds: float = 0.0
+    timed_out: bool = False
+    note: str = ""
+
+
+# --- FerretDB and the gateway ---------------------------------------------------------------------------
+
+
+def start_ferretdb(password: str):
+    from tests.mongo.ferretdb import FerretDB
+
+    return FerretDB(password=password).start()
+
+
+def portal_session(address: str, username: str, password: str) -> tuple[str, str]:
+    """The resource (empty deny list), its account, a granted user and an open session: (username, secret)."""
+    from datetime import timedelta
+
+    from django.contrib.auth import get_user_model
+    from django.utils import timezone
+
+    from access.models import AccessPolicy, Account, Resource, Session
+    from access.services.sessions import session_username_new, session_verifiers
+    from gatewayproxy.policy import PRIVILEGED_FAMILIES
+
+    families = sorted(PRIVILEGED_FAMILIES)
+    resource_row = Resource.objects.create(
+        name="transparency", uri=f"mongodb://{address}", tls=False, command_deny_list=[]
+    )
+    account = Account.objects.create(resource=resource_row, name="ferretdb", username=username, password=password)
+    owner = get_user_model().objects.create_user(username="transparency", password=None)
+    AccessPolicy.objects.create(
+        name="transparency",
+        user=owner,
+        account=account,
+        approval_required=False,
+        max_duration=timedelta(hours=6),
+        privileged_commands=families,
+    )
+    session_user, secret = session_username_new(), secrets.token_urlsafe(32)
+    Session.objects.create(
+        user=owner,
+        account=account,
+        username=session_user,
+        verifiers=session_verifiers(username=session_user, secret=secret),
+        expires_at=timezone.now() + timedelta(hours=6),
+        privileged_commands=families,
+    )
+    return session_user, secret
+
+
+def point_resource_at(address: str) -> None:
+    from access.models import Resource
+
+    Resource.objects.filter(name="transparency").update(uri=f"mongodb://{address}")
+
+
+# --- pymongo's test suite ---------------------------------------------------------------------------------
+
+
+def pymongo_source() -> Path:
+    """The sdist of the pymongo in ``.venv``, unpacked under ``var/transparency``, and its test venv."""
+    import pymongo
+
+    version = pymongo.version
+    tree = WORK / f"pymongo-{version}"
+    if not (tree / "test" / "__init__.py").is_file():
+        WORK.mkdir(parents=True, exist_ok=True)
+        download = [sys.executable, "-m", "pip", "download", "-q", "--no-binary", ":all:", "--no-deps"]
+        subprocess.run([*download, f"pymongo=={version}", "-d", str(WORK)], check=True)
+        shutil.unpack_archive(str(WORK / f"pymongo-{version}.tar.gz"), str(WORK))
+    python = WORK / "venv" / "bin" / "python"
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(WORK / "venv")], check=True)
+        subprocess.run([python, "-m", "pip", "install", "-q", "pytest", "pytest-asyncio", "dnspython"], check=True)
+    return tree
+
+
+def run_pymongo(tree: Path, tests: list[str], port: int, user: str, password: str, out: Path, timeout: float) -> Run:
+    junit = out.with_suffix(".xml")
+    env = {
+        **os.environ,
+        "DB_IP": "127.0.0.1",
+        "DB_PORT": str(port),
+        "DB_USER": user,
+        "DB_PASSWORD": password,
+        "PYTHONPATH": str(Path(__file__).resolve().parent),
+    }
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    command = [str(WORK / "venv" / "bin" / "python"), "-m", "pytest", *tests, "-q", "-p", PLUGIN]
+    command += ["-p", "no:cacheprovider", f"--junitxml={junit}", "-o", "faulthandler_timeout=0"]
+    run = Run()
+    started = time.monotonic()
+    with out.open("w") as log:
+        try:
+            subprocess.run(command, cwd=tree, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            run.timed_out = True
+    run.seconds = time.monotonic() - started
+    if junit.exists():
+        for case in ET.parse(junit).getroot().iter("testcase"):
+            name = f"{case.get('classname')}::{case.get('name')}"
+            bad = case.find("failure") if case.find("failure") is not None else case.find("error")
+            if case.find("skipped") is not None:
+                continue
+            if bad is None:
+                run.results[name] = Outcome(True)
+            else:
+                run.results[name] = Outcome(False, f"{bad.get('message', '')}\n{bad.text or ''}")
+    return run
+
+
+# --- FerretDB's integration tests ---------------------------------------------------------------------------
+
+
+def ferretdb_binary(source: Path) -> Path:
+    integration = source / "integration"
+    if not (integration / "go.mod").is_file():
+        raise SystemExit(
+            f"{integration} is missing: FerretDB's integration module is not in the Go module cache; make a "
+            f"v1.24.2 source tree there (git -C FerretDB archive v1.24.2 | tar x -C {source})"
+        )
+    binary = WORK / "integration.test"
+    if not binary.exists():
+        env = {**os.environ, "GOFLAGS": "-buildvcs=false"}
+        subprocess.run(["go", "test", "-c", "-o", str(binary), "."], cwd=integration, env=env, check=True)
+    return binary
+
+
+def run_ferretdb(binary: Path, source: Path, uri: str, pattern: str, out: Path, timeout: float) -> Run:
+    command = ["go", "tool", "test2json", "-t", str(binary), "-test.v=test2json", f"-test.run={pattern}"]
+    command += [f"-test.timeout={int(timeout)}s", "-target-backend=ferretdb-sqlite", f"-target-url={uri}"]
+    command += ["-log-level=error"]
+    run = Run()
+    started = time.monotonic()
+    with out.open("w") as log:
+        try:
+            subprocess.run(
+                command,
+                cwd=source / "integration",
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                timeout=timeout + 30,
+            )
+        except subprocess.TimeoutExpired:
+            run.timed_out = True
+    run.seconds = time.monotonic() - started
+    output: dict[str, list[str]] = {}
+    started_tests: set[str] = set()
+    for line in out.read_text(errors="replace").splitlines():
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        test = event.get("Test")
+        if not isinstance(event, dict) or not test:
+            continue
+        top = test.split("/", 1)[0]
+        action = event.get("Action")
+        if action == "output":
+            output.setdefault(top, []).append(event.get("Output", ""))
+        elif action == "run" and test == top:
+            started_tests.add(top)
+        elif action in ("pass", "fail") and test == top:
+            lines = output.get(top, [])
+            run.results[top] = Outcome(action == "pass", "" if action == "pass" else "".join(lines[-60:]))
+    for top in started_tests - set(run.results):  # cut short by the timeout
+        run.results[top] = Outcome(False, "did not finish (timeout)\n" + "".join(output.get(top, [])[-60:]))
+    if "panic: test timed out" in out.read_text(errors="replace"):
+        run.timed_out = True
+    return run
+
+
+# --- comparing ---------------------------------------------------------------------------------------------
+
+
+def explain(test: str, message: str) -> str | None:
+    if test in DELIBERATE_TESTS:
+        return DELIBERATE_TESTS[test]
+    for pattern, reason in DELIBERATE:
+        if re.search(pattern, message):
+            return reason
+    return None
+
+
+def compare(direct: Run, gateway: Run) -> dict[str, list]:
+    classes: dict[str, list] = {"both pass": [], "both fail": [], "gateway only fail": [], "gateway only pass": []}
+    for test in sorted(set(direct.results) | set(gateway.results)):
+        d, g = direct.results.get(test), gateway.results.get(test)
+        if d is None or g is None:
+            continue  # skipped on one side
+        if d.passed and g.passed:
+            classes["both pass"].append(test)
+        elif not d.passed and not g.passed:
+            classes["both fail"].append(test)
+        elif d.passed:
+            classes["gateway only fail"].append((test, explain(test, g.message), g.message))
+        else:
+            classes["gateway only pass"].append(test)
+    return classes
+
+
+def first_line(message: str) -> str:
+    for line in message.splitlines():
+        if line.strip():
+            return line.strip()[:160]
+    return ""
+
+
+def print_table(reports: list[tuple[str, str, Run, Run, dict[str, list]]]) -> int:
+    print()
+    header = f"{'suite':<9} {'subset':<52} {'tests':>5} {'both pass':>9} {'both fail':>9} "
+    header += f"{'gw-only fail':>12} {'(unexpl.)':>9} {'gw-only pass':>12} {'direct s':>8} {'gw s':>6}"
+    print(header)
+    unexplained = 0
+    for suite, subset, direct, gateway, classes in reports:
+        only = classes["gateway only fail"]
+        bad = [item for item in only if item[1] is None]
+        unexplained += len(bad)
+        total = sum(len(items) for items in classes.values())
+        flags = " (timeout)" if direct.timed_out or gateway.timed_out else ""
+        print(
+            f"{suite:<9} {subset[:52]:<52} {total:>5} {len(classes['both pass']):>9} {len(classes['both fail']):>9} "
+            f"{len(only):>12} {len(bad):>9} {len(classes['gateway only pass']):>12} "
+            f"{direct.seconds:>8.0f} {gateway.seconds:>6.0f}{flags}"
+        )
+    for suite, _subset, _direct, _gateway, classes in reports:
+        for test, reason, message in classes["gateway only fail"]:
+            print(f"  {suite} gateway-only fail: {test}")
+            print(f"      {'NOT EXPLAINED' if reason is None else 'deliberate: ' + reason}; {first_line(message)}")
+        for test in classes["gateway only pass"]:
+            print(f"  {suite} gateway-only pass: {test}")
+    print(f"\npassed directly but failed through the gateway, not explained: {unexplained}")
+    return 1 if unexplained else 0
+
+
+# --- main --------------------------------------------------------------------------------------------------
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--suites", default="pymongo,ferretdb", help="from pymongo, ferretdb")
+    parser.add_argument("--pymongo-tests", default=" ".join(PYMONGO_TESTS), help="test files or ids, space-separated")
+    parser.add_argument("--ferretdb-run", default=FERRETDB_RUN, help="-test.run regex for the integration tests")
+    parser.add_argument("--ferretdb-source", type=Path, default=FERRETDB_SOURCE, help="FerretDB v1.24.2 tree")
+    parser.add_argument("--timeout", type=float, default=600, help="seconds per run (each suite, each side)")
+    args = parser.parse_args()
+    suites = args.suites.split(",")
+
+    from tests.mongo.ferretdb import FERRETDB_VERSION, ensure_ferretdb
+
+    ensure_ferretdb()
+    tree = pymongo_source() if "pymongo" in suites else None
+    integration = ferretdb_binary(args.ferretdb_source) if "ferretdb" in suites else None
+    workdir = Path(tempfile.mkdtemp(prefix="pam-transparency-"))
+    setup_django(workdir / "portal.sqlite3")
+    password = secrets.token_urlsafe(24)
+    import pymongo
+
+    print(f"command: {' '.join(shlex.quote(part) for part in sys.argv)}")
+    print(
+        f"FerretDB {FERRETDB_VERSION} (SQLite), pymongo {pymongo.version}; logs in {workdir}; "
+        f"{os.cpu_count()} CPUs, load {Path('/proc/loadavg').read_text().split()[0]}",
+        flush=True,
+    )
+    session: tuple[str, str] | None = None
+    reports = []
+    for suite in suites:
+        runs: dict[str, Run] = {}
+        for side in ("direct", "gateway"):
+            ferretdb = start_ferretdb(password)
+            gateway = None
+            try:
+                address = f"127.0.0.1:{ferretdb.port}"
+                if side == "direct":
+                    host, user, secret = address, ferretdb.username, password
+                else:
+                    if session is None:
+                        session = portal_session(address, ferretdb.username, password)
+                    point_resource_at(address)
+                    gateway_port = free_port()
+                    gateway = start_gateway(gateway_port, workdir / "gateway.log")
+                    host, (user, secret) = f"127.0.0.1:{gateway_port}", session
+                out = workdir / f"{suite}-{side}.log"
+                if suite == "pymongo":
+                    port = int(host.rsplit(":", 1)[1])
+                    run = run_pymongo(tree, args.pymongo_tests.split(), port, user, secret, out, args.timeout)
+                    subset = args.pymongo_tests.replace("test/", "")
+                else:
+                    uri = f"mongodb://{quote_plus(user)}:{quote_plus(secret)}@{host}/?authSource=admin"
+                    run = run_ferretdb(integration, args.ferretdb_source, uri, args.ferretdb_run, out, args.timeout)
+                    subset = args.ferretdb_run
+            finally:
+                stop(gateway)
+                ferretdb.stop()
+            runs[side] = run
+            print(
+                f"{suite} {side}: {sum(o.passed for o in run.results.values())} passed, "
+                f"{sum(not o.passed for o in run.results.values())} failed in {run.seconds:.0f} s"
+                f"{' (timeout)' if run.timed_out else ''}; output {out}",
+                flush=True,
+            )
+        reports.append((suite, subset, runs["direct"], runs["gateway"], compare(runs["direct"], runs["gateway"])))
+    return print_table(reports)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
