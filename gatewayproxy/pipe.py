@@ -122,6 +122,8 @@ class Pipe:
         self.in_flight: list[InFlight] = []
         self.unacknowledged: list[int] = []  # requestIDs of recent moreToCome requests (the last 64)
         self.closed = False
+        #: Requests wait in ``_requests`` while the upstream is being replaced (:meth:`hold`, :meth:`replace_upstream`).
+        self.held = False
         self._requests = bytearray()
         # A reply that spans reads: its prefix (copied), what is left to read, whether it goes to the client,
         # and its chunks when the request waits for its outcome.
@@ -174,6 +176,9 @@ class Pipe:
         if self.closed:
             return
         buffer = self._requests
+        if self.held:  # the upstream is being replaced: keep the requests for the new one
+            buffer += data
+            return
         if not buffer and len(data) >= 16:
             length = _HEADER.unpack_from(data)[0]
             if length == len(data) and 16 <= length <= self.max_request:
@@ -213,6 +218,35 @@ class Pipe:
             self.on_reply(in_flight)
         else:
             self.in_flight.append(in_flight)
+
+    # -- replacing the upstream (a replica set's primary moved) ------------------------------------------------
+
+    def hold(self) -> None:
+        """Keep the client's next requests (nothing goes upstream) and ignore the current upstream from now on.
+
+        The current upstream's reply that prompted this is still forwarded; its transport stays open (its
+        protocol no longer reaches the pipe) until :meth:`replace_upstream` or :meth:`close`.
+        """
+        self.held = True
+        self.upstream.pause_reading()  # paused first, so that the loop never reads into the new protocol
+        self.upstream.set_protocol(_Detached())
+
+    def replace_upstream(self, upstream: asyncio.Transport, buffered: bytes = b"") -> None:
+        """Relay to ``upstream`` from now on (the old one is closed) and send it the requests kept meanwhile."""
+        old, self.upstream = self.upstream, upstream
+        old.abort()
+        self.unacknowledged.clear()
+        upstream.set_write_buffer_limits(high=WRITE_BUFFER_HIGH)
+        reading = upstream.is_reading()
+        upstream.pause_reading()
+        upstream.set_protocol(_UpstreamSide(self))
+        if reading or not upstream.is_reading():
+            upstream.resume_reading()
+        if buffered:
+            self._replies(memoryview(buffered), len(buffered))
+        self.held = False
+        if self._requests and not self.closed:
+            self.client_data(b"")
 
     # -- upstream -> client ---------------------------------------------------------------------------------
 
@@ -343,6 +377,16 @@ class _ClientSide(asyncio.Protocol):
     def resume_writing(self) -> None:
         if not self.pipe.upstream.is_closing():
             self.pipe.upstream.resume_reading()
+
+
+class _Detached(asyncio.Protocol):
+    """An upstream the pipe no longer relays to (a replica set member that stepped down): its bytes are dropped."""
+
+    def data_received(self, data: bytes) -> None:
+        pass
+
+    def eof_received(self) -> bool:
+        return False
 
 
 class _UpstreamSide(asyncio.BufferedProtocol):

@@ -40,7 +40,14 @@ from gatewayproxy.metrics import GatewayMetrics
 from gatewayproxy.pipe import InFlight, Pipe
 from gatewayproxy.policy import CURSOR_COMMANDS, SessionPolicy
 from gatewayproxy.prelogin import LoginLimits
-from gatewayproxy.upstream import TopologyCache, UpstreamConnection, UpstreamError, authenticate_upstream, open_upstream
+from gatewayproxy.upstream import (
+    TopologyCache,
+    UpstreamConnection,
+    UpstreamError,
+    authenticate_upstream,
+    open_upstream,
+    target_key,
+)
 from gatewayproxy.wire import codec, hello, redact
 
 log = logging.getLogger("gatewayproxy.relay")
@@ -52,6 +59,11 @@ _UPSTREAM_OPEN_WAIT = 6.0
 _NO_REPLY = redact.Outcome(ok=True)
 #: Cursor ids remembered per session (the oldest are forgotten past this).
 MAX_CURSORS = 10_000
+#: Errors by which a replica set member says it is no longer (or not yet) the primary: the SDAM specification's
+#: "not writable primary" and "node is recovering" codes (NotWritablePrimary, NotPrimaryNoSecondaryOk,
+#: LegacyNotPrimary, InterruptedDueToReplStateChange, NotPrimaryOrSecondary, PrimarySteppedDown,
+#: InterruptedAtShutdown, ShutdownInProgress).
+NOT_PRIMARY_CODES = frozenset({10107, 13435, 10058, 11602, 13436, 189, 11600, 91})
 
 
 class ConnectionHost(Protocol):
@@ -127,6 +139,9 @@ class ClientConnection:
         self._request_ids = 0
         self.pipe: Pipe | None = None
         self._finished = False
+        #: The upstream target while the deployment is a replica set (its primary may move), else None.
+        self._replica_set_target: Any = None
+        self._moving: asyncio.Task | None = None
 
     @property
     def username_tried(self) -> str:
@@ -490,6 +505,8 @@ class ClientConnection:
     def _on_reply(self, in_flight: InFlight) -> None:
         """Log a request whose (last) reply went to the client, or that expects none."""
         outcome = in_flight.outcome if in_flight.outcome is not None else _NO_REPLY
+        if outcome.error_code in NOT_PRIMARY_CODES and self._replica_set_target is not None:
+            self._follow_primary(outcome.error_code)
         self.host.metrics.bytes_out += in_flight.bytes_out
         if in_flight.request.command in CURSOR_COMMANDS or in_flight.request.command == "killCursors":
             self._track_cursors(in_flight.request, outcome)
@@ -510,8 +527,66 @@ class ClientConnection:
             cursors.pop(request.cursor_id(), None)
 
     def _on_pipe_close(self, reason: str) -> None:
+        if self._replica_set_target is not None and reason.startswith("upstream closed"):
+            self.host.topology_cache.forget(target_key(self._replica_set_target))  # the next login rediscovers
         self.close(reason)
         self._finish()
+
+    # -- a replica set's primary moved ----------------------------------------------------------------------
+
+    def _follow_primary(self, code: int) -> None:
+        """The upstream member said it is not the primary (a step-down, a failover): move to the new one.
+
+        The error reply still reaches the client, whose driver marks the gateway unknown and retries the
+        operation (retryable writes and reads), usually on this same pooled connection. Meanwhile the pipe keeps
+        the client's requests, the gateway finds the new primary (the cached address is forgotten, so this
+        session's later connections find it too) and logs in there; the kept requests then go to it. Cursors the
+        old primary holds stay there (a getMore here then fails with CursorNotFound, as after any failover).
+        Only when nothing else waits for a reply: a request in flight would lose its reply.
+        """
+        pipe = self.pipe
+        if pipe is None or pipe.closed or pipe.held or pipe.in_flight:
+            return
+        target = self._replica_set_target
+        self.host.topology_cache.forget(target_key(target))
+        pipe.hold()
+        log.info("event=primary_moved connection=%s session=%s code=%s", self.id, self._session_id, code)
+        task = asyncio.get_running_loop().create_task(self._move_upstream(target))
+        self._moving = task  # keep a reference until it ends
+        task.add_done_callback(lambda _task: setattr(self, "_moving", None))
+
+    async def _move_upstream(self, target: Any) -> None:
+        try:
+            upstream = await asyncio.wait_for(
+                open_upstream(target, cache=self.host.topology_cache), _UPSTREAM_OPEN_WAIT
+            )
+        except (UpstreamError, TimeoutError) as exc:
+            self.close(f"the replica set has no reachable primary: {exc}")
+            return
+        try:
+            await authenticate_upstream(upstream, target)
+        except UpstreamError as exc:
+            upstream.close()
+            self.close(f"the new primary refused the account's login: {exc}")
+            return
+        pipe = self.pipe
+        if self.closed or pipe is None or pipe.closed:
+            upstream.close()
+            return
+        old, self.upstream = self.upstream, upstream
+        pipe.replace_upstream(upstream.writer.transport, _take_buffered(upstream.reader))
+        _release_stream(upstream.writer)
+        upstream.reader = None
+        upstream.hello = {}
+        if old is not None:
+            old.close()
+        log.info(
+            "event=upstream_moved connection=%s session=%s upstream=%s:%s",
+            self.id,
+            self._session_id,
+            upstream.address[0],
+            upstream.address[1],
+        )
 
     def _start_pipe(self) -> bool:
         """Hand both sockets to a :class:`~gatewayproxy.pipe.Pipe`; True while it runs (it ends the connection)."""
@@ -547,6 +622,8 @@ class ClientConnection:
         _release_stream(self.writer)
         _release_stream(upstream.writer)
         self.reader = upstream.reader = None
+        if upstream.hello.get("setName") and self.login is not None:  # a replica set member: its primary may move
+            self._replica_set_target = self.login.upstream
         upstream.hello = {}
         if self.login is not None:
             mechanisms = {name: {} for name in self.login.verifiers or {}}

@@ -15,7 +15,7 @@ import pytest
 from pymongo import MongoClient, monitoring
 from pymongo.errors import NotPrimaryError
 
-from tests.gateway_fixtures import wait_for
+from tests.gateway_fixtures import session_on, wait_for
 from tests.helpers import unique_name as _name
 from tests.mongo.wireserver.replset import WireReplicaSet
 
@@ -28,9 +28,10 @@ class CommandEvents(monitoring.CommandListener):
     def __init__(self) -> None:
         self.events: list[tuple[str, tuple, int | None]] = []
         self.failures: list[dict] = []
+        self.started_commands: list[dict] = []
 
     def started(self, event) -> None:
-        pass
+        self.started_commands.append(dict(event.command))
 
     def succeeded(self, event) -> None:
         self.events.append((event.command_name, event.connection_id, None))
@@ -115,3 +116,72 @@ def test_the_old_primary_refuses_writes_and_primary_reads_as_mongod_does(wire_re
         assert "errorLabels" not in write.value.details  # no txnNumber on a direct connection: not retryable
         assert db.command("ping")["ok"] == 1
         assert db.items.find_one() is None  # a direct connection reads with primaryPreferred: allowed
+
+
+# -- through the gateway ------------------------------------------------------------------------------------
+
+
+def _account_on_set(rs: WireReplicaSet, **resource_fields):
+    """An Account for a new root user of the set, on a Resource whose URI names both members."""
+    from tests.factories import AccountFactory, ResourceFactory
+    from tests.helpers import unique_password
+    from tests.secret_scan import remember
+
+    username, password = _name("acct"), unique_password()
+    remember(password)
+    rs.create_user(username, password, [{"role": "root", "db": "admin"}])
+    resource = ResourceFactory(uri=rs.uri_for(), tls=False, **resource_fields)
+    return AccountFactory(resource=resource, username=username, password=password)
+
+
+def _upstreams_of(rs: WireReplicaSet, username: str) -> list[int]:
+    """How many logged-in connections of ``username`` each member holds (the gateway's upstream connections)."""
+    return [sum((username, "admin") in c.users for c in list(m.connections.values())) for m in rs.members]
+
+
+def _gateway_client(gateway_proxy, session, secret, listener) -> MongoClient:
+    """A pymongo client through the gateway, once it sees the gateway as a mongos.
+
+    Before the first login the gateway cannot tell a driver's monitor which deployment it fronts and answers as a
+    standalone (no retryable writes); the monitor's next hello, after the login, sees the mongos.
+    """
+    client = MongoClient(
+        gateway_proxy.uri(session.username, secret),
+        serverSelectionTimeoutMS=5000,
+        heartbeatFrequencyMS=500,
+        event_listeners=[listener],
+    )
+    client.admin.command("ping")
+    kinds = lambda: [s.server_type_name for s in client.topology_description.server_descriptions().values()]  # noqa: E731
+    assert wait_for(lambda: kinds() == ["Mongos"], timeout=3), kinds()
+    return client
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_client_through_the_gateway_keeps_working_across_a_step_down(wire_replica_set, gateway, gateway_proxy):
+    rs = wire_replica_set
+    account = _account_on_set(rs)
+    session, secret = session_on(gateway, account)
+    listener = CommandEvents()
+    with _gateway_client(gateway_proxy, session, secret, listener) as client:
+        items = client[_name("gw")].items
+        items.insert_one({"_id": 1})
+        assert _upstreams_of(rs, account.username) == [1, 0]
+
+        rs.step_down()
+        items.insert_one({"_id": 2})  # refused by the old primary, retried by the driver: lands once
+        assert [code for _address, code in listener.of("insert")][-2:] == [10107, None]
+        assert wait_for(lambda: _upstreams_of(rs, account.username) == [0, 1], timeout=3)
+        assert sorted(doc["_id"] for doc in items.find()) == [1, 2]
+        assert rs.members[1].command_counts["insert"] == 1
+
+        rs.step_down()
+        listener.events.clear()
+        assert items.find_one({"_id": 2}) == {"_id": 2}  # a retryable read across the step-down
+        assert [code for _address, code in listener.of("find")] == [13435, None]
+        assert wait_for(lambda: _upstreams_of(rs, account.username) == [1, 0], timeout=3)
+
+        description = client.topology_description
+        assert description.topology_type_name == "Single"
+        assert list(description.server_descriptions()) == [("127.0.0.1", gateway_proxy.port)]
+        assert client.nodes == {("127.0.0.1", gateway_proxy.port)}
