@@ -25,7 +25,7 @@ def roles_visible(*, user) -> QuerySet:
 
 def lease_may_change(*, user, lease: Lease) -> bool:
     """Whether `user` may renew or revoke `lease`: its holder, or active staff holding `access.change_lease`."""
-    return Lease.objects.visible_to(user, "change").filter(pk=lease.pk).exists()
+    return Lease.objects.row_visible_to(user, lease, "change")
 
 
 def leases_held_by(user) -> QuerySet:

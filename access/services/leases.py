@@ -387,10 +387,20 @@ def _claim(queryset: QuerySet, *, reason: str, now: datetime, limit: int | None 
     )
 
 
-def _claim_one(pk: int, *, reason: str, now: datetime) -> tuple[Lease, bool]:
-    """Claim one lease (as `_claim` does) in two statements: the row locked and read with its resource and role,
-    then moved to `revoking` if it is claimable. Returns the lease as it now stands and whether this call claimed
-    it; a claim held by another worker is waited for (its row lock), so the lease is never seen as before it."""
+def _claim_one(pk: int, *, reason: str, now: datetime, loaded: Lease | None = None) -> tuple[Lease, bool]:
+    """Claim one lease (as `_claim` does). Returns the lease as it now stands and whether this call claimed it.
+
+    A lease the caller `loaded` as active (with its resource and role) is claimed by one conditional UPDATE: what
+    a revocation reads of it (user, database, password, target) never changes, and an active lease has no
+    attempts or error to carry. Otherwise, or when that UPDATE finds the lease no longer active, two statements:
+    the row locked and read with its resource and role, then moved to `revoking` if it is claimable; a claim held
+    by another worker is waited for (its row lock), so the lease is never seen as before it."""
+    if loaded is not None and loaded.state == LeaseState.ACTIVE:
+        changes = {"state": LeaseState.REVOKING, "next_attempt_at": now + CLAIM_TIMEOUT, "revoke_reason": reason}
+        if Lease.objects.filter(pk=pk, state=LeaseState.ACTIVE).update(**changes):
+            for name, value in changes.items():
+                setattr(loaded, name, value)
+            return loaded, True
     with transaction.atomic():
         lease = Lease.objects.select_for_update(of=("self",)).select_related("resource", "role").get(pk=pk)
         claimable = lease.state in (LeaseState.ACTIVE, LeaseState.REVOKE_FAILED) or (
@@ -674,13 +684,21 @@ def _revoke_claimed(
     return recorded
 
 
+def _holds_revocation_fields(lease: Lease) -> bool:
+    """Whether `lease` was loaded with its resource and role (as the selectors load it): a claim may use it as is."""
+    fields = Lease._meta
+    loaded = fields.get_field("resource").is_cached(lease)
+    return loaded and (lease.role_id is None or fields.get_field("role").is_cached(lease))
+
+
 def lease_revoke(*, lease: Lease, actor=None, reason: str = "revoked", connector=None) -> Lease:
     """Revoke one lease now and return it as it ended: `revoked`, or `revoke_failed` with a retry scheduled.
 
     Idempotent: a lease already revoked or expired is returned unchanged, and one that another worker is
     revoking right now is returned as `revoking` rather than revoked twice.
     """
-    current, claimed = _claim_one(lease.pk, reason=reason, now=timezone.now())
+    loaded = lease if _holds_revocation_fields(lease) else None
+    current, claimed = _claim_one(lease.pk, reason=reason, now=timezone.now(), loaded=loaded)
     if not claimed:
         return current  # revoked or expired already, or another worker's claim (waited for): `revoking` or its outcome
     if connector is not None:
