@@ -226,3 +226,24 @@ def test_revoke_prefix_keeps_its_trailing_slash(api_client, role, wire_server):
     assert Lease.objects.get(lease_id=mine).state == LeaseState.REVOKED
     assert Lease.objects.get(lease_id=theirs).state == LeaseState.ACTIVE
     api_client.put("/api/v1/sys/leases/revoke", {"lease_id": theirs}, format="json")
+
+
+def test_staff_who_may_only_view_a_lease_can_look_it_up_but_not_renew_or_revoke_it(engineer_client, role, wire_server):
+    """The holder's lease, seen by staff holding `view_lease` alone: 403 on renew and revoke, and the lease and
+    its database user stay as they were (the may-change rule is asked of the loaded row, without a query)."""
+    from django.contrib.auth.models import Permission
+
+    issued = engineer_client.get("/api/v1/mongodb/wire/creds/reader").json()
+    viewer = UserFactory(username="auditor", is_staff=True)
+    viewer.user_permissions.add(Permission.objects.get(codename="view_lease"))
+    auditor = token_client(viewer)
+    lease_id = issued["lease_id"]
+    assert auditor.put("/api/v1/sys/leases/lookup", {"lease_id": lease_id}, format="json").status_code == 200
+    for path in ("/api/v1/sys/leases/renew", "/api/v1/sys/leases/revoke"):
+        response = auditor.put(path, {"lease_id": lease_id}, format="json")
+        assert response.status_code == 403, (path, response.content)
+    assert Lease.objects.get(lease_id=lease_id).state == LeaseState.ACTIVE
+    user, password = issued["data"]["username"], issued["data"]["password"]
+    assert login_works(wire_server.host_port, "reports", user, password)
+    assert engineer_client.put("/api/v1/sys/leases/revoke", {"lease_id": lease_id}, format="json").status_code == 204
+    assert not login_works(wire_server.host_port, "reports", user, password)
