@@ -2,9 +2,10 @@
 
 Run: ``.venv/bin/python benchmarks/proxy.py [--duration 3] [--rounds 3] [--levels 1,16,64,256]
 [--levels-for find_1kb=1,16,64,256] [--workloads find_1kb,insert_1kb,find_1mb,getmore_16kb]
-[--columns direct,gateway,mongobetween] [--upstream fast|wire|ferretdb] [--idle 1000]``
+[--columns direct,relay,relay-c,gateway,mongobetween] [--upstream fast|wire|ferretdb] [--idle 1000]``
 
-Needs Go (it builds two programs into ``var/bench/``) and the Go module proxy (mongobetween's source). Pieces:
+Needs Go (it builds three programs into ``var/bench/``), gcc (``relay-c``) and the Go module proxy (mongobetween's
+source). Pieces:
 
 - **Upstream** (``--upstream``): ``fast`` (default) is ``benchmarks/fastmongo``, a canned-reply server in Go built
   here with ``go build``; it answers faster than any proxy in front of it, so the proxies' cost shows. ``wire`` is
@@ -13,6 +14,15 @@ Needs Go (it builds two programs into ``var/bench/``) and the Go module proxy (m
   database, logging in with a session's one-time secret, command log on) and ``mongobetween`` v0.1.0, downloaded
   with ``go mod download`` and built with ``GOFLAGS=-mod=mod`` (``go install`` of it is refused here); its
   clients do not log in, it holds the upstream login itself; its statsd metrics go to a UDP socket nobody reads.
+- **Relay columns**, the floor: what a proxy that does nothing but forward bytes costs on this machine, so that the
+  gateway's CPU per operation reads against what any proxy must pay (per request/reply two reads, two writes and
+  the wakeups for them), not only against mongobetween. All in ``benchmarks/barerelay``, no parsing, no login of
+  their own: the client logs in to the upstream through them with the direct column's URI. ``relay`` is a Go
+  program (standard library) that per client connection dials the upstream and runs ``io.Copy`` both ways in two
+  goroutines (between two TCP sockets on Linux, Go's ``io.Copy`` moves the bytes with ``splice(2)``);
+  ``relay-buf`` is the same program copying through a user-space buffer (plain read/write); ``relay-c`` is C
+  (``gcc -O2``): one thread, epoll, read and write, no runtime at all. ``relay-buf`` is not in the default
+  columns. ``gw/rl``, ``gw/rlb``, ``gw/rlc`` divide the gateway's CPU µs/op by a relay's: how far above the floor.
 - **Clients**: pymongo 4.10.1 (pymongo 4.20 refuses mongobetween v0.1.0) in ``var/bench/driver-venv``, created on
   first use; ``benchmarks/proxy_load.py`` spreads the clients over up to 4 processes of threads.
 - **Workloads**: ``find_1kb`` (find_one of a 1 KB document by ``_id``), ``insert_1kb`` (insert_one of a 1 KB
@@ -26,7 +36,7 @@ from /proc/<pid>/stat, summed over the process and all its descendants: the gate
 counts) spent during the measured seconds, divided by the operations completed then, summed over the rounds;
 ``up`` is the upstream's own CPU per operation in the direct column. ``load`` is the 1-minute load average when
 the row was printed. Before the workloads it opens ``--idle`` connections through each proxy (logged in through
-the gateway; hello and ping through mongobetween) and reports the proxy's RSS growth per connection.
+the gateway and the relays; hello and ping through mongobetween) and reports the proxy's RSS growth per connection.
 
 Goals (issue 14): CPU per 1 KB request/reply ≤ 30 µs and ≤ 0.5 x mongobetween's on every workload; throughput
 ≥ mongobetween's at every concurrency and ≥ 0.8 x direct at 16 clients; ≤ 16 KiB RSS per idle connection.
@@ -57,12 +67,15 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 WORKLOADS = ("find_1kb", "insert_1kb", "find_1mb", "getmore_16kb")
-COLUMNS = ("direct", "gateway", "mongobetween")
+COLUMNS = ("direct", "relay", "relay-buf", "relay-c", "gateway", "mongobetween")
+DEFAULT_COLUMNS = ("direct", "relay", "relay-c", "gateway", "mongobetween")
+RELAYS = ("relay", "relay-buf", "relay-c")
 BENCH_DIR = ROOT / "var" / "bench"
 DRIVER_VENV = BENCH_DIR / "driver-venv"
 DRIVER_PYMONGO = "4.10.1"
 LOAD_SCRIPT = Path(__file__).resolve().parent / "proxy_load.py"
 FASTMONGO_SOURCE = Path(__file__).resolve().parent / "fastmongo"
+BARERELAY_SOURCE = Path(__file__).resolve().parent / "barerelay"
 MONGOBETWEEN_MODULE = "github.com/coinbase/mongobetween"
 MONGOBETWEEN_VERSION = "v0.1.0"
 BENCH_USER = "bench"
@@ -76,6 +89,19 @@ PY_SPY = Path(sys.executable).parent / "py-spy"
 def go_build_fastmongo() -> Path:
     binary = BENCH_DIR / "fastmongo"
     subprocess.run(["go", "build", "-o", str(binary), "."], cwd=FASTMONGO_SOURCE, check=True)
+    return binary
+
+
+def go_build_barerelay() -> Path:
+    """Built from main.go by name: go refuses a package folder that also holds C (relay.c) without cgo."""
+    binary = BENCH_DIR / "barerelay"
+    subprocess.run(["go", "build", "-o", str(binary), "main.go"], cwd=BARERELAY_SOURCE, check=True)
+    return binary
+
+
+def gcc_build_relay_c() -> Path:
+    binary = BENCH_DIR / "relay-c"
+    subprocess.run(["gcc", "-O2", "-Wall", "-o", str(binary), "relay.c"], cwd=BARERELAY_SOURCE, check=True)
     return binary
 
 
@@ -335,6 +361,16 @@ def start_mongobetween(binary: Path, port: int, upstream: Upstream, statsd_port:
     return process
 
 
+def start_relay(command: list[str]) -> tuple[subprocess.Popen, int]:
+    """A bare relay (``benchmarks/barerelay``) and the port it listens on, from its "listening HOST:PORT" line."""
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    line = process.stdout.readline()
+    if not line.startswith("listening "):
+        process.kill()
+        raise SystemExit(f"{command[0]} did not start: {line!r}")
+    return process, int(line.split()[1].rpartition(":")[2])
+
+
 def stop(process: subprocess.Popen | None) -> None:
     if process is None or process.poll() is not None:
         return
@@ -509,7 +545,7 @@ def per_op_us(cpu: float, ops: int) -> float:
     return cpu / ops * 1e6 if ops else float("nan")
 
 
-SHORT = {"direct": "direct", "gateway": "gw", "mongobetween": "mb"}
+SHORT = {"direct": "direct", "relay": "rl", "relay-buf": "rlb", "relay-c": "rlc", "gateway": "gw", "mongobetween": "mb"}
 
 
 def number(value: float) -> str:
@@ -549,6 +585,8 @@ def row_cells(workload: str, clients: int, columns: list[str], results: dict[str
     cells += [(f"µs {SHORT[name]}", number(cpu[name]), 7) for name in proxies]
     if both:
         cells.append(("gw/mb", ratio(cpu["gateway"], cpu["mongobetween"]), 5))
+    if "gateway" in columns:
+        cells += [(f"gw/{SHORT[name]}", ratio(cpu["gateway"], cpu[name]), 6) for name in columns if name in RELAYS]
     others = [share for name in columns for share in results[name].others]
     cells.append(("|", "|", 1))
     cells.append(("load", load_average() if others else "", 5))
@@ -591,7 +629,9 @@ def main() -> int:
         "--levels-for", action="append", default=[], metavar="WORKLOAD=N,N", help="levels for one workload"
     )
     parser.add_argument("--workloads", default=",".join(WORKLOADS), help=f"from {', '.join(WORKLOADS)}")
-    parser.add_argument("--columns", default=",".join(COLUMNS), help=f"from {', '.join(COLUMNS)} (in this order)")
+    parser.add_argument(
+        "--columns", default=",".join(DEFAULT_COLUMNS), help=f"from {', '.join(COLUMNS)} (shown in this order)"
+    )
     parser.add_argument("--upstream", choices=("fast", "wire", "ferretdb"), default="fast", help="what answers")
     parser.add_argument(
         "--py-spy",
@@ -608,6 +648,9 @@ def main() -> int:
     args = parser.parse_args()
     plan = parse_plan(args)
     columns = [name for name in COLUMNS if name in args.columns.split(",")]
+    unknown = set(args.columns.split(",")) - set(COLUMNS)
+    if unknown:
+        raise SystemExit(f"unknown column(s) {', '.join(sorted(unknown))}; choose from {', '.join(COLUMNS)}")
     open_files = raise_fd_limit()
 
     BENCH_DIR.mkdir(parents=True, exist_ok=True)
@@ -615,10 +658,13 @@ def main() -> int:
     python = driver_python()
     fastmongo = go_build_fastmongo() if args.upstream == "fast" else None
     mongobetween = go_build_mongobetween() if "mongobetween" in columns else None
+    barerelay = go_build_barerelay() if {"relay", "relay-buf"} & set(columns) else None
+    relay_c = gcc_build_relay_c() if "relay-c" in columns else None
     go_version = subprocess.run(["go", "env", "GOVERSION"], capture_output=True, text=True, check=True).stdout.strip()
 
     upstream = start_fast_upstream(fastmongo) if fastmongo else start_python_upstream(args.upstream)
     gateway = mb = None
+    relays: list[subprocess.Popen] = []
     statsd_sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # mongobetween's metrics land here, unread
     try:
         statsd_sink.bind(("127.0.0.1", 0))
@@ -629,6 +675,16 @@ def main() -> int:
             )
         table: dict[str, Column] = {"direct": Column("direct", direct_uri, None)}
         credentials = None
+        for name in (name for name in RELAYS if name in columns):
+            if name == "relay-c":
+                command = [str(relay_c), "127.0.0.1:0", upstream.address]
+            else:
+                copy = "buffer" if name == "relay-buf" else "splice"
+                command = [str(barerelay), "-listen", "127.0.0.1:0", "-upstream", upstream.address, "-copy", copy]
+            relay, port = start_relay(command)
+            relays.append(relay)
+            uri = f"mongodb://{BENCH_USER}:{upstream.password}@127.0.0.1:{port}/?authSource=admin"
+            table[name] = Column(name, uri, relay.pid, port)
         if "gateway" in columns:
             setup_django(workdir / "bench.sqlite3")
             username, secret = open_session(upstream)
@@ -648,12 +704,14 @@ def main() -> int:
             f"({go_version}); {os.cpu_count()} CPUs; {args.rounds} rounds x {args.duration:g} s; "
             f"open files {open_files}; logs in {workdir}"
         )
-        for name in ("gateway", "mongobetween"):
+        for name in ("gateway", "mongobetween", *RELAYS):
             if args.idle and name in table:
                 column = table[name]
-                login = credentials if name == "gateway" else None
+                login = (
+                    credentials if name == "gateway" else (BENCH_USER, upstream.password) if name in RELAYS else None
+                )
                 idle = idle_rss(python, column.pid, column.port, args.idle, login)
-                how = "logged in, each with its own upstream connection" if name == "gateway" else "hello + ping"
+                how = "hello + ping" if name == "mongobetween" else "logged in, each with its own upstream connection"
                 print(
                     f"idle {name}: {idle.opened} of {args.idle} connections open at once ({how}) in "
                     f"{idle.seconds:.1f} s, {idle.failed} failed, {idle.answered} answered a ping afterwards; "
@@ -689,6 +747,8 @@ def main() -> int:
     finally:
         stop(gateway)
         stop(mb)
+        for relay in relays:
+            stop(relay)
         stop(upstream.process)
         statsd_sink.close()
     return 0

@@ -1,0 +1,3 @@
+module pam.example/benchmarks/barerelay
+
+go 1.24
