@@ -49,6 +49,8 @@ class UpstreamTarget:
     ca_certificate: str
     username: str
     password: Password = field(repr=False)
+    #: Reads whose read preference is secondary or secondaryPreferred may go to a secondary (a replica set).
+    secondary_reads: bool = False
 
 
 @dataclass(frozen=True)

@@ -83,6 +83,7 @@ class InFlight:
     outcome: Any = None
     bytes_out: int = 0
     replies: int = 0
+    to_secondary: bool = False  # sent to the secondary upstream (a read the session may read from a secondary)
 
 
 class Pipe:
@@ -124,6 +125,8 @@ class Pipe:
         self.closed = False
         #: Requests wait in ``_requests`` while the upstream is being replaced (:meth:`hold`, :meth:`replace_upstream`).
         self.held = False
+        #: A replica set secondary that reads may go to (:meth:`set_secondary`), else None.
+        self.secondary: asyncio.Transport | None = None
         self._requests = bytearray()
         # A reply that spans reads: its prefix (copied), what is left to read, whether it goes to the client,
         # and its chunks when the request waits for its outcome.
@@ -158,6 +161,8 @@ class Pipe:
         self.closed = True
         self.client.abort()
         self.upstream.abort()
+        if self.secondary is not None:
+            self.secondary.abort()
         self._kept = None
         self.on_close(reason)
 
@@ -185,7 +190,7 @@ class Pipe:
                 self._request(data, time.perf_counter())  # the usual case: exactly one whole message
                 return
         buffer += data
-        while len(buffer) >= 16 and not self.closed:
+        while len(buffer) >= 16 and not self.closed and not self.held:
             length = _HEADER.unpack_from(buffer)[0]
             if length < 16 or length > self.max_request:
                 self.close(f"bad message: declared message length {length} is outside 16..{self.max_request}")
@@ -210,7 +215,7 @@ class Pipe:
         if in_flight is None or self.closed:
             return
         in_flight.started = started
-        self.upstream.write(frame)
+        (self.secondary if in_flight.to_secondary else self.upstream).write(frame)
         if in_flight.request.more_to_come:
             self.unacknowledged.append(in_flight.request.request_id)
             if len(self.unacknowledged) > 64:
@@ -231,17 +236,36 @@ class Pipe:
         self.upstream.pause_reading()  # paused first, so that the loop never reads into the new protocol
         self.upstream.set_protocol(_Detached())
 
+    def wait_with(self, frame: bytes) -> None:
+        """Keep ``frame`` (the request being decided) and the requests after it until :meth:`release`."""
+        self.held = True
+        self._requests[:0] = frame
+
+    def release(self) -> None:
+        """Go on with the requests kept by :meth:`wait_with`."""
+        self.held = False
+        if self._requests and not self.closed:
+            self.client_data(b"")
+
+    def set_secondary(self, secondary: asyncio.Transport) -> None:
+        """Send reads marked ``to_secondary`` to ``secondary`` from now on (its replies are relayed like any)."""
+        self.secondary = secondary
+        _attach(secondary, _UpstreamSide(self))
+
+    def drop_secondary(self) -> None:
+        """Stop using the secondary (the primary moved: the set's roles changed) and close it."""
+        secondary, self.secondary = self.secondary, None
+        if secondary is not None:
+            secondary.pause_reading()
+            secondary.set_protocol(_Detached())
+            secondary.abort()
+
     def replace_upstream(self, upstream: asyncio.Transport, buffered: bytes = b"") -> None:
         """Relay to ``upstream`` from now on (the old one is closed) and send it the requests kept meanwhile."""
         old, self.upstream = self.upstream, upstream
         old.abort()
         self.unacknowledged.clear()
-        upstream.set_write_buffer_limits(high=WRITE_BUFFER_HIGH)
-        reading = upstream.is_reading()
-        upstream.pause_reading()
-        upstream.set_protocol(_UpstreamSide(self))
-        if reading or not upstream.is_reading():
-            upstream.resume_reading()
+        _attach(upstream, _UpstreamSide(self))
         if buffered:
             self._replies(memoryview(buffered), len(buffered))
         self.held = False
@@ -373,10 +397,22 @@ class _ClientSide(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self.pipe.upstream.pause_reading()
+        if self.pipe.secondary is not None:
+            self.pipe.secondary.pause_reading()
 
     def resume_writing(self) -> None:
         if not self.pipe.upstream.is_closing():
             self.pipe.upstream.resume_reading()
+        if self.pipe.secondary is not None and not self.pipe.secondary.is_closing():
+            self.pipe.secondary.resume_reading()
+
+
+def _attach(transport: asyncio.Transport, protocol: asyncio.BaseProtocol) -> None:
+    """Give an upstream transport the pipe's protocol, reading (restarted, so uvloop picks the buffered callbacks)."""
+    transport.set_write_buffer_limits(high=WRITE_BUFFER_HIGH)
+    transport.pause_reading()
+    transport.set_protocol(protocol)
+    transport.resume_reading()
 
 
 class _Detached(asyncio.Protocol):

@@ -12,7 +12,9 @@ exhaust replies are forwarded until the last one, checksums stay as the sender m
 answers hellos itself, refuses a second login (``saslStart``/``authenticate``/``logout``) and whatever the
 session's policy forbids, in the request's own opcode, and remembers the cursor ids its replies carry so that
 ``getMore``/``killCursors`` reach only the session's own cursors. When the session ends, requests in flight
-are answered with the reason before both sockets close. Each message is read once into a
+are answered with the reason before both sockets close. In front of a replica set, a member's "not primary" reply
+moves the connection's upstream to the new primary (:meth:`ClientConnection._follow_primary`), and a resource that
+allows secondary reads gets them routed to a secondary (:meth:`ClientConnection._route`). Each message is read once into a
 :class:`~gatewayproxy.wire.codec.Request` (opcode, requestID, flags, command name, database, collection,
 without decoding BSON), which the policy, the pipe and the command log share; its body is decoded only
 where the policy needs it, and otherwise by the command log's writer, off the relay's path.
@@ -45,6 +47,7 @@ from gatewayproxy.upstream import (
     UpstreamConnection,
     UpstreamError,
     authenticate_upstream,
+    open_secondary,
     open_upstream,
     target_key,
 )
@@ -64,6 +67,9 @@ MAX_CURSORS = 10_000
 #: LegacyNotPrimary, InterruptedDueToReplStateChange, NotPrimaryOrSecondary, PrimarySteppedDown,
 #: InterruptedAtShutdown, ShutdownInProgress).
 NOT_PRIMARY_CODES = frozenset({10107, 13435, 10058, 11602, 13436, 189, 11600, 91})
+#: Commands that read and may go to a secondary when the client asks for it (and the resource allows it).
+SECONDARY_READS = frozenset({"find", "aggregate", "count", "distinct", "listCollections", "listIndexes", "dbStats"})
+_SECONDARY_MODES = ("secondary", "secondaryPreferred")
 
 
 class ConnectionHost(Protocol):
@@ -142,6 +148,12 @@ class ClientConnection:
         #: The upstream target while the deployment is a replica set (its primary may move), else None.
         self._replica_set_target: Any = None
         self._moving: asyncio.Task | None = None
+        #: Reads to a secondary (resource allow_secondary_reads on a replica set): its upstream once opened, whether
+        #: opening one failed (reads then stay on the primary), the cursors it holds.
+        self._secondary_reads = False
+        self._secondary: UpstreamConnection | None = None
+        self._secondary_failed = False
+        self._secondary_cursors: set[int] = set()
 
     @property
     def username_tried(self) -> str:
@@ -500,12 +512,83 @@ class ClientConnection:
         if refusal is not None:
             self._refuse(request, refusal.code, refusal.message, refusal.code_name)
             return None
+        if self._secondary_reads:
+            return self._route(request, raw)
         return InFlight(request)
+
+    def _route(self, request: codec.Request, raw: bytes) -> InFlight | None:
+        """Where a request goes when the session may read from a secondary: reads that ask for one (read
+        preference secondary or secondaryPreferred) and the getMores/killCursors of the cursors they opened go to
+        the secondary upstream (opened at the first such read: the request waits meanwhile); the rest to the
+        primary. With no secondary to be found, every read goes to the primary."""
+        name = request.command
+        pipe = self.pipe
+        assert pipe is not None
+        if pipe.in_flight:  # a client waiting for no reply in between: keep to where the last request went
+            return InFlight(request, to_secondary=pipe.in_flight[-1].to_secondary)
+        if name in ("getMore", "killCursors"):
+            wanted = bool(self._secondary_cursors) and self._cursor_ids(request) <= self._secondary_cursors
+        else:
+            wanted = name in SECONDARY_READS and b"$readPreference" in raw and _read_mode(request) in _SECONDARY_MODES
+        if not wanted or self._secondary_failed:
+            return InFlight(request)
+        if pipe.secondary is not None:
+            return InFlight(request, to_secondary=True)
+        pipe.wait_with(raw)
+        task = asyncio.get_running_loop().create_task(self._open_secondary())
+        self._moving = task
+        task.add_done_callback(lambda _task: setattr(self, "_moving", None))
+        return None
+
+    @staticmethod
+    def _cursor_ids(request: codec.Request) -> set[int]:
+        if request.command == "getMore":
+            return {request.cursor_id()}
+        with contextlib.suppress(codec.WireError):
+            return {int(c) for c in request.checked_body().get("cursors") or ()}
+        return set()
+
+    async def _open_secondary(self) -> None:
+        target = self._replica_set_target
+        secondary = None
+        try:
+            secondary = await asyncio.wait_for(open_secondary(target), _UPSTREAM_OPEN_WAIT)
+            if secondary is not None:
+                await authenticate_upstream(secondary, target)
+        except (UpstreamError, TimeoutError) as exc:
+            log.warning("event=secondary_unavailable connection=%s session=%s error=%s", self.id, self._session_id, exc)
+            if secondary is not None:
+                secondary.close()
+            secondary = None
+        pipe = self.pipe
+        if self.closed or pipe is None or pipe.closed:
+            if secondary is not None:
+                secondary.close()
+            return
+        if secondary is None:
+            self._secondary_failed = True  # reads stay on the primary
+        else:
+            self._secondary = secondary
+            pipe.set_secondary(secondary.writer.transport)
+            _release_stream(secondary.writer)
+            secondary.reader = None
+            secondary.hello = {}
+            log.info(
+                "event=secondary_opened connection=%s session=%s upstream=%s:%s",
+                self.id,
+                self._session_id,
+                secondary.address[0],
+                secondary.address[1],
+            )
+        pipe.release()
 
     def _on_reply(self, in_flight: InFlight) -> None:
         """Log a request whose (last) reply went to the client, or that expects none."""
         outcome = in_flight.outcome if in_flight.outcome is not None else _NO_REPLY
-        if outcome.error_code in NOT_PRIMARY_CODES and self._replica_set_target is not None:
+        if in_flight.to_secondary:
+            if outcome.cursor_id:
+                self._secondary_cursors.add(outcome.cursor_id)
+        elif outcome.error_code in NOT_PRIMARY_CODES and self._replica_set_target is not None:
             self._follow_primary(outcome.error_code)
         self.host.metrics.bytes_out += in_flight.bytes_out
         if in_flight.request.command in CURSOR_COMMANDS or in_flight.request.command == "killCursors":
@@ -580,6 +663,12 @@ class ClientConnection:
         upstream.hello = {}
         if old is not None:
             old.close()
+        if self._secondary is not None:  # the set's roles changed: find a secondary again at the next such read
+            pipe.drop_secondary()
+            self._secondary.close()
+            self._secondary = None
+            self._secondary_cursors.clear()
+        self._secondary_failed = False
         log.info(
             "event=upstream_moved connection=%s session=%s upstream=%s:%s",
             self.id,
@@ -624,11 +713,22 @@ class ClientConnection:
         self.reader = upstream.reader = None
         if upstream.hello.get("setName") and self.login is not None:  # a replica set member: its primary may move
             self._replica_set_target = self.login.upstream
+            self._secondary_reads = bool(getattr(self.login.upstream, "secondary_reads", False))
         upstream.hello = {}
         if self.login is not None:
             mechanisms = {name: {} for name in self.login.verifiers or {}}
             self.login = replace(self.login, verifiers=mechanisms, upstream=None)
             self._login_flow.login = self.login
+
+
+def _read_mode(request: codec.Request) -> str | None:
+    """The mode of a request's ``$readPreference`` (its body decoded: only for reads that carry one)."""
+    try:
+        preference = request.checked_body().get("$readPreference")
+    except codec.WireError:
+        return None
+    mode = preference.get("mode") if isinstance(preference, Mapping) else None
+    return mode if isinstance(mode, str) else None
 
 
 def _release_stream(writer: asyncio.StreamWriter) -> None:

@@ -249,6 +249,35 @@ async def open_upstream(target: UpstreamTarget, *, cache: TopologyCache | None =
     raise UpstreamError("unreachable", f"no writable member of the deployment answered ({detail})")
 
 
+async def open_secondary(target: UpstreamTarget) -> UpstreamConnection | None:
+    """Connect to a secondary of the target's replica set (the seeds, then the members their hellos list, in
+    order, so a session's connections find the same one), or None when no member answers as a secondary."""
+    hello_command = {"hello": 1, "saslSupportedMechs": f"{target.auth_database}.{target.username}", "$db": "admin"}
+    seeds, options = await resolve_seeds(target)
+    context = tls_context(target, options)
+    candidates = list(seeds)
+    tried: set[tuple[str, int]] = set()
+    while candidates:
+        address = candidates.pop(0)
+        if address in tried:
+            continue
+        tried.add(address)
+        try:
+            connection = await _connect(address, context, hello_command)
+        except UpstreamError as exc:
+            if exc.kind == "tls":
+                raise
+            continue
+        if connection.hello.get("secondary") and connection.hello.get("setName"):
+            return connection
+        connection.close()
+        for host in connection.hello.get("hosts") or ():
+            found = _parse_address(host)
+            if found is not None and found not in tried:
+                candidates.append(found)
+    return None
+
+
 async def authenticate_upstream(connection: UpstreamConnection, target: UpstreamTarget) -> None:
     """Log in on ``connection`` with the account (SCRAM-SHA-256 when offered, else SCRAM-SHA-1)."""
     offered = connection.hello.get("saslSupportedMechs")

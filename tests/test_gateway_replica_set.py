@@ -185,3 +185,52 @@ def test_a_client_through_the_gateway_keeps_working_across_a_step_down(wire_repl
         assert description.topology_type_name == "Single"
         assert list(description.server_descriptions()) == [("127.0.0.1", gateway_proxy.port)]
         assert client.nodes == {("127.0.0.1", gateway_proxy.port)}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_old_primary_that_closes_its_connections_sends_the_retry_to_the_new_one(
+    wire_replica_set, gateway, gateway_proxy
+):
+    rs = wire_replica_set
+    account = _account_on_set(rs)
+    session, secret = session_on(gateway, account)
+    listener = CommandEvents()
+    with _gateway_client(gateway_proxy, session, secret, listener) as client:
+        items = client[_name("gwclose")].items
+        items.insert_one({"_id": 1})
+        rs.step_down()
+        rs.members[0].kill_connections()  # as mongod before 4.2 did on a step-down
+        items.insert_one({"_id": 2})  # the driver sees the gateway close, retries on a new connection
+        assert sorted(doc["_id"] for doc in items.find()) == [1, 2]
+        assert _upstreams_of(rs, account.username)[0] == 0 and _upstreams_of(rs, account.username)[1] >= 1
+        assert client.nodes == {("127.0.0.1", gateway_proxy.port)}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_secondary_reads_go_to_a_secondary_only_when_the_resource_allows_them(wire_replica_set, gateway, gateway_proxy):
+    from pymongo.read_preferences import ReadPreference
+
+    rs = wire_replica_set
+    primary, secondary = rs.members
+    allowed = _account_on_set(rs, allow_secondary_reads=True)
+    refused = _account_on_set(rs)
+    for account, expected in ((allowed, secondary), (refused, primary)):
+        session, secret = session_on(gateway, account)
+        with _gateway_client(gateway_proxy, session, secret, CommandEvents()) as client:
+            database = client[_name("sec")]
+            database.items.insert_many([{"_id": i} for i in range(5)])
+            for member in rs.members:
+                member.command_counts.clear()
+            for mode in (ReadPreference.SECONDARY, ReadPreference.SECONDARY_PREFERRED):
+                items = database.get_collection("items", read_preference=mode)
+                assert [doc["_id"] for doc in items.find().sort("_id", 1).batch_size(2)] == [0, 1, 2, 3, 4]
+                assert items.count_documents({}) == 5
+            assert database.items.find_one({"_id": 4}) == {"_id": 4}  # primary reads stay on the primary
+            other = secondary if expected is primary else primary
+            # Two finds (each with two getMores) and two counts went where the resource says; find_one to the primary.
+            assert expected.command_counts["getMore"] == 4 and expected.command_counts["aggregate"] == 2
+            assert primary.command_counts["find"] == (1 if expected is secondary else 3)
+            assert secondary.command_counts["find"] == (2 if expected is secondary else 0)
+            other = primary if expected is secondary else secondary
+            assert other.command_counts["getMore"] == 0 and other.command_counts["aggregate"] == 0
+            assert client.nodes == {("127.0.0.1", gateway_proxy.port)}

@@ -104,6 +104,7 @@ class ResourceAdminForm(forms.ModelForm):
             "default_ttl",
             "max_ttl",
             "full_command_logging",
+            "allow_secondary_reads",
         ]
         widgets = {"uri": UriInput(attrs={"size": 80, "autocomplete": "off", "spellcheck": "false"})}
 
@@ -153,6 +154,7 @@ class ResourceAdmin(ServiceAdmin):
                     "tls",
                     "tls_verify",
                     "ca_certificate",
+                    "allow_secondary_reads",
                     "admin_username",
                     "admin_password",
                     "verify_connection",

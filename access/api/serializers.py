@@ -113,6 +113,7 @@ class ResourceSerializer(serializers.ModelSerializer):
             "default_ttl",
             "max_ttl",
             "full_command_logging",
+            "allow_secondary_reads",
             "verify_connection",
             "connection_verified",
             "created_at",

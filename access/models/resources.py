@@ -117,6 +117,11 @@ class Resource(models.Model):
         default=False,
         help_text="Record document values in session command logs (otherwise they are redacted).",
     )
+    allow_secondary_reads = models.BooleanField(
+        default=False,
+        help_text="Gateway sessions on a replica set: reads with a secondary or secondaryPreferred read preference "
+        "go to a secondary (otherwise every command goes to the primary).",
+    )
     command_deny_list = models.JSONField(
         default=default_command_deny_list,
         blank=True,

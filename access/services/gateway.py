@@ -105,6 +105,7 @@ def session_login_lookup(*, username: str) -> SessionLogin | None:
                 ca_certificate=resource.ca_certificate,
                 username=username_upstream,
                 password=Password(password.reveal()),
+                secondary_reads=resource.allow_secondary_reads,
             )
     return SessionLogin(
         session_id=session.pk,
