@@ -14,8 +14,8 @@ session's policy forbids, in the request's own opcode, and remembers the cursor 
 ``getMore``/``killCursors`` reach only the session's own cursors. When the session ends, requests in flight
 are answered with the reason before both sockets close. In front of a replica set, a member's "not primary" reply
 moves the connection's upstream to the new primary (:meth:`ClientConnection._follow_primary`), and a resource that
-allows secondary reads gets them routed to a secondary (:meth:`ClientConnection._route`). Each message is read once into a
-:class:`~gatewayproxy.wire.codec.Request` (opcode, requestID, flags, command name, database, collection,
+allows secondary reads gets them routed to a secondary (:meth:`ClientConnection._route`). Each message is read
+once into a :class:`~gatewayproxy.wire.codec.Request` (opcode, requestID, flags, command name, database, collection,
 without decoding BSON), which the policy, the pipe and the command log share; its body is decoded only
 where the policy needs it, and otherwise by the command log's writer, off the relay's path.
 
