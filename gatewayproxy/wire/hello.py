@@ -81,6 +81,9 @@ def hello_reply(
     server does for an unknown user); ``speculative_authenticate`` is the SCRAM server-first reply to
     include when the client started authenticating inside the hello.
     """
+    refused = hello_error(command)
+    if refused is not None:
+        return refused
     name = next(iter(command), "hello")
     reply: dict[str, Any] = {}
     if command.get("helloOk"):
@@ -112,6 +115,20 @@ def hello_reply(
         reply["speculativeAuthenticate"] = dict(speculative_authenticate)
     reply["ok"] = 1.0
     return reply
+
+
+def hello_error(command: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The error a server answers a malformed hello with, else None: ``saslSupportedMechs`` given as a string
+    without the ``.`` of ``"db.user"`` is BadValue, as on MongoDB and FerretDB."""
+    value = command.get("saslSupportedMechs")
+    if isinstance(value, str) and "." not in value:
+        return {
+            "ok": 0.0,
+            "errmsg": "UserName must contain a '.' separated database.user pair",
+            "code": 2,
+            "codeName": "BadValue",
+        }
+    return None
 
 
 def build_info_reply(limits: UpstreamLimits) -> dict[str, Any]:
