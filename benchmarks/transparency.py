@@ -23,17 +23,23 @@ Suites (subsets so that each side finishes in a few minutes on 2 cores):
   ``pip download --no-binary :all: --no-deps`` into ``var/transparency/``), run with pytest in a venv of its own
   (``var/transparency/venv``: pytest, pytest-asyncio, dnspython) against the sdist's source, configured through
   its ``DB_IP``/``DB_PORT``/``DB_USER``/``DB_PASSWORD`` variables; ``benchmarks/transparency_pytest.py`` adds the
-  ``enableTestCommands`` parameter FerretDB does not report (else every test stops in set-up). Default subset:
-  ``test/test_collection.py test/test_cursor.py test/test_database.py test/test_bulk.py`` (synchronous API:
-  CRUD, cursors, indexes, bulk writes, database commands). Per-test results from ``pytest --junitxml``.
+  ``enableTestCommands`` parameter FerretDB does not report (else every test stops in set-up) and takes the
+  given user as existing (its set-up would otherwise try ``createUser`` for the session's username before
+  login). Default subset: ``test_collection``, ``test_cursor``, ``test_database``, ``test_bulk``,
+  ``test_session``, ``test_client``, ``test_monitoring``, ``test_gridfs`` (synchronous API: CRUD, cursors,
+  indexes, bulk writes, sessions, client options and pools, command monitoring, GridFS; about two minutes a
+  side). Left out: the asynchronous twins, the unified-format spec tests (``test_crud_unified`` alone takes three
+  minutes a side), and what needs a replica set, TLS or test commands. Per-test results from
+  ``pytest --junitxml``.
 - **ferretdb**: FerretDB v1.24.2's integration tests (``integration/``, a Go module of its own, not in the Go
   module cache: the module zip leaves out nested modules and the Go proxy does not serve it, so it is read from a
   source tree of the v1.24.2 tag, ``--ferretdb-source``, default ``var/transparency/ferretdb-v1.24.2``, made with
   ``git -C FerretDB archive v1.24.2 | tar x -C var/transparency/ferretdb-v1.24.2``); compiled with ``go test -c``
   (dependencies from the Go module proxy) and run with ``-target-backend=ferretdb-sqlite -target-url=URI`` under
-  ``go tool test2json``. Default subset (``--ferretdb-run``): the top-level tests matching
-  ``^Test(Query|Insert|Update|Delete|Aggregate|FindAndModify|Distinct|Count|Cursor|Basic)`` (the compat tests
-  skip themselves without ``-compat-url``). Results per top-level test.
+  ``go tool test2json``. Default (``--ferretdb-run .``): every top-level test of the ``integration`` package
+  (about 275: query, insert, update, delete, aggregate, findAndModify, indexes, administration, authentication,
+  hello...; the compat tests skip themselves without ``-compat-url``), not its ``cursors``, ``users`` and
+  ``oplog`` packages. Results per top-level test (a failed subtest fails its test).
 
 Every run is capped by ``--timeout`` seconds; a run that hits it counts its unfinished tests as failed and is
 flagged in the table.
@@ -63,8 +69,10 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.proxy import free_port, setup_django, start_gateway, stop  # noqa: E402
 
 WORK = ROOT / "var" / "transparency"
-PYMONGO_TESTS = ("test/test_collection.py", "test/test_cursor.py", "test/test_database.py", "test/test_bulk.py")
-FERRETDB_RUN = "^Test(Query|Insert|Update|Delete|Aggregate|FindAndModify|Distinct|Count|Cursor|Basic)"
+PYMONGO_TESTS = tuple(
+    f"test/test_{name}.py" for name in ("collection", "cursor", "database", "bulk", "session", "client", "monitoring")
+) + ("test/test_gridfs.py",)
+FERRETDB_RUN = "."
 FERRETDB_SOURCE = WORK / "ferretdb-v1.24.2"
 PLUGIN = "transparency_pytest"
 
@@ -97,7 +105,36 @@ GATEWAY_ONLY_PASS = (
 #: Tests that fail through the gateway because its own hello differs from the server's (it answers hello itself
 #: as a standalone, without the upstream's own fields) or because it speaks for one session only; the failure
 #: text does not say so, so they are named here, each with the reason found by reading the test.
-DELIBERATE_TESTS: dict[str, str] = {}
+DELIBERATE_TESTS: dict[str, str] = {
+    "TestHelloWithSupportedMechs": (
+        "hello is answered by the gateway, which names SCRAM mechanisms only for the session's own username, "
+        "not for the server's users (deliberate; its MissingSeparator case now answers BadValue as the server)"
+    ),
+}
+
+#: Failure texts through the gateway from a policy that fails closed on a command document it cannot read
+#: (deliberate; the server refuses these commands too, with another code than Unauthorized).
+FAILS_CLOSED = (
+    (
+        r"refused: the command document cannot be read: 'utf-8' codec",
+        "the policy refuses a command document it must decode (create, renameCollection, aggregate...) that holds "
+        "a string that is not UTF-8 (fails closed; the server refuses these names too, with InvalidNamespace)",
+    ),
+    (
+        r"dataSize refused: its namespace must be a string",
+        "the policy refuses dataSize whose namespace it cannot read (fails closed; the server answers "
+        "InvalidNamespace/TypeMismatch)",
+    ),
+)
+
+#: Known gaps: the gateway differs from the server here without meaning to; the cause is found but not fixed.
+KNOWN_GAPS: dict[str, str] = {
+    "TestMutatingClientMetadata": (
+        "a second hello carrying client metadata should fail with code 186 (ClientMetadataCannotBeMutated); "
+        "the gateway answers hellos itself and does not remember that the connection sent metadata "
+        "(per-connection state in gatewayproxy/relay.py, which is being changed for replica sets)"
+    ),
+}
 
 
 @dataclass
@@ -293,12 +330,16 @@ def go_failure(lines: list[str]) -> str:
 # --- comparing ---------------------------------------------------------------------------------------------
 
 
-def explain(test: str, message: str) -> str | None:
+def explain(test: str, message: str) -> tuple[str, str] | None:
+    """(kind, reason) of a test that passed directly and failed through the gateway: kind ``deliberate`` or
+    ``known gap``; None when nothing explains it (a transparency bug to find)."""
+    if test in KNOWN_GAPS:
+        return "known gap", KNOWN_GAPS[test]
     if test in DELIBERATE_TESTS:
-        return DELIBERATE_TESTS[test]
-    for pattern, reason in DELIBERATE:
+        return "deliberate", DELIBERATE_TESTS[test]
+    for pattern, reason in (*DELIBERATE, *FAILS_CLOSED):
         if re.search(pattern, message):
-            return reason
+            return "deliberate", reason
     return None
 
 
@@ -330,28 +371,33 @@ def first_line(message: str) -> str:
 def print_table(reports: list[tuple[str, str, Run, Run, dict[str, list]]]) -> int:
     print()
     header = f"{'suite':<9} {'subset':<52} {'tests':>5} {'both pass':>9} {'both fail':>9} "
-    header += f"{'gw-only fail':>12} {'(unexpl.)':>9} {'gw-only pass':>12} {'direct s':>8} {'gw s':>6}"
+    header += f"{'gw-only fail':>12} {'deliberate':>10} {'known gap':>9} {'unexplained':>11} {'gw-only pass':>12} "
+    header += f"{'direct s':>8} {'gw s':>6}"
     print(header)
     unexplained = 0
     for suite, subset, direct, gateway, classes in reports:
         only = classes["gateway only fail"]
-        bad = [item for item in only if item[1] is None]
-        unexplained += len(bad)
+        kinds = [item[1][0] if item[1] else None for item in only]
+        unexplained += kinds.count(None)
         total = sum(len(items) for items in classes.values())
         flags = " (timeout)" if direct.timed_out or gateway.timed_out else ""
         print(
             f"{suite:<9} {subset[:52]:<52} {total:>5} {len(classes['both pass']):>9} {len(classes['both fail']):>9} "
-            f"{len(only):>12} {len(bad):>9} {len(classes['gateway only pass']):>12} "
+            f"{len(only):>12} {kinds.count('deliberate'):>10} {kinds.count('known gap'):>9} "
+            f"{kinds.count(None):>11} {len(classes['gateway only pass']):>12} "
             f"{direct.seconds:>8.0f} {gateway.seconds:>6.0f}{flags}"
         )
+    for suite, subset, _direct, _gateway, _classes in reports:
+        print(f"  {suite} subset: {subset}")
     for suite, _subset, _direct, _gateway, classes in reports:
-        for test, reason, message in classes["gateway only fail"]:
+        for test, why, message in classes["gateway only fail"]:
             print(f"  {suite} gateway-only fail: {test}")
-            print(f"      {'NOT EXPLAINED' if reason is None else 'deliberate: ' + reason}; {first_line(message)}")
+            label = "NOT EXPLAINED" if why is None else f"{why[0]}: {why[1]}"
+            print(f"      {label}; {first_line(message)}")
         for test, reason, message in classes["gateway only pass"]:
             print(f"  {suite} gateway-only pass: {test}")
             print(f"      {'not explained' if reason is None else reason}; direct: {first_line(message)}")
-    print(f"\npassed directly but failed through the gateway, not explained: {unexplained}")
+    print(f"\npassed directly but failed through the gateway, not explained: {unexplained}", flush=True)
     return 1 if unexplained else 0
 
 
