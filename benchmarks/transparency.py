@@ -69,9 +69,8 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.proxy import free_port, setup_django, start_gateway, stop  # noqa: E402
 
 WORK = ROOT / "var" / "transparency"
-PYMONGO_TESTS = tuple(
-    f"test/test_{name}.py" for name in ("collection", "cursor", "database", "bulk", "session", "client", "monitoring")
-) + ("test/test_gridfs.py",)
+PYMONGO_FILES = ("collection", "cursor", "database", "bulk", "session", "client", "monitoring", "gridfs")
+PYMONGO_TESTS = tuple(f"test/test_{name}.py" for name in PYMONGO_FILES)
 FERRETDB_RUN = "."
 FERRETDB_SOURCE = WORK / "ferretdb-v1.24.2"
 PLUGIN = "transparency_pytest"
