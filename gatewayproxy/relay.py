@@ -70,6 +70,7 @@ NOT_PRIMARY_CODES = frozenset({10107, 13435, 10058, 11602, 13436, 189, 11600, 91
 #: Commands that read and may go to a secondary when the client asks for it (and the resource allows it).
 SECONDARY_READS = frozenset({"find", "aggregate", "count", "distinct", "listCollections", "listIndexes", "dbStats"})
 _SECONDARY_MODES = ("secondary", "secondaryPreferred")
+_CURSOR_FOLLOW_UPS = frozenset({"getMore", "killCursors"})
 
 
 class ConnectionHost(Protocol):
@@ -145,8 +146,11 @@ class ClientConnection:
         self._request_ids = 0
         self.pipe: Pipe | None = None
         self._finished = False
-        #: The upstream target while the deployment is a replica set (its primary may move), else None.
+        #: The upstream target while the deployment is a replica set (its primary may move), else None; its cache
+        #: key; how many moves of its primary the topology cache counted when this connection's upstream opened.
         self._replica_set_target: Any = None
+        self._target_key: tuple = ()
+        self._moves_seen = 0
         self._moving: asyncio.Task | None = None
         #: Reads to a secondary (resource allow_secondary_reads on a replica set): its upstream once opened, whether
         #: opening one failed (reads then stay on the primary), the cursors it holds.
@@ -298,6 +302,7 @@ class ClientConnection:
             raise refused(problem)
         if login.upstream is None or self.closed:
             raise refused("the session cannot log in now")
+        self._moves_seen = self.host.topology_cache.moves(target_key(login.upstream))
         try:
             upstream = await asyncio.wait_for(
                 open_upstream(login.upstream, cache=self.host.topology_cache), _UPSTREAM_OPEN_WAIT
@@ -512,6 +517,15 @@ class ClientConnection:
         if refusal is not None:
             self._refuse(request, refusal.code, refusal.message, refusal.code_name)
             return None
+        target = self._replica_set_target
+        if target is not None and self.host.topology_cache.moves(self._target_key) != self._moves_seen:
+            # Another connection saw the primary move: this one follows before its next command (not before the
+            # getMore or killCursors of a cursor, which lives on the member that opened it).
+            pipe = self.pipe
+            if name not in _CURSOR_FOLLOW_UPS and pipe is not None and not pipe.in_flight and not pipe.held:
+                pipe.wait_with(raw)
+                self._start_move("another connection saw the primary move")
+                return None
         if self._secondary_reads:
             return self._route(request, raw)
         return InFlight(request)
@@ -611,7 +625,7 @@ class ClientConnection:
 
     def _on_pipe_close(self, reason: str) -> None:
         if self._replica_set_target is not None and reason.startswith("upstream closed"):
-            self.host.topology_cache.forget(target_key(self._replica_set_target))  # the next login rediscovers
+            self.host.topology_cache.forget(self._target_key)  # the next login rediscovers
         self.close(reason)
         self._finish()
 
@@ -625,16 +639,27 @@ class ClientConnection:
         the client's requests, the gateway finds the new primary (the cached address is forgotten, so this
         session's later connections find it too) and logs in there; the kept requests then go to it. Cursors the
         old primary holds stay there (a getMore here then fails with CursorNotFound, as after any failover).
-        Only when nothing else waits for a reply: a request in flight would lose its reply.
+        Only when nothing else waits for a reply: a request in flight would lose its reply. The move is counted
+        (unless a move this connection has not followed yet was counted already), so the session's other
+        connections in this gateway process follow before their next command other than getMore/killCursors.
         """
         pipe = self.pipe
         if pipe is None or pipe.closed or pipe.held or pipe.in_flight:
             return
-        target = self._replica_set_target
-        self.host.topology_cache.forget(target_key(target))
-        pipe.hold()
-        log.info("event=primary_moved connection=%s session=%s code=%s", self.id, self._session_id, code)
-        task = asyncio.get_running_loop().create_task(self._move_upstream(target))
+        cache = self.host.topology_cache
+        if cache.moves(self._target_key) == self._moves_seen:
+            cache.moved(self._target_key)
+        else:
+            cache.forget(self._target_key)
+        self._start_move(f"the upstream answered code {code}")
+
+    def _start_move(self, why: str) -> None:
+        """Hold the client's requests and move this connection's upstream to the primary found now."""
+        assert self.pipe is not None
+        self.pipe.hold()
+        log.info("event=primary_moved connection=%s session=%s why=%r", self.id, self._session_id, why)
+        self._moves_seen = self.host.topology_cache.moves(self._target_key)
+        task = asyncio.get_running_loop().create_task(self._move_upstream(self._replica_set_target))
         self._moving = task  # keep a reference until it ends
         task.add_done_callback(lambda _task: setattr(self, "_moving", None))
 
@@ -713,6 +738,7 @@ class ClientConnection:
         self.reader = upstream.reader = None
         if upstream.hello.get("setName") and self.login is not None:  # a replica set member: its primary may move
             self._replica_set_target = self.login.upstream
+            self._target_key = target_key(self.login.upstream)
             self._secondary_reads = bool(getattr(self.login.upstream, "secondary_reads", False))
         upstream.hello = {}
         if self.login is not None:

@@ -60,6 +60,7 @@ class TopologyCache:
     def __init__(self, ttl: float = TOPOLOGY_CACHE_SECONDS) -> None:
         self.ttl = ttl
         self._items: dict[tuple, Topology] = {}
+        self._moves: dict[tuple, int] = {}
 
     def get(self, key: tuple) -> Topology | None:
         """The cached topology of ``key`` while it is fresh."""
@@ -75,6 +76,15 @@ class TopologyCache:
     def forget(self, key: tuple) -> None:
         """Drop ``key`` so the next connection rediscovers."""
         self._items.pop(key, None)
+
+    def moved(self, key: tuple) -> None:
+        """A member of ``key``'s replica set said it is not the primary: rediscover, and count the move."""
+        self._moves[key] = self._moves.get(key, 0) + 1
+        self.forget(key)
+
+    def moves(self, key: tuple) -> int:
+        """How many times ``key``'s primary was seen to move (connections opened before a move follow it)."""
+        return self._moves.get(key, 0)
 
 
 class UpstreamConnection:

@@ -202,7 +202,7 @@ def test_an_old_primary_that_closes_its_connections_sends_the_retry_to_the_new_o
         rs.members[0].kill_connections()  # as mongod before 4.2 did on a step-down
         items.insert_one({"_id": 2})  # the driver sees the gateway close, retries on a new connection
         assert sorted(doc["_id"] for doc in items.find()) == [1, 2]
-        assert _upstreams_of(rs, account.username)[0] == 0 and _upstreams_of(rs, account.username)[1] >= 1
+        assert wait_for(lambda: (counts := _upstreams_of(rs, account.username))[0] == 0 and counts[1] >= 1, timeout=3)
         assert client.nodes == {("127.0.0.1", gateway_proxy.port)}
 
 
@@ -234,3 +234,37 @@ def test_secondary_reads_go_to_a_secondary_only_when_the_resource_allows_them(wi
             other = primary if expected is secondary else secondary
             assert other.command_counts["getMore"] == 0 and other.command_counts["aggregate"] == 0
             assert client.nodes == {("127.0.0.1", gateway_proxy.port)}
+
+
+def test_the_sessions_other_connections_follow_the_primary_before_their_next_command(
+    wire_replica_set, tmp_path, transactional_db
+):
+    from access.models import Gateway
+    from tests.gateway_fixtures import GatewayProcess
+
+    rs = wire_replica_set
+    # One worker process: connections of a session learn a move from each other within a process.
+    process = GatewayProcess(tmp_path / "runproxy.log", name=_name("rs-one"), workers=1).start()
+    try:
+        account = _account_on_set(rs)
+        session, secret = session_on(Gateway.objects.get(pk=process.gateway_id), account)
+        first_events, second_events = CommandEvents(), CommandEvents()
+        with (
+            _gateway_client(process, session, secret, first_events) as first,
+            _gateway_client(process, session, secret, second_events) as second,
+        ):
+            name = _name("siblings")
+            first[name].items.insert_many([{"_id": 1}, {"_id": 2}])
+            cursor = second[name].items.find().sort("_id", 1).batch_size(1)  # on the old primary, one document read
+            assert next(cursor) == {"_id": 1}
+            assert _upstreams_of(rs, account.username) == [2, 0]
+
+            rs.step_down()
+            first[name].items.insert_one({"_id": 3})  # refused, retried: this connection moves, the move is counted
+            assert [code for _address, code in first_events.of("insert")][-2:] == [10107, None]
+            assert list(cursor) == [{"_id": 2}]  # its getMore still reaches the member holding the cursor
+            assert second[name].items.count_documents({}) == 3  # moved before it was sent: no error, no retry
+            assert [code for _address, code in second_events.of("aggregate")] == [None]
+            assert wait_for(lambda: _upstreams_of(rs, account.username) == [0, 2], timeout=3)  # the old ones closed
+    finally:
+        process.stop()
