@@ -157,7 +157,7 @@ class ClientConnection:
         self._secondary_reads = False
         self._secondary: UpstreamConnection | None = None
         self._secondary_failed = False
-        self._secondary_cursors: set[int] = set()
+        self._secondary_cursors: dict[int, None] = {}
 
     @property
     def username_tried(self) -> str:
@@ -541,7 +541,7 @@ class ClientConnection:
         if pipe.in_flight:  # a client waiting for no reply in between: keep to where the last request went
             return InFlight(request, to_secondary=pipe.in_flight[-1].to_secondary)
         if name in ("getMore", "killCursors"):
-            wanted = bool(self._secondary_cursors) and self._cursor_ids(request) <= self._secondary_cursors
+            wanted = bool(self._secondary_cursors) and self._cursor_ids(request) <= self._secondary_cursors.keys()
         else:
             wanted = name in SECONDARY_READS and b"$readPreference" in raw and _read_mode(request) in _SECONDARY_MODES
         if not wanted or self._secondary_failed:
@@ -553,6 +553,19 @@ class ClientConnection:
         self._moving = task
         task.add_done_callback(lambda _task: setattr(self, "_moving", None))
         return None
+
+    def _track_secondary_cursors(self, request: codec.Request, outcome: redact.Outcome) -> None:
+        """Remember the cursors a secondary opened (their getMores go there); forget exhausted and killed ones."""
+        cursors = self._secondary_cursors
+        if request.command == "killCursors":
+            for cursor_id in self._cursor_ids(request):
+                cursors.pop(cursor_id, None)
+        elif outcome.cursor_id:
+            cursors[outcome.cursor_id] = None
+            if len(cursors) > MAX_CURSORS:
+                cursors.pop(next(iter(cursors)))
+        elif outcome.cursor_id == 0 and request.command == "getMore":
+            cursors.pop(request.cursor_id(), None)
 
     @staticmethod
     def _cursor_ids(request: codec.Request) -> set[int]:
@@ -600,8 +613,7 @@ class ClientConnection:
         """Log a request whose (last) reply went to the client, or that expects none."""
         outcome = in_flight.outcome if in_flight.outcome is not None else _NO_REPLY
         if in_flight.to_secondary:
-            if outcome.cursor_id:
-                self._secondary_cursors.add(outcome.cursor_id)
+            self._track_secondary_cursors(in_flight.request, outcome)
         elif outcome.error_code in NOT_PRIMARY_CODES and self._replica_set_target is not None:
             self._follow_primary(outcome.error_code)
         self.host.metrics.bytes_out += in_flight.bytes_out

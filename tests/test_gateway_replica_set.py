@@ -214,7 +214,7 @@ def test_secondary_reads_go_to_a_secondary_only_when_the_resource_allows_them(wi
     primary, secondary = rs.members
     allowed = _account_on_set(rs, allow_secondary_reads=True)
     refused = _account_on_set(rs)
-    for account, expected in ((allowed, secondary), (refused, primary)):
+    for account, expected in ((refused, primary), (allowed, secondary)):
         session, secret = session_on(gateway, account)
         with _gateway_client(gateway_proxy, session, secret, CommandEvents()) as client:
             database = client[_name("sec")]
@@ -234,6 +234,15 @@ def test_secondary_reads_go_to_a_secondary_only_when_the_resource_allows_them(wi
             other = primary if expected is secondary else secondary
             assert other.command_counts["getMore"] == 0 and other.command_counts["aggregate"] == 0
             assert client.nodes == {("127.0.0.1", gateway_proxy.port)}
+
+            if account is allowed:  # after a step-down, secondary reads go to the member that is secondary now
+                rs.step_down()
+                database.items.insert_one({"_id": 9})  # refused by the old primary, retried: the upstreams move
+                for member in rs.members:
+                    member.command_counts.clear()
+                items = database.get_collection("items", read_preference=ReadPreference.SECONDARY)
+                assert items.find_one({"_id": 9}) == {"_id": 9}
+                assert (primary.command_counts["find"], secondary.command_counts["find"]) == (1, 0)
 
 
 def test_the_sessions_other_connections_follow_the_primary_before_their_next_command(
